@@ -1,0 +1,68 @@
+"""Checkpoint files and the Hugging Face Hub: safetensors + json only, clear errors, no pickles."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "lumiere-tiny"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing or unreadable (the message names the file)."""
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"corrupt JSON in {path}: {error}") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"corrupt safetensors file {path}: {error}") from None
+
+
+def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
+    """A local pipeline directory for ``path_or_repo``.
+
+    None / "bundled" -> the model shipped in assets/; an existing directory -> itself; anything else
+    is a Hub repo id fetched with ``snapshot_download`` (which honours ``HF_HUB_OFFLINE``).
+    """
+    if path_or_repo is None or str(path_or_repo) == "bundled":
+        if not (BUNDLED_MODEL_DIR / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"bundled model not found at {BUNDLED_MODEL_DIR}; train it with "
+                "`python -m lumiere.train.bundle` or pass a pipeline directory / Hub repo id"
+            )
+        return BUNDLED_MODEL_DIR
+    local = Path(path_or_repo).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or str(path_or_repo).startswith((".", "/", "~")) or str(path_or_repo).count("/") > 1:
+        raise FileNotFoundError(f"no pipeline directory at {local}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=str(path_or_repo), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md", "*.model"]))
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(
+            f"{path_or_repo!r} is not a local directory and could not be fetched from the Hugging Face Hub "
+            f"(offline or not cached): {error}"
+        ) from None
+    except HfHubHTTPError as error:
+        raise FileNotFoundError(f"could not download {path_or_repo!r} from the Hugging Face Hub: {error}") from None

@@ -1,0 +1,354 @@
+"""Space-Time U-Net: inflate a pretrained diffusers ``UNet2DConditionModel`` (Lumiere Sec. 3.1).
+
+The T2I U-Net is kept whole under the prefix ``t2i.`` (so a T2I or style checkpoint maps onto it
+one-to-one) and frozen. ``STUNet.forward`` walks the U-Net's own blocks, calling the pretrained
+resnets / attentions / resamplers per frame and inserting the temporal modules:
+
+- after every resnet: a factorized space-time conv block (all levels but the coarsest) or a stack of
+  temporal attention blocks (coarsest level: last down block, mid block, first up block);
+- after every spatial down-sampler: temporal down-sampling; after every spatial up-sampler: temporal
+  up-sampling (``temporal_resize=False`` leaves these out: the conventional fixed-temporal-resolution
+  inflation used as the ablation baseline, and for the SSR model which works on short windows).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .temporal import TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample
+
+SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D")
+SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D")
+SUPPORTED_MID_BLOCKS = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D")
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def _check_supported(unet: UNet2DConditionModel) -> None:
+    if not isinstance(unet, UNet2DConditionModel):
+        raise TypeError(f"inflate() expects a diffusers UNet2DConditionModel, got {type(unet).__name__}")
+    for kind, blocks, supported in (
+        ("down", unet.down_blocks, SUPPORTED_DOWN_BLOCKS),
+        ("up", unet.up_blocks, SUPPORTED_UP_BLOCKS),
+        ("mid", [unet.mid_block] if unet.mid_block is not None else [], SUPPORTED_MID_BLOCKS),
+    ):
+        for block in blocks:
+            name = type(block).__name__
+            if name not in supported:
+                raise ValueError(
+                    f"cannot inflate {kind} block {name!r}: supported {kind} blocks are {', '.join(supported)}"
+                )
+    if unet.config.addition_embed_type not in (None, "text"):
+        raise ValueError(
+            f"cannot inflate a U-Net with addition_embed_type={unet.config.addition_embed_type!r} "
+            "(only None and 'text' need no extra per-call inputs)"
+        )
+
+
+def _per_frame(x: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
+    """Repeat a per-video tensor (B, ...) to per-frame (B*T, ...)."""
+    return None if x is None else x.repeat_interleave(num_frames, dim=0)
+
+
+class STUNet(nn.Module):
+    """A T2I U-Net inflated to video with temporal blocks and (optionally) temporal down/up-sampling."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        *,
+        temporal_resize: bool = True,
+        temporal_attention_depth: int = 2,
+        temporal_kernel_size: int = 3,
+        temporal_head_dim: int = 64,
+        extra_input_channels: int = 0,
+        freeze_spatial: bool = True,
+    ):
+        super().__init__()
+        _check_supported(unet)
+        if temporal_attention_depth < 1:
+            raise ValueError(f"temporal_attention_depth must be >= 1, got {temporal_attention_depth}")
+        self.t2i = unet
+        self.temporal_resize = temporal_resize
+        self.temporal_attention_depth = temporal_attention_depth
+        self.temporal_kernel_size = temporal_kernel_size
+        self.temporal_head_dim = temporal_head_dim
+        self.extra_input_channels = 0
+
+        coarsest = len(unet.down_blocks) - 1
+
+        def temporal_block(channels: int, level: int) -> nn.Module:
+            if level == coarsest:
+                return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim)
+            return TemporalConvBlock(channels, temporal_kernel_size)
+
+        def resampler(block, attr: str, cls) -> nn.Module | None:
+            modules = getattr(block, attr, None)
+            if not temporal_resize or modules is None:
+                return None
+            return cls(modules[0].out_channels, temporal_kernel_size)
+
+        self.down_temporal = nn.ModuleList(
+            nn.ModuleList(temporal_block(r.out_channels, level) for r in block.resnets)
+            for level, block in enumerate(unet.down_blocks)
+        )
+        self.down_resample = nn.ModuleList(
+            resampler(block, "downsamplers", TemporalDownsample) or nn.Identity() for block in unet.down_blocks
+        )
+        self.mid_temporal = nn.ModuleList(
+            temporal_block(r.out_channels, coarsest) for r in (unet.mid_block.resnets if unet.mid_block else [])
+        )
+        self.up_temporal = nn.ModuleList(
+            nn.ModuleList(temporal_block(r.out_channels, coarsest - i) for r in block.resnets)
+            for i, block in enumerate(unet.up_blocks)
+        )
+        self.up_resample = nn.ModuleList(
+            resampler(block, "upsamplers", TemporalUpsample) or nn.Identity() for block in unet.up_blocks
+        )
+        self.temporal_downsampling_factor = 2 ** sum(isinstance(m, TemporalDownsample) for m in self.down_resample)
+
+        if extra_input_channels:
+            self.expand_input_channels(extra_input_channels)
+        if freeze_spatial:
+            self.t2i.requires_grad_(False)
+
+    # ------------------------------------------------------------------ parameters
+    def temporal_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters added by inflation (the ones trained in the temporal stage)."""
+        for name, param in self.named_parameters():
+            if not name.startswith("t2i."):
+                yield param
+
+    def spatial_parameters(self) -> Iterator[nn.Parameter]:
+        """The pretrained T2I parameters (frozen after inflation)."""
+        return self.t2i.parameters()
+
+    @property
+    def in_channels(self) -> int:
+        return self.t2i.conv_in.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.t2i.config.out_channels
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.t2i.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.t2i.device
+
+    def expand_input_channels(self, extra: int) -> None:
+        """Widen ``conv_in`` by ``extra`` input channels, zero-initialised (Sec. 4.2 conditional model).
+
+        The zero weights make the widened model equal the unconditional one at initialisation; the
+        widened conv is trainable (it must learn to read the conditioning video and mask).
+        """
+        if extra <= 0:
+            return
+        old = self.t2i.conv_in
+        new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, old.stride, old.padding)
+        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.zero_()
+            new.weight[:, : old.in_channels].copy_(old.weight)
+            new.bias.copy_(old.bias)
+        self.t2i.conv_in = new
+        self.extra_input_channels += extra
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, C, T, H, W) noisy video -> (B, C_out, T, H, W) model prediction.
+
+        ``timestep`` and ``class_labels`` are per video (scalar or shape (B,)); ``encoder_hidden_states``
+        is (B, L, D). They are repeated to the current number of frames at each temporal level.
+        """
+        if sample.ndim != 5:
+            raise ValueError(f"STUNet expects a video tensor (B, C, T, H, W), got shape {tuple(sample.shape)}")
+        batch, channels, num_frames, height, width = sample.shape
+        n = self.temporal_downsampling_factor
+        if num_frames % n:
+            raise ValueError(
+                f"num_frames must be a multiple of the temporal down-sampling factor N={n}, got {num_frames}"
+            )
+        if channels != self.in_channels:
+            raise ValueError(f"STUNet expects {self.in_channels} input channels, got {channels}")
+        unet = self.t2i
+        if unet.config.center_input_sample:
+            sample = 2 * sample - 1.0
+        if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] not in (1, batch):
+            raise ValueError(f"timestep must be a scalar or have one entry per video ({batch}), got {timestep.shape[0]}")
+
+        # Per-video embeddings, computed once, exactly as UNet2DConditionModel.forward does.
+        emb = unet.time_embedding(unet.get_time_embed(sample=sample[:, :, 0], timestep=timestep))
+        class_emb = unet.get_class_embed(sample=sample[:, :, 0], class_labels=class_labels)
+        if class_emb is not None:
+            emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
+        aug_emb = unet.get_aug_embed(emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs={})
+        if aug_emb is not None:
+            emb = emb + aug_emb
+        if unet.time_embed_act is not None:
+            emb = unet.time_embed_act(emb)
+        context = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states, added_cond_kwargs={})
+
+        cache: dict[int, tuple] = {}
+
+        def conditioning(frames: int):
+            # Repeat per-video conditioning to the current temporal length once per level.
+            if frames not in cache:
+                cache[frames] = (_per_frame(emb, frames), _per_frame(context, frames))
+            return cache[frames]
+
+        frames = num_frames
+        x = sample.permute(0, 2, 1, 3, 4).reshape(batch * num_frames, channels, height, width)
+        x = unet.conv_in(x)
+        skips = [x]
+
+        for block, temporal, temporal_down in zip(unet.down_blocks, self.down_temporal, self.down_resample):
+            temb, ctx = conditioning(frames)
+            attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
+            for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
+                x = temporal_block(resnet(x, temb), frames)
+                x = _spatial_attention(attention, x, ctx, temb)
+                skips.append(x)
+            if block.downsamplers is not None:
+                for downsampler in block.downsamplers:
+                    x = _resample(downsampler, x, temb)
+                if isinstance(temporal_down, TemporalDownsample):
+                    x = temporal_down(x, frames)
+                    frames //= 2
+                skips.append(x)
+
+        if unet.mid_block is not None:
+            temb, ctx = conditioning(frames)
+            mid = unet.mid_block
+            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames)
+            for attention, resnet, temporal_block in zip(mid.attentions, mid.resnets[1:], self.mid_temporal[1:]):
+                x = _spatial_attention(attention, x, ctx, temb)
+                x = temporal_block(resnet(x, temb), frames)
+
+        for block, temporal, temporal_up in zip(unet.up_blocks, self.up_temporal, self.up_resample):
+            temb, ctx = conditioning(frames)
+            attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
+            for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
+                x = torch.cat([x, skips.pop()], dim=1)
+                x = temporal_block(resnet(x, temb), frames)
+                x = _spatial_attention(attention, x, ctx, temb)
+            if block.upsamplers is not None:
+                size = skips[-1].shape[-2:] if skips else None
+                for upsampler in block.upsamplers:
+                    x = _resample(upsampler, x, temb, size)
+                if isinstance(temporal_up, TemporalUpsample):
+                    x = temporal_up(x, frames)
+                    frames *= 2
+
+        if unet.conv_norm_out is not None:
+            x = unet.conv_act(unet.conv_norm_out(x))
+        x = unet.conv_out(x)
+        return x.view(batch, num_frames, x.shape[1], height, width).permute(0, 2, 1, 3, 4)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def config(self) -> dict:
+        t2i_config = {k: v for k, v in dict(self.t2i.config).items() if not k.startswith("_")}
+        return {
+            "_class_name": "STUNet",
+            "t2i": t2i_config,
+            "temporal_resize": self.temporal_resize,
+            "temporal_attention_depth": self.temporal_attention_depth,
+            "temporal_kernel_size": self.temporal_kernel_size,
+            "temporal_head_dim": self.temporal_head_dim,
+            "extra_input_channels": self.extra_input_channels,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "STUNet":
+        unet = UNet2DConditionModel.from_config(config["t2i"])
+        options = {k: config[k] for k in (
+            "temporal_resize", "temporal_attention_depth", "temporal_kernel_size", "temporal_head_dim",
+            "extra_input_channels") if k in config}
+        return cls(unet, **options)
+
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write ``config.json`` + ``diffusion_pytorch_model.safetensors`` (optionally cast, e.g. fp16)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "STUNet":
+        from ..hub import read_json, read_safetensors  # local import: hub imports this module
+
+        directory = Path(directory)
+        model = cls.from_config(read_json(directory / CONFIG_NAME))
+        state = read_safetensors(directory / WEIGHTS_NAME)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {directory / WEIGHTS_NAME} does not match its config: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        return model.to(dtype).eval()
+
+
+def _spatial_attention(attention: nn.Module | None, x: torch.Tensor, context: torch.Tensor, temb: torch.Tensor):
+    """Call a pretrained spatial attention module the way its diffusers block would."""
+    if attention is None:
+        return x
+    if isinstance(attention, Transformer2DModel):
+        return attention(x, encoder_hidden_states=context, return_dict=False)[0]
+    if getattr(attention, "is_cross_attention", False) or getattr(attention, "added_kv_proj_dim", None):
+        return attention(x, encoder_hidden_states=context)
+    return attention(x, temb=temb)  # UNetMidBlock2D self-attention
+
+
+def _resample(module: nn.Module, x: torch.Tensor, temb: torch.Tensor, size=None) -> torch.Tensor:
+    """Call a spatial down/up-sampler: ResnetBlock2D resamplers take temb, Up/Downsample2D do not."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    if isinstance(module, ResnetBlock2D):
+        return module(x, temb)
+    if size is not None and hasattr(module, "use_conv_transpose"):  # Upsample2D
+        return module(x, output_size=size)
+    return module(x)
+
+
+def inflate(
+    unet: UNet2DConditionModel,
+    *,
+    temporal_resize: bool = True,
+    temporal_attention_depth: int = 2,
+    extra_input_channels: int = 0,
+    **options,
+) -> STUNet:
+    """Inflate a pretrained T2I U-Net into a Space-Time U-Net (the T2I weights are frozen, not copied).
+
+    ``temporal_resize=False`` builds the conventional fixed-temporal-resolution inflation with the
+    same temporal blocks. ``extra_input_channels`` widens the first conv for the conditional model.
+    """
+    return STUNet(
+        unet,
+        temporal_resize=temporal_resize,
+        temporal_attention_depth=temporal_attention_depth,
+        extra_input_channels=extra_input_channels,
+        **options,
+    )
