@@ -1,0 +1,115 @@
+"""lumiere.io: browser-playable mp4, round trips, clear errors."""
+import re
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from lumiere.io import read_image, read_mask, read_video, write_image, write_video
+
+
+def smooth_video(t=8, h=32, w=48):
+    """Smooth content so lossy codecs reproduce it closely."""
+    y, x = np.mgrid[0:h, 0:w]
+    frames = [np.stack([(x * 5 + 10 * k) % 256, y * 6, np.full_like(x, 40 + 10 * k)], -1) for k in range(t)]
+    return np.stack(frames).astype(np.uint8)
+
+
+def ffmpeg_info(path):
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True)
+    return proc.stderr
+
+
+def test_mp4_is_h264_yuv420p_faststart_and_round_trips(tmp_path):
+    video = smooth_video()
+    path = tmp_path / "clip.mp4"
+    write_video(path, video, fps=8)
+    info = ffmpeg_info(path)
+    assert re.search(r"Video: h264", info) and "yuv420p" in info
+    data = path.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # faststart: index before the media data
+    frames, fps = read_video(path)
+    assert frames.shape == video.shape and frames.dtype == np.uint8
+    assert fps == pytest.approx(8.0)
+    assert np.abs(frames.astype(int) - video).mean() < 6
+
+
+def test_odd_size_is_padded_to_even(tmp_path):
+    video = smooth_video(4, 33, 31)
+    write_video(tmp_path / "odd.mp4", video, 10)
+    frames, _ = read_video(tmp_path / "odd.mp4")
+    assert frames.shape == (4, 34, 32, 3)
+    assert np.abs(frames[:, :33, :31].astype(int) - video).mean() < 8
+
+
+def test_gif_round_trip_loops(tmp_path):
+    video = smooth_video(6, 24, 24)
+    video[2] = video[1]  # identical consecutive frames must survive (no frame merging)
+    path = tmp_path / "clip.gif"
+    write_video(path, video, fps=10)
+    with Image.open(path) as im:
+        assert im.info.get("loop") == 0
+    frames, fps = read_video(path)
+    assert frames.shape == video.shape
+    assert fps == pytest.approx(10.0, rel=0.1)
+    assert np.abs(frames.astype(int) - video).mean() < 12
+
+
+def test_webm_is_vp9(tmp_path):
+    path = tmp_path / "clip.webm"
+    write_video(path, smooth_video(4, 32, 32), fps=8)
+    assert "Video: vp9" in ffmpeg_info(path)
+    assert read_video(path)[0].shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((4, 8, 8, 3), np.float32), "uint8"),
+    (np.zeros((8, 8, 3), np.uint8), r"\(T, H, W, 3\)"),
+    (np.zeros((2, 8, 8, 4), np.uint8), r"\(T, H, W, 3\)"),
+])
+def test_write_rejects_bad_frames(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        write_video(tmp_path / "x.mp4", bad, 8)
+
+
+def test_write_rejects_bad_fps_and_suffix(tmp_path):
+    video = smooth_video(2, 8, 8)
+    with pytest.raises(ValueError, match="fps"):
+        write_video(tmp_path / "x.mp4", video, 0)
+    with pytest.raises(ValueError, match="suffix"):
+        write_video(tmp_path / "x.avi", video, 8)
+
+
+def test_read_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        read_video(tmp_path / "missing.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"this is not a video" * 10)
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        read_video(corrupt)
+    bad_image = tmp_path / "bad.png"
+    bad_image.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="bad.png"):
+        read_image(bad_image)
+    with pytest.raises(FileNotFoundError, match="nomask.png"):
+        read_mask(tmp_path / "nomask.png")
+
+
+def test_image_and_mask(tmp_path):
+    image = smooth_video(1, 10, 12)[0]
+    write_image(tmp_path / "im.png", image)
+    assert np.array_equal(read_image(tmp_path / "im.png"), image)
+
+    grey = np.zeros((10, 12), np.uint8)
+    grey[2:5, 3:7] = 255
+    Image.fromarray(grey).save(tmp_path / "mask.png")
+    mask = read_mask(tmp_path / "mask.png")
+    assert mask.dtype == bool and mask.shape == (10, 12) and mask.sum() == 12
+
+    rgba = np.zeros((10, 12, 4), np.uint8)  # a brushed layer: black paint, alpha marks the stroke
+    rgba[5:8, 1:3, 3] = 200
+    Image.fromarray(rgba).save(tmp_path / "brush.png")
+    assert read_mask(tmp_path / "brush.png").sum() == 6
