@@ -1,0 +1,103 @@
+"""Build a pipeline's components from a model config (random init, or from a pretrained T2I).
+
+The same config drives the tiny bundled model (everything trained here from scratch) and a full-size
+model (``t2i.pretrained`` names a diffusers U-Net directory or Hub repo and the text encoder a
+transformers model). Configs live in ``configs/`` as JSON.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from .models.stunet import STUNet, inflate
+from .models.text_encoder import TextEncoder
+
+# diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
+DEFAULT_SCHEDULER = {
+    "_class_name": "DPMSolverMultistepScheduler",
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "v_prediction",
+    "clip_sample": False,
+    "timestep_spacing": "trailing",
+}
+DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 5.0, "sampler": "dpm++", "negative_prompt": ""}
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    return json.loads(path.read_text())
+
+
+def load_t2i_unet(source: str | os.PathLike, subfolder: str | None = None) -> UNet2DConditionModel:
+    """A pretrained diffusers T2I U-Net from a local directory or Hub repo (safetensors only)."""
+    return UNet2DConditionModel.from_pretrained(str(source), subfolder=subfolder, use_safetensors=True)
+
+
+def build_text_encoder(config: dict, words: list[str] | None = None) -> TextEncoder:
+    if config.get("pretrained"):
+        return TextEncoder.from_pretrained(config["pretrained"], config.get("tokenizer"))
+    if words is None:
+        from .data.world import vocabulary
+
+        words = vocabulary()
+    options = {k: config[k] for k in ("hidden_size", "num_layers", "num_heads", "max_length") if k in config}
+    return TextEncoder.from_vocabulary(words, **options)
+
+
+def build_t2i_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionModel:
+    if config.get("pretrained"):
+        return load_t2i_unet(config["pretrained"], config.get("subfolder"))
+    kwargs = copy.deepcopy(config["unet"])
+    kwargs.setdefault("cross_attention_dim", cross_attention_dim)
+    return UNet2DConditionModel(**kwargs)
+
+
+def build_ssr_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionModel:
+    """Image SR U-Net: input = noisy high-res (3) + up-sampled low-res (3); the noise-augmentation
+    level enters as a timestep-style class embedding (as in DeepFloyd-IF stage II / Imagen SR)."""
+    if config.get("pretrained"):
+        return load_t2i_unet(config["pretrained"], config.get("subfolder"))
+    kwargs = copy.deepcopy(config["unet"])
+    kwargs.update(in_channels=6, out_channels=3, class_embed_type="timestep")
+    kwargs.setdefault("cross_attention_dim", cross_attention_dim)
+    return UNet2DConditionModel(**kwargs)
+
+
+def pipeline_config(config: dict, base: STUNet) -> dict:
+    """The part of a model config the pipeline needs at inference time (stored in model_index.json)."""
+    return {
+        "base_resolution": list(config["base_resolution"]),
+        "fps": config.get("fps", 8),
+        "temporal_downsampling_factor": base.temporal_downsampling_factor,
+        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k != "unet"},
+        "defaults": {**DEFAULTS, **config.get("defaults", {})},
+    }
+
+
+def build_pipeline(config: dict, *, words: list[str] | None = None, t2i_unet: UNet2DConditionModel | None = None,
+                   text_encoder: TextEncoder | None = None, with_ssr: bool = True, with_conditional: bool = True,
+                   device="cpu", dtype=torch.float32):
+    """A pipeline with freshly initialised temporal layers around ``t2i_unet`` (or one built from config)."""
+    from .pipeline import LumierePipeline
+
+    text_encoder = text_encoder or build_text_encoder(config.get("text_encoder", {}), words)
+    temporal = config.get("temporal", {})
+    unet = t2i_unet or build_t2i_unet(config["t2i"], text_encoder.hidden_size)
+    base = inflate(unet, **temporal)
+    components = {"text_encoder": text_encoder, "base": base}
+    if with_conditional:
+        components["conditional"] = inflate(copy.deepcopy(unet), extra_input_channels=unet.config.in_channels + 1, **temporal)
+    if with_ssr and "ssr" in config:
+        ssr_unet = build_ssr_unet(config["ssr"], text_encoder.hidden_size)
+        components["ssr"] = inflate(ssr_unet, temporal_resize=False, **temporal)
+    return LumierePipeline(config=pipeline_config(config, base),
+                           scheduler_config={**DEFAULT_SCHEDULER, **config.get("scheduler", {})},
+                           components=components, device=device, dtype=dtype)

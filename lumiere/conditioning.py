@@ -1,0 +1,65 @@
+"""Conditioning signals for the 7-channel model (Lumiere Sec. 4.2).
+
+The conditional model sees concat(J, C, M): the noisy video J, a masked conditioning video C and a
+one-channel mask M where **1 = known content to keep** (the paper's convention). User-facing masks
+use the opposite convention (True = region to generate), so every builder here takes the user mask
+and returns the paper's (C, M).
+
+Tensors are (3, T, H, W) in [-1, 1]; blank (unknown) content is 0.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def image_to_video_condition(image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """I2V: C = the first frame then blank frames; M = 1 on frame 0, 0 elsewhere."""
+    _, height, width = image.shape
+    condition = torch.zeros(3, num_frames, height, width, dtype=image.dtype)
+    condition[:, 0] = image
+    keep = torch.zeros(1, num_frames, height, width, dtype=image.dtype)
+    keep[:, 0] = 1
+    return condition, keep
+
+
+def inpaint_condition(video: torch.Tensor, generate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inpainting/outpainting: C = video with the hole blanked; M = 1 outside the hole.
+
+    ``generate`` is a bool (T, H, W) or (H, W) mask, True where new content is generated.
+    """
+    _, num_frames, height, width = video.shape
+    generate = _broadcast_mask(generate, num_frames, height, width)
+    keep = (~generate).to(video.dtype)[None]
+    return video * keep, keep
+
+
+def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cinemagraph: C = the image on every frame; M = 1 on all of frame 0 and outside the region elsewhere.
+
+    Keeping frame 0 whole anchors the appearance of the animated region to the input image.
+    """
+    _, height, width = image.shape
+    condition = image[:, None].expand(3, num_frames, height, width).clone()
+    region = _broadcast_mask(region, num_frames, height, width)
+    keep = (~region).to(image.dtype)[None]
+    keep[:, 0] = 1
+    return condition, keep
+
+
+def outpaint_mask(height: int, width: int, border: float = 0.25) -> torch.Tensor:
+    """A generate-mask covering a border of ``border`` x width/height on every side (outpainting)."""
+    if not 0.0 < border < 0.5:
+        raise ValueError(f"outpaint border must be in (0, 0.5), got {border}")
+    mask = torch.ones(height, width, dtype=torch.bool)
+    dy, dx = max(1, round(height * border)), max(1, round(width * border))
+    mask[dy:height - dy, dx:width - dx] = False
+    return mask
+
+
+def _broadcast_mask(mask: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+    mask = mask.bool()
+    if mask.ndim == 2:
+        mask = mask[None].expand(num_frames, height, width)
+    if tuple(mask.shape) != (num_frames, height, width):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match video ({num_frames}, {height}, {width})")
+    return mask

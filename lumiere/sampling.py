@@ -1,0 +1,117 @@
+"""Denoising loops on top of diffusers schedulers: classifier-free guidance, progress, cancellation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+SAMPLERS = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+}
+
+Callback = Callable[[int, int], None]
+
+
+def make_scheduler(config: dict, sampler: str | None = None):
+    """A fresh scheduler per request (schedulers keep per-run state, so they are never shared).
+
+    ``config`` is a diffusers scheduler config (training noise schedule, prediction type); ``sampler``
+    picks the solver class. Multistep DPM-Solver is run as DPM-Solver++ (the better few-step solver).
+    """
+    name = sampler or config.get("_class_name", "DDIMScheduler")
+    cls = SAMPLERS.get(name) or next((c for c in SAMPLERS.values() if c.__name__ == name), None)
+    if cls is None:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    extra = {"algorithm_type": "dpmsolver++"} if cls is DPMSolverMultistepScheduler else {}
+    return cls.from_config(config, **extra)
+
+
+class Progress:
+    """Counts denoising steps across every stage of one call and forwards them to a user callback.
+
+    The total is known up front (base + SSR steps), so a UI can show one bar for the whole request.
+    An exception raised by the callback propagates and cancels the generation.
+    """
+
+    def __init__(self, total: int, callback: Callback | None = None, bar: bool = False, description: str = "denoising"):
+        self.total = total
+        self.done = 0
+        self.callback = callback
+        self._bar = None
+        if bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=description, leave=False)
+
+    def step(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
+           uncond: torch.Tensor | None, guidance_scale: float):
+    """Wrap ``predict(x, t, text_states)`` with classifier-free guidance.
+
+    Conditional and unconditional passes are batched into one forward (one weight read instead of two).
+    """
+
+    def prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if uncond is None or guidance_scale == 1.0:
+            return predict(x, t, text)
+        both = predict(torch.cat([x, x]), t, torch.cat([text, uncond]))
+        cond, unc = both.chunk(2)
+        return unc + guidance_scale * (cond - unc)
+
+    return prediction
+
+
+def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
+            timesteps, generator: torch.Generator | None, progress: Progress | None = None) -> torch.Tensor:
+    """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise)."""
+    for t in timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        output = prediction(model_input, t)
+        x = scheduler.step(output, t, x, generator=generator, return_dict=False)[0] if _takes_generator(scheduler) \
+            else scheduler.step(output, t, x, return_dict=False)[0]
+        if progress is not None:
+            progress.step()
+    return x
+
+
+def _takes_generator(scheduler) -> bool:
+    # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator arg.
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
+def sdedit_timesteps(scheduler, num_inference_steps: int, strength: float):
+    """Timesteps for SDEdit: skip the first (1 - strength) of the schedule (Meng et al., 2022).
+
+    Returns (timesteps, start_timestep); an empty schedule means "return the input unchanged".
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    scheduler.set_timesteps(num_inference_steps)
+    steps_to_run = min(int(round(num_inference_steps * strength)), num_inference_steps)
+    start = num_inference_steps - steps_to_run
+    timesteps = scheduler.timesteps[start * scheduler.order:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start * scheduler.order)
+    return timesteps, (timesteps[0] if len(timesteps) else None)
+
+
+def initial_noise(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from the request's generator: same seed -> same video on any device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)

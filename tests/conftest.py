@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny random pipeline (seconds to build) saved once per test session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY_WORDS = ["a", "an", "red", "green", "blue", "yellow", "circle", "square", "triangle", "moving", "left", "right",
+              "bouncing", "on", "the", "grass", "sea", "sky", "night", "two"]
+
+TINY_CONFIG = {
+    "base_resolution": [8, 16, 16],
+    "fps": 8,
+    "text_encoder": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 12},
+    "t2i": {"unet": {
+        "sample_size": 16, "in_channels": 3, "out_channels": 3, "block_out_channels": [16, 32],
+        "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8, "norm_num_groups": 8,
+    }},
+    "temporal": {"temporal_attention_depth": 2, "temporal_head_dim": 16},
+    "ssr": {"scale": 2, "window": 4, "noise_level": 100, "num_inference_steps": 2, "unet": {
+        "sample_size": 32, "block_out_channels": [16, 16], "layers_per_block": 1,
+        "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
+        "norm_num_groups": 8, "attention_head_dim": 8,
+    }},
+    "defaults": {"num_inference_steps": 2, "guidance_scale": 3.0},
+}
+
+
+def make_tiny_pipeline(seed: int = 0):
+    """Random weights, perturbed so that temporal layers are not exact no-ops (tests see real mixing)."""
+    from lumiere.build import build_pipeline
+
+    torch.manual_seed(seed)  # test-only: the library itself never touches the global RNG
+    pipe = build_pipeline(TINY_CONFIG, words=TINY_WORDS)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in pipe.component_names:
+            if name == "text_encoder":
+                continue
+            for param in pipe.get_component(name).temporal_parameters():
+                param.add_(0.02 * torch.randn(param.shape, generator=generator))
+    pipe.add_style("line drawing", {k: v + 0.05 * torch.randn(v.shape, generator=generator)
+                                    for k, v in pipe.base.t2i.state_dict().items()})
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_pipeline")
+    make_tiny_pipeline().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture()
+def tiny_pipe(tiny_pipeline_dir):
+    from lumiere import LumierePipeline
+
+    return LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
