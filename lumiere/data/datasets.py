@@ -1,0 +1,229 @@
+"""Torch datasets for every training stage.
+
+Items are dicts of tensors and strings so the default collate works:
+``video`` float (3, T, H, W) in [-1, 1] (channels first, as the STUNet takes it), ``caption`` str.
+Procedural items are a pure function of (seed, index), so any worker / rank / resume sees the same data.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lumiere.data.world import STYLES, caption, render_clip, sample_clip_spec
+
+
+def video_to_tensor(video: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_video(tensor: torch.Tensor) -> np.ndarray:
+    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3); inverse of video_to_tensor."""
+    video = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _item_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index])
+
+
+def _style_caption(text: str, style: str | None) -> str:
+    return f"{text}, in {style} style" if style else text
+
+
+def _check_style(style):
+    if style is not None and style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
+
+
+class ProceduralVideoDataset(Dataset):
+    """Clips of the procedural world.
+
+    holdout=True (training) never yields a HELDOUT_COMBINATIONS triple. ``style`` renders every clip
+    in that style and appends ", in <style> style" to the caption. ``return_lowres=(h, w)`` adds
+    ``lowres_video``: the same clip rendered at (h, w), for super-resolution training.
+    """
+
+    def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
+                 seed: int = 0, style: str | None = None, holdout: bool = True,
+                 return_lowres: tuple[int, int] | None = None):
+        _check_style(style)
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.num_frames, self.height, self.width = num_frames, height, width
+        self.length, self.seed, self.style, self.holdout = length, seed, style, holdout
+        self.return_lowres = return_lowres
+
+    def __len__(self):
+        return self.length
+
+    def spec_and_caption(self, index: int):
+        rng = _item_rng(self.seed, index)
+        spec = sample_clip_spec(rng, holdout=self.holdout)
+        return spec, caption(spec, rng)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        spec, text = self.spec_and_caption(index)
+        item = {"video": video_to_tensor(render_clip(spec, self.num_frames, self.height, self.width, self.style)),
+                "caption": _style_caption(text, self.style)}
+        if self.return_lowres is not None:
+            h, w = self.return_lowres
+            item["lowres_video"] = video_to_tensor(render_clip(spec, self.num_frames, h, w, self.style))
+        return item
+
+
+class ProceduralImageDataset(Dataset):
+    """Single frames of procedural clips for the T2I stage (``image`` float (3, H, W) in [-1, 1]).
+
+    Captions describe appearance only ("a red circle on the grass"): a still frame cannot show
+    motion, and teaching the T2I model to ignore motion words would be wasted capacity; the temporal
+    stage learns what motion words mean. Set ``include_motion=True`` to keep them anyway.
+    """
+
+    def __init__(self, height: int = 32, width: int = 32, length: int = 100_000, seed: int = 0,
+                 style: str | None = None, holdout: bool = True, include_motion: bool = False):
+        _check_style(style)
+        self.height, self.width, self.length = height, width, length
+        self.seed, self.style, self.holdout, self.include_motion = seed, style, holdout, include_motion
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = _item_rng(self.seed, index)
+        spec = sample_clip_spec(rng, holdout=self.holdout)
+        text = caption(spec, rng, include_motion=self.include_motion)
+        frames = 16
+        frame = render_clip(spec, frames, self.height, self.width, self.style)[int(rng.integers(frames))]
+        return {"image": video_to_tensor(frame[None])[:, 0], "caption": _style_caption(text, self.style)}
+
+
+# ----------------------------------------------------------------------------- real video
+def load_metadata(path) -> list[dict]:
+    """Rows {"path", "caption"} from a CSV (header path,caption) or JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metadata file not found: '{path}'")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    for n, row in enumerate(rows):
+        if "path" not in row or "caption" not in row:
+            raise ValueError(f"{path}: row {n + 1} needs 'path' and 'caption' fields, got {sorted(row)}")
+    return rows
+
+
+def resize_and_centre_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale so the frame covers (height, width), then crop the centre (keeps aspect, no bars)."""
+    h, w = frame.shape[:2]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return frame[top: top + height, left: left + width]
+
+
+class VideoDecodeError(ValueError):
+    """A file that cannot give a training clip (corrupt, unreadable or too short)."""
+
+
+def decode_clip(path, num_frames: int, fps: float | None, rng: np.random.Generator) -> np.ndarray:
+    """Decode ``num_frames`` RGB frames at ``fps`` (frame stride from the source fps) from a random start."""
+    capture = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not capture.isOpened():
+            raise VideoDecodeError(f"cannot open video '{path}'")
+        source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        stride = max(1, round(source_fps / fps)) if fps and source_fps > 0 else 1
+        needed = (num_frames - 1) * stride + 1
+        if total and total < needed:
+            raise VideoDecodeError(f"video '{path}' has {total} frames, needs {needed} "
+                                   f"({num_frames} frames at stride {stride})")
+        start = int(rng.integers(0, total - needed + 1)) if total else 0
+        wanted = set(range(start, start + needed, stride))
+        if start:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+        frames, index = [], start
+        while len(frames) < num_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index in wanted:
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            index += 1
+        if len(frames) < num_frames:
+            raise VideoDecodeError(f"video '{path}' ended after {len(frames)} of {num_frames} frames")
+        return np.stack(frames)
+    finally:
+        capture.release()
+
+
+class RealVideoDataset(Dataset):
+    """WebVid-style folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}).
+
+    Paths are relative to ``root`` (or absolute). Clips of ``num_frames`` at ``fps`` are resized
+    (shorter side) and centre-cropped to (height, width). A corrupt or too-short file never stops
+    training: it is skipped with a warning naming it, and another index is used instead.
+    """
+
+    def __init__(self, root, metadata, num_frames: int = 16, height: int = 64, width: int = 64,
+                 fps: float | None = 8.0, seed: int = 0, return_lowres: tuple[int, int] | None = None,
+                 max_retries: int = 20):
+        self.root = Path(root)
+        metadata = Path(metadata)
+        self.rows = load_metadata(metadata if metadata.is_absolute() or metadata.exists() else self.root / metadata)
+        if not self.rows:
+            raise ValueError(f"metadata '{metadata}' lists no videos")
+        self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
+        self.seed, self.return_lowres, self.max_retries = seed, return_lowres, max_retries
+        self.bad_paths: set[str] = set()
+
+    def __len__(self):
+        return len(self.rows)
+
+    def _load(self, index: int, rng) -> dict:
+        row = self.rows[index]
+        path = Path(row["path"])
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise VideoDecodeError(f"video file not found: '{path}'")
+        clip = decode_clip(path, self.num_frames, self.fps, rng)
+        clip = np.stack([resize_and_centre_crop(f, self.height, self.width) for f in clip])
+        item = {"video": video_to_tensor(clip), "caption": str(row["caption"])}
+        if self.return_lowres is not None:
+            h, w = self.return_lowres
+            low = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in clip])
+            item["lowres_video"] = video_to_tensor(low)
+        return item
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.rows):
+            raise IndexError(index)
+        for attempt in range(self.max_retries + 1):
+            candidate = (index + attempt * 7919) % len(self.rows)  # a prime step visits other files
+            path = self.rows[candidate]["path"]
+            if path in self.bad_paths:
+                continue
+            try:
+                return self._load(candidate, _item_rng(self.seed, candidate))
+            except (VideoDecodeError, cv2.error) as err:
+                self.bad_paths.add(path)
+                warnings.warn(f"skipping video '{path}': {err}", RuntimeWarning, stacklevel=2)
+        raise RuntimeError(f"no decodable video found after {self.max_retries + 1} tries from index {index}; "
+                           f"check the files under '{self.root}'")
