@@ -13,7 +13,7 @@ evaluation prompts them to measure compositional generalisation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -124,7 +124,6 @@ class ClipSpec:
     objects: tuple[ObjectSpec, ...]
     background: str | None
     seed: int = 0
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def is_valid_object(colour, shape, motion, background=None) -> bool:
@@ -193,7 +192,7 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def _describe_objects(objects, rng) -> tuple[str, bool]:
+def _describe_objects(objects) -> tuple[str, bool]:
     """Noun phrase for the objects; returns (phrase, plural?)."""
     a = objects[0]
     if len(objects) == 1:
@@ -214,12 +213,12 @@ def caption(spec: ClipSpec, rng=None, include_motion: bool = True, p_background:
         bg = " " + pick(BACKGROUND_PHRASES[spec.background])
     same_motion = len({o.motion for o in objects}) == 1
     if not include_motion:
-        phrase, _ = _describe_objects(objects, rng)
+        phrase, _ = _describe_objects(objects)
         return (phrase + bg).strip()
     if len(objects) == 2 and not same_motion:
         parts = [f"{_article(o.colour)} {o.colour} {o.shape} {pick(MOTION_ING[o.motion])}" for o in objects]
         return f"{parts[0]} and {parts[1]}{bg}"
-    phrase, plural = _describe_objects(objects, rng)
+    phrase, plural = _describe_objects(objects)
     motion = objects[0].motion
     template = int(rng.integers(4))
     if template == 0:  # "a red circle moving to the right over the sea"
