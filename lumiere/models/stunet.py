@@ -85,11 +85,16 @@ class STUNet(nn.Module):
         self.extra_input_channels = 0
 
         coarsest = len(unet.down_blocks) - 1
+        # Per-video conditioning of the temporal conv blocks: the U-Net's timestep embedding plus a
+        # projection of the mean-pooled prompt tokens (new, trainable; see TemporalConvBlock).
+        cond_channels = unet.time_embedding.linear_2.out_features * (2 if unet.config.class_embeddings_concat else 1)
+        text_channels = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
+        self.temporal_text_proj = nn.Linear(text_channels, cond_channels)
 
         def temporal_block(channels: int, level: int) -> nn.Module:
             if level == coarsest:
                 return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim)
-            return TemporalConvBlock(channels, temporal_kernel_size)
+            return TemporalConvBlock(channels, temporal_kernel_size, cond_channels)
 
         def resampler(block, attr: str, cls) -> nn.Module | None:
             modules = getattr(block, attr, None)
@@ -205,6 +210,7 @@ class STUNet(nn.Module):
             emb = emb + aug_emb
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
+        temporal_cond = emb + self.temporal_text_proj(encoder_hidden_states.mean(dim=1))
         context = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states, added_cond_kwargs={})
 
         cache: dict[int, tuple] = {}
@@ -224,7 +230,7 @@ class STUNet(nn.Module):
             temb, ctx = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
-                x = temporal_block(resnet(x, temb), frames)
+                x = temporal_block(resnet(x, temb), frames, temporal_cond)
                 x = _spatial_attention(attention, x, ctx, temb)
                 skips.append(x)
             if block.downsamplers is not None:
@@ -238,17 +244,17 @@ class STUNet(nn.Module):
         if unet.mid_block is not None:
             temb, ctx = conditioning(frames)
             mid = unet.mid_block
-            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames)
+            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames, temporal_cond)
             for attention, resnet, temporal_block in zip(mid.attentions, mid.resnets[1:], self.mid_temporal[1:]):
                 x = _spatial_attention(attention, x, ctx, temb)
-                x = temporal_block(resnet(x, temb), frames)
+                x = temporal_block(resnet(x, temb), frames, temporal_cond)
 
         for block, temporal, temporal_up in zip(unet.up_blocks, self.up_temporal, self.up_resample):
             temb, ctx = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
                 x = torch.cat([x, skips.pop()], dim=1)
-                x = temporal_block(resnet(x, temb), frames)
+                x = temporal_block(resnet(x, temb), frames, temporal_cond)
                 x = _spatial_attention(attention, x, ctx, temb)
             if block.upsamplers is not None:
                 size = skips[-1].shape[-2:] if skips else None

@@ -62,20 +62,28 @@ class TemporalConvBlock(nn.Module):
     """The temporal half of a factorized space-time convolution (Fig. 4b).
 
     The pretrained spatial layer before it does the 2D part; this adds two 1D temporal convs
-    (norm -> SiLU -> conv) as a residual branch whose last conv is zero-initialised.
+    (norm -> SiLU -> conv) as a residual branch whose last conv is zero-initialised. Like the
+    U-Net's own resnets, the branch is modulated (scale/shift) by a per-video conditioning vector
+    (timestep + pooled text), so motion can depend on the prompt even though the spatial layers,
+    which hold the cross-attention, are frozen.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3):
+    def __init__(self, channels: int, kernel_size: int = 3, cond_channels: int | None = None):
         super().__init__()
         self.norm1 = group_norm(channels)
         self.conv1 = temporal_conv(channels, kernel_size)
         self.norm2 = group_norm(channels)
+        self.cond_proj = nn.Linear(cond_channels, 2 * channels) if cond_channels else None
         self.conv2 = init_zero_(temporal_conv(channels, kernel_size))
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = frames_to_video(x, num_frames)
         h = self.conv1(F.silu(self.norm1(h)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.norm2(h)
+        if self.cond_proj is not None and cond is not None:
+            scale, shift = self.cond_proj(F.silu(cond))[:, :, None, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
         return x + video_to_frames(h)
 
 
@@ -104,7 +112,7 @@ class TemporalAttentionBlock(nn.Module):
         self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
         self.to_out = init_zero_(nn.Linear(channels, channels))
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
         bt, c, h, w = x.shape
         b = bt // num_frames
         # (B*T, C, H, W) -> (B*H*W, T, C): one sequence of T tokens per spatial location.
@@ -125,7 +133,7 @@ class TemporalAttentionStack(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(TemporalAttentionBlock(channels, head_dim) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, num_frames)
         return x
