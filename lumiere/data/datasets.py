@@ -105,8 +105,9 @@ class ProceduralImageDataset(Dataset):
         rng = _item_rng(self.seed, index)
         spec = sample_clip_spec(rng, holdout=self.holdout)
         text = caption(spec, rng, include_motion=self.include_motion)
-        frames = 16
-        frame = render_clip(spec, frames, self.height, self.width, self.style)[int(rng.integers(frames))]
+        frames = 16  # a random frame of the 16-frame clip, rendered alone
+        moment = np.array([int(rng.integers(frames)) / (frames - 1)])
+        frame = render_clip(spec, 1, self.height, self.width, self.style, times=moment)[0]
         return {"image": video_to_tensor(frame[None])[:, 0], "caption": _style_caption(text, self.style)}
 
 

@@ -472,14 +472,18 @@ def _pastel(colour, amount=0.45):
 
 
 def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: int = 32,
-                style: str | None = None) -> np.ndarray:
-    """Render ``spec`` as a uint8 (T, H, W, 3) video at any size and frame count."""
+                style: str | None = None, times: np.ndarray | None = None) -> np.ndarray:
+    """Render ``spec`` as a uint8 (T, H, W, 3) video at any size and frame count.
+
+    ``times`` (values in [0, 1], clip start to end) renders just those instants instead of
+    ``num_frames`` evenly spaced ones: the image datasets draw one frame without rendering a clip.
+    """
     if num_frames < 1 or height < 4 or width < 4:
         raise ValueError(f"need num_frames >= 1 and height, width >= 4, got {num_frames}, {height}, {width}")
     if style is not None and style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
     if style == "pixel art":
-        return _pixel_art(spec, num_frames, height, width)
+        return _pixel_art(spec, num_frames, height, width, times)
     rng = np.random.default_rng(spec.seed)
     placements = _placements(spec, rng)
     ss = _supersample_factor(height, width)
@@ -492,7 +496,10 @@ def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: i
     elif style == "watercolor":
         paper = np.array([242.0, 236.0, 224.0])
         background = 0.55 * background + 0.45 * paper
-    times = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    if times is None:
+        times = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    times = np.asarray(times, float)
+    num_frames = len(times)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     for t, s in enumerate(times):
         img = background.copy()
@@ -529,12 +536,12 @@ def _watercolor_finish(frame, seed, unit):
     return (soft - 0.25 * np.abs(rim)) * (1 + 0.035 * grain[..., None])
 
 
-def _pixel_art(spec, num_frames, height, width):
+def _pixel_art(spec, num_frames, height, width, times=None):
     """Blocky, posterised look: render at 1/2 (or coarser) resolution, quantise, nearest up-sample."""
     import cv2
 
     block = max(2, min(height, width) // 16)
-    small = render_clip(spec, num_frames, max(4, height // block), max(4, width // block))
+    small = render_clip(spec, num_frames, max(4, height // block), max(4, width // block), times=times)
     levels = 4
     small = (np.round(small.astype(float) / 255 * (levels - 1)) * (255 / (levels - 1))).astype(np.uint8)
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_NEAREST) for f in small])
@@ -566,3 +573,19 @@ def spec_from_prompt(prompt: str, seed: int = 0) -> ClipSpec:
     if len(filled) == 2 and filled[1].motion not in _compatible_motions(filled[0].motion):
         filled[1] = replace(filled[1], motion=filled[0].motion)
     return ClipSpec(tuple(filled), background, int(rng.integers(2**31 - 1)))
+
+
+def vocabulary() -> list[str]:
+    """Every word a caption of this world can contain (the bundled text encoder's word-level vocabulary).
+
+    Collected from all phrase tables plus the caption glue words, so the tokenizer never has to
+    fall back to [UNK] on an in-domain prompt.
+    """
+    phrases = [*COLOURS, *BACKGROUNDS, *STYLES, *COUNT_WORDS, "a", "an", "and", "is", "are", "in", "style", "two"]
+    for table in (MOTION_ING, MOTION_VERB, MOTION_VERB_PLURAL, BACKGROUND_PHRASES, SHAPE_WORDS, COLOUR_WORDS):
+        for options in table.values():
+            phrases.extend(options)
+    phrases.extend(f"{w}s" for options in SHAPE_WORDS.values() for w in options)  # plurals
+    phrases.extend(["boxes", "squares", "circles", "triangles"])
+    words = {w for phrase in phrases for w in re.findall(r"[a-z0-9]+", phrase.lower())}
+    return sorted(words)

@@ -1,0 +1,121 @@
+"""One readable training loop for every stage, under accelerate (devices, DDP, mixed precision).
+
+A stage supplies an ``nn.Module`` whose ``forward(batch)`` returns the loss (so DDP sees one module),
+the parameters to train, and a data loader. The loop adds gradient accumulation, EMA, periodic
+checkpoints with resume, and a tqdm bar with the running loss.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.training_utils import EMAModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    ema_decay: float | None = 0.999
+    checkpoint_every: int = 200
+    log_every: int = 20
+    mixed_precision: str = "no"
+    seed: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def infinite(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(module: nn.Module, params: list[nn.Parameter], loader, settings: TrainSettings, output_dir: Path,
+          resume: bool = False, description: str = "train") -> dict:
+    """Train ``params`` of ``module``; returns {"step", "loss", "seconds"}. EMA weights are copied in at the end."""
+    output_dir = Path(output_dir)
+    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision)
+    set_seed(settings.seed)
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError(f"{description}: nothing to train (no parameter requires grad)")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
+    ema = EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True, power=2 / 3) if settings.ema_decay else None
+
+    step = 0
+    checkpoint = latest_checkpoint(output_dir / "checkpoints") if resume else None
+    if checkpoint is not None:
+        meta = load_training_state(checkpoint, module, optimizer, ema)
+        step = int(meta["step"])
+        schedule.last_epoch = step
+        accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
+    set_seed(settings.seed + step)  # a resumed run draws fresh noise/batches, not a replay of the start
+
+    module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
+    if ema is not None:
+        ema.to(accelerator.device)
+    module.train()
+    batches = infinite(loader)
+    running, started = None, time.time()
+    bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
+    while step < settings.steps:
+        with accelerator.accumulate(module):
+            loss = module(next(batches))
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and settings.max_grad_norm:
+                accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        if ema is not None:
+            ema.step(params)
+        value = loss.detach().float().item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        if step % settings.log_every == 0 or step == settings.steps:
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer, ema,
+                                    {"loss": running})
+                prune_checkpoints(output_dir / "checkpoints")
+    bar.close()
+    accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(params)
+    return {"step": step, "loss": running, "seconds": time.time() - started}
+
+
+def _lr_factor(step: int, settings: TrainSettings) -> float:
+    """Linear warm-up then cosine decay to 10% (stable for the short from-scratch runs)."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = min(1.0, (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))

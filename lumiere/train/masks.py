@@ -1,0 +1,61 @@
+"""Random conditioning for fine-tuning the 7-channel model (Sec. 4.2): every application's mask kind.
+
+Each draw returns the paper's (C, M) for one training clip, built with the same functions the
+pipeline uses at inference, so training and sampling can never disagree on the convention.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from .. import conditioning as cond
+
+MASK_KINDS = ("first_frame", "box", "strokes", "cinemagraph", "outpaint")
+MASK_PROBABILITIES = (0.35, 0.2, 0.15, 0.15, 0.15)
+
+
+def random_box(height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    h = int(rng.integers(height // 4, height * 3 // 4 + 1))
+    w = int(rng.integers(width // 4, width * 3 // 4 + 1))
+    top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    mask[top:top + h, left:left + w] = True
+    return mask
+
+
+def random_strokes(height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
+    """A few thick random polylines, like a brush in the app."""
+    canvas = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        points = rng.integers(0, [width, height], size=(int(rng.integers(2, 6)), 2)).astype(np.int32)
+        thickness = max(1, int(rng.integers(max(2, width // 10), max(3, width // 4))))
+        cv2.polylines(canvas, [points], False, 255, thickness)
+    if not canvas.any():
+        canvas[height // 2, width // 2] = 255
+    return torch.from_numpy(canvas > 0)
+
+
+def moving_region(video: torch.Tensor, margin: int = 2) -> torch.Tensor:
+    """Where the clip changes over time (dilated): the region a cinemagraph animates."""
+    changing = (video - video[:, :1]).abs().amax(dim=(0, 1)) > 0.1
+    if not changing.any():
+        changing[video.shape[2] // 4: 3 * video.shape[2] // 4, video.shape[3] // 4: 3 * video.shape[3] // 4] = True
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    return torch.from_numpy(cv2.dilate(changing.numpy().astype(np.uint8), kernel) > 0)
+
+
+def random_condition(video: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(C, M, kind) for a clip (3, T, H, W) in [-1, 1]; M = 1 marks known content."""
+    kind = MASK_KINDS[int(rng.choice(len(MASK_KINDS), p=MASK_PROBABILITIES))]
+    _, frames, height, width = video.shape
+    if kind == "first_frame":
+        c, m = cond.image_to_video_condition(video[:, 0], frames)
+    elif kind == "cinemagraph":
+        # The target video must be static outside the region, which holds when the region covers all motion.
+        c, m = cond.cinemagraph_condition(video[:, 0], moving_region(video), frames)
+    else:
+        mask = {"box": random_box, "strokes": random_strokes}.get(kind)
+        generate = mask(height, width, rng) if mask else cond.outpaint_mask(height, width, float(rng.uniform(0.15, 0.35)))
+        c, m = cond.inpaint_condition(video, generate)
+    return c, m, kind

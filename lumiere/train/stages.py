@@ -1,0 +1,396 @@
+"""The five training stages of the paper, each a small ``nn.Module`` whose forward returns the loss.
+
+t2i -> temporal -> conditional -> ssr -> style. Every stage reads what earlier stages wrote under
+``output_dir`` and writes its product into the pipeline directory ``output_dir/pipeline`` (loadable
+by ``LumierePipeline.from_pretrained`` as soon as the temporal stage has run).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
+from ..models.stunet import STUNet, inflate
+from ..models.text_encoder import TextEncoder
+from ..pipeline import MODEL_INDEX, STYLE_WEIGHTS, slugify
+from .loop import TrainSettings, train
+from .masks import random_condition
+
+STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
+
+
+# ----------------------------------------------------------------------------- diffusion objective
+class DiffusionObjective(nn.Module):
+    """Noise a clean batch at random timesteps and regress the scheduler's prediction target (eps or v)."""
+
+    def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1):
+        super().__init__()
+        self.schedule = DDPMScheduler.from_config(scheduler_config)
+        self.prediction_type = self.schedule.config.prediction_type
+        self.caption_dropout = caption_dropout
+
+    def captions(self, captions: list[str]) -> list[str]:
+        # Dropping captions trains the unconditional model classifier-free guidance needs.
+        return ["" if random.random() < self.caption_dropout else c for c in captions]
+
+    def noisy(self, clean: torch.Tensor, timesteps: torch.Tensor | None = None):
+        noise = torch.randn_like(clean)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.schedule.config.num_train_timesteps, (clean.shape[0],), device=clean.device)
+        noisy = self.schedule.add_noise(clean, noise, timesteps)
+        target = self.schedule.get_velocity(clean, noise, timesteps) if self.prediction_type == "v_prediction" else noise
+        return noisy, timesteps, target
+
+
+def _loader(dataset, settings: TrainSettings) -> DataLoader:
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
+                      drop_last=True, persistent_workers=settings.num_workers > 0)
+
+
+class T2IModule(nn.Module):
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
+                 train_text_encoder: bool):
+        super().__init__()
+        self.unet, self.text_encoder, self.objective = unet, text_encoder, objective
+        self.text_encoder.requires_grad_(train_text_encoder)
+
+    def forward(self, batch):
+        images = batch["image"]
+        with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
+            states = self.text_encoder(self.objective.captions(batch["caption"]))
+        noisy, t, target = self.objective.noisy(images)
+        return F.mse_loss(self.unet(noisy, t, states).sample.float(), target.float())
+
+
+class VideoModule(nn.Module):
+    """Temporal / conditional / SSR stages: a STUNet on video batches, text encoder frozen."""
+
+    def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
+                 kind: str = "temporal", ssr: dict | None = None, seed: int = 0):
+        super().__init__()
+        self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
+        self.ssr = ssr or {}
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, batch):
+        video = batch["video"]
+        with torch.no_grad():
+            states = self.text_encoder(self.objective.captions(batch["caption"]))
+        noisy, t, target = self.objective.noisy(video)
+        class_labels = None
+        if self.kind == "conditional":
+            conditions = [random_condition(v.cpu(), self.rng)[:2] for v in video]
+            extra = torch.stack([torch.cat(cm, dim=0) for cm in conditions]).to(video)
+            noisy = torch.cat([noisy, extra], dim=1)
+        elif self.kind == "ssr":
+            condition, class_labels = self._sr_condition(batch["lowres_video"], video)
+            noisy = torch.cat([noisy, condition], dim=1)
+        prediction = self.model(noisy, t, states, class_labels=class_labels)
+        return F.mse_loss(prediction.float(), target.float())
+
+    def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bilinearly up-sampled low-res video, noise-augmented at random levels; returns (video, levels)."""
+        b, c, t, h, w = low.shape
+        up = F.interpolate(low.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), size=high.shape[-2:], mode="bilinear",
+                           align_corners=False).reshape(b, t, c, *high.shape[-2:]).permute(0, 2, 1, 3, 4)
+        levels = torch.randint(0, int(self.ssr.get("max_noise_level", 250)), (b,), device=high.device)
+        return self.objective.schedule.add_noise(up.clamp(-1, 1), torch.randn_like(up), levels), levels
+
+
+class SRImageModule(VideoModule):
+    """The SSR stage's first phase: the image SR U-Net on single frames (T = 1) before inflation."""
+
+    def forward(self, batch):
+        with torch.no_grad():
+            states = self.text_encoder(self.objective.captions(batch["caption"]))
+        high, low = batch["video"][:, :, 0], batch["lowres_video"]
+        condition, levels = self._sr_condition(low[:, :, :1], high[:, :, None])
+        noisy, t, target = self.objective.noisy(high)
+        prediction = self.model(torch.cat([noisy, condition[:, :, 0]], dim=1), t, states, class_labels=levels).sample
+        return F.mse_loss(prediction.float(), target.float())
+
+
+class RandomCrop(torch.utils.data.Dataset):
+    """Aligned random spatial crops of (high, low) pairs: SSR trains on crops, runs on full frames."""
+
+    def __init__(self, dataset, crop: int, scale: int, window: int | None = None, seed: int = 0):
+        self.dataset, self.crop, self.scale, self.window, self.seed = dataset, crop, scale, window, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        rng = np.random.default_rng([self.seed, index])
+        high, low = item["video"], item["lowres_video"]
+        low_crop = self.crop // self.scale
+        top = int(rng.integers(0, low.shape[2] - low_crop + 1))
+        left = int(rng.integers(0, low.shape[3] - low_crop + 1))
+        start = int(rng.integers(0, high.shape[1] - self.window + 1)) if self.window else 0
+        end = start + self.window if self.window else high.shape[1]
+        return {
+            "video": high[:, start:end, top * self.scale:(top + low_crop) * self.scale, left * self.scale:(left + low_crop) * self.scale],
+            "lowres_video": low[:, start:end, top:top + low_crop, left:left + low_crop],
+            "caption": item["caption"],
+        }
+
+
+# ----------------------------------------------------------------------------- data
+def video_dataset(config: dict, num_frames: int, height: int, width: int, lowres: tuple[int, int] | None = None,
+                  style: str | None = None):
+    data = config.get("data", {"type": "procedural"})
+    if data.get("type", "procedural") == "procedural":
+        from ..data.datasets import ProceduralVideoDataset
+
+        return ProceduralVideoDataset(num_frames, height, width, length=data.get("length", 1_000_000),
+                                      seed=data.get("seed", 0), style=style, return_lowres=lowres)
+    from ..data.datasets import RealVideoDataset
+
+    return RealVideoDataset(data["root"], data["metadata"], num_frames=num_frames, height=height, width=width,
+                            fps=data.get("fps", config["model"].get("fps", 8)), seed=data.get("seed", 0),
+                            return_lowres=lowres)
+
+
+class FramesAsImages(torch.utils.data.Dataset):
+    """Random single frames of a video dataset (the T2I / style stages on real video data)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        frame = np.random.default_rng(index).integers(item["video"].shape[1])
+        return {"image": item["video"][:, frame], "caption": item["caption"]}
+
+
+def image_dataset(config: dict, height: int, width: int, style: str | None = None):
+    data = config.get("data", {"type": "procedural"})
+    if data.get("type", "procedural") == "procedural":
+        from ..data.datasets import ProceduralImageDataset
+
+        return ProceduralImageDataset(height, width, length=data.get("length", 1_000_000), seed=data.get("seed", 0),
+                                      style=style, include_motion=True)
+    return FramesAsImages(video_dataset(config, 1, height, width, style=style))
+
+
+# ----------------------------------------------------------------------------- stage runners
+class Workspace:
+    """Where a training run keeps its stages' products (``output_dir``) and the assembled pipeline."""
+
+    def __init__(self, config: dict, output_dir: str | Path | None = None):
+        self.config = config
+        self.model = config["model"]
+        self.root = Path(output_dir or config.get("output_dir", "runs/default"))
+        self.pipeline = self.root / "pipeline"
+        self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.get("scheduler", {})}
+
+    def settings(self, stage: str, **overrides) -> TrainSettings:
+        values = {**self.config.get("train", {}), **self.config.get("stages", {}).get(stage, {}),
+                  **{k: v for k, v in overrides.items() if v is not None}}
+        return TrainSettings.from_dict(values)
+
+    def objective(self) -> DiffusionObjective:
+        return DiffusionObjective(self.scheduler_config, self.config.get("train", {}).get("caption_dropout", 0.1))
+
+    def text_encoder(self) -> TextEncoder:
+        directory = self.pipeline / "text_encoder"
+        if (directory / "config.json").is_file():
+            return TextEncoder.from_pretrained(directory, self.pipeline / "tokenizer")
+        t2i_dir = self.root / "t2i" / "final"
+        if (t2i_dir / "text_encoder" / "config.json").is_file():
+            return TextEncoder.from_pretrained(t2i_dir / "text_encoder", t2i_dir / "tokenizer")
+        return build_text_encoder(self.model.get("text_encoder", {}))
+
+    def t2i_unet(self) -> UNet2DConditionModel:
+        final = self.root / "t2i" / "final" / "unet"
+        if (final / "config.json").is_file():
+            return UNet2DConditionModel.from_pretrained(str(final), use_safetensors=True)
+        if self.model["t2i"].get("pretrained"):
+            return build_t2i_unet(self.model["t2i"], 0)
+        raise FileNotFoundError(f"no T2I U-Net at {final}: run the t2i stage first (or set t2i.pretrained)")
+
+    def load_stunet(self, name: str) -> STUNet:
+        directory = self.pipeline / name
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"no {name} model at {directory}: run the {name} stage first")
+        return STUNet.from_pretrained(directory)
+
+    def write_component(self, name: str, module) -> None:
+        """Save one component into the pipeline directory and refresh model_index.json."""
+        self.pipeline.mkdir(parents=True, exist_ok=True)
+        if name == "text_encoder":
+            module.save_pretrained(self.pipeline / "text_encoder", self.pipeline / "tokenizer")
+        else:
+            module.save_pretrained(self.pipeline / name)
+        self.write_index()
+
+    def write_style(self, style: str, spatial_state: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        directory = self.pipeline / "styles" / slugify(style)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in spatial_state.items()}, str(directory / STYLE_WEIGHTS))
+        (directory / "style.json").write_text(json.dumps({"name": style}, indent=2))
+        self.write_index()
+
+    def write_index(self) -> None:
+        components = {name: name for name in ("text_encoder", "tokenizer", "base", "conditional", "ssr")
+                      if (self.pipeline / name).is_dir()}
+        styles = {}
+        for style_json in sorted((self.pipeline / "styles").glob("*/style.json")):
+            styles[json.loads(style_json.read_text())["name"]] = f"styles/{style_json.parent.name}"
+        base_config = self.pipeline / "base" / "config.json"
+        factor = STUNet.from_config(json.loads(base_config.read_text())).temporal_downsampling_factor if base_config.is_file() else 1
+        config = pipeline_config(self.model, _FactorOnly(factor))
+        index = {"_class_name": "LumierePipeline", "components": components, "styles": styles, "config": config}
+        (self.pipeline / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+        (self.pipeline / "scheduler").mkdir(exist_ok=True)
+        (self.pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+
+
+class _FactorOnly:
+    def __init__(self, factor: int):
+        self.temporal_downsampling_factor = factor
+
+
+def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
+    settings = ws.settings("t2i", **overrides)
+    pretrained = bool(ws.model["t2i"].get("pretrained"))
+    text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.get("text_encoder", {}))
+    unet = build_t2i_unet(ws.model["t2i"], text_encoder.hidden_size)
+    module = T2IModule(unet, text_encoder, ws.objective(), train_text_encoder=not pretrained)
+    _, height, width = ws.model["base_resolution"]
+    result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
+                   settings, ws.root / "t2i", resume, "t2i")
+    final = ws.root / "t2i" / "final"
+    unet.save_pretrained(str(final / "unet"), safe_serialization=True)
+    text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")
+    ws.write_component("text_encoder", text_encoder)
+    return result
+
+
+def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
+    settings = ws.settings("temporal", **overrides)
+    text_encoder = ws.text_encoder()
+    base = inflate(ws.t2i_unet(), **ws.model.get("temporal", {}))
+    module = VideoModule(base, text_encoder, ws.objective(), "temporal", seed=settings.seed)
+    frames, height, width = ws.model["base_resolution"]
+    result = train(module, list(base.temporal_parameters()), _loader(video_dataset(ws.config, frames, height, width), settings),
+                   settings, ws.root / "temporal", resume, "temporal")
+    ws.write_component("text_encoder", text_encoder)
+    ws.write_component("base", base)
+    return result
+
+
+def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
+    settings = ws.settings("conditional", **overrides)
+    text_encoder = ws.text_encoder()
+    conditional = ws.load_stunet("base")  # start from the trained temporal layers
+    conditional.expand_input_channels(conditional.in_channels + 1)
+    conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
+    module = VideoModule(conditional, text_encoder, ws.objective(), "conditional", seed=settings.seed)
+    frames, height, width = ws.model["base_resolution"]
+    params = list(conditional.temporal_parameters()) + list(conditional.t2i.conv_in.parameters())
+    result = train(module, params, _loader(video_dataset(ws.config, frames, height, width), settings), settings,
+                   ws.root / "conditional", resume, "conditional")
+    conditional.t2i.conv_in.requires_grad_(False)
+    ws.write_component("conditional", conditional)
+    return result
+
+
+def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
+    """Image SR U-Net first (single frames), then inflate it and train its temporal layers on windows."""
+    ssr_config = ws.model["ssr"]
+    scale, crop = int(ssr_config["scale"]), int(ws.config.get("stages", {}).get("ssr", {}).get("crop", 64))
+    frames, height, width = ws.model["base_resolution"]
+    text_encoder = ws.text_encoder()
+    objective = ws.objective()
+    high = (height * scale, width * scale)
+
+    image_settings = ws.settings("ssr", **{**ws.config.get("stages", {}).get("ssr", {}).get("image", {}), **overrides})
+    unet = build_ssr_unet(ssr_config, text_encoder.hidden_size)
+    image_module = SRImageModule(unet, text_encoder, objective, "ssr", ssr_config, seed=image_settings.seed)
+    image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
+    image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
+                         ws.root / "ssr" / "image", resume, "ssr-image")
+
+    video_settings = ws.settings("ssr", **{**ws.config.get("stages", {}).get("ssr", {}).get("video", {}), **overrides})
+    ssr = inflate(unet, temporal_resize=False, **ws.model.get("temporal", {}))
+    video_module = VideoModule(ssr, text_encoder, objective, "ssr", ssr_config, seed=video_settings.seed)
+    window = int(ws.config.get("stages", {}).get("ssr", {}).get("train_window", ssr_config.get("window", 8)))
+    video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
+    video_result = train(video_module, list(ssr.temporal_parameters()), _loader(video_data, video_settings),
+                         video_settings, ws.root / "ssr" / "video", resume, "ssr-video")
+    ws.write_component("ssr", ssr)
+    return {"image": image_result, "video": video_result}
+
+
+def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **overrides) -> dict:
+    """Fine-tune a copy of the spatial T2I weights on each style's images (StyleDrop-like data)."""
+    settings = ws.settings("style", **overrides)
+    styles = styles or ws.config.get("stages", {}).get("style", {}).get("styles", [])
+    if not styles:
+        raise ValueError("no styles to train: set stages.style.styles in the config or pass --styles")
+    text_encoder = ws.text_encoder()
+    _, height, width = ws.model["base_resolution"]
+    results = {}
+    for style in styles:
+        unet = copy.deepcopy(ws.t2i_unet())
+        module = T2IModule(unet, text_encoder, ws.objective(), train_text_encoder=False)
+        data = _PlainCaptions(image_dataset(ws.config, height, width, style=style))
+        results[style] = train(module, list(unet.parameters()), _loader(data, settings), settings,
+                               ws.root / "style" / slugify(style), resume, f"style:{style}")
+        ws.write_style(style, unet.state_dict())
+    return results
+
+
+class _PlainCaptions(torch.utils.data.Dataset):
+    """Drop the ", in <style> style" suffix: the style lives in the weights, prompts stay the same."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = dict(self.dataset[index])
+        item["caption"] = item["caption"].split(", in ")[0]
+        return item
+
+
+RUNNERS = {"t2i": run_t2i, "temporal": run_temporal, "conditional": run_conditional, "ssr": run_ssr, "style": run_style}
+
+
+def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, resume: bool = False, **overrides) -> dict:
+    if stage not in RUNNERS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return RUNNERS[stage](Workspace(config, output_dir), resume, **overrides)
+
+
+def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy the trained pipeline to ``destination`` with weights cast (fp16 halves the bundled size)."""
+    from ..pipeline import LumierePipeline
+
+    pipe = LumierePipeline.from_pretrained(Path(output_dir) / "pipeline", device="cpu", dtype=torch.float32)
+    destination = Path(destination)
+    card = destination / "README.md"
+    kept = card.read_text() if card.is_file() else None
+    shutil.rmtree(destination, ignore_errors=True)
+    pipe.save_pretrained(destination, dtype=dtype)
+    if kept:
+        card.write_text(kept)
+    return destination
