@@ -48,7 +48,11 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=60.0,
                    help="CPU: seconds of timed runs per config; fewer repeats (>= 1) for slow configs")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: on a shared machine multi-threaded ops stall on the busiest core; "
+                        "0 = torch's default)")
+    p.add_argument("--peer-max-voxels", type=int, default=32 * 64 * 64,
+                   help="CPU only: skip UNet3D/AnimateDiff on configs with T*H*W above this (too slow); 0 = no limit")
     p.add_argument("--smoke", action="store_true", help="one tiny config (T=8, 16x16, tiny widths): < 60 s")
     p.add_argument("--train-memory-frames", type=int, nargs="*", default=[80],
                    help="clip lengths at which STUNet/fixed also get a forward+backward memory measurement")
@@ -84,7 +88,11 @@ def run_section(device: str, args) -> dict:
             sample = torch.randn(args.batch, 3, frames, res, res, generator=gen).to(device, dtype)
             text = torch.randn(args.batch, TEXT_TOKENS, kwargs.get("text_dim", TEXT_DIM), generator=gen).to(device, dtype)
             timestep = torch.full((args.batch,), 500, device=device)
-            fns = {name: forward_fn(name, m, sample, timestep, text) for name, m in models.items()}
+            skip = device == "cpu" and args.peer_max_voxels and frames * res * res > args.peer_max_voxels
+            fns = {name: forward_fn(name, m, sample, timestep, text) for name, m in models.items()
+                   if not (skip and name in ("unet3d", "animatediff"))}
+            if len(fns) < len(models):
+                print(f"  (UNet3D/AnimateDiff skipped at {res}x{res}x{frames}: above --peer-max-voxels on CPU)")
             rows = {name: {"model": name, "res": res, "frames": frames, "batch": args.batch} for name in fns}
             peak = max(peak, matmul_peak_flops(device))  # re-measured per config: the machine may be shared
             print(f"[{device}] {res}x{res}, {frames} frames", flush=True)
@@ -202,6 +210,7 @@ def main(argv=None):
         args.res, args.frames, args.repeats, args.train_memory_frames = [16], [8], 3, [8]
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
     sections, report = {}, []
     if not args.gpu_only:
         sections["cpu"] = run_section("cpu", args)
