@@ -1,0 +1,49 @@
+"""Render the small example inputs in assets/examples from the procedural world (run once, committed).
+
+    python -m app.make_examples
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lumiere.data.world import render_clip, spec_from_prompt
+from lumiere.io import write_video
+
+OUT = Path(__file__).resolve().parent.parent / "assets" / "examples"
+SIZE = 128
+FRAMES = 16
+FPS = 8
+
+
+def clip(prompt: str, seed: int, frames: int = FRAMES) -> np.ndarray:
+    return render_clip(spec_from_prompt(prompt, seed), frames, SIZE, SIZE)
+
+
+def brushed_layer(box: tuple[int, int, int, int]) -> Image.Image:
+    """A transparent RGBA layer with a painted rectangle (what a brush stroke on the editor produces)."""
+    layer = np.zeros((SIZE, SIZE, 4), np.uint8)
+    top, left, bottom, right = box
+    layer[top:bottom, left:right] = (255, 51, 204, 255)
+    return Image.fromarray(layer)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(clip("a red circle on the grass", 1, 1)[0]).save(OUT / "red_circle_grass.png")
+    Image.fromarray(clip("a blue square in the sky", 2, 1)[0]).save(OUT / "blue_square_sky.png")
+    Image.fromarray(clip("a yellow circle at night", 3, 1)[0]).save(OUT / "yellow_circle_night.png")
+    sea = clip("a green square moving left over the sea", 4)
+    write_video(OUT / "green_square_sea.mp4", sea, FPS)
+    Image.fromarray(sea[0]).save(OUT / "green_square_sea_frame0.png")
+    write_video(OUT / "red_triangle_sky.mp4", clip("a red triangle moving right in the sky", 5), FPS)
+    brushed_layer((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4)).save(OUT / "inpaint_mask_layer.png")
+    brushed_layer((SIZE // 8, SIZE // 8, 7 * SIZE // 8, 7 * SIZE // 8)).save(OUT / "cinemagraph_mask_layer.png")
+    for path in sorted(OUT.iterdir()):
+        print(f"{path.name}: {path.stat().st_size / 1024:.1f} KB")
+
+
+if __name__ == "__main__":
+    main()

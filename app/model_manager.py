@@ -1,0 +1,354 @@
+"""One object owns the pipeline: device/dtype choice, lazy loading, a memory budget with LRU eviction,
+one generation at a time, out-of-memory recovery, cancellation, and a status report for the UI.
+
+The pipeline loads each component lazily onto its own device and runs every component on the device its
+parameters are on, so the manager only has to decide *where* each component lives:
+
+* ``ensure(names)`` makes the components a task needs resident on the compute device, evicting the least
+  recently used others when the budget (bytes of parameters on the device) would be exceeded. Eviction
+  offloads a component to the CPU (GPU devices) or drops it (``unload_component``; it reloads from disk).
+* ``run(task, fn)`` serialises generation with a lock; on out-of-memory it frees memory, evicts every
+  component the task does not need, retries once, then raises :class:`OutOfMemory` with advice.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger("lumiere.app")
+
+
+class GenerationCancelled(Exception):
+    """Raised from the step callback when the user pressed Stop."""
+
+
+class OutOfMemory(RuntimeError):
+    """Generation failed for lack of memory even after freeing everything it does not need."""
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        isinstance(error, MemoryError) or "out of memory" in str(error).lower())
+
+
+def module_nbytes(module: torch.nn.Module) -> int:
+    """Bytes of a component's parameters and buffers (what it occupies on its device)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_bytes(text: str | int | float | None) -> int | None:
+    """'6GB' / '512mb' / 1e9 -> bytes; None/''/'auto' -> None."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "auto", "none")):
+        return None
+    if isinstance(text, (int, float)):
+        return int(text)
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"memory budget must look like '6GB' or '512MB', got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "unlimited"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def default_budget(device: torch.device) -> int | None:
+    """80% of the accelerator's memory; no budget on the CPU (the OS manages that memory)."""
+    if device.type == "cuda":
+        try:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return int(0.8 * torch.cuda.get_device_properties(index).total_memory)
+        except Exception:  # ZeroGPU: no device is attached at start-up
+            return None
+    return None
+
+
+class ModelManager:
+    """Owns the :class:`~lumiere.LumierePipeline` used by the app.
+
+    ``model``: path or Hub repo id (None = the bundled model). ``pipeline``: an already built pipeline (tests).
+    ``memory_budget``: bytes (or '6GB') of component parameters allowed on the compute device at once.
+    """
+
+    def __init__(self, model: str | None = None, *, pipeline=None, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, memory_budget: int | str | None = None,
+                 offload_to_cpu: bool | None = None, loader: Callable[..., Any] | None = None):
+        self.model = model
+        self.device = torch.device(device) if device is not None else pick_device()
+        self.dtype = dtype or pick_dtype(self.device)
+        budget = parse_bytes(memory_budget if memory_budget is not None else os.environ.get("LUMIERE_MEMORY_BUDGET"))
+        self.memory_budget = budget if budget is not None else default_budget(self.device)
+        self.offload_to_cpu = (self.device.type != "cpu") if offload_to_cpu is None else offload_to_cpu
+        self._loader = loader
+        self._pipe = pipeline
+        if pipeline is not None:
+            self.device, self.dtype = pipeline.device, pipeline.dtype
+        self._load_error: Exception | None = None
+        self._generation_lock = threading.Lock()
+        self._state_lock = threading.RLock()
+        self._resident: OrderedDict[str, int] = OrderedDict()  # on the compute device, least recent first
+        self._sizes: dict[str, int] = {}
+        self._cancel = threading.Event()
+        self._active_session: str | None = None
+        self.evictions = 0
+        self.oom_recoveries = 0
+        self.last_task: str | None = None
+        self.last_duration: float | None = None
+
+    # ------------------------------------------------------------------ pipeline
+    @property
+    def pipe(self):
+        """The pipeline, opened on first use (reads configs only; weights load per component, lazily)."""
+        if self._pipe is None:
+            with self._state_lock:
+                if self._pipe is None:
+                    try:
+                        self._pipe = self._open()
+                        self._load_error = None
+                    except Exception as error:
+                        self._load_error = error
+                        raise
+        return self._pipe
+
+    def _open(self):
+        if self._loader is not None:
+            return self._loader(self.model, device=self.device, dtype=self.dtype)
+        from lumiere import LumierePipeline
+
+        return LumierePipeline.from_pretrained(self.model, device=self.device, dtype=self.dtype)
+
+    def try_pipe(self):
+        """The pipeline, or None if it cannot be opened (the error is kept for the status panel)."""
+        try:
+            return self.pipe
+        except Exception as error:  # shown to the user, never crashes the UI build
+            log.error("could not open model %r: %s", self.model or "bundled", error)
+            return None
+
+    @property
+    def load_error(self) -> Exception | None:
+        return self._load_error
+
+    # ------------------------------------------------------------------ placement
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._resident.values())
+
+    def _fits(self, extra: int) -> bool:
+        return self.memory_budget is None or self.used_bytes + extra <= self.memory_budget
+
+    def _estimate(self, name: str) -> int:
+        """Size of a component before it is loaded: last known size, else its weight files on disk."""
+        if name in self._sizes:
+            return self._sizes[name]
+        source = getattr(self.pipe, "source", None)
+        if source is not None:
+            directory = os.path.join(os.fspath(source), name)
+            if os.path.isdir(directory):
+                return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
+                           if f.endswith(".safetensors"))
+        return 0
+
+    def ensure(self, names) -> None:
+        """Make ``names`` resident on the compute device (loading lazily), evicting LRU others if needed."""
+        with self._state_lock:
+            needed = list(dict.fromkeys(names))
+            for name in needed:
+                self._make_resident(name, protected=set(needed))
+
+    def _make_resident(self, name: str, protected: set[str]) -> None:
+        pipe = self.pipe
+        if name in self._resident and pipe.is_loaded(name):
+            self._resident.move_to_end(name)
+            return
+        self._resident.pop(name, None)
+        self._evict_until_fits(self._estimate(name), protected)
+        module = pipe.get_component(name)  # loads from disk onto pipe.device the first time
+        if module_device(module) != self.device:
+            module.to(self.device)  # back from CPU offload
+        size = module_nbytes(module)
+        self._sizes[name] = size
+        self._resident[name] = size
+        self._evict_until_fits(0, protected)
+        if not self._fits(0):
+            log.warning("components %s need %s, over the memory budget of %s; trying anyway",
+                        sorted(protected), format_bytes(self.used_bytes), format_bytes(self.memory_budget))
+
+    def _evict_until_fits(self, extra: int, protected: set[str]) -> None:
+        for victim in list(self._resident):
+            if self._fits(extra):
+                return
+            if victim not in protected:
+                self.evict(victim)
+
+    def evict(self, name: str) -> None:
+        """Take a component off the compute device: offload to CPU, or drop it (it reloads from disk)."""
+        with self._state_lock:
+            self._resident.pop(name, None)
+            pipe = self._pipe
+            if pipe is None or not pipe.is_loaded(name):
+                return
+            if self.offload_to_cpu and self.device.type != "cpu":
+                pipe.get_component(name).to("cpu")
+            else:
+                pipe.unload_component(name)
+            self.evictions += 1
+            log.info("evicted %s (%s)", name, "offloaded to CPU" if self.offload_to_cpu else "unloaded")
+
+    def free_memory(self, keep=()) -> None:
+        """Evict everything except ``keep`` and return cached allocator memory to the device."""
+        with self._state_lock:
+            for name in list(self._resident):
+                if name not in keep:
+                    self.evict(name)
+        gc.collect()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ generation
+    def run(self, task: str, fn: Callable[[Any], Any], *, super_resolve: bool = True, session: str | None = None):
+        """Run ``fn(pipe)`` for ``task`` with its components resident; one generation at a time."""
+        with self._generation_lock:
+            self._cancel.clear()
+            self._active_session = session
+            started = time.perf_counter()
+            try:
+                needed = self.pipe.components_for(task, super_resolve)
+                for attempt in range(2):
+                    out_of_memory = False
+                    try:
+                        self.ensure(needed)
+                        return fn(self.pipe)
+                    except Exception as error:
+                        if not is_out_of_memory(error):
+                            raise
+                        if attempt == 1:
+                            raise OutOfMemory(
+                                "Not enough memory for this generation even after freeing everything else. "
+                                "Try fewer frames or turn super-resolution (SSR) off."
+                            ) from error
+                        out_of_memory = True
+                        log.warning("out of memory during %s; freeing memory and retrying once", task)
+                    if out_of_memory:  # outside the except block, so the failed call's tensors can be freed
+                        self.oom_recoveries += 1
+                        self.free_memory(keep=needed)
+            finally:
+                self._active_session = None
+                self.last_task = task
+                self.last_duration = time.perf_counter() - started
+
+    def step_callback(self, progress: Callable[[int, int], None] | None = None) -> Callable[[int, int], None]:
+        """A pipeline ``callback(step, total)``: reports progress and raises when Stop was pressed."""
+
+        def callback(step: int, total: int) -> None:
+            if self._cancel.is_set():
+                raise GenerationCancelled("generation stopped")
+            if progress is not None:
+                progress(step, total)
+
+        return callback
+
+    def cancel(self, session: str | None = None) -> bool:
+        """Stop the running generation (only the requesting session's, when sessions are given)."""
+        if self._active_session is None and not self._generation_lock.locked():
+            return False
+        if session is not None and self._active_session is not None and session != self._active_session:
+            return False
+        self._cancel.set()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._generation_lock.locked()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        pipe = self._pipe
+        components = {}
+        if pipe is not None:
+            for name in pipe.component_names:
+                if not pipe.is_loaded(name):
+                    where = "not loaded"
+                else:
+                    where = str(module_device(pipe.get_component(name)))
+                components[name] = {"where": where, "bytes": self._sizes.get(name)}
+        info = {
+            "model": self.model or "bundled",
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "memory_budget": self.memory_budget,
+            "used_bytes": self.used_bytes,
+            "components": components,
+            "evictions": self.evictions,
+            "oom_recoveries": self.oom_recoveries,
+            "busy": self.busy,
+            "load_error": str(self._load_error) if self._load_error else None,
+        }
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            info["cuda_allocated"] = torch.cuda.memory_allocated(self.device)
+            info["cuda_reserved"] = torch.cuda.memory_reserved(self.device)
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+    def status_markdown(self) -> str:
+        s = self.status()
+        lines = [f"**Model:** `{s['model']}` · **device:** {s.get('gpu', s['device'])} ({s['dtype']})",
+                 f"**Memory budget:** {format_bytes(s['memory_budget'])} · **in use by models:** "
+                 f"{format_bytes(s['used_bytes'])}"]
+        if "cuda_allocated" in s:
+            lines.append(f"**CUDA:** {format_bytes(s['cuda_allocated'])} allocated, "
+                         f"{format_bytes(s['cuda_reserved'])} reserved")
+        if s["components"]:
+            parts = [f"{name}: {c['where']}" + (f" ({format_bytes(c['bytes'])})" if c["bytes"] else "")
+                     for name, c in s["components"].items()]
+            lines.append("**Components:** " + " · ".join(parts))
+        lines.append(f"**Evictions:** {s['evictions']} · **OOM recoveries:** {s['oom_recoveries']} · "
+                     f"**busy:** {'yes' if s['busy'] else 'no'}")
+        if s["load_error"]:
+            lines.append(f"**Model error:** {s['load_error']}")
+        return "  \n".join(lines)
