@@ -30,7 +30,7 @@ ABOUT = """# Lumiere — text-to-video studio
 Space-time diffusion: the whole clip is generated at once, then super-resolved.
 The bundled model knows a small world: **red, green, blue, yellow, white, purple, orange**
 **circles, squares and triangles** that are **moving left/right/up/down, bouncing, rotating, growing,
-shrinking or circling** over the **sky, grass, sea or night**."""
+shrinking or circling** over the **sky, grass, sea, night or a plain (black or gray) background**."""
 
 MASK_BRUSH = gr.Brush(colors=["#ff33cc"], default_color="#ff33cc", color_mode="fixed")
 
@@ -117,9 +117,10 @@ def run_on_device(manager: ModelManager, task: str, fn, super_resolve: bool, ses
     return manager.run(task, fn, super_resolve=super_resolve, session=session)
 
 
-def _outputs():
-    video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=320)
-    seed_used = gr.Number(label="Seed used", precision=0, interactive=False)
+def _outputs(name: str):
+    video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=320,
+                     elem_id=f"{name}-result")
+    seed_used = gr.Number(None, label="Seed used", precision=0, interactive=False)
     files = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False)
     return video, seed_used, files
 
@@ -151,10 +152,10 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                             label="Reference-guided: draw the first frame with the image model, then animate it")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("text_to_video")
                 gr.Examples([["a red circle bouncing on the grass"], ["a blue square moving right in the sky"],
                              ["a yellow triangle rotating at night"], ["a white circle circling over the sea"],
-                             ["a purple square growing on a plain background"]],
+                             ["a purple square growing on a gray background"]],
                             inputs=[t["prompt"]], label="Examples")
                 tabs["text_to_video"] = t
 
@@ -165,7 +166,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                         t["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("image_to_video")
                 gr.Examples([[_example("red_circle_grass.png"), "a red circle moving right on the grass"],
                              [_example("blue_square_sky.png"), "a blue square rotating in the sky"]],
                             inputs=[t["image"], t["prompt"]], label="Examples")
@@ -186,7 +187,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                                                              label="Border (fraction of each side)")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("inpaint")
                 gr.Examples([[_example("green_square_sea.mp4"),
                               _editor_example("green_square_sea_frame0.png", "inpaint_mask_layer.png"),
                               "a green square moving left over the sea", False],
@@ -206,7 +207,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                             t["mask"] = gr.Image(label="Mask", type="numpy", image_mode="RGBA", height=160)
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("cinemagraph")
                 gr.Examples([[_editor_example("yellow_circle_night.png", "cinemagraph_mask_layer.png"),
                               "a yellow circle bouncing at night"]],
                             inputs=[t["image"], t["prompt"]], label="Examples")
@@ -224,7 +225,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                                                       info="0 = the plain model, 1 = the full style")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("stylize")
                 gr.Examples([["an orange circle bouncing on the grass", 0.75],
                              ["a green triangle moving up in the sky", 1.0]],
                             inputs=[t["prompt"], t["style_weight"]], label="Examples")
@@ -239,7 +240,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                                                   label="Strength (0 = keep the input, 1 = ignore it)")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():
-                        t["out"] = _outputs()
+                        t["out"] = _outputs("video_to_video")
                 gr.Examples([[_example("green_square_sea.mp4"), "a purple square moving left over the sea", 0.6],
                              [_example("red_triangle_sky.mp4"), "a white triangle moving down at night", 0.8]],
                             inputs=[t["video"], t["prompt"], t["strength"]], label="Examples")
