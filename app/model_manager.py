@@ -139,6 +139,7 @@ class ModelManager:
         self.oom_recoveries = 0
         self.last_task: str | None = None
         self.last_duration: float | None = None
+        self.last_outcome: str | None = None  # "done", "cancelled", "out of memory" or "error"
 
     # ------------------------------------------------------------------ pipeline
     @property
@@ -257,17 +258,24 @@ class ModelManager:
             self._cancel.clear()
             self._active_session = session
             started = time.perf_counter()
+            outcome = "error"
             try:
                 needed = self.pipe.components_for(task, super_resolve)
                 for attempt in range(2):
                     out_of_memory = False
                     try:
                         self.ensure(needed)
-                        return fn(self.pipe)
+                        result = fn(self.pipe)
+                        outcome = "done"
+                        return result
+                    except GenerationCancelled:
+                        outcome = "cancelled"
+                        raise
                     except Exception as error:
                         if not is_out_of_memory(error):
                             raise
                         if attempt == 1:
+                            outcome = "out of memory"
                             raise OutOfMemory(
                                 "Not enough memory for this generation even after freeing everything else. "
                                 "Try fewer frames or turn super-resolution (SSR) off."
@@ -279,7 +287,7 @@ class ModelManager:
                         self.free_memory(keep=needed)
             finally:
                 self._active_session = None
-                self.last_task = task
+                self.last_task, self.last_outcome = task, outcome
                 self.last_duration = time.perf_counter() - started
 
     def step_callback(self, progress: Callable[[int, int], None] | None = None) -> Callable[[int, int], None]:
@@ -328,6 +336,8 @@ class ModelManager:
             "oom_recoveries": self.oom_recoveries,
             "busy": self.busy,
             "load_error": str(self._load_error) if self._load_error else None,
+            "last_job": None if self.last_task is None else
+            {"task": self.last_task, "outcome": self.last_outcome, "seconds": round(self.last_duration or 0.0, 2)},
         }
         if self.device.type == "cuda" and torch.cuda.is_available():
             info["cuda_allocated"] = torch.cuda.memory_allocated(self.device)
@@ -349,6 +359,9 @@ class ModelManager:
             lines.append("**Components:** " + " · ".join(parts))
         lines.append(f"**Evictions:** {s['evictions']} · **OOM recoveries:** {s['oom_recoveries']} · "
                      f"**busy:** {'yes' if s['busy'] else 'no'}")
+        if s["last_job"]:
+            job = s["last_job"]
+            lines.append(f"**Last job:** {job['task']} — {job['outcome']} in {job['seconds']:.1f} s")
         if s["load_error"]:
             lines.append(f"**Model error:** {s['load_error']}")
         return "  \n".join(lines)

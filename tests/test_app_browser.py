@@ -43,7 +43,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_pipeline_dir):
+def served(tiny_pipeline_dir):
+    """(url, manager) of one app launched for this module."""
     from app.model_manager import ModelManager
     from app.ui import QUEUE_SIZE, build_demo
 
@@ -57,13 +58,13 @@ def app_url(tiny_pipeline_dir):
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     try:
-        yield url
+        yield url, manager
     finally:
         demo.close()
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def page(served):
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -75,7 +76,7 @@ def page(app_url):
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(60_000)
-        page.goto(app_url)
+        page.goto(served[0])
         try:
             yield page
         finally:
@@ -136,3 +137,28 @@ def test_cinemagraph_brush_in_browser(page):
         "a yellow circle bouncing at night")
     visible_button(page, "Generate").click()
     wait_for_result(page, "cinemagraph")
+
+
+def test_stop_button_stops_a_running_generation(page, served):
+    import time
+
+    manager = served[1]
+    page.get_by_role("tab", name="Text to video").click()
+    page.get_by_text("Advanced (all tabs)").click()
+    steps = page.get_by_label("number input for Denoising steps")
+    steps.fill("100")
+    steps.press("Enter")
+    try:
+        page.locator("#t2v-prompt textarea").fill("a blue square moving left in the sky")
+        visible_button(page, "Generate").click()
+        page.get_by_text("Denoising (step").first.wait_for(timeout=GENERATION_TIMEOUT_MS)
+        assert manager.busy
+        visible_button(page, "Stop").click()
+        stopped = time.monotonic()
+        while manager.busy and time.monotonic() - stopped < 20:
+            time.sleep(0.05)
+        assert not manager.busy, "the generation kept running after Stop"
+        assert manager.last_outcome == "cancelled"
+    finally:
+        steps.fill("2")
+        steps.press("Enter")

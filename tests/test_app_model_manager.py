@@ -170,6 +170,7 @@ def test_stop_cancels_a_running_generation_through_the_step_callback():
     assert mm.cancel("alice")
     thread.join(10)
     assert result["value"] == "cancelled" and len(steps) < 999 and not mm.busy
+    assert mm.last_outcome == "cancelled"
     assert mm.run("t2v", lambda p: "next job runs") == "next job runs"  # the flag was reset
 
 
