@@ -251,6 +251,16 @@ class ModelManager:
         if self.device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def free_if_idle(self) -> bool:
+        """The System panel's "Free model memory": evict everything unless a generation is running."""
+        if not self._generation_lock.acquire(blocking=False):
+            return False
+        try:
+            self.free_memory()
+            return True
+        finally:
+            self._generation_lock.release()
+
     # ------------------------------------------------------------------ generation
     def run(self, task: str, fn: Callable[[Any], Any], *, super_resolve: bool = True, session: str | None = None):
         """Run ``fn(pipe)`` for ``task`` with its components resident; one generation at a time."""

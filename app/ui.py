@@ -268,8 +268,12 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
 
         _wire(studio, tabs, adv)
         refresh.click(manager.status_markdown, None, status, queue=False, api_visibility="private")
-        free.click(lambda: (manager.free_memory() if not manager.busy else None, manager.status_markdown())[1],
-                   None, status, queue=False, api_visibility="private")
+        def free_memory():
+            if not manager.free_if_idle():
+                gr.Warning("A generation is running; free memory when it has finished.")
+            return manager.status_markdown()
+
+        free.click(free_memory, None, status, queue=False, api_visibility="private")
         demo.load(manager.status_markdown, None, status, queue=False, api_visibility="private")
     return demo
 

@@ -204,6 +204,7 @@ def test_status_and_budget_parsing():
     status = mm.status()
     assert status["components"]["text_encoder"]["where"] == "cpu" and status["used_bytes"] == 100
     assert "Memory budget" in mm.status_markdown()
+    assert mm.free_if_idle() and mm.used_bytes == 0
 
 
 def test_model_that_cannot_load_is_reported_not_raised_at_build():
@@ -246,3 +247,22 @@ def test_masks_from_editor_values():
     bw[:4] = 255
     assert inputs.mask_from_editor({"background": bw, "layers": []}).sum() == 32
     assert inputs.mask_from_editor(np.zeros((8, 8), np.uint8)) is None
+
+
+def test_upload_validation_rejects_long_huge_and_broken_videos(tmp_path):
+    from lumiere.io import write_video
+
+    ok = write_video(tmp_path / "ok.mp4", np.zeros((4, 16, 16, 3), np.uint8), 8)
+    assert inputs.load_video(ok).shape == (4, 16, 16, 3)
+    long = write_video(tmp_path / "long.mp4", np.zeros((42, 16, 16, 3), np.uint8), 2)  # 21 s
+    with pytest.raises(inputs.InputError, match="at most 20 s"):
+        inputs.load_video(long)
+    wide = write_video(tmp_path / "wide.mp4", np.zeros((1, 16, 1936, 3), np.uint8), 8)
+    with pytest.raises(inputs.InputError, match="at most 1920x1920"):
+        inputs.load_video(wide)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 64)
+    with pytest.raises(inputs.InputError, match="Could not read the uploaded video 'broken.mp4'"):
+        inputs.load_video(str(broken))
+    with pytest.raises(inputs.InputError, match="Upload an image"):
+        inputs.image_array(None, "an image")
