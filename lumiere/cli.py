@@ -1,0 +1,191 @@
+"""Command line: ``python -m lumiere {generate,i2v,inpaint,cinemagraph,v2v,inflate,train,eval,export}``.
+
+Generation commands show a tqdm bar; any user error prints one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
+    if needs_prompt:
+        parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument("--out", required=True, help="output file (.mp4, .gif or .webm)")
+    parser.add_argument("--model", default=None, help="pipeline directory or Hub repo id (default: bundled model)")
+    parser.add_argument("--frames", type=int, default=None, help="number of frames (multiple of the model's factor)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
+    parser.add_argument("--sampler", default=None, choices=["dpm++", "ddim", "ddpm", "euler"])
+    parser.add_argument("--no-ssr", action="store_true", help="skip spatial super-resolution")
+    parser.add_argument("--style", default=None, help="style name (see the model's styles)")
+    parser.add_argument("--style-weight", type=float, default=1.0, help="style interpolation alpha in [0, 1]")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lumiere", description="Lumiere text-to-video")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    generate = sub.add_parser("generate", help="text to video")
+    _common(generate)
+    generate.add_argument("--reference", action="store_true", help="reference-guided: T2I first frame, then animate")
+
+    i2v = sub.add_parser("i2v", help="image to video")
+    i2v.add_argument("--image", required=True)
+    _common(i2v)
+
+    inpaint = sub.add_parser("inpaint", help="video inpainting (mask white = generate)")
+    inpaint.add_argument("--video", required=True)
+    inpaint.add_argument("--mask", required=True)
+    _common(inpaint)
+
+    cinemagraph = sub.add_parser("cinemagraph", help="animate the masked region of an image")
+    cinemagraph.add_argument("--image", required=True)
+    cinemagraph.add_argument("--mask", required=True)
+    _common(cinemagraph)
+
+    v2v = sub.add_parser("v2v", help="SDEdit video-to-video")
+    v2v.add_argument("--video", required=True)
+    v2v.add_argument("--strength", type=float, default=0.6)
+    _common(v2v)
+
+    inflate = sub.add_parser("inflate", help="turn a diffusers T2I U-Net into a trainable STUNet checkpoint")
+    inflate.add_argument("--t2i", required=True, help="diffusers UNet2DConditionModel directory or Hub repo id")
+    inflate.add_argument("--subfolder", default=None, help="e.g. 'unet' for a full diffusers pipeline repo")
+    inflate.add_argument("--out", required=True)
+    inflate.add_argument("--fixed-temporal-resolution", action="store_true",
+                         help="conventional inflation without temporal down/up-sampling")
+    inflate.add_argument("--conditional", action="store_true", help="widen conv_in for the (J, C, M) input")
+
+    train = sub.add_parser("train", help="run a training stage (works under `accelerate launch`)")
+    train.add_argument("--stage", required=True, choices=["t2i", "temporal", "conditional", "ssr", "style", "all"])
+    train.add_argument("--config", required=True)
+    train.add_argument("--output-dir", default=None)
+    train.add_argument("--resume", action="store_true", help="continue from the stage's latest checkpoint")
+    train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--export", default=None, help="after training, export the pipeline (fp16) here")
+
+    export = sub.add_parser("export", help="export a trained pipeline directory (fp16 safetensors)")
+    export.add_argument("--output-dir", required=True, help="the training run's output_dir")
+    export.add_argument("--out", required=True)
+
+    evaluate = sub.add_parser("eval", help="evaluate a pipeline on held-out prompts of the procedural world")
+    evaluate.add_argument("--model", default=None)
+    evaluate.add_argument("--out", default=None, help="write the metrics as JSON here")
+    evaluate.add_argument("--samples", type=int, default=None, help="videos per metric (default: each held-out prompt once)")
+    evaluate.add_argument("--steps", type=int, default=None)
+    evaluate.add_argument("--quick", action="store_true", help="fewer samples and no SSR (smoke test)")
+    return parser
+
+
+def _load_pipeline(args):
+    from .pipeline import LumierePipeline
+
+    pipe = LumierePipeline.from_pretrained(args.model, device=args.device)
+    pipe.progress_bar = True
+    return pipe
+
+
+def _generation_kwargs(args) -> dict:
+    kwargs = dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  negative_prompt=args.negative_prompt, seed=args.seed, super_resolve=not args.no_ssr,
+                  sampler=args.sampler)
+    if args.style:
+        kwargs.update(style=args.style, style_weight=args.style_weight)
+    return kwargs
+
+
+def _write(pipe, video, out: str) -> None:
+    from .io import write_video
+
+    write_video(out, video, pipe.fps)
+    print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, seed {pipe.last_seed})")
+
+
+def run(args) -> int:
+    from .io import read_image, read_mask, read_video
+
+    if args.command == "inflate":
+        return _inflate(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "export":
+        from .train import export_pipeline
+
+        print(f"exported to {export_pipeline(args.output_dir, args.out)}")
+        return 0
+    if args.command == "eval":
+        from .evaluation import evaluate_pipeline
+
+        metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick)
+        text = json.dumps(metrics, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return 0
+
+    pipe = _load_pipeline(args)
+    kwargs = _generation_kwargs(args)
+    if args.command == "generate":
+        video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, **kwargs)
+    elif args.command == "i2v":
+        video = pipe.image_to_video(read_image(args.image), args.prompt, **kwargs)
+    elif args.command == "inpaint":
+        video = pipe.inpaint(read_video(args.video)[0], read_mask(args.mask), args.prompt, **kwargs)
+    elif args.command == "cinemagraph":
+        video = pipe.cinemagraph(read_image(args.image), read_mask(args.mask), args.prompt, **kwargs)
+    else:
+        video = pipe.video_to_video(read_video(args.video)[0], args.prompt, strength=args.strength, **kwargs)
+    _write(pipe, video, args.out)
+    return 0
+
+
+def _inflate(args) -> int:
+    from .build import load_t2i_unet
+    from .models.stunet import inflate
+
+    unet = load_t2i_unet(args.t2i, args.subfolder)
+    stunet = inflate(unet, temporal_resize=not args.fixed_temporal_resolution,
+                     extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0)
+    stunet.save_pretrained(args.out)
+    trainable = sum(p.numel() for p in stunet.temporal_parameters())
+    print(f"wrote STUNet to {args.out}: N={stunet.temporal_downsampling_factor}, "
+          f"{trainable / 1e6:.2f}M temporal parameters to train")
+    return 0
+
+
+def _train(args) -> int:
+    from .build import load_config
+    from .train import STAGES, export_pipeline, run_stage
+
+    config = load_config(args.config)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        result = run_stage(stage, config, args.output_dir, resume=args.resume, steps=args.steps,
+                           batch_size=args.batch_size)
+        print(f"{stage}: {json.dumps(result, default=float)}")
+    if args.export:
+        print(f"exported to {export_pipeline(args.output_dir or config.get('output_dir'), args.export)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

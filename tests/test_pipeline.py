@@ -1,0 +1,223 @@
+"""Pipeline level (API.md) on a tiny random pipeline: shapes, seeds, masks, styles, SDEdit, checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lumiere import LumierePipeline
+from lumiere.hub import CheckpointError
+from lumiere.sampling import make_scheduler, sdedit_timesteps
+
+
+def test_shapes_and_resolutions(tiny_pipe):
+    assert tiny_pipe.base_resolution == (8, 16, 16)
+    assert tiny_pipe.output_resolution == (8, 32, 32)
+    video = tiny_pipe.text_to_video("a red circle", seed=0)
+    assert video.dtype == np.uint8 and video.shape == (8, 32, 32, 3)
+    low = tiny_pipe.text_to_video("a red circle", seed=0, super_resolve=False)
+    assert low.shape == (8, 16, 16, 3)
+    assert tiny_pipe.text_to_video("a red circle", seed=0, num_frames=16, super_resolve=False).shape[0] == 16
+
+
+def test_seeds_reproducible_and_independent(tiny_pipe):
+    a = tiny_pipe.text_to_video("a blue square", seed=7, super_resolve=False)
+    b = tiny_pipe.text_to_video("a blue square", seed=7, super_resolve=False)
+    c = tiny_pipe.text_to_video("a blue square", seed=8, super_resolve=False)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # the library never touches the global RNG: drawing from it in between changes nothing
+    torch.rand(100)
+    assert np.array_equal(a, tiny_pipe.text_to_video("a blue square", seed=7, super_resolve=False))
+    tiny_pipe.text_to_video("a blue square", seed=None, super_resolve=False)
+    assert isinstance(tiny_pipe.last_seed, int) and tiny_pipe.last_seed >= 0
+
+
+def test_two_pipelines_with_generators_do_not_interfere(tiny_pipeline_dir):
+    one = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+    two = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+    first = one.text_to_video("a red circle", seed=3, super_resolve=False)
+    two.text_to_video("a red circle", seed=99, super_resolve=False)
+    assert np.array_equal(first, one.text_to_video("a red circle", seed=3, super_resolve=False))
+
+
+def test_image_to_video_keeps_first_frame(tiny_pipe):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, :, 0] = 200  # a red image of another size and aspect: resized + centre-cropped
+    video = tiny_pipe.image_to_video(image, "a red circle", seed=0, super_resolve=False)
+    assert video.shape == (8, 16, 16, 3)
+    assert np.abs(video[0].astype(int) - np.array([200, 0, 0])).max() <= 1
+
+
+def test_inpaint_respects_mask(tiny_pipe):
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True  # True = generate
+    video = tiny_pipe.inpaint(source, mask, "a green triangle", seed=0, super_resolve=False)
+    assert np.array_equal(video[:, ~mask], source[:, ~mask])
+    assert not np.array_equal(video[:, mask], source[:, mask])
+
+
+def test_cinemagraph_only_region_moves(tiny_pipe):
+    image = np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    region = np.zeros((16, 16), bool)
+    region[:, 8:] = True
+    video = tiny_pipe.cinemagraph(image, region, "a yellow circle", seed=0, super_resolve=False)
+    assert np.array_equal(video[0], image)
+    assert (video[:, ~region].std(axis=0) == 0).all()
+    assert video[1:, region].std(axis=0).mean() > 0
+
+
+def test_empty_mask_and_bad_arguments_are_rejected(tiny_pipe):
+    with pytest.raises(ValueError, match="mask is empty"):
+        tiny_pipe.cinemagraph(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), bool), "x", seed=0)
+    with pytest.raises(ValueError, match="num_frames must be a multiple of 2 for this model, got 7"):
+        tiny_pipe.text_to_video("x", num_frames=7)
+    with pytest.raises(ValueError, match="unknown style 'oil'.*line drawing"):
+        tiny_pipe.text_to_video("x", style="oil")
+    with pytest.raises(ValueError, match="style_weight must be in"):
+        tiny_pipe.text_to_video("x", style="line drawing", style_weight=1.5)
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        tiny_pipe.text_to_video(None)
+    with pytest.raises(ValueError, match="image must be an RGB array"):
+        tiny_pipe.image_to_video(np.zeros((4, 4, 4, 4), np.uint8), "x")
+    with pytest.raises(ValueError, match="strength must be in"):
+        tiny_pipe.video_to_video(np.zeros((8, 16, 16, 3), np.uint8), "x", strength=2)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        tiny_pipe.text_to_video("x", sampler="magic")
+
+
+def test_style_alpha_zero_is_exact_and_styles_are_non_destructive(tiny_pipe):
+    before = {k: v.clone() for k, v in tiny_pipe.base.state_dict().items()}
+    plain = tiny_pipe.text_to_video("a red circle", seed=4, super_resolve=False)
+    alpha0 = tiny_pipe.text_to_video("a red circle", seed=4, super_resolve=False, style="line drawing", style_weight=0.0)
+    styled = tiny_pipe.text_to_video("a red circle", seed=4, super_resolve=False, style="line drawing", style_weight=1.0)
+    assert np.array_equal(plain, alpha0)
+    assert not np.array_equal(plain, styled)
+    after = tiny_pipe.base.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_style_interpolates_spatial_weights_only(tiny_pipe):
+    from lumiere.styles import styled
+
+    style = tiny_pipe.style_state("line drawing")
+    base = tiny_pipe.base
+    name, param = next(iter(base.t2i.named_parameters()))
+    temporal_before = [p.clone() for p in base.temporal_parameters()]
+    with styled(base, style, 0.5):
+        expected = 0.5 * style[name] + 0.5 * param.detach().clone()
+        inside = dict(base.t2i.named_parameters())[name].detach().clone()
+        assert all(torch.equal(a, b) for a, b in zip(temporal_before, base.temporal_parameters()))
+    original = dict(base.t2i.named_parameters())[name]
+    assert torch.allclose(inside, 0.5 * style[name] + 0.5 * original, atol=1e-6)
+
+
+def test_sdedit_strength_sets_start_timestep():
+    config = {"num_train_timesteps": 1000, "prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2",
+              "timestep_spacing": "trailing"}
+    for sampler in ("ddim", "dpm++"):
+        full, start_full = sdedit_timesteps(make_scheduler(config, sampler), 10, 1.0)
+        half, start_half = sdedit_timesteps(make_scheduler(config, sampler), 10, 0.5)
+        none, start_none = sdedit_timesteps(make_scheduler(config, sampler), 10, 0.0)
+        assert len(full) == 10 and len(half) == 5 and len(none) == 0 and start_none is None
+        assert int(start_full) == 999 and int(start_half) < int(start_full)
+        assert torch.equal(half, full[5:])
+
+
+def test_video_to_video_strength_extremes(tiny_pipe):
+    source = np.random.default_rng(2).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    kept = tiny_pipe.video_to_video(source, "x", strength=0.0, seed=0, super_resolve=False)
+    assert np.abs(kept.astype(int) - source.astype(int)).max() <= 1
+    full = tiny_pipe.video_to_video(source, "x", strength=1.0, seed=0, super_resolve=False)
+    generated = tiny_pipe.text_to_video("x", seed=0, super_resolve=False)
+    assert np.abs(full.astype(int) - generated.astype(int)).mean() < np.abs(full.astype(int) - source.astype(int)).mean()
+
+
+def test_callback_progress_and_cancel(tiny_pipe):
+    calls = []
+    tiny_pipe.text_to_video("x", seed=0, callback=lambda step, total: calls.append((step, total)))
+    total = calls[0][1]
+    assert calls == [(i, total) for i in range(1, total + 1)]
+    assert total == 2 + 2  # base steps + SSR steps (tiny config)
+
+    class Stop(Exception):
+        pass
+
+    def cancel(step, total):
+        if step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        tiny_pipe.text_to_video("x", seed=0, callback=cancel)
+    assert tiny_pipe.text_to_video("x", seed=0, super_resolve=False).shape == (8, 16, 16, 3)  # still usable
+
+
+def test_reference_guided_text_to_video(tiny_pipe):
+    calls = []
+    video = tiny_pipe.text_to_video("a red circle", seed=0, reference_image="t2i", super_resolve=False,
+                                    callback=lambda s, t: calls.append(t))
+    assert video.shape == (8, 16, 16, 3)
+    assert calls[-1] == 4  # T2I image steps + conditional video steps
+
+
+def test_save_load_identical_output(tiny_pipe, tmp_path):
+    expected = tiny_pipe.text_to_video("a red circle", seed=5)
+    tiny_pipe.save_pretrained(tmp_path / "copy")
+    for name in ("model_index.json", "base/config.json", "base/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
+        assert (tmp_path / "copy" / name).is_file(), name
+    assert not list((tmp_path / "copy").rglob("*.bin")) and not list((tmp_path / "copy").rglob("*.pt"))
+    loaded = LumierePipeline.from_pretrained(tmp_path / "copy", device="cpu")
+    assert loaded.styles == ["line drawing"]
+    assert np.array_equal(loaded.text_to_video("a red circle", seed=5), expected)
+
+
+def test_missing_and_corrupt_checkpoints_name_the_file(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    (tmp_path / "p" / "ssr" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
+    pipe = LumierePipeline.from_pretrained(tmp_path / "p", device="cpu")
+    with pytest.raises(CheckpointError, match="ssr/diffusion_pytorch_model.safetensors"):
+        pipe.text_to_video("x", seed=0)
+    (tmp_path / "p" / "base" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="base/config.json"):
+        LumierePipeline.from_pretrained(tmp_path / "p")
+    (tmp_path / "p" / "model_index.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt JSON in .*model_index.json"):
+        LumierePipeline.from_pretrained(tmp_path / "p")
+    with pytest.raises(FileNotFoundError, match="no pipeline directory"):
+        LumierePipeline.from_pretrained(tmp_path / "does-not-exist")
+
+
+def test_hub_repo_id_resolves_through_snapshot_download(tiny_pipe, tmp_path, monkeypatch):
+    """A repo id goes through huggingface_hub (offline here: served from a local cache we fake)."""
+    import huggingface_hub
+
+    tiny_pipe.save_pretrained(tmp_path / "snapshot")
+    seen = {}
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        seen["repo_id"] = repo_id
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    pipe = LumierePipeline.from_pretrained("someone/lumiere-tiny", device="cpu")
+    assert seen["repo_id"] == "someone/lumiere-tiny" and pipe.base_resolution == (8, 16, 16)
+
+
+def test_hub_offline_gives_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="could not be fetched from the Hugging Face Hub"):
+        LumierePipeline.from_pretrained("nobody/not-cached-model")
+
+
+def test_components_for_tasks(tiny_pipe):
+    assert tiny_pipe.components_for("text_to_video") == ["text_encoder", "base", "ssr"]
+    assert tiny_pipe.components_for("inpaint", super_resolve=False) == ["text_encoder", "conditional"]
+    tiny_pipe.get_component("base")
+    assert tiny_pipe.is_loaded("base")
+    tiny_pipe.unload_component("base")
+    assert not tiny_pipe.is_loaded("base")
+    assert tiny_pipe.text_to_video("x", seed=0, super_resolve=False).shape == (8, 16, 16, 3)

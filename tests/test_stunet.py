@@ -1,0 +1,141 @@
+"""Model level: the paper's identity initialisation, block support, the frozen/trainable split."""
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from lumiere import STUNet, inflate
+from lumiere.models.temporal import TemporalDownsample, TemporalUpsample
+
+
+def sd_unet(**overrides):
+    kwargs = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32), layers_per_block=1,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                  cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
+    kwargs.update(overrides)
+    return UNet2DConditionModel(**kwargs)
+
+
+def if_unet():
+    """DeepFloyd-IF / Imagen-style: SimpleCrossAttn blocks, resnet resamplers, scale-shift, text in temb."""
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=6, block_out_channels=(16, 32, 32), layers_per_block=1,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", resnet_time_scale_shift="scale_shift",
+        addition_embed_type="text", addition_embed_type_num_heads=2, encoder_hid_dim=20, cross_attention_dim=24,
+        attention_head_dim=8, norm_num_groups=8)
+
+
+def perturbed(unet, seed=0):
+    """diffusers zero-inits some layers; random weights everywhere make the identity check meaningful."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return unet.eval()
+
+
+@pytest.mark.parametrize("family", ["sd", "if"])
+def test_identity_initialisation_every_nth_frame(family):
+    unet = perturbed(sd_unet() if family == "sd" else if_unet())
+    stunet = inflate(unet).eval()
+    n = stunet.temporal_downsampling_factor
+    assert n == 4  # two spatial down-samplers -> two temporal ones
+    generator = torch.Generator().manual_seed(1)
+    text_dim = 20 if family == "if" else 24
+    video = torch.randn(2, 3, 8, 16, 16, generator=generator)
+    text = torch.randn(2, 5, text_dim, generator=generator)
+    timesteps = torch.tensor([10, 700])
+    with torch.no_grad():
+        out = stunet(video, timesteps, text)
+        for k in range(0, 8, n):
+            reference = unet(video[:, :, k], timesteps, text).sample
+            assert (out[:, :, k] - reference).abs().max().item() <= 1e-4
+        # in-between frames mix in neighbours (the temporal up-sampling duplicates), so they differ
+        assert (out[:, :, 1] - unet(video[:, :, 1], timesteps, text).sample).abs().max().item() > 1e-3
+    assert out.shape == (2, unet.config.out_channels, 8, 16, 16)
+
+
+def test_fixed_temporal_resolution_is_identity_on_every_frame():
+    unet = perturbed(sd_unet())
+    stunet = inflate(unet, temporal_resize=False).eval()
+    assert stunet.temporal_downsampling_factor == 1
+    assert not any(isinstance(m, (TemporalDownsample, TemporalUpsample)) for m in stunet.modules())
+    video, text = torch.randn(1, 3, 6, 16, 16), torch.randn(1, 4, 24)
+    with torch.no_grad():
+        out = stunet(video, 5, text)
+        for k in range(6):
+            assert torch.allclose(out[:, :, k], unet(video[:, :, k], 5, text).sample, atol=1e-4)
+
+
+def test_frozen_spatial_and_trainable_temporal_split():
+    unet = sd_unet()
+    names_before = set(unet.state_dict())
+    stunet = inflate(unet)
+    assert all(not p.requires_grad for p in stunet.spatial_parameters())
+    assert all(p.requires_grad for p in stunet.temporal_parameters())
+    spatial, temporal = list(stunet.spatial_parameters()), list(stunet.temporal_parameters())
+    assert len(spatial) + len(temporal) == len(list(stunet.parameters()))
+    # T2I weights keep their diffusers names under one prefix: a T2I checkpoint maps 1:1.
+    t2i_names = {k[len("t2i."):] for k in stunet.state_dict() if k.startswith("t2i.")}
+    assert t2i_names == names_before
+    assert stunet.t2i.load_state_dict(unet.state_dict()) is not None
+
+
+def test_coarsest_level_uses_stacked_temporal_attention():
+    stunet = inflate(sd_unet(), temporal_attention_depth=3)
+    from lumiere.models.temporal import TemporalAttentionStack, TemporalConvBlock
+
+    assert all(isinstance(b, TemporalAttentionStack) and len(b.blocks) == 3 for b in stunet.mid_temporal)
+    assert all(isinstance(b, TemporalAttentionStack) for b in stunet.down_temporal[-1])
+    assert all(isinstance(b, TemporalConvBlock) for b in stunet.down_temporal[0])
+
+
+def test_conditional_input_expansion_equals_unconditional_at_init():
+    import copy
+
+    base = inflate(perturbed(sd_unet())).eval()
+    conditional = copy.deepcopy(base)  # the conditional model starts from the base's weights
+    conditional.expand_input_channels(4)
+    assert conditional.in_channels == 7
+    video, text = torch.randn(1, 3, 8, 16, 16), torch.randn(1, 4, 24)
+    extra = torch.randn(1, 4, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(conditional(torch.cat([video, extra], 1), 3, text), base(video, 3, text), atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    stunet = inflate(sd_unet())
+    with pytest.raises(ValueError, match="multiple of the temporal down-sampling factor N=4"):
+        stunet(torch.randn(1, 3, 6, 16, 16), 1, torch.randn(1, 4, 24))
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
+        stunet(torch.randn(1, 3, 16, 16), 1, torch.randn(1, 4, 24))
+    with pytest.raises(ValueError, match="3 input channels"):
+        stunet(torch.randn(1, 4, 8, 16, 16), 1, torch.randn(1, 4, 24))
+
+
+def test_unsupported_block_is_named():
+    unet = UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "AttnUpBlock2D"), cross_attention_dim=8,
+                                norm_num_groups=8, attention_head_dim=8)
+    with pytest.raises(ValueError, match="AttnDownBlock2D"):
+        inflate(unet)
+    with pytest.raises(TypeError, match="UNet2DConditionModel"):
+        inflate(torch.nn.Linear(2, 2))
+
+
+def test_save_load_roundtrip_and_corrupt_file(tmp_path):
+    stunet = inflate(perturbed(sd_unet())).eval()
+    with torch.no_grad():
+        for p in stunet.temporal_parameters():
+            p.add_(0.01)
+    stunet.save_pretrained(tmp_path / "m")
+    loaded = STUNet.from_pretrained(tmp_path / "m")
+    video, text = torch.randn(1, 3, 8, 16, 16), torch.randn(1, 4, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded(video, 5, text), stunet(video, 5, text))
+    (tmp_path / "m" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt safetensors file .*diffusion_pytorch_model.safetensors"):
+        STUNet.from_pretrained(tmp_path / "m")
