@@ -79,6 +79,10 @@ def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
             timesteps, generator: torch.Generator | None, progress: Progress | None = None) -> torch.Tensor:
     """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise)."""
+    if x.device.type == "cpu":
+        # Trained weights produce denormal intermediates; flushing them is 10x+ faster on CPU and
+        # changes nothing visible (|x| < 1e-38).
+        torch.set_flush_denormal(True)
     for t in timesteps:
         model_input = scheduler.scale_model_input(x, t)
         output = prediction(model_input, t)
