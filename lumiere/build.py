@@ -43,7 +43,9 @@ def load_t2i_unet(source: str | os.PathLike, subfolder: str | None = None) -> UN
 
 def build_text_encoder(config: dict, words: list[str] | None = None) -> TextEncoder:
     if config.get("pretrained"):
-        return TextEncoder.from_pretrained(config["pretrained"], config.get("tokenizer"))
+        return TextEncoder.from_pretrained(config["pretrained"], config.get("tokenizer"),
+                                           subfolder=config.get("subfolder", ""),
+                                           tokenizer_subfolder=config.get("tokenizer_subfolder", ""))
     if words is None:
         from .data.world import vocabulary
 

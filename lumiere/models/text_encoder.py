@@ -74,20 +74,23 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
-    def from_pretrained(cls, encoder_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                        dtype: torch.dtype = torch.float32) -> "TextEncoder":
-        encoder_dir = Path(encoder_dir)
-        if not (encoder_dir / "config.json").is_file():
-            raise FileNotFoundError(f"missing text encoder config: {encoder_dir / 'config.json'}")
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or encoder_dir))
-        # use_safetensors: never fall back to pickled *.bin weights.
+    def from_pretrained(cls, encoder: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                        dtype: torch.dtype = torch.float32, subfolder: str = "",
+                        tokenizer_subfolder: str = "") -> "TextEncoder":
+        """Load from local directories or Hub ids (e.g. DeepFloyd IF's ``text_encoder``/``tokenizer`` subfolders)."""
+        local = Path(encoder) / subfolder
+        if Path(encoder).exists() and not (local / "config.json").is_file():
+            raise FileNotFoundError(f"missing text encoder config: {local / 'config.json'}")
+        tokenizer_source = str(tokenizer or encoder)
+        tokenizer_obj = AutoTokenizer.from_pretrained(tokenizer_source, subfolder=tokenizer_subfolder)
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # no per-load report on every app start
         try:
-            model = AutoModel.from_pretrained(str(encoder_dir), use_safetensors=True, dtype=dtype)
+            # use_safetensors: never fall back to pickled *.bin weights.
+            model = AutoModel.from_pretrained(str(encoder), subfolder=subfolder, use_safetensors=True, dtype=dtype)
         finally:
             transformers_logging.set_verbosity(verbosity)
-        return cls(tokenizer, model.eval())
+        return cls(tokenizer_obj, model.eval())
 
     def save_pretrained(self, encoder_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
                         dtype: torch.dtype | None = None) -> None:

@@ -52,6 +52,11 @@ class DiffusionObjective(nn.Module):
         return noisy, timesteps, target
 
 
+def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # U-Nets with a learned variance (DeepFloyd IF) output 2C channels; the mean is the first C.
+    return F.mse_loss(prediction[:, : target.shape[1]].float(), target.float())
+
+
 def _loader(dataset, settings: TrainSettings) -> DataLoader:
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
                       drop_last=True, persistent_workers=settings.num_workers > 0)
@@ -69,7 +74,7 @@ class T2IModule(nn.Module):
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(images)
-        return F.mse_loss(self.unet(noisy, t, states).sample.float(), target.float())
+        return _mse(self.unet(noisy, t, states).sample, target)
 
 
 class VideoModule(nn.Module):
@@ -95,8 +100,7 @@ class VideoModule(nn.Module):
         elif self.kind == "ssr":
             condition, class_labels = self._sr_condition(batch["lowres_video"], video)
             noisy = torch.cat([noisy, condition], dim=1)
-        prediction = self.model(noisy, t, states, class_labels=class_labels)
-        return F.mse_loss(prediction.float(), target.float())
+        return _mse(self.model(noisy, t, states, class_labels=class_labels), target)
 
     def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinearly up-sampled low-res video, noise-augmented at random levels; returns (video, levels)."""
@@ -117,7 +121,7 @@ class SRImageModule(VideoModule):
         condition, levels = self._sr_condition(low[:, :, :1], high[:, :, None])
         noisy, t, target = self.objective.noisy(high)
         prediction = self.model(torch.cat([noisy, condition[:, :, 0]], dim=1), t, states, class_labels=levels).sample
-        return F.mse_loss(prediction.float(), target.float())
+        return _mse(prediction, target)
 
 
 class RandomCrop(torch.utils.data.Dataset):

