@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="one tiny config (T=8, 16x16, tiny widths): < 60 s")
     p.add_argument("--train-memory-frames", type=int, nargs="*", default=[80],
                    help="clip lengths at which STUNet/fixed also get a forward+backward memory measurement")
+    p.add_argument("--train-memory-res", type=int, nargs="*", default=[32],
+                   help="resolutions for that measurement (64x64x80 fixed-T needs > 20 GB with the profiler on CPU)")
     p.add_argument("--no-memory", action="store_true", help="skip the (profiled) memory run")
     p.add_argument("--no-gpu", action="store_true")
     p.add_argument("--gpu-only", action="store_true")
@@ -112,7 +114,7 @@ def run_section(device: str, args) -> dict:
                 for r in range(repeats):
                     for name in order[r % len(order):] + order[: r % len(order)]:
                         times[name].append(time_call2(fns[name], device))
-            if frames in args.train_memory_frames and not args.no_memory:
+            if frames in args.train_memory_frames and res in args.train_memory_res and not args.no_memory:
                 # Training activation memory (forward + backward, temporal params trainable) of ours only:
                 # the peers' backward at these sizes does not fit the CPU time budget.
                 for name in ("stunet", "fixed"):
@@ -131,6 +133,8 @@ def run_section(device: str, args) -> dict:
                 row["flops_per_s"] = row["flops"] / row["latency_s"]
                 row.update({f"params_{k}": v for k, v in params[name].items()})
                 results.append(row)
+                if args.partial_out:
+                    write_json(args.partial_out, {"device": device, "partial": True, "results": results})
                 print(f"  {MODEL_LABELS[name]:32s} {row['latency_s']:8.3f} s (wall {row['wall_s']:7.3f})  {fmt_num(row['flops'], 'FLOP'):>12s}"
                       f"  {fmt_bytes(row.get('peak_bytes')):>9s}  {fmt_num(row['flops_per_s'], 'FLOP/s'):>14s}  (best of {repeats})",
                       flush=True)
@@ -214,8 +218,9 @@ def print_section(section: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    args.partial_out = (args.out or "architectures.json").replace(".json", ".partial.json") if not args.smoke else None
     if args.smoke:
-        args.res, args.frames, args.repeats, args.train_memory_frames = [16], [8], 3, [8]
+        args.res, args.frames, args.repeats, args.train_memory_frames, args.train_memory_res = [16], [8], 3, [8], [16]
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
@@ -233,6 +238,8 @@ def main(argv=None):
     print("\n" + "\n".join(report))
     name = args.out or ("architectures_smoke.json" if args.smoke else "architectures.json")
     print(f"wrote {write_json(name, sections)}")
+    if args.partial_out:
+        (Path(__file__).resolve().parent / "results" / args.partial_out).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

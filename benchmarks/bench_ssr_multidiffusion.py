@@ -8,7 +8,7 @@ One denoising step of the SSR model (an ``inflate(unet2d_sr, temporal_resize=Fal
 Windows come from ``lumiere.multidiffusion`` (``temporal_windows`` / ``windowed_prediction``)
 when available, else from a local fallback with the same semantics.
 
-    PYTHONPATH=. python benchmarks/bench_ssr_multidiffusion.py              # full CPU run (~5 min on 2 cores)
+    PYTHONPATH=. python benchmarks/bench_ssr_multidiffusion.py              # full CPU run (~6 min on 2 shared cores)
     PYTHONPATH=. python benchmarks/bench_ssr_multidiffusion.py --smoke      # tiny, < 60 s
     PYTHONPATH=. python benchmarks/bench_ssr_multidiffusion.py --frames 16 80 --overlaps 2
 
@@ -65,9 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, nargs="+", default=[16, 32, 48, 64, 80])
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--overlaps", type=int, nargs="+", default=[0, 2, 4])
-    p.add_argument("--res", type=int, default=64, help="SSR output resolution (square)")
+    p.add_argument("--res", type=int, default=32, help="SSR output resolution (square)")
     p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 128], help="SSR U-Net widths")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per point (best kept)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per point (best kept)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1, see bench_architectures.py)")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--no-gpu", action="store_true")
