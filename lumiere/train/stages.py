@@ -124,6 +124,11 @@ class SRImageModule(VideoModule):
         return _mse(prediction, target)
 
 
+def _given(overrides: dict) -> dict:
+    """Command-line overrides that were actually given (None = keep the config's value)."""
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
 class RandomCrop(torch.utils.data.Dataset):
     """Aligned random spatial crops of (high, low) pairs: SSR trains on crops, runs on full frames."""
 
@@ -324,14 +329,15 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     objective = ws.objective()
     high = (height * scale, width * scale)
 
-    image_settings = ws.settings("ssr", **{**ws.config.get("stages", {}).get("ssr", {}).get("image", {}), **overrides})
+    phases = ws.config.get("stages", {}).get("ssr", {})
+    image_settings = ws.settings("ssr", **{**phases.get("image", {}), **_given(overrides)})
     unet = build_ssr_unet(ssr_config, text_encoder.hidden_size)
     image_module = SRImageModule(unet, text_encoder, objective, "ssr", ssr_config, seed=image_settings.seed)
     image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
     image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
                          ws.root / "ssr" / "image", resume, "ssr-image")
 
-    video_settings = ws.settings("ssr", **{**ws.config.get("stages", {}).get("ssr", {}).get("video", {}), **overrides})
+    video_settings = ws.settings("ssr", **{**phases.get("video", {}), **_given(overrides)})
     ssr = inflate(unet, temporal_resize=False, **ws.model.get("temporal", {}))
     video_module = VideoModule(ssr, text_encoder, objective, "ssr", ssr_config, seed=video_settings.seed)
     window = int(ws.config.get("stages", {}).get("ssr", {}).get("train_window", ssr_config.get("window", 8)))

@@ -1,0 +1,64 @@
+"""End to end on the bundled model (assets/lumiere-tiny): every application, the default path of the
+CLI and app, and that what it generates is on-prompt often enough to be useful."""
+import numpy as np
+import pytest
+
+from lumiere import LumierePipeline
+from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
+from lumiere.hub import BUNDLED_MODEL_DIR
+
+pytestmark = pytest.mark.bundled
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    assert (BUNDLED_MODEL_DIR / "model_index.json").is_file(), "the bundled model is missing from assets/"
+    return LumierePipeline.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(pipe):
+    frames, height, width = pipe.base_resolution
+    return render_clip(ClipSpec((ObjectSpec("red", "square", "moving right"),), "sky", 5), frames, height, width)
+
+
+def test_bundled_model_loads_by_default(pipe):
+    assert pipe.base_resolution == (16, 32, 32)
+    assert pipe.output_resolution == (16, 128, 128)
+    assert set(pipe.component_names) == {"text_encoder", "base", "conditional", "ssr"}
+    assert len(pipe.styles) >= 2
+    assert pipe.fps > 0
+
+
+def test_text_to_video_with_super_resolution(pipe):
+    video = pipe.text_to_video("a red circle moving to the right", seed=0)
+    assert video.shape == (16, 128, 128, 3) and video.dtype == np.uint8
+    assert np.array_equal(video, pipe.text_to_video("a red circle moving to the right", seed=0))
+
+
+def test_every_application_at_base_resolution(pipe, clip):
+    region = np.zeros(clip.shape[1:3], bool)
+    region[8:24, 8:24] = True
+    outputs = {
+        "reference": pipe.text_to_video("a blue square bouncing", seed=1, reference_image="t2i", super_resolve=False),
+        "i2v": pipe.image_to_video(clip[0], "a red square moving to the right", seed=1, super_resolve=False),
+        "inpaint": pipe.inpaint(clip, region, "a red square moving to the right", seed=1, super_resolve=False),
+        "cinemagraph": pipe.cinemagraph(clip[0], region, "a red square moving to the right", seed=1, super_resolve=False),
+        "stylize": pipe.text_to_video("a green triangle rotating", seed=1, style=pipe.styles[0], style_weight=0.8,
+                                      super_resolve=False),
+        "v2v": pipe.video_to_video(clip, "a red square moving to the right", strength=0.5, seed=1, super_resolve=False),
+    }
+    for name, video in outputs.items():
+        assert video.shape == (16, 32, 32, 3), name
+    assert np.array_equal(outputs["i2v"][0], clip[0])
+    assert np.array_equal(outputs["inpaint"][:, ~region], clip[:, ~region])
+    assert (outputs["cinemagraph"][:, ~region].std(axis=0) == 0).all()
+
+
+def test_generated_colours_follow_the_prompt(pipe):
+    from lumiere.data.analysis import dominant_colour
+
+    prompts = {"red": "a red circle moving to the right", "blue": "a blue square moving up on black",
+               "yellow": "a yellow triangle bouncing at night", "white": "a white circle moving left on gray"}
+    hits = sum(dominant_colour(pipe.text_to_video(p, seed=0, super_resolve=False)) == c for c, p in prompts.items())
+    assert hits >= 3, f"only {hits}/4 videos had the prompted colour"
