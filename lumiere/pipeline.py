@@ -434,7 +434,7 @@ class LumierePipeline:
         device, dtype = module_device(ssr), ssr.dtype
         scale = self.ssr_scale
         window = _positive_int(window or cfg.get("window", 8), "window")
-        overlap = int(overlap)
+        overlap = min(int(overlap), window - 1)  # the paper's 2-frame overlap, capped for very short windows
         _, _, frames, height, width = low.shape
         windows = temporal_windows(frames, window, overlap if multidiffusion else 0)
         guidance = float(guidance if guidance is not None else cfg.get("guidance_scale", 1.0))
