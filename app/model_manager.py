@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import torch
 
+from lumiere.pipeline import default_device, default_dtype
+
 log = logging.getLogger("lumiere.app")
 
 
@@ -34,21 +36,9 @@ class OutOfMemory(RuntimeError):
     """Generation failed for lack of memory even after freeing everything it does not need."""
 
 
-def pick_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
+# Device and dtype policy lives in the library (cuda > mps > cpu; bf16/fp16 on GPU, fp32 on CPU).
+pick_device = default_device
+pick_dtype = default_dtype
 
 
 def is_out_of_memory(error: BaseException) -> bool:
