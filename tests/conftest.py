@@ -56,3 +56,23 @@ def tiny_pipe(tiny_pipeline_dir):
     from lumiere import LumierePipeline
 
     return LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+
+
+def bundled_model_available() -> bool:
+    """The app tests run on the bundled model when it is in assets/ (LUMIERE_TEST_TINY=1 forces the tiny one)."""
+    import os
+
+    from lumiere.hub import BUNDLED_MODEL_DIR
+
+    return (BUNDLED_MODEL_DIR / "model_index.json").is_file() and os.environ.get("LUMIERE_TEST_TINY") != "1"
+
+
+@pytest.fixture(scope="module")
+def app_manager(tiny_pipeline_dir):
+    """A ModelManager over the bundled model (or the tiny random pipeline when it is absent)."""
+    from app.model_manager import ModelManager
+    from lumiere import LumierePipeline
+
+    if bundled_model_available():
+        return ModelManager(None)
+    return ModelManager(pipeline=LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu"))

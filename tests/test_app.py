@@ -1,6 +1,6 @@
 """End-to-end tests of the Gradio app through gradio_client (the public API of API.md's "Web app" table).
 
-The app runs on the tiny random pipeline from conftest (or the bundled model with LUMIERE_TEST_BUNDLED=1).
+The app runs on the bundled model (the tiny random pipeline from conftest when it is absent or LUMIERE_TEST_TINY=1).
 Most calls use steps=1 and super_resolve=False to stay fast; one call runs the defaults (with SSR).
 """
 import os
@@ -27,22 +27,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_manager(tiny_pipeline_dir):
-    from app.model_manager import ModelManager
-
-    if os.environ.get("LUMIERE_TEST_BUNDLED") == "1":
-        return ModelManager(None)
-    from lumiere import LumierePipeline
-
-    return ModelManager(pipeline=LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu"))
-
-
 @pytest.fixture(scope="module")
-def served(tiny_pipeline_dir):
+def served(app_manager):
     """(client, manager, url) for one app launched for this module."""
     from app.ui import QUEUE_SIZE, build_demo
 
-    manager = make_manager(tiny_pipeline_dir)
+    manager = app_manager
     demo = build_demo(manager)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),

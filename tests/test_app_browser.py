@@ -3,7 +3,7 @@
 Types a prompt and generates on the Text-to-video tab, then uploads an image on the Cinemagraph tab,
 brushes a stroke on the editor canvas and generates. Each step waits for the result <video> to get a src.
 ``LUMIERE_SCREENSHOT=1`` saves assets/screenshots/app.png (for the README; regenerate it with the bundled
-model: ``LUMIERE_TEST_BUNDLED=1 LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
+model: ``LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
 Without Chromium the test skips locally but FAILS when ``CI`` is set.
 """
 import os
@@ -43,17 +43,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_pipeline_dir):
+def served(app_manager):
     """(url, manager) of one app launched for this module."""
     from app.model_manager import ModelManager
     from app.ui import QUEUE_SIZE, build_demo
 
-    if os.environ.get("LUMIERE_TEST_BUNDLED") == "1":
-        manager = ModelManager(None)
-    else:
-        from lumiere import LumierePipeline
-
-        manager = ModelManager(pipeline=LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu"))
+    manager = app_manager
     demo = build_demo(manager)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
