@@ -1,0 +1,41 @@
+"""Render the README's sample GIFs with the bundled model: `python scripts/make_samples.py`.
+
+Each row of a sample strip is one application; GIFs are written at output resolution (after SSR).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lumiere import LumierePipeline
+from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
+from lumiere.io import write_video
+
+OUT = Path(__file__).resolve().parent.parent / "assets" / "samples"
+
+
+def main() -> None:
+    pipe = LumierePipeline.from_pretrained(device="cpu")
+    OUT.mkdir(parents=True, exist_ok=True)
+    frames, height, width = pipe.base_resolution
+    still = render_clip(ClipSpec((ObjectSpec("yellow", "triangle", "rotating"),), "night", 11), frames, height, width)
+    region = np.zeros((height, width), bool)
+    region[4:28, 4:28] = True
+    samples = {
+        "t2v_red_circle_right": lambda: pipe.text_to_video("a red circle moving to the right over the sea", seed=1),
+        "t2v_blue_square_bouncing": lambda: pipe.text_to_video("a blue square bouncing on the grass", seed=2),
+        "t2v_two_yellow_triangles": lambda: pipe.text_to_video("two yellow triangles circling on a night sky", seed=3),
+        "i2v_yellow_triangle": lambda: pipe.image_to_video(still[0], "a yellow triangle moving down at night", seed=4),
+        "cinemagraph_triangle": lambda: pipe.cinemagraph(still[0], region, "a yellow triangle rotating at night", seed=5),
+        **{f"style_{name.replace(' ', '_')}": (lambda name=name: pipe.text_to_video(
+            "a red circle moving to the right over the sea", seed=1, style=name, style_weight=0.8)) for name in pipe.styles},
+    }
+    for name, make in samples.items():
+        video = make()
+        write_video(OUT / f"{name}.gif", video, pipe.fps)
+        print(f"{name}: {video.shape} seed {pipe.last_seed}")
+
+
+if __name__ == "__main__":
+    main()
