@@ -46,7 +46,8 @@ def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
         if not (BUNDLED_MODEL_DIR / "model_index.json").is_file():
             raise FileNotFoundError(
                 f"bundled model not found at {BUNDLED_MODEL_DIR}; train it with "
-                "`python -m lumiere.train.bundle` or pass a pipeline directory / Hub repo id"
+                "`python -m lumiere train --stage all --config configs/tiny.json --export assets/lumiere-tiny` "
+                "or pass a pipeline directory / Hub repo id"
             )
         return BUNDLED_MODEL_DIR
     local = Path(path_or_repo).expanduser()

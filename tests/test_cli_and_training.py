@@ -61,12 +61,11 @@ def test_every_stage_saves_a_loadable_pipeline(trained_run):
         assert not list((trained_run / "out" / stage).rglob("*.bin")) and not list((trained_run / "out" / stage).rglob("*.pt"))
 
 
-def test_resume_continues_from_the_saved_step(trained_run, capsys):
+def test_resume_continues_from_the_saved_step(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     config["stages"]["temporal"]["steps"] = 3
     (trained_run / "config3.json").write_text(json.dumps(config))
     assert main(["train", "--stage", "temporal", "--config", str(trained_run / "config3.json"), "--resume"]) == 0
-    assert "resumed from" in capsys.readouterr().out + capsys.readouterr().err or True
     checkpoints = sorted((trained_run / "out" / "temporal" / "checkpoints").glob("checkpoint-*"))
     assert checkpoints[-1].name == "checkpoint-0000003"
     meta = json.loads((checkpoints[-1] / "training_state.json").read_text())
