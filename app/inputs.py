@@ -166,7 +166,7 @@ def image_array(image, what: str = "an image") -> np.ndarray:
         try:
             image = read_image(image)
         except (ValueError, FileNotFoundError):
-            raise InputError(f"Could not read the uploaded image: upload a png, jpg or webp file.") from None
+            raise InputError("Could not read the uploaded image: upload a png, jpg or webp file.") from None
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)

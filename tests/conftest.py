@@ -76,3 +76,23 @@ def app_manager(tiny_pipeline_dir):
     if bundled_model_available():
         return ModelManager(None)
     return ModelManager(pipeline=LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def app_server(app_manager):
+    """(url, manager) of the app launched on a free local port for one test module."""
+    import socket
+
+    from app.ui import QUEUE_SIZE, build_demo
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = build_demo(app_manager)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port,
+                            max_file_size="50mb", quiet=True)
+    try:
+        yield url, app_manager
+    finally:
+        demo.close()

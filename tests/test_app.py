@@ -3,8 +3,6 @@
 The app runs on the bundled model (the tiny random pipeline from conftest when it is absent or LUMIERE_TEST_TINY=1).
 Most calls use steps=1 and super_resolve=False to stay fast; one call runs the defaults (with SSR).
 """
-import os
-import socket
 import sys
 from pathlib import Path
 
@@ -21,26 +19,11 @@ EXAMPLES = ROOT / "assets" / "examples"
 FAST = {"steps": 1, "super_resolve": False}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(app_manager):
+def served(app_server):
     """(client, manager, url) for one app launched for this module."""
-    from app.ui import QUEUE_SIZE, build_demo
-
-    manager = app_manager
-    demo = build_demo(manager)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            max_file_size="50mb", quiet=True)
-    try:
-        yield Client(url, verbose=False), manager, url
-    finally:
-        demo.close()
+    url, manager = app_server
+    return Client(url, verbose=False), manager, url
 
 
 def check_video(path, frames: int, resolution=None):

@@ -8,7 +8,6 @@ Without Chromium the test skips locally but FAILS when ``CI`` is set.
 """
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -36,26 +35,10 @@ def chromium_path() -> str:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(app_manager):
+def served(app_server):
     """(url, manager) of one app launched for this module."""
-    from app.model_manager import ModelManager
-    from app.ui import QUEUE_SIZE, build_demo
-
-    manager = app_manager
-    demo = build_demo(manager)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    try:
-        yield url, manager
-    finally:
-        demo.close()
+    return app_server
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Pipeline level (API.md) on a tiny random pipeline: shapes, seeds, masks, styles, SDEdit, checkpoints."""
-import json
 
 import numpy as np
 import pytest
@@ -107,7 +106,6 @@ def test_style_interpolates_spatial_weights_only(tiny_pipe):
     name, param = next(iter(base.t2i.named_parameters()))
     temporal_before = [p.clone() for p in base.temporal_parameters()]
     with styled(base, style, 0.5):
-        expected = 0.5 * style[name] + 0.5 * param.detach().clone()
         inside = dict(base.t2i.named_parameters())[name].detach().clone()
         assert all(torch.equal(a, b) for a, b in zip(temporal_before, base.temporal_parameters()))
     original = dict(base.t2i.named_parameters())[name]

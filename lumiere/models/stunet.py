@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .temporal import TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample
