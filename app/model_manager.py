@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from lumiere.pipeline import default_device, default_dtype
+from lumiere.pipeline import default_device, default_dtype, module_device
 
 log = logging.getLogger("lumiere.app")
 
@@ -53,12 +53,6 @@ def module_nbytes(module: torch.nn.Module) -> int:
     """Bytes of a component's parameters and buffers (what it occupies on its device)."""
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    return torch.device("cpu")
 
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from .models.stunet import STUNet, inflate
+from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
@@ -73,12 +73,12 @@ def build_ssr_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionMod
     return UNet2DConditionModel(**kwargs)
 
 
-def pipeline_config(config: dict, base: STUNet) -> dict:
+def pipeline_config(config: dict, temporal_downsampling_factor: int) -> dict:
     """The part of a model config the pipeline needs at inference time (stored in model_index.json)."""
     return {
         "base_resolution": list(config["base_resolution"]),
         "fps": config.get("fps", 8),
-        "temporal_downsampling_factor": base.temporal_downsampling_factor,
+        "temporal_downsampling_factor": temporal_downsampling_factor,
         "ssr": {k: v for k, v in config.get("ssr", {}).items() if k != "unet"},
         "defaults": {**DEFAULTS, **config.get("defaults", {})},
     }
@@ -100,6 +100,6 @@ def build_pipeline(config: dict, *, words: list[str] | None = None, t2i_unet: UN
     if with_ssr and "ssr" in config:
         ssr_unet = build_ssr_unet(config["ssr"], text_encoder.hidden_size)
         components["ssr"] = inflate(ssr_unet, temporal_resize=False, **temporal)
-    return LumierePipeline(config=pipeline_config(config, base),
+    return LumierePipeline(config=pipeline_config(config, base.temporal_downsampling_factor),
                            scheduler_config={**DEFAULT_SCHEDULER, **config.get("scheduler", {})},
                            components=components, device=device, dtype=dtype)

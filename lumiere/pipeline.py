@@ -63,7 +63,8 @@ def slugify(name: str) -> str:
 
 
 def module_device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+    """Where a component runs: the device of its parameters (CPU for a module without any)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 class LumierePipeline:

@@ -1,6 +1,7 @@
 """Denoising loops on top of diffusers schedulers: classifier-free guidance, progress, cancellation."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -83,21 +84,16 @@ def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x:
         # Trained weights produce denormal intermediates; flushing them is 10x+ faster on CPU and
         # changes nothing visible (|x| < 1e-38).
         torch.set_flush_denormal(True)
+    # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator.
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in timesteps:
         model_input = scheduler.scale_model_input(x, t)
         output = prediction(model_input, t)
-        x = scheduler.step(output, t, x, generator=generator, return_dict=False)[0] if _takes_generator(scheduler) \
-            else scheduler.step(output, t, x, return_dict=False)[0]
+        x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
         if progress is not None:
             progress.step()
     return x
 
-
-def _takes_generator(scheduler) -> bool:
-    # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator arg.
-    import inspect
-
-    return "generator" in inspect.signature(scheduler.step).parameters
 
 
 def sdedit_timesteps(scheduler, num_inference_steps: int, strength: float):

@@ -283,6 +283,14 @@ class STUNet(nn.Module):
             "extra_input_channels": self.extra_input_channels,
         }
 
+    @staticmethod
+    def downsampling_factor_of(config: dict) -> int:
+        """N for a saved STUNet config without building the model: every down block but the last
+        down-samples in space, and (with temporal_resize) in time too."""
+        if not config.get("temporal_resize", True):
+            return 1
+        return 2 ** (len(config["t2i"]["down_block_types"]) - 1)
+
     @classmethod
     def from_config(cls, config: dict) -> "STUNet":
         unet = UNet2DConditionModel.from_config(config["t2i"])

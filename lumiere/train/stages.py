@@ -262,17 +262,12 @@ class Workspace:
         for style_json in sorted((self.pipeline / "styles").glob("*/style.json")):
             styles[json.loads(style_json.read_text())["name"]] = f"styles/{style_json.parent.name}"
         base_config = self.pipeline / "base" / "config.json"
-        factor = STUNet.from_config(json.loads(base_config.read_text())).temporal_downsampling_factor if base_config.is_file() else 1
-        config = pipeline_config(self.model, _FactorOnly(factor))
+        factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
+        config = pipeline_config(self.model, factor)
         index = {"_class_name": "LumierePipeline", "components": components, "styles": styles, "config": config}
         (self.pipeline / MODEL_INDEX).write_text(json.dumps(index, indent=2))
         (self.pipeline / "scheduler").mkdir(exist_ok=True)
         (self.pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
-
-
-class _FactorOnly:
-    def __init__(self, factor: int):
-        self.temporal_downsampling_factor = factor
 
 
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
