@@ -155,6 +155,29 @@ def test_analysis_tolerates_noise():
     assert measured == spec.objects[0]
 
 
+def test_coherence_measure_scores_world_renders_coherent_and_shuffled_frames_incoherent():
+    bounds = analysis.world_coherence_bounds(16, 32, 32)
+    coherent = shuffled = 0
+    cases = [(c, s, m) for c, s, m in [("red", "square", "moving right"), ("blue", "circle", "moving up"),
+                                       ("white", "triangle", "moving left"), ("yellow", "square", "circling"),
+                                       ("orange", "circle", "bouncing")]]
+    for i, (colour, shape, motion) in enumerate(cases):
+        clip = render_clip(ClipSpec((ObjectSpec(colour, shape, motion),), "night" if i % 2 else "grass", 40 + i))
+        coherent += analysis.is_coherent(analysis.coherence_measures(clip), motion, bounds)
+        order = np.random.default_rng(i).permutation(len(clip))
+        shuffled += analysis.is_coherent(analysis.coherence_measures(clip[order]), motion, bounds)
+    assert coherent == len(cases) and shuffled == 0
+    # an object that vanishes for a frame, or splits into two blobs, is not coherent either
+    clip = render_clip(ClipSpec((ObjectSpec("red", "square", "moving right"),), "black", 3))
+    gone = clip.copy()
+    gone[7] = 0
+    assert not analysis.coherence_measures(gone)["present_every_frame"]
+    split = clip.copy()
+    centre = int(np.nonzero(split[5].max(axis=(0, 2)))[0].mean())  # the object's middle column
+    split[5, :, centre - 1: centre + 2] = 0
+    assert not analysis.coherence_measures(split)["one_component"]
+
+
 def test_analysis_of_empty_video_returns_none():
     video = np.full((8, 32, 32, 3), 110, np.uint8)
     assert analysis.dominant_colour(video) is None and analysis.motion_direction(video) is None

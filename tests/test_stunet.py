@@ -57,6 +57,35 @@ def test_identity_initialisation_every_nth_frame(family):
     assert out.shape == (2, unet.config.out_channels, 8, 16, 16)
 
 
+@pytest.mark.parametrize("family", ["sd", "if"])
+def test_motion_conditioning_keeps_identity_at_init_and_acts_once_trained(family):
+    """The text x clip-time path (per-frame FiLM, conditioned temporal attention) starts as the identity
+    on frames 0, N, 2N, ... like the paper's blocks, and makes the output depend on the prompt once trained."""
+    unet = perturbed(sd_unet() if family == "sd" else if_unet())
+    stunet = inflate(unet, motion_conditioning=True).eval()
+    text_dim = 20 if family == "if" else 24
+    generator = torch.Generator().manual_seed(2)
+    video = torch.randn(1, 3, 8, 16, 16, generator=generator)
+    text_a, text_b = torch.randn(2, 1, 5, text_dim, generator=generator)
+    with torch.no_grad():
+        out = stunet(video, 500, text_a)
+        for k in range(0, 8, stunet.temporal_downsampling_factor):
+            assert (out[:, :, k] - unet(video[:, :, k], 500, text_a).sample).abs().max().item() <= 1e-4
+        # Train-like perturbation of the zero-initialised outputs of the new sub-layers only.
+        for name, p in stunet.named_parameters():
+            if any(key in name for key in ("to_out_cross", "feed_forward.2", "modulation", "conv2")):
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+        changed = stunet(video, 500, text_a)
+        assert (changed - out).abs().max().item() > 1e-2
+        # the same noisy video under another prompt now moves differently: text reaches the temporal layers
+        assert (stunet(video, 500, text_b) - changed)[:, :, 1].abs().max().item() > 1e-3
+    config = stunet.config
+    assert config["motion_conditioning"] is True
+    assert STUNet.from_config(config).motion_conditioning
+    # configs saved before the switch existed load as the paper's blocks
+    assert not STUNet.from_config({k: v for k, v in config.items() if k != "motion_conditioning"}).motion_conditioning
+
+
 def test_fixed_temporal_resolution_is_identity_on_every_frame():
     unet = perturbed(sd_unet())
     stunet = inflate(unet, temporal_resize=False).eval()

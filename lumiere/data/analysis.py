@@ -8,6 +8,8 @@ clips, so the model's scores measure the model, not the estimator.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -202,6 +204,70 @@ def motion_direction(video, mask=None, background=None) -> str | None:
     if not mask.any():
         return None
     return classify_motion(*object_track(mask))
+
+
+# ----------------------------------------------------------------------------- temporal coherence
+COHERENCE_JUMP_MARGIN = 0.03   # normalised centroid units (~1 px at 32x32) on top of the world's own p90 jump
+COHERENCE_AREA_MARGIN = 0.15   # log area ratio between consecutive frames, on top of the world's own
+ONE_COMPONENT_SHARE = 0.85     # the largest component must hold this share of the object pixels
+
+
+def coherence_measures(video, background=None) -> dict:
+    """Per-video temporal-coherence measures of the (single) object.
+
+    present_every_frame: an object is found in every frame; one_component: in every frame its largest
+    connected component holds most of the object pixels (no splitting into blobs); p90_jump: 90th
+    percentile of the centroid's frame-to-frame jump (normalised units); max_area_change: largest
+    |log(area ratio)| between consecutive frames (popping in/out, flicker).
+    """
+    video = _as_float(video)
+    mask = object_mask(video, background)
+    areas = mask.reshape(len(mask), -1).sum(1)
+    present = bool((areas > 0).all())
+    shares = []
+    for frame_mask, area in zip(mask, areas):
+        if area == 0:
+            shares.append(0.0)
+            continue
+        count, _, stats, _ = cv2.connectedComponentsWithStats(frame_mask.astype(np.uint8), connectivity=8)
+        shares.append(float(stats[1:, cv2.CC_STAT_AREA].max() / area))
+    centroids, area_fraction = object_track(mask)
+    jumps = np.linalg.norm(np.diff(centroids, axis=0), axis=1) if len(mask) > 1 else np.zeros(1)
+    area_change = np.abs(np.diff(np.log(np.maximum(area_fraction, 1e-6)))) if len(mask) > 1 else np.zeros(1)
+    return {"present_every_frame": present, "one_component": bool(min(shares) >= ONE_COMPONENT_SHARE),
+            "p90_jump": float(np.percentile(jumps, 90)), "max_area_change": float(area_change.max())}
+
+
+@functools.lru_cache(maxsize=8)
+def world_coherence_bounds(num_frames: int = 16, height: int = 32, width: int = 32, clips: int = 12) -> dict:
+    """Per motion, the largest p90 jump and area change the world's own renders show (the calibration).
+
+    Renders ``clips`` single-object clips per motion over random colours, shapes and backgrounds.
+    """
+    from lumiere.data.world import MOTIONS, ClipSpec, ObjectSpec, render_clip, sample_clip_spec
+
+    bounds = {}
+    for m, motion in enumerate(MOTIONS):
+        jumps, changes = [], []
+        for k in range(clips):
+            rng = np.random.default_rng([7, m, k])
+            spec = sample_clip_spec(rng, holdout=False, num_objects=1)
+            shape = "square" if motion == "rotating" and spec.objects[0].shape == "circle" else spec.objects[0].shape
+            spec = ClipSpec((ObjectSpec(spec.objects[0].colour, shape, motion),), spec.background, spec.seed)
+            measures = coherence_measures(render_clip(spec, num_frames, height, width))
+            jumps.append(measures["p90_jump"])
+            changes.append(measures["max_area_change"])
+        bounds[motion] = {"p90_jump": float(max(jumps)), "max_area_change": float(max(changes))}
+    return bounds
+
+
+def is_coherent(measures: dict, motion: str, bounds: dict) -> bool:
+    """Coherent = one object present in every frame, moving and changing size no more abruptly than the
+    world's renders of ``motion`` do (plus a small margin)."""
+    bound = bounds[motion]
+    return (measures["present_every_frame"] and measures["one_component"]
+            and measures["p90_jump"] <= bound["p90_jump"] + COHERENCE_JUMP_MARGIN
+            and measures["max_area_change"] <= bound["max_area_change"] + COHERENCE_AREA_MARGIN)
 
 
 def classify_background(background) -> str:

@@ -23,13 +23,15 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
 from torch import nn
 
-from .temporal import TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample
+from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
+                       clip_time_features)
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D")
 SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D")
 SUPPORTED_MID_BLOCKS = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D")
 
 CONFIG_NAME = "config.json"
+CLIP_TIME_FEATURES = 16  # Fourier features of a frame's place in the clip (motion_conditioning)
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
@@ -72,6 +74,7 @@ class STUNet(nn.Module):
         temporal_head_dim: int = 64,
         extra_input_channels: int = 0,
         freeze_spatial: bool = True,
+        motion_conditioning: bool = False,
     ):
         super().__init__()
         _check_supported(unet)
@@ -83,6 +86,7 @@ class STUNet(nn.Module):
         self.temporal_kernel_size = temporal_kernel_size
         self.temporal_head_dim = temporal_head_dim
         self.extra_input_channels = 0
+        self.motion_conditioning = motion_conditioning
 
         coarsest = len(unet.down_blocks) - 1
         # Per-video conditioning of the temporal conv blocks: the U-Net's timestep embedding plus a
@@ -90,11 +94,23 @@ class STUNet(nn.Module):
         cond_channels = unet.time_embedding.linear_2.out_features * (2 if unet.config.class_embeddings_concat else 1)
         text_channels = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
         self.temporal_text_proj = nn.Linear(text_channels, cond_channels)
+        # motion_conditioning (off by default = the paper's temporal attention, which sees neither text
+        # nor timestep): the conditioning vector becomes per frame (+ a projection of the frame's place
+        # in the clip), and the coarsest temporal attention is modulated by it and cross-attends to the
+        # prompt tokens; both modulations also see each pixel's place in the frame. "Moving right" is a
+        # function of text x time x position; this gives the temporal layers all three.
+        self.clip_time_proj = nn.Linear(CLIP_TIME_FEATURES, cond_channels) if motion_conditioning else None
+        context_channels = unet.config.cross_attention_dim
+        if isinstance(context_channels, (list, tuple)):
+            context_channels = context_channels[-1]
 
         def temporal_block(channels: int, level: int) -> nn.Module:
             if level == coarsest:
+                if motion_conditioning:
+                    return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim,
+                                                  cond_channels, context_channels)
                 return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim)
-            return TemporalConvBlock(channels, temporal_kernel_size, cond_channels)
+            return TemporalConvBlock(channels, temporal_kernel_size, cond_channels, plane_positions=motion_conditioning)
 
         def resampler(block, attr: str, cls) -> nn.Module | None:
             modules = getattr(block, attr, None)
@@ -216,9 +232,14 @@ class STUNet(nn.Module):
         cache: dict[int, tuple] = {}
 
         def conditioning(frames: int):
-            # Repeat per-video conditioning to the current temporal length once per level.
+            # Repeat per-video conditioning to the current temporal length once per level; with
+            # motion_conditioning the temporal blocks' vector is per frame: (B, T, D).
             if frames not in cache:
-                cache[frames] = (_per_frame(emb, frames), _per_frame(context, frames))
+                frame_cond = temporal_cond
+                if self.clip_time_proj is not None:
+                    times = clip_time_features(frames, CLIP_TIME_FEATURES, sample.device, temporal_cond.dtype)
+                    frame_cond = temporal_cond[:, None] + self.clip_time_proj(times)[None]
+                cache[frames] = (_per_frame(emb, frames), _per_frame(context, frames), frame_cond)
             return cache[frames]
 
         frames = num_frames
@@ -227,10 +248,10 @@ class STUNet(nn.Module):
         skips = [x]
 
         for block, temporal, temporal_down in zip(unet.down_blocks, self.down_temporal, self.down_resample):
-            temb, ctx = conditioning(frames)
+            temb, ctx, tcond = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
-                x = temporal_block(resnet(x, temb), frames, temporal_cond)
+                x = temporal_block(resnet(x, temb), frames, tcond, context)
                 x = _spatial_attention(attention, x, ctx, temb)
                 skips.append(x)
             if block.downsamplers is not None:
@@ -242,19 +263,19 @@ class STUNet(nn.Module):
                 skips.append(x)
 
         if unet.mid_block is not None:
-            temb, ctx = conditioning(frames)
+            temb, ctx, tcond = conditioning(frames)
             mid = unet.mid_block
-            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames, temporal_cond)
+            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames, tcond, context)
             for attention, resnet, temporal_block in zip(mid.attentions, mid.resnets[1:], self.mid_temporal[1:]):
                 x = _spatial_attention(attention, x, ctx, temb)
-                x = temporal_block(resnet(x, temb), frames, temporal_cond)
+                x = temporal_block(resnet(x, temb), frames, tcond, context)
 
         for block, temporal, temporal_up in zip(unet.up_blocks, self.up_temporal, self.up_resample):
-            temb, ctx = conditioning(frames)
+            temb, ctx, tcond = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
                 x = torch.cat([x, skips.pop()], dim=1)
-                x = temporal_block(resnet(x, temb), frames, temporal_cond)
+                x = temporal_block(resnet(x, temb), frames, tcond, context)
                 x = _spatial_attention(attention, x, ctx, temb)
             if block.upsamplers is not None:
                 size = skips[-1].shape[-2:] if skips else None
@@ -281,6 +302,7 @@ class STUNet(nn.Module):
             "temporal_kernel_size": self.temporal_kernel_size,
             "temporal_head_dim": self.temporal_head_dim,
             "extra_input_channels": self.extra_input_channels,
+            "motion_conditioning": self.motion_conditioning,
         }
 
     @staticmethod
@@ -296,7 +318,7 @@ class STUNet(nn.Module):
         unet = UNet2DConditionModel.from_config(config["t2i"])
         options = {k: config[k] for k in (
             "temporal_resize", "temporal_attention_depth", "temporal_kernel_size", "temporal_head_dim",
-            "extra_input_channels") if k in config}
+            "extra_input_channels", "motion_conditioning") if k in config}
         return cls(unet, **options)
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:

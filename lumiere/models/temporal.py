@@ -78,28 +78,77 @@ class TemporalConvBlock(nn.Module):
 
     The pretrained spatial layer before it does the 2D part; this adds two 1D temporal convs
     (norm -> SiLU -> conv) as a residual branch whose last conv is zero-initialised. Like the
-    U-Net's own resnets, the branch is modulated (scale/shift) by a per-video conditioning vector
-    (timestep + pooled text), so motion can depend on the prompt even though the spatial layers,
-    which hold the cross-attention, are frozen.
+    U-Net's own resnets, the branch is modulated (scale/shift) by a conditioning vector (timestep +
+    pooled text), so motion can depend on the prompt even though the spatial layers, which hold the
+    cross-attention, are frozen. ``cond`` is per video (B, D) or per frame (B, T, D); the per-frame
+    form (see ``STUNet(motion_conditioning=True)``) lets the modulation differ along the clip.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, cond_channels: int | None = None):
+    def __init__(self, channels: int, kernel_size: int = 3, cond_channels: int | None = None,
+                 plane_positions: bool = False):
         super().__init__()
         self.norm1 = group_norm(channels)
         self.conv1 = temporal_conv(channels, kernel_size)
         self.norm2 = group_norm(channels)
         self.cond_proj = nn.Linear(cond_channels, 2 * channels) if cond_channels else None
+        self.position_proj = nn.Linear(PLANE_FEATURES, cond_channels) if cond_channels and plane_positions else None
         self.conv2 = init_zero_(temporal_conv(channels, kernel_size))
 
-    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         h = frames_to_video(x, num_frames)
         h = self.conv1(F.silu(self.norm1(h)))
         h = self.norm2(h)
         if self.cond_proj is not None and cond is not None:
-            scale, shift = self.cond_proj(F.silu(cond))[:, :, None, None, None].chunk(2, dim=1)
+            if self.position_proj is not None:  # per pixel: (B, T, H*W, 2C) -> (B, 2C, T, H, W)
+                cond = _with_plane_positions(cond, self.position_proj, *h.shape[-2:])
+                modulation = self.cond_proj(F.silu(cond)).permute(0, 3, 1, 2).unflatten(-1, h.shape[-2:])
+            else:
+                modulation = self.cond_proj(F.silu(cond))  # (B, 2C) or (B, T, 2C)
+                modulation = modulation[:, :, None] if modulation.ndim == 2 else modulation.transpose(1, 2)
+                modulation = modulation[..., None, None]  # (B, 2C, 1|T, 1, 1)
+            scale, shift = modulation.chunk(2, dim=1)
             h = h * (1 + scale) + shift
         h = self.conv2(F.silu(h))
         return x + video_to_frames(h)
+
+
+PLANE_FEATURES = 16  # Fourier features of a pixel's place in the frame (x, y in [0, 1])
+
+
+def plane_position_features(height: int, width: int, dim: int, device, dtype) -> torch.Tensor:
+    """(H*W, dim) Fourier features of each pixel's normalised (x, y) position.
+
+    Why: convolutions are (nearly) translation-equivariant, so a frozen T2I barely knows where in the
+    frame a feature is; "moving left" starts on the right of the frame, "circling" goes around its centre.
+    """
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    freqs = math.pi * torch.arange(1, dim // 4 + 1, device=device, dtype=torch.float32)
+    angles = torch.cat([grid_x.reshape(-1, 1) * freqs, grid_y.reshape(-1, 1) * freqs], dim=-1)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(dtype)
+
+
+def _with_plane_positions(cond: torch.Tensor, position_proj: nn.Linear, height: int, width: int) -> torch.Tensor:
+    """(B, D) or (B, T, D) conditioning + projected pixel positions -> (B, T|1, H*W, D)."""
+    if cond.ndim == 2:
+        cond = cond[:, None]
+    positions = plane_position_features(height, width, PLANE_FEATURES, cond.device, cond.dtype)
+    return cond[:, :, None] + position_proj(positions)[None, None]
+
+
+def clip_time_features(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
+    """(T, dim) Fourier features of each frame's place in the clip, s = t / (T - 1) in [0, 1].
+
+    Relative (not frame-index) time: the same motion spans the clip at every level of the
+    temporal pyramid (16, 8, 4 frames) and at any clip length.
+    """
+    s = torch.linspace(0.0, 1.0, num_frames, device=device, dtype=torch.float32) if num_frames > 1 else \
+        torch.zeros(1, device=device)
+    freqs = math.pi * torch.arange(1, dim // 2 + 1, device=device, dtype=torch.float32)
+    angles = s[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(dtype)
 
 
 def sinusoidal_positions(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
@@ -118,39 +167,80 @@ class TemporalAttentionBlock(nn.Module):
 
     Frame positions are added to the attention input (inside the residual branch, so the block is
     still the identity at initialisation); without them attention could not tell "left" from "right".
+
+    With ``cond_channels``/``context_channels`` (``STUNet(motion_conditioning=True)``) it is a full
+    conditioned transformer block: scale/shift of the normalised tokens from the (per-frame)
+    timestep + text vector, cross-attention of every space-time token to the prompt tokens, and a
+    feed-forward layer; each sub-layer is residual with a zero-initialised output, so the identity
+    at initialisation still holds. Why: the paper's temporal attention sees neither the text nor
+    the timestep, and a frozen T2I gives motion words no other way into the temporal layers.
     """
 
-    def __init__(self, channels: int, head_dim: int = 64):
+    def __init__(self, channels: int, head_dim: int = 64, cond_channels: int | None = None,
+                 context_channels: int | None = None):
         super().__init__()
         self.num_heads = max(1, channels // head_dim)
         self.norm = nn.LayerNorm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
         self.to_out = init_zero_(nn.Linear(channels, channels))
+        self.modulation = init_zero_(nn.Linear(cond_channels, 2 * channels)) if cond_channels else None
+        self.position_proj = nn.Linear(PLANE_FEATURES, cond_channels) if cond_channels else None
+        if context_channels:
+            self.norm_cross = nn.LayerNorm(channels)
+            self.to_q_cross = nn.Linear(channels, channels, bias=False)
+            self.to_kv_cross = nn.Linear(context_channels, 2 * channels, bias=False)
+            self.to_out_cross = init_zero_(nn.Linear(channels, channels))
+            self.norm_ff = nn.LayerNorm(channels)
+            self.feed_forward = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(),
+                                              init_zero_(nn.Linear(4 * channels, channels)))
+        else:
+            self.to_q_cross = None
 
-    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L, C) -> (N, heads, L, C / heads)."""
+        n, length, c = x.shape
+        return x.view(n, length, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         bt, c, h, w = x.shape
-        b = bt // num_frames
+        b, hw = bt // num_frames, h * w
         # (B*T, C, H, W) -> (B*H*W, T, C): one sequence of T tokens per spatial location.
-        tokens = x.view(b, num_frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, num_frames, c)
-        hidden = self.norm(tokens) + sinusoidal_positions(num_frames, c, x.device, x.dtype)
-        q, k, v = self.to_qkv(hidden).view(b * h * w, num_frames, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        tokens = x.view(b, num_frames, c, hw).permute(0, 3, 1, 2).reshape(b * hw, num_frames, c)
+        hidden = self.norm(tokens)
+        if self.modulation is not None and cond is not None:
+            # per video, frame and pixel: (B, T|1, H*W, D) -> (B*H*W, T|1, 2C)
+            cond = _with_plane_positions(cond, self.position_proj, h, w)
+            modulation = self.modulation(F.silu(cond)).transpose(1, 2).reshape(b * hw, cond.shape[1], 2 * c)
+            scale, shift = modulation.chunk(2, dim=-1)
+            hidden = hidden * (1 + scale) + shift
+        hidden = hidden + sinusoidal_positions(num_frames, c, x.device, x.dtype)
+        q, k, v = self.to_qkv(hidden).view(b * hw, num_frames, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v)
-        attended = attended.transpose(1, 2).reshape(b * h * w, num_frames, c)
-        out = self.to_out(attended)
-        out = out.view(b, h * w, num_frames, c).permute(0, 2, 3, 1).reshape(bt, c, h, w)
-        return x + out
+        tokens = tokens + self.to_out(attended.transpose(1, 2).reshape(b * hw, num_frames, c))
+        if self.to_q_cross is not None and context is not None:
+            # Every space-time token of a video attends to that video's prompt tokens (one SDPA per video).
+            queries = self._heads(self.to_q_cross(self.norm_cross(tokens)).view(b, hw * num_frames, c))
+            keys, values = self.to_kv_cross(context.to(x.dtype)).chunk(2, dim=-1)
+            attended = F.scaled_dot_product_attention(queries, self._heads(keys), self._heads(values))
+            tokens = tokens + self.to_out_cross(attended.transpose(1, 2).reshape(b * hw, num_frames, c))
+            tokens = tokens + self.feed_forward(self.norm_ff(tokens))
+        return tokens.view(b, hw, num_frames, c).permute(0, 2, 3, 1).reshape(bt, c, h, w)
 
 
 class TemporalAttentionStack(nn.Module):
     """Several temporal attention blocks stacked (cheap at the space-time-compressed coarsest level)."""
 
-    def __init__(self, channels: int, depth: int = 2, head_dim: int = 64):
+    def __init__(self, channels: int, depth: int = 2, head_dim: int = 64, cond_channels: int | None = None,
+                 context_channels: int | None = None):
         super().__init__()
-        self.blocks = nn.ModuleList(TemporalAttentionBlock(channels, head_dim) for _ in range(depth))
+        self.blocks = nn.ModuleList(TemporalAttentionBlock(channels, head_dim, cond_channels, context_channels)
+                                    for _ in range(depth))
 
-    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, num_frames)
+            x = block(x, num_frames, cond, context)
         return x
 
 

@@ -36,6 +36,11 @@ class TrainSettings:
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
+    # Bundled-recipe switches (defaults = the paper: frozen T2I, uniform timesteps, plain MSE).
+    spatial_lr_scale: float = 0.0      # > 0: the video stages also train the T2I weights at lr x this
+    timestep_sampling: str = "uniform"  # or "high_noise": t = T * (1 - u^2), where motion is decided
+    loss_weighting: str = "none"        # or "min_snr": Min-SNR-gamma weighting (Hang et al., 2023)
+    min_snr_gamma: float = 5.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -52,17 +57,25 @@ def infinite(loader):
         epoch += 1
 
 
-def train(module: nn.Module, params: list[nn.Parameter], loader, settings: TrainSettings, output_dir: Path,
+def train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path,
           resume: bool = False, description: str = "train") -> dict:
-    """Train ``params`` of ``module``; returns {"step", "loss", "seconds"}. EMA weights are copied in at the end."""
+    """Train ``params`` of ``module``; returns {"step", "loss", "seconds"}. EMA weights are copied in at the end.
+
+    ``params`` is a list of parameters, or of optimizer parameter groups (dicts with "params" and an
+    optional "lr_scale" relative to ``settings.lr``), e.g. temporal layers at full rate, spatial at 0.1x.
+    """
     output_dir = Path(output_dir)
     torch.set_flush_denormal(True)  # tiny late-training values as denormals slow CPU math by 10x+
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision)
     set_seed(settings.seed)
-    params = [p for p in params if p.requires_grad]
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": settings.lr * g.get("lr_scale", 1.0)}
+              for g in groups]
+    groups = [g for g in groups if g["params"]]
+    params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError(f"{description}: nothing to train (no parameter requires grad)")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
     ema = EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True, power=2 / 3) if settings.ema_decay else None
 

@@ -31,13 +31,24 @@ STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 
 # ----------------------------------------------------------------------------- diffusion objective
 class DiffusionObjective(nn.Module):
-    """Noise a clean batch at random timesteps and regress the scheduler's prediction target (eps or v)."""
+    """Noise a clean batch at random timesteps and regress the scheduler's prediction target (eps or v).
 
-    def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1):
+    ``timestep_sampling="high_noise"`` draws t = T (1 - u^2) (71% of draws in the noisier half),
+    where a video's layout and motion are decided; ``loss_weighting="min_snr"`` weights each sample
+    by min(SNR, gamma) relative to the target's natural weight (Min-SNR-gamma, Hang et al., 2023).
+    """
+
+    def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1, timestep_sampling: str = "uniform",
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0):
         super().__init__()
+        if timestep_sampling not in ("uniform", "high_noise"):
+            raise ValueError(f"timestep_sampling must be 'uniform' or 'high_noise', got {timestep_sampling!r}")
+        if loss_weighting not in ("none", "min_snr"):
+            raise ValueError(f"loss_weighting must be 'none' or 'min_snr', got {loss_weighting!r}")
         self.schedule = DDPMScheduler.from_config(scheduler_config)
         self.prediction_type = self.schedule.config.prediction_type
         self.caption_dropout = caption_dropout
+        self.timestep_sampling, self.loss_weighting, self.min_snr_gamma = timestep_sampling, loss_weighting, min_snr_gamma
 
     def captions(self, captions: list[str]) -> list[str]:
         # Dropping captions trains the unconditional model classifier-free guidance needs.
@@ -46,10 +57,26 @@ class DiffusionObjective(nn.Module):
     def noisy(self, clean: torch.Tensor, timesteps: torch.Tensor | None = None):
         noise = torch.randn_like(clean)
         if timesteps is None:
-            timesteps = torch.randint(0, self.schedule.config.num_train_timesteps, (clean.shape[0],), device=clean.device)
+            timesteps = self.sample_timesteps(clean.shape[0], clean.device)
         noisy = self.schedule.add_noise(clean, noise, timesteps)
         target = self.schedule.get_velocity(clean, noise, timesteps) if self.prediction_type == "v_prediction" else noise
         return noisy, timesteps, target
+
+    def sample_timesteps(self, count: int, device) -> torch.Tensor:
+        total = self.schedule.config.num_train_timesteps
+        if self.timestep_sampling == "high_noise":
+            u = torch.rand(count, device=device)
+            return (total * (1 - u**2)).long().clamp(0, total - 1)
+        return torch.randint(0, total, (count,), device=device)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.loss_weighting == "none":
+            return _mse(prediction, target)
+        per_sample = (prediction[:, : target.shape[1]].float() - target.float()).pow(2).flatten(1).mean(1)
+        alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        snr = alphas / (1 - alphas)
+        weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+        return (weight * per_sample).mean()
 
 
 def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,7 +101,7 @@ class T2IModule(nn.Module):
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(images)
-        return _mse(self.unet(noisy, t, states).sample, target)
+        return self.objective.loss(self.unet(noisy, t, states).sample, target, t)
 
 
 class VideoModule(nn.Module):
@@ -100,7 +127,7 @@ class VideoModule(nn.Module):
         elif self.kind == "ssr":
             condition, class_labels = self._sr_condition(batch["lowres_video"], video)
             noisy = torch.cat([noisy, condition], dim=1)
-        return _mse(self.model(noisy, t, states, class_labels=class_labels), target)
+        return self.objective.loss(self.model(noisy, t, states, class_labels=class_labels), target, t)
 
     def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinearly up-sampled low-res video, noise-augmented at random levels; returns (video, levels)."""
@@ -121,7 +148,7 @@ class SRImageModule(VideoModule):
         condition, levels = self._sr_condition(low[:, :, :1], high[:, :, None])
         noisy, t, target = self.objective.noisy(high)
         prediction = self.model(torch.cat([noisy, condition[:, :, 0]], dim=1), t, states, class_labels=levels).sample
-        return _mse(prediction, target)
+        return self.objective.loss(prediction, target, t)
 
 
 def _given(overrides: dict) -> dict:
@@ -211,8 +238,12 @@ class Workspace:
                   **{k: v for k, v in overrides.items() if v is not None}}
         return TrainSettings.from_dict(values)
 
-    def objective(self) -> DiffusionObjective:
-        return DiffusionObjective(self.scheduler_config, self.config.get("train", {}).get("caption_dropout", 0.1))
+    def objective(self, settings: TrainSettings | None = None) -> DiffusionObjective:
+        options = {} if settings is None else {"timestep_sampling": settings.timestep_sampling,
+                                               "loss_weighting": settings.loss_weighting,
+                                               "min_snr_gamma": settings.min_snr_gamma}
+        return DiffusionObjective(self.scheduler_config, self.config.get("train", {}).get("caption_dropout", 0.1),
+                                  **options)
 
     def text_encoder(self) -> TextEncoder:
         directory = self.pipeline / "text_encoder"
@@ -270,6 +301,19 @@ class Workspace:
         (self.pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
 
 
+def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: list | None = None) -> list[dict]:
+    """Optimizer groups for a video stage: the temporal layers (plus ``also_full_rate``) at the stage's
+    rate; the T2I weights frozen (the paper) or, with ``spatial_lr_scale > 0``, trained at a lower rate."""
+    full_rate = list(model.temporal_parameters()) + list(also_full_rate or [])
+    groups = [{"params": full_rate}]
+    if settings.spatial_lr_scale > 0:
+        model.t2i.requires_grad_(True)
+        chosen = {id(p) for p in full_rate}
+        groups.append({"params": [p for p in model.t2i.parameters() if id(p) not in chosen],
+                       "lr_scale": settings.spatial_lr_scale})
+    return groups
+
+
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("t2i", **overrides)
     pretrained = bool(ws.model["t2i"].get("pretrained"))
@@ -290,10 +334,11 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
     base = inflate(ws.t2i_unet(), **ws.model.get("temporal", {}))
-    module = VideoModule(base, text_encoder, ws.objective(), "temporal", seed=settings.seed)
+    module = VideoModule(base, text_encoder, ws.objective(settings), "temporal", seed=settings.seed)
     frames, height, width = ws.model["base_resolution"]
-    result = train(module, list(base.temporal_parameters()), _loader(video_dataset(ws.config, frames, height, width), settings),
+    result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
                    settings, ws.root / "temporal", resume, "temporal")
+    base.t2i.requires_grad_(False)
     ws.write_component("text_encoder", text_encoder)
     ws.write_component("base", base)
     return result
@@ -305,12 +350,12 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional = ws.load_stunet("base")  # start from the trained temporal layers
     conditional.expand_input_channels(conditional.in_channels + 1)
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
-    module = VideoModule(conditional, text_encoder, ws.objective(), "conditional", seed=settings.seed)
+    module = VideoModule(conditional, text_encoder, ws.objective(settings), "conditional", seed=settings.seed)
     frames, height, width = ws.model["base_resolution"]
-    params = list(conditional.temporal_parameters()) + list(conditional.t2i.conv_in.parameters())
+    params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(video_dataset(ws.config, frames, height, width), settings), settings,
                    ws.root / "conditional", resume, "conditional")
-    conditional.t2i.conv_in.requires_grad_(False)
+    conditional.t2i.requires_grad_(False)
     ws.write_component("conditional", conditional)
     return result
 
@@ -352,8 +397,11 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     text_encoder = ws.text_encoder()
     _, height, width = ws.model["base_resolution"]
     results = {}
+    # Start from the base's spatial weights: W_orig of the interpolation (the same as the T2I's when the
+    # video stages kept it frozen, the video-tuned ones when they trained it).
+    original = ws.load_stunet("base").t2i if (ws.pipeline / "base" / "config.json").is_file() else ws.t2i_unet()
     for style in styles:
-        unet = copy.deepcopy(ws.t2i_unet())
+        unet = copy.deepcopy(original).requires_grad_(True)
         module = T2IModule(unet, text_encoder, ws.objective(), train_text_encoder=False)
         data = _PlainCaptions(image_dataset(ws.config, height, width, style=style))
         results[style] = train(module, list(unet.parameters()), _loader(data, settings), settings,
