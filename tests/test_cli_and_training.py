@@ -147,3 +147,49 @@ def test_cli_inflate_from_a_diffusers_directory(tmp_path):
     assert "N=2" in result.stdout
     stunet = STUNet.from_pretrained(tmp_path / "stunet")
     assert torch.equal(stunet.t2i.conv_in.weight, unet.conv_in.weight)
+
+
+def test_motion_recipe_switches_train_and_load(tmp_path):
+    """The bundled recipe's switches: motion-conditioned temporal layers, spatial weights trained at a lower
+    rate (styles then start from them), high-noise timesteps and Min-SNR weighting."""
+    from lumiere import LumierePipeline
+    from lumiere.hub import read_safetensors
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "out")
+    config["model"]["temporal"]["motion_conditioning"] = True
+    config["stages"]["temporal"].update({"spatial_lr_scale": 0.5, "timestep_sampling": "high_noise",
+                                         "loss_weighting": "min_snr"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for stage in ("t2i", "temporal", "style"):
+        assert main(["train", "--stage", stage, "--config", str(tmp_path / "config.json")]) == 0
+    t2i = read_safetensors(tmp_path / "out" / "t2i" / "final" / "unet" / "diffusion_pytorch_model.safetensors")
+    pipe = LumierePipeline.from_pretrained(tmp_path / "out" / "pipeline", device="cpu", dtype=torch.float32)
+    assert pipe.base.motion_conditioning
+    base_spatial = pipe.base.t2i.state_dict()
+    assert any(not torch.equal(base_spatial[name], t2i[name]) for name in t2i)  # the video stage trained them
+    assert all(not p.requires_grad for p in pipe.base.spatial_parameters())
+    assert pipe.text_to_video("a red circle moving left", seed=0, super_resolve=False).shape == (4, 16, 16, 3)
+    # the style's W_orig is the base's spatial weights: a style fine-tune starts from them
+    style = read_safetensors(tmp_path / "out" / "pipeline" / "styles" / "line-drawing" / "diffusion_pytorch_model.safetensors")
+    assert set(style) == set(base_spatial)
+
+
+def test_diffusion_objective_options():
+    from lumiere.build import DEFAULT_SCHEDULER
+    from lumiere.train.stages import DiffusionObjective
+
+    uniform = DiffusionObjective(DEFAULT_SCHEDULER)
+    high = DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="high_noise", loss_weighting="min_snr")
+    torch.manual_seed(0)
+    assert high.sample_timesteps(4000, "cpu").float().mean() > uniform.sample_timesteps(4000, "cpu").float().mean() + 100
+    prediction, target = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    timesteps = torch.tensor([10, 990])
+    alphas = high.schedule.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    natural = snr + 1 if high.prediction_type == "v_prediction" else snr
+    expected = (snr.clamp(max=5.0) / natural).mean()
+    assert torch.allclose(high.loss(prediction, target, timesteps), expected)
+    assert torch.allclose(uniform.loss(prediction, target, timesteps), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="late")
