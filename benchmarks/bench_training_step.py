@@ -38,7 +38,7 @@ def build_step(config: dict, variant: str, batch: dict, spatial_lr_scale: float)
     optimizer = torch.optim.AdamW([{"params": g["params"]} for g in groups], lr=1e-4)
     module = VideoModule(base, text_encoder, DiffusionObjective(model_config.get("scheduler", {}) | {"num_train_timesteps": 1000}))
     if variant == "channels_last":
-        base.to(memory_format=torch.channels_last)
+        base.t2i.to(memory_format=torch.channels_last)  # the 4D (spatial) convs; temporal convs are 5D
     if variant == "compile":
         module.model = torch.compile(base)
 
@@ -94,7 +94,7 @@ def main(argv=None):
     print(header)
     print(table)
     if not args.smoke:
-        write_json("training_step", {"machine": machine_info("cpu"), "rows": rows, "batch": args.batch})
+        write_json("training_step.json", {"machine": machine_info("cpu"), "rows": rows, "batch": args.batch})
 
 
 if __name__ == "__main__":
