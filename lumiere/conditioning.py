@@ -46,6 +46,24 @@ def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames:
     return condition, keep
 
 
+def feathered_keep(keep: torch.Tensor, width: int) -> torch.Tensor:
+    """Soft version of a keep mask M (1 = known), per frame: known pixels at chessboard distance d <= width
+    from the generated region get d / (width + 1), the others stay 1; the generated region stays 0.
+
+    Why: pasting user pixels with a hard edge leaves a visible seam where they meet generated content;
+    the ramp lies entirely inside the known region, so the generated region stays untouched and known
+    pixels farther than ``width`` from it are exactly the user's. Accepts (..., H, W); returns float.
+    """
+    keep = keep.float()
+    if width < 1:
+        return keep
+    hole = (1 - keep).reshape(-1, 1, *keep.shape[-2:])
+    total = keep.clone()
+    for k in range(1, width + 1):  # pixels with no hole within distance k (max_pool pads with -inf)
+        total += 1 - torch.nn.functional.max_pool2d(hole, 2 * k + 1, stride=1, padding=k).reshape(keep.shape)
+    return total / (width + 1)
+
+
 def outpaint_mask(height: int, width: int, border: float = 0.25) -> torch.Tensor:
     """A generate-mask covering a border of ``border`` x width/height on every side (outpainting)."""
     if not 0.0 < border < 0.5:

@@ -95,6 +95,42 @@ def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x:
     return x
 
 
+def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler,
+                 constrain: Callable[[torch.Tensor], torch.Tensor]):
+    """Wrap a model prediction so that the clean-sample estimate it implies is ``constrain(x0)``.
+
+    Why: constraints that are known in pixel space (user pixels, a low-res input the output must
+    down-sample to) apply to x0, but schedulers consume the model's parametrisation (v, epsilon or
+    x0). The estimate is converted to x0, constrained, and converted back with the same x_t, so any
+    solver sees a model that predicts the constrained x0 (RePaint / DDNM-style guidance).
+    """
+    kind = scheduler.config.prediction_type
+    alphas_cumprod = scheduler.alphas_cumprod
+
+    def prediction_constrained(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = prediction(x, t)
+        acp = alphas_cumprod[int(round(float(t)))].to(torch.float32)
+        a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
+        xf, of = x.float(), out.float()
+        if kind == "v_prediction":
+            x0 = a * xf - s * of
+        elif kind == "epsilon":
+            x0 = (xf - s * of) / a
+        elif kind == "sample":
+            x0 = of
+        else:
+            raise ValueError(f"unsupported prediction_type {kind!r}")
+        x0 = constrain(x0)
+        if kind == "v_prediction":
+            out = (a * xf - x0) / s
+        elif kind == "epsilon":
+            out = (xf - a * x0) / s
+        else:
+            out = x0
+        return out.to(x.dtype)
+
+    return prediction_constrained
+
 
 def sdedit_timesteps(scheduler, num_inference_steps: int, strength: float):
     """Timesteps for SDEdit: skip the first (1 - strength) of the schedule (Meng et al., 2022).

@@ -68,6 +68,89 @@ def test_cinemagraph_only_region_moves(tiny_pipe):
     assert video[1:, region].std(axis=0).mean() > 0
 
 
+
+def _away_from(generate: np.ndarray, distance: int) -> np.ndarray:
+    """Pixels farther than ``distance`` (chessboard) from every True pixel of ``generate``."""
+    near = generate.copy()
+    for dy in range(-distance, distance + 1):
+        for dx in range(-distance, distance + 1):
+            near |= np.roll(generate, (dy, dx), axis=(0, 1))
+    return ~near
+
+
+def test_user_pixels_are_kept_at_output_resolution(tiny_pipe):
+    """After SSR the known region is the user's own full-resolution pixels, not a super-resolved copy of
+    their down-sampled version; only a feathered band of ``feather`` output pixels next to the mask blends."""
+    rng = np.random.default_rng(0)
+    feather = tiny_pipe.ssr_scale  # the default soft edge: one base-resolution pixel
+    source = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)  # given at the output resolution
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    far = _away_from(mask, feather)
+    video = tiny_pipe.inpaint(source, mask, "a green triangle", seed=0)
+    assert video.shape == (8, 32, 32, 3)
+    assert np.array_equal(video[:, far], source[:, far])
+    assert not np.array_equal(video[:, mask], source[:, mask])
+
+    big = np.repeat(np.repeat(source, 2, axis=1), 2, axis=2)  # a larger video: resized to the output resolution
+    assert np.array_equal(tiny_pipe.inpaint(big, mask, "a green triangle", seed=0)[:, far], source[:, far])
+
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    region = np.zeros((32, 32), bool)
+    region[:, 16:] = True
+    video = tiny_pipe.cinemagraph(image, region, "a yellow circle", seed=0)
+    assert np.array_equal(video[0], image)
+    still = _away_from(region, feather)
+    assert np.array_equal(video[:, still], np.broadcast_to(image[still], video[:, still].shape))
+    assert video[1:, region].std(axis=0).mean() > 0
+
+    video = tiny_pipe.image_to_video(image, "a red circle", seed=0)
+    assert np.array_equal(video[0], image)
+    assert np.array_equal(tiny_pipe.text_to_video("a red circle", seed=0, reference_image=image)[0], image)
+
+
+def test_low_res_projection_and_x0_constraint():
+    from lumiere.pipeline import low_res_projection
+    from lumiere.sampling import constrain_x0
+
+    generator = torch.Generator().manual_seed(0)
+    high = torch.randn(1, 3, 2, 8, 8, generator=generator)
+    low = torch.randn(1, 3, 2, 2, 2, generator=generator)
+    for gain in (1.0, 0.25):  # every output down-samples exactly to the low-res input
+        down = torch.nn.functional.avg_pool3d(low_res_projection(high, low, 4, gain), (1, 4, 4))
+        assert torch.allclose(down, low, atol=1e-5)
+    smooth = low_res_projection(high, low, 4, 0.0)  # gain 0: the smooth up-sampled input, whatever the model said
+    assert torch.allclose(smooth, low_res_projection(torch.zeros_like(high), low, 4, 0.0))
+    full = low_res_projection(high, low, 4, 1.0)  # the gain scales the model's detail linearly
+    assert torch.allclose(low_res_projection(high, low, 4, 0.25), smooth + 0.25 * (full - smooth), atol=1e-5)
+    config = {"num_train_timesteps": 1000, "prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}
+    scheduler = make_scheduler(config, "ddim")
+    model = lambda x, t: torch.sin(x)  # noqa: E731
+    x, t = torch.randn(1, 3, 2, 8, 8, generator=generator), torch.tensor(500)
+    assert torch.allclose(constrain_x0(model, scheduler, lambda x0: x0)(x, t), model(x, t), atol=1e-5)
+    target = torch.zeros_like(x)
+    v = constrain_x0(model, scheduler, lambda x0: target)(x, t)
+    a = scheduler.alphas_cumprod[500].sqrt()
+    assert torch.allclose(a * x - (1 - a**2).sqrt() * v, target, atol=1e-5)  # the implied x0 is the constrained one
+
+
+
+@pytest.mark.parametrize("consistency", ["every_step", "final"])
+def test_ssr_output_down_samples_to_its_input(tiny_pipe, consistency):
+    y, x = np.mgrid[0:16, 0:16]
+    t = np.arange(8)[:, None, None]
+    low = (128 + 50 * np.sin(x / 3 + t / 4)[..., None] * np.cos(y / 4)[..., None] * [1, 0.5, -1]).astype(np.uint8)
+    tiny_pipe.config["ssr"] = {**tiny_pipe.config["ssr"], "low_res_consistency": consistency, "detail_gain": 0.5}
+    high = tiny_pipe.super_resolve(low, "a red circle", seed=0).astype(np.float64)
+    blocks = high.reshape(8, 16, 2, 16, 2, 3)
+    unclipped = ((blocks > 0) & (blocks < 255)).all(axis=(2, 4))  # a random model's detail can saturate
+    assert unclipped.mean() > 0.5
+    assert np.abs(blocks.mean(axis=(2, 4)) - low)[unclipped].max() <= 1.0  # uint8 rounding only
+    tiny_pipe.config["ssr"]["low_res_consistency"] = "off"
+    free = tiny_pipe.super_resolve(low, "a red circle", seed=0).astype(np.float64)
+    assert np.abs(free.reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)) - low).max() > 5  # a random SSR does not
+
+
 def test_empty_mask_and_bad_arguments_are_rejected(tiny_pipe):
     with pytest.raises(ValueError, match="mask is empty"):
         tiny_pipe.cinemagraph(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), bool), "x", seed=0)
