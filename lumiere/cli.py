@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=int, default=None, help="videos per metric (default: each held-out prompt once)")
     evaluate.add_argument("--steps", type=int, default=None)
     evaluate.add_argument("--quick", action="store_true", help="fewer samples and no SSR (smoke test)")
+    evaluate.add_argument("--parts", default="t2v,conditional,ssr",
+                          help="comma-separated subset of t2v, conditional, ssr (default: all the model has)")
     return parser
 
 
@@ -123,7 +125,8 @@ def run(args) -> int:
     if args.command == "eval":
         from .evaluation import evaluate_pipeline
 
-        metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick)
+        metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick,
+                                    parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()))
         text = json.dumps(metrics, indent=2)
         print(text)
         if args.out:
