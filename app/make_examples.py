@@ -1,6 +1,8 @@
-"""Render the small example inputs in assets/examples from the procedural world (run once, committed).
+"""Render the small example inputs in assets/examples from the procedural world, and the example
+outputs the app shows as cached results (run once, committed).
 
-    python -m app.make_examples
+    python -m app.make_examples            # the inputs
+    python -m app.make_examples --outputs  # assets/examples/outputs/<tab>-<i>.mp4 with the bundled model
 """
 from __future__ import annotations
 
@@ -30,7 +32,38 @@ def brushed_layer(box: tuple[int, int, int, int]) -> Image.Image:
     return Image.fromarray(layer)
 
 
+def render_outputs() -> None:
+    """Each tab's examples through the app's own request path (validation included), default settings,
+    seed EXAMPLE_SEED, on the bundled model."""
+    import time
+
+    from app.examples import EXAMPLE_SEED, EXAMPLES, OUTPUTS_DIR, output_path
+    from app.model_manager import ModelManager
+    from app.ui import Studio
+
+    studio = Studio(ModelManager(None))
+    OUTPUTS_DIR.mkdir(parents=True, exist_ok=True)
+    for tab, rows in EXAMPLES.items():
+        for index, row in enumerate(rows):
+            values = dict(row, seed=EXAMPLE_SEED)
+            if tab == "stylize":
+                values.setdefault("style", studio.styles[0])
+            started = time.perf_counter()
+            call, kwargs, fps, _ = studio.prepare(tab, values)
+            if kwargs.pop("reference_image", None):
+                kwargs["reference_image"] = "t2i"
+            video = call(studio.manager.pipe, **kwargs)
+            write_video(output_path(tab, index), video, fps)
+            print(f"{output_path(tab, index).name}: {video.shape}, {time.perf_counter() - started:.1f} s, "
+                  f"{output_path(tab, index).stat().st_size / 1024:.1f} KB")
+
+
 def main() -> None:
+    import sys
+
+    if "--outputs" in sys.argv[1:]:
+        render_outputs()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     Image.fromarray(clip("a red circle on the grass", 1, 1)[0]).save(OUT / "red_circle_grass.png")
     Image.fromarray(clip("a blue square in the sky", 2, 1)[0]).save(OUT / "blue_square_sky.png")

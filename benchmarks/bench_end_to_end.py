@@ -34,6 +34,7 @@ see _common.time_call2), wall time otherwise; the best of ``--repeats`` runs per
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -162,7 +163,7 @@ def warm_up(pipe, inputs: dict, apps: list[str]) -> dict:
 def stage_run(pipe, app: str, inputs: dict, prompt: str, device: str) -> dict:
     """One request, split into stages: {stage: (wall, cpu)} plus step counts."""
     encoder = pipe.text_encoder
-    negative = pipe.defaults.get("negative_prompt", "")
+    negative = pipe.defaults.negative_prompt
     encoder.clear_cache()
     gc.collect()
     text = time_call2(lambda: encoder.encode([prompt, negative]), device)  # what the pipeline encodes
@@ -283,7 +284,7 @@ def run_section(device: str, args) -> dict:
         "dtype": str(pipe.dtype).replace("torch.", ""),
         "latency": "process CPU time (1 thread)" if use_cpu else "wall time",
         "base_resolution": list(pipe.base_resolution), "output_resolution": list(pipe.output_resolution),
-        "defaults": pipe.defaults, "ssr_steps": pipe.config.get("ssr", {}).get("num_inference_steps"),
+        "defaults": dataclasses.asdict(pipe.defaults), "ssr_steps": pipe.ssr_options.num_inference_steps,
         "styles": pipe.styles, "component_load_s": loads,
         "params": {n: sum(p.numel() for p in pipe.get_component(n).parameters()) for n in pipe.component_names},
         "apps": run_apps(pipe, inputs, args.apps, args.repeats, device, use_cpu),

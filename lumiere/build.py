@@ -7,6 +7,7 @@ transformers model). Configs live in ``configs/`` as JSON.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
+from .errors import MissingFileError
 from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
+from .options import GenerationDefaults
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -26,13 +29,13 @@ DEFAULT_SCHEDULER = {
     "clip_sample": False,
     "timestep_spacing": "trailing",
 }
-DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 5.0, "sampler": "dpm++", "negative_prompt": ""}
 
 
 def load_config(path: str | os.PathLike) -> dict:
+    """A JSON training/model config (``configs/``). Raises MissingFileError when absent."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingFileError(f"config file not found: {path}")
     return json.loads(path.read_text())
 
 
@@ -74,13 +77,18 @@ def build_ssr_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionMod
 
 
 def pipeline_config(config: dict, temporal_downsampling_factor: int) -> dict:
-    """The part of a model config the pipeline needs at inference time (stored in model_index.json)."""
+    """The part of a model config the pipeline needs at inference time (stored in model_index.json).
+
+    ``defaults`` are written out in full (``options.GenerationDefaults`` filled by the config's), so a
+    pipeline directory states the settings it runs with.
+    """
+    defaults = GenerationDefaults.from_config(config.get("defaults"))
     return {
         "base_resolution": list(config["base_resolution"]),
         "fps": config.get("fps", 8),
         "temporal_downsampling_factor": temporal_downsampling_factor,
-        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k != "unet"},
-        "defaults": {**DEFAULTS, **config.get("defaults", {})},
+        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k not in ("unet", "pretrained", "subfolder")},
+        "defaults": dataclasses.asdict(defaults),
     }
 
 

@@ -1,6 +1,8 @@
 """Command line: ``python -m lumiere {generate,i2v,inpaint,cinemagraph,v2v,inflate,train,eval,export}``.
 
-Generation commands show a tqdm bar; any user error prints one line and exits with status 2.
+Generation commands show a tqdm bar. The library's own errors (``lumiere.errors.LumiereError``: a bad
+option, an unreadable input file, a missing or corrupt checkpoint) print one line and exit with
+status 2; anything else is a bug and keeps its traceback. Reference: ``docs/cli.md``.
 """
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from .errors import LumiereError
+from .options import DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_GUIDANCE_SCALE, SAMPLERS
 
 
 def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
@@ -17,13 +22,15 @@ def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
     parser.add_argument("--model", default=None, help="pipeline directory or Hub repo id (default: bundled model)")
     parser.add_argument("--frames", type=int, default=None, help="number of frames (multiple of the model's factor)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE_SCALE:g}]")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
-    parser.add_argument("--sampler", default=None, choices=["dpm++", "ddim", "ddpm", "euler"])
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the model's")
     parser.add_argument("--no-ssr", action="store_true", help="skip spatial super-resolution")
     parser.add_argument("--style", default=None, help="style name (see the model's styles)")
-    parser.add_argument("--style-weight", type=float, default=1.0, help="style interpolation alpha in [0, 1]")
+    parser.add_argument("--style-weight", type=float, default=DEFAULT_STYLE_WEIGHT,
+                        help="style interpolation alpha in [0, 1]")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
 
@@ -51,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v2v = sub.add_parser("v2v", help="SDEdit video-to-video")
     v2v.add_argument("--video", required=True)
-    v2v.add_argument("--strength", type=float, default=0.6)
+    v2v.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                     help="0 = keep the input, 1 = ignore it")
     _common(v2v)
 
     inflate = sub.add_parser("inflate", help="turn a diffusers T2I U-Net into a trainable STUNet checkpoint")
@@ -94,20 +102,17 @@ def _load_pipeline(args):
     return pipe
 
 
-def _generation_kwargs(args) -> dict:
-    kwargs = dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  negative_prompt=args.negative_prompt, seed=args.seed, super_resolve=not args.no_ssr,
-                  sampler=args.sampler)
-    if args.style:
-        kwargs.update(style=args.style, style_weight=args.style_weight)
-    return kwargs
+def _generation_kwargs(args, seed: int) -> dict:
+    return dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                negative_prompt=args.negative_prompt, seed=seed, super_resolve=not args.no_ssr,
+                sampler=args.sampler, style=args.style or None, style_weight=args.style_weight)
 
 
-def _write(pipe, video, out: str) -> None:
+def _write(pipe, video, out: str, seed: int) -> None:
     from .io import write_video
 
     write_video(out, video, pipe.fps)
-    print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, seed {pipe.last_seed})")
+    print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, seed {seed})")
 
 
 def run(args) -> int:
@@ -123,18 +128,25 @@ def run(args) -> int:
         print(f"exported to {export_pipeline(args.output_dir, args.out)}")
         return 0
     if args.command == "eval":
-        from .evaluation import evaluate_pipeline
+        from .errors import InputError
+        from .evaluation import EVAL_PARTS, evaluate_pipeline
 
-        metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick,
-                                    parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()))
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        if set(parts) - set(EVAL_PARTS):
+            raise InputError(f"unknown evaluation parts {args.parts!r}; choose from {', '.join(EVAL_PARTS)}")
+        metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick, parts=parts)
         text = json.dumps(metrics, indent=2)
         print(text)
         if args.out:
             Path(args.out).write_text(text)
         return 0
 
+    from .sampling import random_seed
+
     pipe = _load_pipeline(args)
-    kwargs = _generation_kwargs(args)
+    # The CLI picks the seed when none is given, so it can print the one that reproduces the clip.
+    seed = args.seed if args.seed is not None and args.seed >= 0 else random_seed()
+    kwargs = _generation_kwargs(args, seed)
     if args.command == "generate":
         video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, **kwargs)
     elif args.command == "i2v":
@@ -145,7 +157,7 @@ def run(args) -> int:
         video = pipe.cinemagraph(read_image(args.image), read_mask(args.mask), args.prompt, **kwargs)
     else:
         video = pipe.video_to_video(read_video(args.video)[0], args.prompt, strength=args.strength, **kwargs)
-    _write(pipe, video, args.out)
+    _write(pipe, video, args.out, seed)
     return 0
 
 
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,9 @@ Tensors are (3, T, H, W) in [-1, 1]; blank (unknown) content is 0.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from .errors import InputError
 
 
 def image_to_video_condition(image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,10 +67,25 @@ def feathered_keep(keep: torch.Tensor, width: int) -> torch.Tensor:
     return total / (width + 1)
 
 
+def ssr_condition(low: torch.Tensor, size: tuple[int, int], levels: torch.Tensor, schedule,
+                  noise: torch.Tensor) -> torch.Tensor:
+    """The SSR model's conditioning input, the same in training and sampling (Imagen / IF stage II).
+
+    ``low`` (B, 3, T, h, w) in [-1, 1] is bilinearly up-sampled per frame to ``size`` (H, W), clamped,
+    and noised to the augmentation ``levels`` (B,) with ``schedule.add_noise`` and ``noise``
+    (B, 3, T, H, W): the model learns to trust the low-res input only as far as its noise level says.
+    """
+    b, c, t, h, w = low.shape
+    frames = low.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    up = F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False)
+    up = up.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+    return schedule.add_noise(up, noise.to(up), levels)
+
+
 def outpaint_mask(height: int, width: int, border: float = 0.25) -> torch.Tensor:
     """A generate-mask covering a border of ``border`` x width/height on every side (outpainting)."""
     if not 0.0 < border < 0.5:
-        raise ValueError(f"outpaint border must be in (0, 0.5), got {border}")
+        raise InputError(f"outpaint border must be in (0, 0.5), got {border}")
     mask = torch.ones(height, width, dtype=torch.bool)
     dy, dx = max(1, round(height * border)), max(1, round(width * border))
     mask[dy:height - dy, dx:width - dx] = False
@@ -79,5 +97,5 @@ def _broadcast_mask(mask: torch.Tensor, num_frames: int, height: int, width: int
     if mask.ndim == 2:
         mask = mask[None].expand(num_frames, height, width)
     if tuple(mask.shape) != (num_frames, height, width):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match video ({num_frames}, {height}, {width})")
+        raise InputError(f"mask shape {tuple(mask.shape)} does not match video ({num_frames}, {height}, {width})")
     return mask

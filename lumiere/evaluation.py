@@ -94,8 +94,9 @@ def _eval_clip(index: int, frames: int, height: int, width: int) -> tuple[np.nda
 
 
 def _raw_conditional(pipe, condition, keep, prompt: str, seed: int, steps: int | None) -> np.ndarray:
-    request = pipe._request(prompt, condition.shape[1], steps, None, None, seed, False, None, None, model="conditional")
-    return pipe._conditional(request, condition, keep, {}, composite=False)
+    """The conditional model's own output (known pixels not pasted back), at base resolution."""
+    return pipe.sample_conditional(condition, keep, prompt, paste_known=False, seed=seed, num_inference_steps=steps,
+                                   super_resolve=False)
 
 
 def conditional_metrics(pipe, samples: int, steps: int | None) -> dict:

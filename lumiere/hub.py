@@ -9,14 +9,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .errors import CheckpointError, MissingFileError
+
+__all__ = ["BUNDLED_MODEL_DIR", "CheckpointError", "read_json", "read_safetensors", "resolve_pretrained"]
+
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "lumiere-tiny"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing or unreadable (the message names the file)."""
-
-
 def read_json(path: str | os.PathLike) -> dict:
+    """A checkpoint's JSON file. Raises CheckpointError (naming the file) when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing checkpoint file: {path}")
@@ -27,6 +28,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (CPU). Raises CheckpointError (naming the file) when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing checkpoint file: {path}")
@@ -41,10 +43,13 @@ def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
 
     None / "bundled" -> the model shipped in assets/; an existing directory -> itself; anything else
     is a Hub repo id fetched with ``snapshot_download`` (which honours ``HF_HUB_OFFLINE``).
+
+    Raises:
+        MissingFileError: no bundled model, no such directory, or the repo could not be fetched.
     """
     if path_or_repo is None or str(path_or_repo) == "bundled":
         if not (BUNDLED_MODEL_DIR / "model_index.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"bundled model not found at {BUNDLED_MODEL_DIR}; train it with "
                 "`python -m lumiere train --stage all --config configs/tiny.json --export assets/lumiere-tiny` "
                 "or pass a pipeline directory / Hub repo id"
@@ -54,16 +59,16 @@ def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
     if local.is_dir():
         return local
     if local.exists() or str(path_or_repo).startswith((".", "/", "~")) or str(path_or_repo).count("/") > 1:
-        raise FileNotFoundError(f"no pipeline directory at {local}")
+        raise MissingFileError(f"no pipeline directory at {local}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id=str(path_or_repo), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md", "*.model"]))
     except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path_or_repo!r} is not a local directory and could not be fetched from the Hugging Face Hub "
             f"(offline or not cached): {error}"
         ) from None
     except HfHubHTTPError as error:
-        raise FileNotFoundError(f"could not download {path_or_repo!r} from the Hugging Face Hub: {error}") from None
+        raise MissingFileError(f"could not download {path_or_repo!r} from the Hugging Face Hub: {error}") from None

@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from .errors import InputError
+
 
 def temporal_windows(num_frames: int, window: int, overlap: int = 2) -> list[tuple[int, int]]:
     """[start, end) windows of length ``window`` with ``overlap`` shared frames, covering every frame.
@@ -19,11 +21,11 @@ def temporal_windows(num_frames: int, window: int, overlap: int = 2) -> list[tup
     ``overlap``). A window at least as long as the clip gives one window: a single pass.
     """
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise InputError(f"num_frames must be >= 1, got {num_frames}")
     if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        raise InputError(f"window must be >= 1, got {window}")
     if not 0 <= overlap < window:
-        raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
+        raise InputError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
     if window >= num_frames:
         return [(0, num_frames)]
     stride = window - overlap

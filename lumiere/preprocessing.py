@@ -1,12 +1,16 @@
 """Validate user inputs (images, videos, masks) and convert them to model tensors and back.
 
-Everything a person can pass in wrongly is checked here, with messages that say what to change.
+Everything a person can pass in wrongly is checked here, with messages that say what to change
+(:class:`~lumiere.errors.InputError`). Model tensors are float in [-1, 1], channels first; user
+arrays are uint8, channels last.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-import cv2
+
+from .errors import InputError, InputTypeError
 
 
 def _as_uint8_rgb(array: np.ndarray, what: str, ndim: int) -> np.ndarray:
@@ -14,7 +18,7 @@ def _as_uint8_rgb(array: np.ndarray, what: str, ndim: int) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != ndim or array.shape[-1] not in (3, 4):
         shape = "(H, W, 3)" if ndim == 3 else "(T, H, W, 3)"
-        raise ValueError(f"{what} must be an RGB array of shape {shape}, got shape {array.shape}")
+        raise InputError(f"{what} must be an RGB array of shape {shape}, got shape {array.shape}")
     if array.shape[-1] == 4:
         array = array[..., :3]
     if array.dtype != np.uint8:
@@ -22,28 +26,29 @@ def _as_uint8_rgb(array: np.ndarray, what: str, ndim: int) -> np.ndarray:
             array = (array * 255.0).round()
         array = np.clip(array, 0, 255).astype(np.uint8)
     if 0 in array.shape:
-        raise ValueError(f"{what} is empty (shape {array.shape})")
+        raise InputError(f"{what} is empty (shape {array.shape})")
     return array
 
 
 def to_numpy_image(image) -> np.ndarray:
     """PIL image or (H, W, 3) array -> uint8 (H, W, 3) RGB."""
     if image is None:
-        raise ValueError("an input image is required")
+        raise InputError("an input image is required")
     if hasattr(image, "convert"):  # PIL.Image
         image = np.asarray(image.convert("RGB"))
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array or PIL image, got {type(image).__name__}")
+        raise InputTypeError(f"image must be a numpy array or PIL image, got {type(image).__name__}")
     return _as_uint8_rgb(image, "image", 3)
 
 
 def to_numpy_video(video) -> np.ndarray:
+    """(T, H, W, 3) array or a list of frames -> uint8 (T, H, W, 3) RGB (floats in [0, 1] are scaled)."""
     if video is None:
-        raise ValueError("an input video is required")
+        raise InputError("an input video is required")
     if isinstance(video, (list, tuple)):
         video = np.stack([to_numpy_image(frame) for frame in video])
     if not isinstance(video, np.ndarray):
-        raise TypeError(f"video must be a numpy array (T, H, W, 3) uint8, got {type(video).__name__}")
+        raise InputTypeError(f"video must be a numpy array (T, H, W, 3) uint8, got {type(video).__name__}")
     return _as_uint8_rgb(video, "video", 4)
 
 
@@ -64,17 +69,28 @@ def resample_frames(num_available: int, num_frames: int) -> np.ndarray:
     return np.round(np.linspace(0, num_available - 1, num_frames)).astype(int)
 
 
+def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """uint8 (..., C) channels-last -> float (C, ...) in [-1, 1] (the inverse of :func:`tensor_to_uint8`)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).float() / 127.5 - 1.0
+    return tensor.permute(tensor.ndim - 1, *range(tensor.ndim - 1))
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (C, ...) in [-1, 1] (clamped) -> uint8 (..., C) channels-last, rounded to nearest."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(*range(1, x.ndim), 0).cpu().numpy()
+
+
 def image_tensor(image, height: int, width: int) -> torch.Tensor:
     """User image -> (3, H, W) float in [-1, 1] at the model's resolution."""
-    array = resize_center_crop(to_numpy_image(image), height, width)
-    return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0
+    return uint8_to_tensor(resize_center_crop(to_numpy_image(image), height, width))
 
 
 def video_tensor(video, num_frames: int, height: int, width: int) -> torch.Tensor:
     """User video -> (3, T, H, W) in [-1, 1]: frames resampled evenly, each resized + centre-cropped."""
     array = to_numpy_video(video)
     frames = [resize_center_crop(array[i], height, width) for i in resample_frames(len(array), num_frames)]
-    return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return uint8_to_tensor(np.stack(frames))
 
 
 def mask_tensor(mask, num_frames: int, height: int, width: int, source_shape: tuple[int, int] | None = None) -> torch.Tensor:
@@ -83,28 +99,27 @@ def mask_tensor(mask, num_frames: int, height: int, width: int, source_shape: tu
     Resized with nearest-neighbour after the same centre crop as the image/video it belongs to.
     """
     if mask is None:
-        raise ValueError("a mask is required: brush the region to generate")
+        raise InputError("a mask is required: brush the region to generate")
     if hasattr(mask, "convert"):  # PIL
         mask = np.asarray(mask.convert("L")) > 127
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.dtype != bool:
         mask = mask[..., :3].max(axis=-1)  # an RGB(A) drawing: any painted channel counts
     if mask.ndim not in (2, 3):
-        raise ValueError(f"mask must have shape (H, W) or (T, H, W), got {mask.shape}")
+        raise InputError(f"mask must have shape (H, W) or (T, H, W), got {mask.shape}")
     mask = mask.astype(bool) if mask.dtype == bool or mask.max() <= 1 else mask > 127
     if not mask.any():
-        raise ValueError("the mask is empty: mark (brush) the region the model should generate")
+        raise InputError("the mask is empty: mark (brush) the region the model should generate")
     frames = mask[None] if mask.ndim == 2 else mask
     if mask.ndim == 3 and len(frames) != num_frames:
         frames = frames[resample_frames(len(frames), num_frames)]
     resized = [resize_center_crop(f.astype(np.uint8) * 255, height, width, cv2.INTER_NEAREST) > 127 for f in frames]
     out = torch.from_numpy(np.stack(resized))
     if not out.any():
-        raise ValueError("the mask vanished when resized to the model resolution: brush a larger region")
+        raise InputError("the mask vanished when resized to the model resolution: brush a larger region")
     return out.expand(num_frames, height, width) if mask.ndim == 2 else out
 
 
 def to_uint8_video(x: torch.Tensor) -> np.ndarray:
     """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    x = ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+    return tensor_to_uint8(x)

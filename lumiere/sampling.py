@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import inspect
+import secrets
 from typing import Callable
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-SAMPLERS = {
+from . import options
+from .components import flush_denormals
+from .errors import InputError
+
+# The diffusers solver behind each name of ``options.SAMPLERS`` (tests check the two agree).
+SCHEDULER_CLASSES = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
@@ -24,22 +30,28 @@ def make_scheduler(config: dict, sampler: str | None = None):
     picks the solver class. Multistep DPM-Solver is run as DPM-Solver++ (the better few-step solver).
     """
     name = sampler or config.get("_class_name", "DDIMScheduler")
-    cls = SAMPLERS.get(name) or next((c for c in SAMPLERS.values() if c.__name__ == name), None)
+    cls = SCHEDULER_CLASSES.get(name) or next((c for c in SCHEDULER_CLASSES.values() if c.__name__ == name), None)
     if cls is None:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(options.SAMPLERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if cls is DPMSolverMultistepScheduler else {}
     return cls.from_config(config, **extra)
+
+
+def random_seed() -> int:
+    """A fresh seed for a request that gave none (from the OS, so the global RNGs are never touched)."""
+    return secrets.randbelow(2**31)
 
 
 class Progress:
     """Counts denoising steps across every stage of one call and forwards them to a user callback.
 
-    The total is known up front (base + SSR steps), so a UI can show one bar for the whole request.
-    An exception raised by the callback propagates and cancels the generation.
+    The total is fixed up front from the call's step plan (e.g. base + SSR steps), so a UI can show
+    one bar for the whole request. An exception raised by the callback propagates and cancels the
+    generation.
     """
 
     def __init__(self, total: int, callback: Callback | None = None, bar: bool = False, description: str = "denoising"):
-        self.total = total
+        self.total = int(total)
         self.done = 0
         self.callback = callback
         self._bar = None
@@ -58,6 +70,12 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
@@ -79,19 +97,19 @@ def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 
 def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
             timesteps, generator: torch.Generator | None, progress: Progress | None = None) -> torch.Tensor:
-    """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise)."""
-    if x.device.type == "cpu":
-        # Trained weights produce denormal intermediates; flushing them is 10x+ faster on CPU and
-        # changes nothing visible (|x| < 1e-38).
-        torch.set_flush_denormal(True)
+    """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise).
+
+    On the CPU denormals are flushed for the duration of the loop (``components.flush_denormals``).
+    """
     # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator.
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for t in timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        output = prediction(model_input, t)
-        x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
-        if progress is not None:
-            progress.step()
+    with flush_denormals(x.device.type == "cpu"):
+        for t in timesteps:
+            model_input = scheduler.scale_model_input(x, t)
+            output = prediction(model_input, t)
+            x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
+            if progress is not None:
+                progress.step()
     return x
 
 
@@ -132,15 +150,20 @@ def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return prediction_constrained
 
 
+def sdedit_steps(num_inference_steps: int, strength: float) -> int:
+    """How many of ``num_inference_steps`` SDEdit runs at ``strength`` (the step plan counts these)."""
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"strength must be in [0, 1], got {strength}")
+    return min(int(round(num_inference_steps * strength)), num_inference_steps)
+
+
 def sdedit_timesteps(scheduler, num_inference_steps: int, strength: float):
     """Timesteps for SDEdit: skip the first (1 - strength) of the schedule (Meng et al., 2022).
 
     Returns (timesteps, start_timestep); an empty schedule means "return the input unchanged".
     """
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    steps_to_run = sdedit_steps(num_inference_steps, strength)
     scheduler.set_timesteps(num_inference_steps)
-    steps_to_run = min(int(round(num_inference_steps * strength)), num_inference_steps)
     start = num_inference_steps - steps_to_run
     timesteps = scheduler.timesteps[start * scheduler.order:]
     if hasattr(scheduler, "set_begin_index"):

@@ -10,18 +10,31 @@ from contextlib import contextmanager
 
 import torch
 
+from .errors import InputError
 from .models.stunet import STUNet
 
 
-def style_state_from(stunet: STUNet) -> dict[str, torch.Tensor]:
-    """The spatial weights of a (style fine-tuned) model under their original diffusers names."""
-    return {name: p.detach().clone() for name, p in stunet.t2i.named_parameters()}
+def check_style_weight(weight: float) -> float:
+    """``weight`` as a float in [0, 1] (the interpolation alpha)."""
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"style_weight must be in [0, 1], got {weight}")
+    return weight
 
 
 @contextmanager
 def styled(stunet: STUNet, style_state: dict[str, torch.Tensor] | None, weight: float):
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"style_weight must be in [0, 1], got {weight}")
+    """Inside the block, ``stunet``'s T2I weights are lerped toward ``style_state`` by ``weight``.
+
+    Args:
+        stunet: the model to style (its temporal layers are never touched).
+        style_state: spatial weights under their diffusers names; None = no style.
+        weight: alpha in [0, 1]; 0 leaves the model bit-identical.
+
+    Raises:
+        InputError: ``weight`` outside [0, 1].
+    """
+    weight = check_style_weight(weight)
     if not style_state or weight == 0.0:
         yield stunet
         return

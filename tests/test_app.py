@@ -1,4 +1,4 @@
-"""End-to-end tests of the Gradio app through gradio_client (the public API of API.md's "Web app" table).
+"""End-to-end tests of the Gradio app through gradio_client (the public API the app serves, see docs/api.md).
 
 The app runs on the bundled model (the tiny random pipeline from conftest when it is absent or LUMIERE_TEST_TINY=1).
 Most calls use steps=1 and super_resolve=False to stay fast; one call runs the defaults (with SSR).
@@ -157,9 +157,10 @@ def test_invalid_inputs_give_actionable_errors_and_app_keeps_serving(served, tmp
     expect_error(client, "prompt is empty", prompt="   ", seed=0, api_name="/text_to_video", **FAST)
     expect_error(client, "multiple of", prompt="a red circle", num_frames=base_frames(manager) + 1,
                  api_name="/text_to_video", **FAST)
-    expect_error(client, "maximum value 100", prompt="a red circle", steps=1000, super_resolve=False,
-                 api_name="/text_to_video")
-    expect_error(client, "not in the list of choices", prompt="a red circle", style="no such style", api_name="/stylize", **FAST)
+    expect_error(client, "Denoising steps (steps) must be between 1 and 100, got 1000", prompt="a red circle",
+                 steps=1000, super_resolve=False, api_name="/text_to_video")
+    expect_error(client, "Style 'no such style' is not available: choose one of", prompt="a red circle",
+                 style="no such style", api_name="/stylize", **FAST)
     empty = {"background": handle_file(str(EXAMPLES / "yellow_circle_night.png")), "layers": [], "composite": None}
     expect_error(client, "mask is empty", image=empty, prompt="a yellow circle bouncing", api_name="/cinemagraph",
                  **FAST)
@@ -175,6 +176,175 @@ def test_invalid_inputs_give_actionable_errors_and_app_keeps_serving(served, tmp
     path, seed = client.predict(prompt="a red circle bouncing", seed=11, api_name="/text_to_video", **FAST)
     assert seed == 11
     check_video(path, base_frames(manager))
+
+
+def png_bytes(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A PNG whose header claims width x height (the pixel data may be missing: headers are checked first)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_bad_files_and_values_name_the_field_and_the_fix(served, tmp_path, capfd, caplog):
+    """Each malformed request says what is wrong and what to do; none logs a traceback; the app keeps serving."""
+    import logging
+
+    client, manager, _ = served
+    caplog.set_level(logging.INFO, logger="lumiere.app")
+    text_as_png = tmp_path / "notes.png"
+    text_as_png.write_text("shopping list: eggs, milk\n" * 20)
+    random_png = tmp_path / "noise.png"
+    random_png.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    good = (EXAMPLES / "red_circle_grass.png").read_bytes()
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good[: len(good) // 2])
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_bytes(20000, 20000, b"x" * 64))
+    image = EXAMPLES / "red_circle_grass.png"
+    i2v = {"prompt": "a red circle moving right", "api_name": "/image_to_video", **FAST}
+    expect_error(client, "Image: the file 'notes.png' is not an image file", image=handle_file(str(text_as_png)), **i2v)
+    expect_error(client, "Image: the file 'noise.png' is not an image file", image=handle_file(str(random_png)), **i2v)
+    expect_error(client, "Image: the file 'truncated.png' is truncated or damaged", image=handle_file(str(truncated)), **i2v)
+    expect_error(client, "is far too large (400 megapixels); upload one at most 4096x4096", image=handle_file(str(huge)), **i2v)
+    plain = {"background": handle_file(str(EXAMPLES / "yellow_circle_night.png")), "layers": [], "composite": None}
+    expect_error(client, "Mask: the file 'noise.png' is not an image file", image=plain, mask=handle_file(str(random_png)),
+                 prompt="a yellow circle bouncing", api_name="/cinemagraph", **FAST)
+    t2v = {"prompt": "a red circle", "api_name": "/text_to_video"}
+    expect_error(client, "Denoising steps (steps) must be a whole number, got 'many'", steps="many", **t2v)
+    expect_error(client, "Guidance scale must be a number between 0 and 20, got 'high'",
+                 guidance_scale="high", **FAST, **t2v)
+    expect_error(client, "Seed must be a whole number, got 'lucky'", seed="lucky", **FAST, **t2v)
+    expect_error(client, "Seed must be a whole number, got 3.7", seed=3.7, **FAST, **t2v)
+    expect_error(client, "Seed must be a whole number, got '3.7'", seed="3.7", **FAST, **t2v)
+    expect_error(client, "Super-resolution (super_resolve) must be true or false, got 'yes'", super_resolve="yes",
+                 steps=1, **t2v)
+    expect_error(client, "Super-resolution (super_resolve) must be true or false, got 2", super_resolve=2, steps=1,
+                 **t2v)
+    expect_error(client, "Prompt must be text, got a list", prompt=["a red circle"], api_name="/text_to_video", **FAST)
+    expect_error(client, "Frames (num_frames) must be a whole number, got 16.5", num_frames=16.5, **FAST, **t2v)
+    expect_error(client, "Playback fps (fps) must be between 1 and 60, got 0", fps=0, **FAST, **t2v)
+    image_path = str(image)
+    expect_error(client, "Image got", image=image_path, **i2v)  # a server path, not an upload
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    rejected = [r for r in caplog.records if r.name == "lumiere.app" and "rejected" in r.getMessage()]
+    assert len(rejected) >= 15 and all("\n" not in r.getMessage() for r in rejected)
+    path, seed = client.predict(prompt="a red circle bouncing", seed=12, api_name="/text_to_video", **FAST)
+    assert seed == 12
+    check_video(path, base_frames(manager))
+
+
+def test_too_few_values_in_a_raw_api_call_is_explained(served):
+    import httpx
+
+    _, _, url = served
+    base = url.rstrip("/") + "/gradio_api/call/text_to_video"
+    event = httpx.post(base, json={"data": ["a red circle"]}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{base}/{event}", timeout=60) as response:
+        body = "".join(response.iter_text())
+    assert "event: error" in body
+    assert "/text_to_video takes 10 values (prompt, negative_prompt, reference_guided, seed" in body
+    assert "the request sent 1" in body
+
+
+def test_seeds_are_exact_up_to_2_63_minus_1(served):
+    client, manager, _ = served
+    top = 2**63 - 1
+    path, seed = client.predict(prompt="a blue square", seed=top, api_name="/text_to_video", **FAST)
+    assert seed == top and f"seed{top}" in Path(path).name
+    path, seed = client.predict(prompt="a blue square", seed=str(top), api_name="/text_to_video", **FAST)
+    assert seed == top
+    a, seed_a = client.predict(prompt="a blue square", seed=2**53, api_name="/text_to_video", **FAST)
+    b, seed_b = client.predict(prompt="a blue square", seed=2**53 + 1, api_name="/text_to_video", **FAST)
+    assert (seed_a, seed_b) == (2**53, 2**53 + 1)  # a float would make these the same seed
+    assert f"seed{2**53 + 1}" in Path(b).name
+    expect_error(client, "Seed must be at most 2^63-1", prompt="a blue square", seed=2**63,
+                 api_name="/text_to_video", **FAST)
+    _, random_seed = client.predict(prompt="a blue square", seed="", api_name="/text_to_video", **FAST)
+    assert isinstance(random_seed, int) and 0 <= random_seed < 2**31
+
+
+def test_one_client_cannot_fill_the_queue(served):
+    """Per-visitor limit (2 jobs queued or running): the third is refused with a message; others still get in."""
+    import time
+
+    from gradio_client.exceptions import ValidationError
+
+    _, manager, url = served
+    hog, other = Client(url, verbose=False), Client(url, verbose=False)
+    slow = {"prompt": "a red circle bouncing", "steps": 100, "super_resolve": False, "api_name": "/text_to_video"}
+    running = hog.submit(**slow)
+    deadline = time.monotonic() + 60
+    while not manager.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.busy
+    waiting = hog.submit(**slow)
+    time.sleep(0.5)
+    refused = hog.submit(**slow)
+    with pytest.raises(ValidationError) as info:
+        refused.result(timeout=30)
+    assert "already have 2 generations waiting or running" in str(info.value)
+    fair = other.submit(prompt="a green square", seed=1, api_name="/text_to_video", **FAST)
+    waiting.cancel()
+    manager.cancel()
+    path, seed = fair.result(timeout=120)
+    assert seed == 1
+    check_video(path, base_frames(manager))
+    with pytest.raises(Exception):
+        running.result(timeout=60)
+
+
+def test_video_is_refused_by_its_header_before_decoding(monkeypatch, tmp_path):
+    """A clip whose size x rate x length would decode to billions of pixels is refused without decoding it."""
+    import lumiere.io
+    from app import inputs
+
+    clip = tmp_path / "bomb.mp4"
+    clip.write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(lumiere.io, "probe_video", lambda path: lumiere.io.VideoInfo(1920, 1920, 60.0, 20.0))
+    monkeypatch.setattr(lumiere.io, "read_video", lambda *a, **k: pytest.fail("decoded a refused video"))
+    with pytest.raises(inputs.InputError, match=r"1920x1920 at 60 fps for 20 s is 4.4 billion pixels"):
+        inputs.load_video(str(clip), 16, 8.0, (128, 128))
+
+
+def test_uploaded_video_decodes_only_what_the_model_uses(tmp_path):
+    """A 60 fps 720p clip: only num_frames frames at the model's fps, scaled down while decoding."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from app import inputs
+
+    clip = tmp_path / "fast.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=60:duration=3", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    frames = inputs.load_video(str(clip), 16, 8.0, (128, 128))
+    assert frames.shape == (16, 128, 228, 3)  # 16 frames of 2 s at 8 fps (not 180), 720p -> just covers 128
+    short = inputs.load_video(str(clip), 64, 8.0, (128, 128))
+    assert short.shape[0] == 24  # the whole 3 s clip at 8 fps; the pipeline stretches it
+
+
+def test_app_has_its_own_gradio_cache_dir(monkeypatch, tmp_path):
+    from app.ui import configure_cache_dir
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE", raising=False)
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    directory = Path(configure_cache_dir())
+    assert directory.parent == tmp_path and directory.name.startswith("lumiere-app")
+    assert directory != Path("/tmp/gradio") and directory.is_dir()
+    from gradio.utils import get_cache_folder, get_upload_folder
+
+    assert Path(get_upload_folder()) == directory
+    assert get_cache_folder().is_relative_to(directory)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "mine"))
+    assert configure_cache_dir() == str(tmp_path / "mine")
 
 
 def test_admin_actions_are_not_public(served):

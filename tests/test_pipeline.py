@@ -1,4 +1,4 @@
-"""Pipeline level (API.md) on a tiny random pipeline: shapes, seeds, masks, styles, SDEdit, checkpoints."""
+"""Pipeline level (docs/api.md) on a tiny random pipeline: shapes, seeds, masks, styles, SDEdit, checkpoints."""
 
 import numpy as np
 import pytest
@@ -28,8 +28,31 @@ def test_seeds_reproducible_and_independent(tiny_pipe):
     # the library never touches the global RNG: drawing from it in between changes nothing
     torch.rand(100)
     assert np.array_equal(a, tiny_pipe.text_to_video("a blue square", seed=7, super_resolve=False))
-    tiny_pipe.text_to_video("a blue square", seed=None, super_resolve=False)
-    assert isinstance(tiny_pipe.last_seed, int) and tiny_pipe.last_seed >= 0
+    # a caller that needs to know the randomness passes a generator: the same draws as the seed
+    generator = torch.Generator().manual_seed(7)
+    assert np.array_equal(a, tiny_pipe.text_to_video("a blue square", generator=generator, super_resolve=False))
+    assert not hasattr(tiny_pipe, "last_seed")  # no per-call state on the shared pipeline
+    with pytest.raises(ValueError, match="either seed or generator"):
+        tiny_pipe.text_to_video("a blue square", seed=1, generator=torch.Generator())
+
+
+def test_sampling_leaves_denormal_flushing_as_it_was(tiny_pipe):
+    from lumiere.components import _flushing_denormals
+
+    assert not _flushing_denormals()
+    tiny_pipe.text_to_video("a blue square", seed=0, super_resolve=False)
+    assert not _flushing_denormals()
+
+
+def test_raw_conditional_output_is_public(tiny_pipe):
+    from lumiere.conditioning import image_to_video_condition
+
+    image = torch.zeros(3, 16, 16)
+    condition, keep = image_to_video_condition(image, 8)
+    raw = tiny_pipe.sample_conditional(condition, keep, "a red circle", seed=0, paste_known=False, super_resolve=False)
+    pasted = tiny_pipe.sample_conditional(condition, keep, "a red circle", seed=0, super_resolve=False)
+    assert raw.shape == pasted.shape == (8, 16, 16, 3)
+    assert np.array_equal(raw[1:], pasted[1:]) and (pasted[0] == 128).all() and not (raw[0] == 128).all()
 
 
 def test_two_pipelines_with_generators_do_not_interfere(tiny_pipeline_dir):
@@ -193,6 +216,13 @@ def test_style_interpolates_spatial_weights_only(tiny_pipe):
         assert all(torch.equal(a, b) for a, b in zip(temporal_before, base.temporal_parameters()))
     original = dict(base.t2i.named_parameters())[name]
     assert torch.allclose(inside, 0.5 * style[name] + 0.5 * original, atol=1e-6)
+
+
+def test_one_sampler_list():
+    from lumiere.options import SAMPLERS
+    from lumiere.sampling import SCHEDULER_CLASSES
+
+    assert set(SCHEDULER_CLASSES) == set(SAMPLERS)
 
 
 def test_sdedit_strength_sets_start_timestep():

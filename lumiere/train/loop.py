@@ -18,6 +18,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..components import flush_denormals
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 
 
@@ -63,9 +64,35 @@ def train(module: nn.Module, params: list, loader, settings: TrainSettings, outp
 
     ``params`` is a list of parameters, or of optimizer parameter groups (dicts with "params" and an
     optional "lr_scale" relative to ``settings.lr``), e.g. temporal layers at full rate, spatial at 0.1x.
+    Denormals are flushed for the duration of the run (tiny late-training values as denormals slow CPU
+    math by 10x+); the previous setting is restored afterwards.
     """
-    output_dir = Path(output_dir)
-    torch.set_flush_denormal(True)  # tiny late-training values as denormals slow CPU math by 10x+
+    with flush_denormals():
+        return _train(module, params, loader, settings, Path(output_dir), resume, description)
+
+
+def train_frozen_in_eval(module: nn.Module) -> None:
+    """``module.train()``, except that frozen parts (parameters, none requiring grad) stay in eval mode.
+
+    Why: a frozen text encoder's dropout (T5: 0.1) would make its states in training differ from the
+    ones the pipeline samples with. Parameterless layers follow their parent, so dropout inside a
+    trained block still trains.
+    """
+    module.train()
+
+    def visit(child: nn.Module) -> None:
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            child.eval()
+            return
+        for grandchild in child.children():
+            visit(grandchild)
+
+    visit(module)
+
+
+def _train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path, resume: bool,
+           description: str) -> dict:
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision)
     set_seed(settings.seed)
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
@@ -91,7 +118,7 @@ def train(module: nn.Module, params: list, loader, settings: TrainSettings, outp
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     if ema is not None:
         ema.to(accelerator.device)
-    module.train()
+    train_frozen_in_eval(module)
     batches = infinite(loader)
     running, started = None, time.time()
     bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)

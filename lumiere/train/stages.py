@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
 from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
-from ..pipeline import MODEL_INDEX, STYLE_WEIGHTS, slugify
+from .. import pipeline_format
+from ..pipeline_format import slugify
 from .loop import TrainSettings, train
 from .masks import random_condition
 
@@ -270,35 +271,20 @@ class Workspace:
 
     def write_component(self, name: str, module) -> None:
         """Save one component into the pipeline directory and refresh model_index.json."""
-        self.pipeline.mkdir(parents=True, exist_ok=True)
-        if name == "text_encoder":
-            module.save_pretrained(self.pipeline / "text_encoder", self.pipeline / "tokenizer")
-        else:
-            module.save_pretrained(self.pipeline / name)
+        pipeline_format.write_component(self.pipeline, name, module)
         self.write_index()
 
     def write_style(self, style: str, spatial_state: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        directory = self.pipeline / "styles" / slugify(style)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in spatial_state.items()}, str(directory / STYLE_WEIGHTS))
-        (directory / "style.json").write_text(json.dumps({"name": style}, indent=2))
+        pipeline_format.write_style(self.pipeline, style, spatial_state)
         self.write_index()
 
     def write_index(self) -> None:
-        components = {name: name for name in ("text_encoder", "tokenizer", "base", "conditional", "ssr")
-                      if (self.pipeline / name).is_dir()}
-        styles = {}
-        for style_json in sorted((self.pipeline / "styles").glob("*/style.json")):
-            styles[json.loads(style_json.read_text())["name"]] = f"styles/{style_json.parent.name}"
+        """List what the stages have written so far (``pipeline_format``: the same format as an export)."""
+        components, styles = pipeline_format.saved_parts(self.pipeline)
         base_config = self.pipeline / "base" / "config.json"
         factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
-        config = pipeline_config(self.model, factor)
-        index = {"_class_name": "LumierePipeline", "components": components, "styles": styles, "config": config}
-        (self.pipeline / MODEL_INDEX).write_text(json.dumps(index, indent=2))
-        (self.pipeline / "scheduler").mkdir(exist_ok=True)
-        (self.pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+        pipeline_format.write_index(self.pipeline, pipeline_config(self.model, factor), self.scheduler_config,
+                                    components, styles)
 
 
 def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: list | None = None) -> list[dict]:

@@ -1,0 +1,89 @@
+"""Generation options shared by every entry point (library, CLI, app): one definition each.
+
+Importing this module is cheap (no torch / diffusers), so front ends can build their menus and
+validation from it before any model loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import InputError
+
+# Solver names a request may pick (``lumiere.sampling.make_scheduler`` maps them to diffusers classes).
+SAMPLERS = ("dpm++", "ddim", "ddpm", "euler")
+# Classifier-free guidance above ~20 only saturates colours on pixel-space models: the library's cap.
+MAX_GUIDANCE_SCALE = 20.0
+DEFAULT_STYLE_WEIGHT = 1.0
+DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt change its content
+DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)
+
+
+def _from_mapping(cls, values: dict | None, where: str, ignored: tuple[str, ...] = ()):
+    """Build dataclass ``cls`` from ``values``; a key it does not know is a typo, so it is an error."""
+    values = {k: v for k, v in (values or {}).items() if k not in ignored}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown {where} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request uses for an option it leaves out; a model overrides them in ``config["defaults"]``."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 5.0
+    sampler: str = "dpm++"
+    negative_prompt: str = ""
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"defaults.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+
+    @classmethod
+    def from_config(cls, values: dict | None) -> "GenerationDefaults":
+        return _from_mapping(cls, values, "defaults")
+
+
+LOW_RES_CONSISTENCY_MODES = ("every_step", "final", "off")
+
+
+@dataclass(frozen=True)
+class SSROptions:
+    """The super-resolution stage's settings, from a model's ``config["ssr"]``.
+
+    Defaults measured on the bundled model (README, "SSR"): projecting x0 onto the low-res input
+    every step with the model's detail at 0.15 beats both plain SSR and bicubic on PSNR, keeps the
+    input's structure and brings the grain to the ground truth's level; replacing the known region
+    of x0 with the user's pixels every step lowers the seam at the mask edge.
+    """
+
+    scale: int = 1                    # output side / base side
+    window: int = 8                   # frames per MultiDiffusion window
+    noise_level: int = 100            # noise augmentation of the up-sampled input (a training timestep)
+    max_noise_level: int = 250        # training draws augmentation levels below this
+    num_inference_steps: int = 20
+    guidance_scale: float = 1.0
+    sampler: str | None = None        # None: the model's default sampler
+    low_res_consistency: str = "every_step"  # project x0 onto the low-res input: every step, at the end, or off
+    detail_gain: float = 0.15         # how much of the model's own detail the projection keeps
+    known_pixels_in_loop: bool = True  # also replace the known region of x0 by the user's pixels every step
+    feather: int | None = None        # output pixels of the soft edge around pasted user pixels (None: scale)
+
+    def __post_init__(self):
+        if self.low_res_consistency not in LOW_RES_CONSISTENCY_MODES:
+            raise InputError(f"ssr.low_res_consistency must be 'every_step', 'final' or 'off', "
+                             f"got {self.low_res_consistency!r}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise InputError(f"ssr.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+
+    @property
+    def feather_pixels(self) -> int:
+        return self.scale if self.feather is None else int(self.feather)
+
+    @classmethod
+    def from_config(cls, values: dict | None) -> "SSROptions":
+        # "unet" / "pretrained" / "subfolder" describe how training builds the model, not how it runs.
+        return _from_mapping(cls, values, "ssr", ignored=("unet", "pretrained", "subfolder"))

@@ -1,0 +1,125 @@
+"""The pipeline directory (``docs/pipeline-format.md``): read and written here only.
+
+Both ``LumierePipeline.save_pretrained`` and the training ``Workspace`` write it through these
+functions, so a trained run and an exported pipeline are the same format::
+
+    model_index.json                      {"_class_name": "LumierePipeline", "components": {...},
+                                           "styles": {name: "styles/<slug>"}, "config": {...}}
+    scheduler/scheduler_config.json       diffusers scheduler config (noise schedule, prediction type)
+    text_encoder/, tokenizer/             transformers model + tokenizer files
+    base/, conditional/, ssr/             STUNet: config.json + diffusion_pytorch_model.safetensors
+    styles/<slug>/style.json              {"name": ...}
+    styles/<slug>/diffusion_pytorch_model.safetensors   spatial (T2I) weights of the style fine-tune
+
+Only JSON and safetensors are read or written (never pickles).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .hub import read_json
+
+PIPELINE_CLASS = "LumierePipeline"
+MODEL_INDEX = "model_index.json"
+SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
+STYLE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+STYLE_CONFIG = "style.json"
+COMPONENT_FOLDERS = ("text_encoder", "tokenizer", "base", "conditional", "ssr")
+
+
+def slugify(name: str) -> str:
+    """A style name as a folder name ("line drawing" -> "line-drawing")."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "style"
+
+
+@dataclass
+class PipelineDirectory:
+    """A checked pipeline directory: every listed file exists (weights are read later, lazily)."""
+
+    root: Path
+    config: dict
+    scheduler_config: dict
+    component_dirs: dict[str, Path] = field(default_factory=dict)
+    style_dirs: dict[str, Path] = field(default_factory=dict)
+
+
+def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
+    """Read ``model_index.json`` and check the files it lists.
+
+    Raises:
+        CheckpointError: the index is missing, corrupt or not a Lumiere index, it lacks the
+            text encoder or base model, or a listed folder lacks its config / style weights.
+    """
+    root = Path(root)
+    index = read_json(root / MODEL_INDEX)
+    if index.get("_class_name") != PIPELINE_CLASS:
+        raise CheckpointError(f"{root / MODEL_INDEX} is not a Lumiere pipeline index")
+    component_dirs = {}
+    for name, sub in index.get("components", {}).items():
+        directory = root / sub
+        expected = directory / ("tokenizer_config.json" if name == "tokenizer" else "config.json")
+        if not expected.is_file():
+            raise CheckpointError(f"missing checkpoint file: {expected}")
+        component_dirs[name] = directory
+    if "text_encoder" not in component_dirs or "base" not in component_dirs:
+        raise CheckpointError(f"{root / MODEL_INDEX} must list at least 'text_encoder' and 'base'")
+    style_dirs = {}
+    for name, sub in index.get("styles", {}).items():
+        weights = root / sub / STYLE_WEIGHTS
+        if not weights.is_file():
+            raise CheckpointError(f"missing checkpoint file: {weights}")
+        style_dirs[name] = root / sub
+    if "config" not in index:
+        raise CheckpointError(f"{root / MODEL_INDEX} has no 'config'")
+    return PipelineDirectory(root, index["config"], read_json(root / SCHEDULER_CONFIG), component_dirs, style_dirs)
+
+
+def write_component(root: Path, name: str, module: nn.Module, dtype: torch.dtype | None = None) -> list[str]:
+    """Save one component under ``root``; returns the folders written (the text encoder adds "tokenizer")."""
+    root.mkdir(parents=True, exist_ok=True)
+    if name == "text_encoder":
+        module.save_pretrained(root / "text_encoder", root / "tokenizer", dtype=dtype)
+        return ["text_encoder", "tokenizer"]
+    module.save_pretrained(root / name, dtype=dtype)
+    return [name]
+
+
+def write_style(root: Path, name: str, spatial_state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> str:
+    """Save a style's spatial weights (safetensors) and its name; returns its folder relative to ``root``."""
+    from safetensors.torch import save_file
+
+    sub = f"styles/{slugify(name)}"
+    directory = root / sub
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().cpu().to(dtype) if dtype is not None else v.detach().cpu()).contiguous()
+             for k, v in spatial_state.items()}
+    save_file(state, str(directory / STYLE_WEIGHTS), metadata={"format": "pt"})
+    (directory / STYLE_CONFIG).write_text(json.dumps({"name": name}, indent=2))
+    return sub
+
+
+def saved_parts(root: Path) -> tuple[list[str], dict[str, str]]:
+    """The component folders and styles already under ``root`` (a training run fills it stage by stage)."""
+    components = [name for name in COMPONENT_FOLDERS if (root / name).is_dir()]
+    styles = {}
+    for style_json in sorted((root / "styles").glob(f"*/{STYLE_CONFIG}")):
+        styles[json.loads(style_json.read_text())["name"]] = f"styles/{style_json.parent.name}"
+    return components, styles
+
+
+def write_index(root: Path, config: dict, scheduler_config: dict, components: list[str], styles: dict[str, str]) -> None:
+    """Write ``model_index.json`` (listing ``components`` and ``styles``) and the scheduler config."""
+    root.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": PIPELINE_CLASS, "components": {name: name for name in components}, "styles": styles,
+             "config": config}
+    (root / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+    (root / SCHEDULER_CONFIG).parent.mkdir(exist_ok=True)
+    (root / SCHEDULER_CONFIG).write_text(json.dumps(scheduler_config, indent=2))

@@ -1,0 +1,142 @@
+"""One generation's settings as a typed, validated value, and its step plan for progress reporting.
+
+Every application method of ``LumierePipeline`` turns its keyword arguments into a
+:class:`GenerationRequest` once (defaults filled from the model, every value checked); the sampling
+code then reads fields instead of re-checking options.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import InputError, InputTypeError
+from .options import MAX_GUIDANCE_SCALE, SAMPLERS, GenerationDefaults
+from .sampling import Progress, random_seed
+
+Callback = Callable[[int, int], None]
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1 (an integral float is accepted; a bool is not)."""
+    integral = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise InputTypeError(f"{name} must be an integer, got {value!r}")
+    if int(value) < 1:
+        raise InputError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Generator, int | None]:
+    """The request's random source and the seed it came from (None when the caller passed a generator).
+
+    ``seed`` None or negative draws a fresh seed. A ``generator`` must live on the CPU: every random
+    draw happens there, so a seed gives the same video on any device.
+    """
+    if generator is not None:
+        if seed is not None:
+            raise InputError("pass either seed or generator, not both")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise InputTypeError("generator must be a CPU torch.Generator")
+        return generator, None
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and int(seed) < 0):
+        seed = random_seed()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputTypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    return torch.Generator(device="cpu").manual_seed(int(seed)), int(seed)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A generation's settings, complete and checked (build it with :meth:`create`).
+
+    Attributes:
+        prompt / negative_prompt: text; the negative prompt is the unconditional branch of CFG.
+        num_frames: frames of the base clip (a multiple of the model's temporal factor).
+        num_inference_steps: base-model denoising steps.
+        guidance_scale: classifier-free guidance in [0, MAX_GUIDANCE_SCALE]; 1 = no guidance.
+        sampler: one of ``options.SAMPLERS``.
+        seed: the seed the generator was seeded with; None when the caller passed a generator.
+        generator: CPU generator every random draw of this request comes from.
+        style / style_weight: style name (None = none) and its interpolation alpha in [0, 1].
+        super_resolve: whether SSR runs after the base model (False when the model has none).
+        ssr_steps: SSR denoising steps (0 when ``super_resolve`` is False).
+        callback: ``callback(step, total)`` after every denoising step of every stage.
+    """
+
+    prompt: str
+    negative_prompt: str
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    sampler: str
+    seed: int | None
+    generator: torch.Generator = field(repr=False, compare=False)
+    style: str | None = None
+    style_weight: float = 1.0
+    super_resolve: bool = False
+    ssr_steps: int = 0
+    callback: Callback | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def create(cls, prompt: str, *, defaults: GenerationDefaults, base_frames: int, frame_multiple: int,
+               styles: list[str], ssr_steps: int | None, num_frames: int | None = None,
+               num_inference_steps: int | None = None, guidance_scale: float | None = None,
+               negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
+               generator: torch.Generator | None = None, style: str | None = None, style_weight: float = 1.0,
+               super_resolve: bool = True, callback: Callback | None = None) -> "GenerationRequest":
+        """Fill the model's ``defaults`` and check every value.
+
+        ``ssr_steps`` None means the model has no SSR, so ``super_resolve`` is ignored.
+
+        Raises:
+            InputTypeError: a value of the wrong type (prompt, seed, generator, frames, steps).
+            InputError: a value out of range, an unknown sampler or style, or frames that are not a
+                multiple of ``frame_multiple``.
+        """
+        if not isinstance(prompt, str):
+            raise InputTypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise InputTypeError("negative_prompt must be a string")
+        frames = positive_int(num_frames if num_frames is not None else base_frames, "num_frames")
+        if frames % frame_multiple:
+            raise InputError(f"num_frames must be a multiple of {frame_multiple} for this model, got {frames}")
+        steps = positive_int(num_inference_steps if num_inference_steps is not None else defaults.num_inference_steps,
+                             "num_inference_steps")
+        guidance = float(guidance_scale if guidance_scale is not None else defaults.guidance_scale)
+        if not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE_SCALE):
+            raise InputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance}")
+        sampler = sampler or defaults.sampler
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if style is not None and style not in styles:
+            raise InputError(f"unknown style {style!r}; available styles: {', '.join(styles) or 'none'}")
+        weight = float(style_weight)
+        if not 0.0 <= weight <= 1.0:
+            raise InputError(f"style_weight must be in [0, 1], got {style_weight}")
+        if callback is not None and not callable(callback):
+            raise InputTypeError("callback must be callable as callback(step, total)")
+        rng, used_seed = make_generator(seed, generator)
+        super_resolve = bool(super_resolve) and ssr_steps is not None
+        return cls(prompt=prompt, negative_prompt=negative_prompt if negative_prompt is not None else defaults.negative_prompt,
+                   num_frames=frames, num_inference_steps=steps, guidance_scale=guidance, sampler=sampler,
+                   seed=used_seed, generator=rng, style=style, style_weight=weight, super_resolve=super_resolve,
+                   ssr_steps=ssr_steps if super_resolve else 0, callback=callback)
+
+    def step_plan(self, base_steps: int | None = None, reference_steps: int = 0) -> dict[str, int]:
+        """Denoising steps per stage of this call, in order; their sum is the progress total.
+
+        ``base_steps`` overrides the base stage's count (SDEdit runs only part of the schedule);
+        ``reference_steps`` is the T2I reference image drawn first by reference guidance.
+        """
+        plan = {"reference image": reference_steps,
+                "video": self.num_inference_steps if base_steps is None else base_steps,
+                "super-resolution": self.ssr_steps}
+        return {stage: steps for stage, steps in plan.items() if steps}
+
+    def progress(self, plan: dict[str, int], bar: bool = False) -> Progress:
+        """The call's single progress counter over ``plan`` (see :meth:`step_plan`)."""
+        return Progress(sum(plan.values()), self.callback, bar)
