@@ -193,3 +193,11 @@ def test_diffusion_objective_options():
     assert torch.allclose(uniform.loss(prediction, target, timesteps), torch.tensor(1.0))
     with pytest.raises(ValueError, match="timestep_sampling"):
         DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="late")
+    # terminal_fraction: that share of draws lands in the top 1% of the schedule, where the text alone
+    # must choose the motion; uniform sampling puts ~1% there.
+    terminal = DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=0.25)
+    share = (terminal.sample_timesteps(8000, "cpu") >= 990).float().mean()
+    assert 0.23 < share < 0.28
+    assert (uniform.sample_timesteps(8000, "cpu") >= 990).float().mean() < 0.02
+    with pytest.raises(ValueError, match="terminal_fraction"):
+        DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=1.5)

@@ -168,3 +168,54 @@ def test_save_load_roundtrip_and_corrupt_file(tmp_path):
     (tmp_path / "m" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="corrupt safetensors file .*diffusion_pytorch_model.safetensors"):
         STUNet.from_pretrained(tmp_path / "m")
+
+
+def test_text_pooling_starts_as_the_mean_and_old_configs_load_as_they_were_built(tmp_path):
+    stunet = inflate(perturbed(sd_unet())).eval()
+    assert stunet.text_pooling == "attention" and stunet.spatial_kernel_size == 3
+    tokens = torch.randn(2, 5, 24)
+    pool = stunet.temporal_text_pool
+    mean_of_heads = pool.norm(tokens).mean(dim=1).repeat(1, pool.to_scores.out_features)
+    with torch.no_grad():
+        assert torch.allclose(pool(tokens), pool.proj(mean_of_heads), atol=1e-6)  # uniform weights at init
+        pool.to_scores.weight.zero_()[0, 0] = 50.0  # head 0 now picks the token with the largest feature 0
+        picked = pool.norm(tokens)[torch.arange(2), pool.norm(tokens)[..., 0].argmax(dim=1)]
+        weights = pool.to_scores(pool.norm(tokens)).softmax(dim=1)
+        assert torch.allclose(torch.einsum("blh,bld->bhd", weights, pool.norm(tokens))[:, 0], picked, atol=1e-3)
+
+    # A checkpoint written before the factorized conv / attention pooling options: same modules as then.
+    legacy = inflate(perturbed(sd_unet()), spatial_kernel_size=0, text_pooling="mean")
+    legacy.save_pretrained(tmp_path / "old")
+    config = (tmp_path / "old" / "config.json").read_text()
+    import json
+
+    stripped = {k: v for k, v in json.loads(config).items() if k not in ("spatial_kernel_size", "text_pooling")}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(stripped))
+    loaded = STUNet.from_pretrained(tmp_path / "old")
+    assert loaded.text_pooling == "mean" and loaded.spatial_kernel_size == 0
+    assert not any(".spatial1." in name for name, _ in loaded.named_parameters())
+    with pytest.raises(ValueError, match="text_pooling"):
+        inflate(sd_unet(), text_pooling="max")
+
+
+def test_factorized_conv_blocks_mix_space_once_trained():
+    """The (2+1)D blocks: a change at one pixel of one frame reaches its spatial neighbours through the
+    temporal blocks alone; the 1D-only blocks change other pixels only through the norm statistics,
+    as much far away as next door."""
+    from lumiere.models.temporal import TemporalConvBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 8, 8)
+    for spatial_kernel_size in (3, 0):
+        block = TemporalConvBlock(8, 3, spatial_kernel_size=spatial_kernel_size).eval()
+        assert torch.equal(block(x.clone(), 4), x)  # identity at init
+        with torch.no_grad():
+            torch.nn.init.normal_(block.conv2.weight, std=0.1)
+            poked = x.clone()
+            poked[1, :, 4, 4] += 3.0
+            change = (block(poked, 4) - block(x, 4) - (poked - x)).abs().sum(dim=1)
+        neighbour_over_far = float(change[1, 4, 5] / change[1, 0, 0])
+        if spatial_kernel_size:
+            assert neighbour_over_far > 10
+        else:
+            assert neighbour_over_far < 3

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
-                       clip_time_features)
+                       TextAttentionPool, clip_time_features)
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D")
 SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D")
@@ -75,6 +75,8 @@ class STUNet(nn.Module):
         extra_input_channels: int = 0,
         freeze_spatial: bool = True,
         motion_conditioning: bool = False,
+        spatial_kernel_size: int = 3,
+        text_pooling: str = "attention",
     ):
         super().__init__()
         _check_supported(unet)
@@ -87,13 +89,21 @@ class STUNet(nn.Module):
         self.temporal_head_dim = temporal_head_dim
         self.extra_input_channels = 0
         self.motion_conditioning = motion_conditioning
+        self.spatial_kernel_size = spatial_kernel_size
+        if text_pooling not in ("mean", "attention"):
+            raise ValueError(f"text_pooling must be 'mean' or 'attention', got {text_pooling!r}")
+        self.text_pooling = text_pooling
 
         coarsest = len(unet.down_blocks) - 1
         # Per-video conditioning of the temporal conv blocks: the U-Net's timestep embedding plus a
         # projection of the mean-pooled prompt tokens (new, trainable; see TemporalConvBlock).
         cond_channels = unet.time_embedding.linear_2.out_features * (2 if unet.config.class_embeddings_concat else 1)
         text_channels = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
-        self.temporal_text_proj = nn.Linear(text_channels, cond_channels)
+        # text_pooling="attention" (TextAttentionPool) lets that vector single out the motion words.
+        if text_pooling == "attention":
+            self.temporal_text_pool = TextAttentionPool(text_channels, cond_channels)
+        else:
+            self.temporal_text_proj = nn.Linear(text_channels, cond_channels)
         # motion_conditioning (off by default = the paper's temporal attention, which sees neither text
         # nor timestep): the conditioning vector becomes per frame (+ a projection of the frame's place
         # in the clip), and the coarsest temporal attention is modulated by it and cross-attends to the
@@ -110,7 +120,8 @@ class STUNet(nn.Module):
                     return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim,
                                                   cond_channels, context_channels)
                 return TemporalAttentionStack(channels, temporal_attention_depth, temporal_head_dim)
-            return TemporalConvBlock(channels, temporal_kernel_size, cond_channels, plane_positions=motion_conditioning)
+            return TemporalConvBlock(channels, temporal_kernel_size, cond_channels, plane_positions=motion_conditioning,
+                                     spatial_kernel_size=spatial_kernel_size)
 
         def resampler(block, attr: str, cls) -> nn.Module | None:
             modules = getattr(block, attr, None)
@@ -226,7 +237,10 @@ class STUNet(nn.Module):
             emb = emb + aug_emb
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
-        temporal_cond = emb + self.temporal_text_proj(encoder_hidden_states.mean(dim=1))
+        if self.text_pooling == "attention":
+            temporal_cond = emb + self.temporal_text_pool(encoder_hidden_states)
+        else:
+            temporal_cond = emb + self.temporal_text_proj(encoder_hidden_states.mean(dim=1))
         context = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states, added_cond_kwargs={})
 
         cache: dict[int, tuple] = {}
@@ -303,6 +317,8 @@ class STUNet(nn.Module):
             "temporal_head_dim": self.temporal_head_dim,
             "extra_input_channels": self.extra_input_channels,
             "motion_conditioning": self.motion_conditioning,
+            "spatial_kernel_size": self.spatial_kernel_size,
+            "text_pooling": self.text_pooling,
         }
 
     @staticmethod
@@ -318,7 +334,10 @@ class STUNet(nn.Module):
         unet = UNet2DConditionModel.from_config(config["t2i"])
         options = {k: config[k] for k in (
             "temporal_resize", "temporal_attention_depth", "temporal_kernel_size", "temporal_head_dim",
-            "extra_input_channels", "motion_conditioning") if k in config}
+            "extra_input_channels", "motion_conditioning", "spatial_kernel_size", "text_pooling") if k in config}
+        # Configs written before these options existed: temporal convs only, mean-pooled text.
+        options.setdefault("spatial_kernel_size", 0)
+        options.setdefault("text_pooling", "mean")
         return cls(unet, **options)
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:

@@ -74,10 +74,14 @@ def init_zero_(module: nn.Module) -> nn.Module:
 
 
 class TemporalConvBlock(nn.Module):
-    """The temporal half of a factorized space-time convolution (Fig. 4b).
+    """A factorized space-time convolution block (Fig. 4b), residual, zero-initialised output.
 
-    The pretrained spatial layer before it does the 2D part; this adds two 1D temporal convs
-    (norm -> SiLU -> conv) as a residual branch whose last conv is zero-initialised. Like the
+    Each of its two layers is norm -> SiLU -> 3x3 spatial conv -> 1D temporal conv, the (2+1)D
+    factorisation of Tran et al. (2018) the paper cites; the last temporal conv is zero-initialised.
+    The spatial convs are new and trainable: with only the frozen T2I mixing space, features could
+    change along time at each pixel but not travel across pixels, and motion is exactly that.
+    ``spatial_kernel_size=0`` leaves them out (temporal convs only; how checkpoints before this
+    option were built, and what their configs load as). Like the
     U-Net's own resnets, the branch is modulated (scale/shift) by a conditioning vector (timestep +
     pooled text), so motion can depend on the prompt even though the spatial layers, which hold the
     cross-attention, are frozen. ``cond`` is per video (B, D) or per frame (B, T, D); the per-frame
@@ -85,19 +89,21 @@ class TemporalConvBlock(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, cond_channels: int | None = None,
-                 plane_positions: bool = False):
+                 plane_positions: bool = False, spatial_kernel_size: int = 3):
         super().__init__()
         self.norm1 = group_norm(channels)
+        self.spatial1 = spatial_conv(channels, spatial_kernel_size)
         self.conv1 = temporal_conv(channels, kernel_size)
         self.norm2 = group_norm(channels)
         self.cond_proj = nn.Linear(cond_channels, 2 * channels) if cond_channels else None
         self.position_proj = nn.Linear(PLANE_FEATURES, cond_channels) if cond_channels and plane_positions else None
+        self.spatial2 = spatial_conv(channels, spatial_kernel_size)
         self.conv2 = init_zero_(temporal_conv(channels, kernel_size))
 
     def forward(self, x: torch.Tensor, num_frames: int, cond: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
         h = frames_to_video(x, num_frames)
-        h = self.conv1(F.silu(self.norm1(h)))
+        h = self.conv1(_per_frame_conv(self.spatial1, F.silu(self.norm1(h))))
         h = self.norm2(h)
         if self.cond_proj is not None and cond is not None:
             if self.position_proj is not None:  # per pixel: (B, T, H*W, 2C) -> (B, 2C, T, H, W)
@@ -109,8 +115,43 @@ class TemporalConvBlock(nn.Module):
                 modulation = modulation[..., None, None]  # (B, 2C, 1|T, 1, 1)
             scale, shift = modulation.chunk(2, dim=1)
             h = h * (1 + scale) + shift
-        h = self.conv2(F.silu(h))
+        h = self.conv2(_per_frame_conv(self.spatial2, F.silu(h)))
         return x + video_to_frames(h)
+
+
+def spatial_conv(channels: int, kernel_size: int) -> nn.Conv2d | None:
+    """A per-frame 2D conv (the spatial half of a (2+1)D conv); None for kernel_size 0."""
+    return nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2) if kernel_size else None
+
+
+def _per_frame_conv(conv: nn.Conv2d | None, video: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D conv to every frame of (B, C, T, H, W); identity when ``conv`` is None."""
+    if conv is None:
+        return video
+    return frames_to_video(conv(video_to_frames(video)), video.shape[2])
+
+
+class TextAttentionPool(nn.Module):
+    """Prompt tokens (B, L, D) -> one conditioning vector per video (B, out), by attention pooling.
+
+    Why: a mean over the tokens dilutes the one word that carries the motion ("right" vs "left"
+    changes one of 16 token states: the mean moves 1/16 as far, less than a colour change does), and
+    the temporal layers, whose job is motion, only see the text through this vector. Each head
+    learns its own weighting of the tokens (as Imagen's attention pooling of the text embedding);
+    the scoring layer starts at zero, so at initialisation every head is the plain mean.
+    """
+
+    def __init__(self, text_channels: int, out_channels: int, heads: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(text_channels)
+        self.to_scores = init_zero_(nn.Linear(text_channels, heads))
+        self.proj = nn.Linear(heads * text_channels, out_channels)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = self.norm(tokens)
+        weights = self.to_scores(tokens).softmax(dim=1)  # (B, L, heads): a distribution over tokens per head
+        pooled = torch.einsum("blh,bld->bhd", weights, tokens)
+        return self.proj(pooled.flatten(1))
 
 
 PLANE_FEATURES = 16  # Fourier features of a pixel's place in the frame (x, y in [0, 1])

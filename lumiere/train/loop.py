@@ -42,6 +42,7 @@ class TrainSettings:
     timestep_sampling: str = "uniform"  # or "high_noise": t = T * (1 - u^2), where motion is decided
     loss_weighting: str = "none"        # or "min_snr": Min-SNR-gamma weighting (Hang et al., 2023)
     min_snr_gamma: float = 5.0
+    terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
