@@ -139,7 +139,7 @@ def probe_video(path) -> VideoInfo:
         fps = float(meta.get("fps") or 0.0) or 25.0
         return VideoInfo(int(width), int(height), fps, float(meta.get("duration") or 0.0))
     except Exception as err:  # decoders raise many types; the caller needs the file name
-        raise ValueError(f"could not read video '{path}': {err}") from err
+        raise InputError(f"could not read video '{path}': {err}") from err
 
 
 def cover_size(width: int, height: int, cover: tuple[int, int] | None) -> tuple[int, int]:
@@ -235,13 +235,13 @@ def read_video(path, *, fps: float | None = None, max_frames: int | None = None,
     if fps is not None:
         fps = _validate_fps(fps)
     if max_frames is not None and int(max_frames) < 1:
-        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+        raise InputError(f"max_frames must be at least 1, got {max_frames}")
     try:
         if path.suffix.lower() == ".gif":
             return _read_gif(path, fps, max_frames, cover)
         return _read_ffmpeg(path, fps, max_frames, cover)
     except Exception as err:  # decoders raise many types; the caller needs the file name
-        raise ValueError(f"could not decode video '{path}': {err}") from err
+        raise InputError(f"could not decode video '{path}': {err}") from err
 
 
 def _open_image(path):
