@@ -177,7 +177,7 @@ class Studio:
         """Validate, run on the device, save files. Returns (mp4, seed, result for the follow-up event)."""
         progress = progress or (lambda *a, **k: None)
         try:
-            pipe = self.manager.pipe
+            self.manager.pipe  # noqa: B018 - opens the model, so a load failure is reported before validation
         except Exception as error:
             raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable") from None
         try:
