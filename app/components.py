@@ -89,24 +89,18 @@ def _file_path(file, cache_dir: str) -> str | None:
     return getattr(file, "path", None)
 
 
+# No __init__ overrides below: Gradio builds a component's config from its __init__ signature.
 class Image(gr.Image):
-    """An image input whose value is the uploaded file's path (``app.inputs.open_image`` checks and decodes it)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["type"] = "filepath"
-        kwargs.setdefault("image_mode", None)
-        super().__init__(*args, **kwargs)
+    """An image input whose value is the uploaded file's path (``app.inputs.open_image`` checks and decodes
+    it); create it with ``type="filepath", image_mode=None``."""
 
     def preprocess(self, payload):
         return _file_path(payload, self.GRADIO_CACHE)
 
 
 class ImageEditor(gr.ImageEditor):
-    """An editor whose value holds file paths (background, brushed layers); nothing is decoded here."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["type"] = "filepath"
-        super().__init__(*args, **kwargs)
+    """An editor whose value holds file paths (background, brushed layers); nothing is decoded here.
+    Create it with ``type="filepath"``."""
 
     def convert_and_format_image(self, file, flatten_on_white: bool = False):
         return _file_path(file, self.GRADIO_CACHE)

@@ -19,9 +19,11 @@ def example_file(name: str) -> str:
 
 
 def editor_value(background: str, layer: str | None = None) -> dict:
-    """An ImageEditor value: the picture, and the brushed mask as a transparent layer."""
+    """An ImageEditor value: the picture, the brushed mask as a transparent layer, and as composite the
+    picture with the mask blended in (what the example thumbnail shows)."""
+    composite = background.replace(".png", "_masked.png") if layer else background
     return {"background": example_file(background), "layers": [example_file(layer)] if layer else [],
-            "composite": example_file(background)}
+            "composite": example_file(composite)}
 
 
 # tab -> list of {API parameter: value}; prompts are unique within a tab (they key the cached outputs).

@@ -270,7 +270,7 @@ def image_array(image, what: str = "an image") -> np.ndarray:
     if image is None:
         raise InputError(f"Upload {what} first.")
     if isinstance(image, (str, os.PathLike, dict)):
-        image = np.asarray(open_image(image, "image").convert("RGB"))
+        image = np.array(open_image(image, "image").convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)

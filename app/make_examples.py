@@ -3,6 +3,7 @@ outputs the app shows as cached results (run once, committed).
 
     python -m app.make_examples            # the inputs
     python -m app.make_examples --outputs  # assets/examples/outputs/<tab>-<i>.mp4 with the bundled model
+    python -m app.make_examples --mask-previews  # the pictures with their example masks blended in
 """
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ def brushed_layer(box: tuple[int, int, int, int]) -> Image.Image:
     top, left, bottom, right = box
     layer[top:bottom, left:right] = (255, 51, 204, 255)
     return Image.fromarray(layer)
+
+
+def mask_previews() -> None:
+    """Each example picture with its brushed layer blended in: the editor's composite, so the example
+    thumbnails and the editor show where the mask is."""
+    for background, layer in (("green_square_sea_frame0.png", "inpaint_mask_layer.png"),
+                              ("yellow_circle_night.png", "cinemagraph_mask_layer.png")):
+        picture = Image.open(OUT / background).convert("RGBA")
+        stroke = np.asarray(Image.open(OUT / layer).convert("RGBA")).copy()
+        stroke[..., 3] = stroke[..., 3] // 2
+        Image.alpha_composite(picture, Image.fromarray(stroke)).convert("RGB").save(
+            OUT / background.replace(".png", "_masked.png"))
 
 
 def render_outputs() -> None:
@@ -64,6 +77,9 @@ def main() -> None:
     if "--outputs" in sys.argv[1:]:
         render_outputs()
         return
+    if "--mask-previews" in sys.argv[1:]:
+        mask_previews()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     Image.fromarray(clip("a red circle on the grass", 1, 1)[0]).save(OUT / "red_circle_grass.png")
     Image.fromarray(clip("a blue square in the sky", 2, 1)[0]).save(OUT / "blue_square_sky.png")
@@ -74,6 +90,7 @@ def main() -> None:
     write_video(OUT / "red_triangle_sky.mp4", clip("a red triangle moving right in the sky", 5), FPS)
     brushed_layer((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4)).save(OUT / "inpaint_mask_layer.png")
     brushed_layer((SIZE // 8, SIZE // 8, 7 * SIZE // 8, 7 * SIZE // 8)).save(OUT / "cinemagraph_mask_layer.png")
+    mask_previews()
     for path in sorted(OUT.iterdir()):
         print(f"{path.name}: {path.stat().st_size / 1024:.1f} KB")
 

@@ -175,7 +175,8 @@ class Studio:
     # ------------------------------------------------------------------ one generation
     def generate(self, task: str, v: dict, request=None, progress=None):
         """Validate, run on the device, save files. Returns (mp4, seed, result for the follow-up event)."""
-        progress = progress or (lambda *a, **k: None)
+        if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length)
+            progress = lambda *args, **kwargs: None  # noqa: E731
         try:
             self.manager.pipe  # noqa: B018 - opens the model, so a load failure is reported before validation
         except Exception as error:
@@ -304,7 +305,8 @@ def _buttons():
 
 
 def _examples(studio: Studio, name: str, t: dict, bundled: bool, label: str = "Examples") -> None:
-    """The tab's examples; with the bundled model, each shows its pre-rendered result when clicked."""
+    """The tab's examples; with the bundled model, clicking one shows its pre-rendered result at once
+    (``app.examples``), so a visitor sees what the tab does before waiting for a generation."""
     use_cached = bundled and outputs_available(name)
     rows = EXAMPLES[name]
     keys = [k for k in TASK_INPUTS[name] if any(k in row for row in rows)]
@@ -322,8 +324,11 @@ def _examples(studio: Studio, name: str, t: dict, bundled: bool, label: str = "E
         prompt = values[keys.index("prompt")]
         return str(output_path(name, by_prompt[prompt])), str(EXAMPLE_SEED)
 
+    # Pre-rendered, so no disk cache of Gradio's own (cache_examples=True): files it cached in an earlier
+    # process are refused (403) by its file-access rules when a later process reuses them.
     gr.Examples(samples, inputs=components, outputs=[t["out"]["video"], t["out"]["seed_text"]], fn=cached,
-                cache_examples=True, cache_mode="eager", preprocess=False, label=label + " (click to see the result)")
+                run_on_click=True, cache_examples=False, preprocess=False,
+                label=label + " (click one to see its result)")
 
 
 def build_demo(manager: ModelManager) -> gr.Blocks:
@@ -356,7 +361,8 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
             with gr.Tab("Image to video", id="image_to_video"):
                 with gr.Row():
                     with gr.Column():
-                        t = {"image": c.Image(label="First frame", height=260, elem_id="i2v-image")}
+                        t = {"image": c.Image(label="First frame", type="filepath", image_mode=None, height=260,
+                                           elem_id="i2v-image")}
                         t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right")
                         t["adv"] = _advanced(studio, "image_to_video")
                         t["go"], t["stop"] = _buttons()
@@ -370,7 +376,7 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                     with gr.Column():
                         t = {"video": gr.Video(label="Video", sources=["upload"], height=220)}
                         t["mask"] = c.ImageEditor(
-                            label="Brush the region to regenerate (on the first frame; applies to every frame)",
+                            type="filepath", label="Brush the region to regenerate (on the first frame; applies to every frame)",
                             image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False,
                             height=300, elem_id="inpaint-editor")
                         t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a green square moving left")
@@ -389,12 +395,12 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         t = {"image": c.ImageEditor(
-                            label="Upload an image, then brush the region that should move",
+                            type="filepath", label="Upload an image, then brush the region that should move",
                             image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH,
                             transforms=(), layers=False, height=320, elem_id="cinemagraph-editor")}
                         t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
                         with gr.Accordion("Or upload a mask (white = moves)", open=False):
-                            t["mask"] = c.Image(label="Mask", height=160)
+                            t["mask"] = c.Image(label="Mask", type="filepath", image_mode=None, height=160)
                         t["adv"] = _advanced(studio, "cinemagraph")
                         t["go"], t["stop"] = _buttons()
                     with gr.Column():

@@ -1,7 +1,9 @@
 """Browser test of the app: Playwright driving Debian's Chromium (``apt-get install chromium``).
 
-Types a prompt and generates on the Text-to-video tab, then uploads an image on the Cinemagraph tab,
-brushes a stroke on the editor canvas and generates. Each step waits for the result <video> to get a src.
+Loads the page (no console errors; an example's mask shows in the brush editor), types a prompt and
+generates on the Text-to-video tab (seed blank before, shown after, reusable; the session gallery
+fills), uploads an image on the Cinemagraph tab, brushes a stroke and generates, and stops a long run
+(the progress text carries an ETA). Each generation waits for the result <video> to get a src.
 ``LUMIERE_SCREENSHOT=1`` saves assets/screenshots/app.png (for the README; regenerate it with the bundled
 model: ``LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
 Without Chromium the test skips locally but FAILS when ``CI`` is set.
@@ -54,6 +56,10 @@ def page(served):
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(60_000)
+        page.console_errors = []
+        page.on("console", lambda message: page.console_errors.append(message.text)
+                if message.type == "error" else None)
+        page.on("pageerror", lambda error: page.console_errors.append(str(error)))
         page.goto(served[0])
         try:
             yield page
@@ -65,10 +71,18 @@ def visible_button(page, name: str):
     return page.get_by_role("button", name=name, exact=True).locator("visible=true").first
 
 
-def wait_for_result(page, tab: str) -> str:
+def result_src(page, tab: str) -> str | None:
     video = page.locator(f"#{tab}-result video[src]")
-    video.wait_for(state="attached", timeout=GENERATION_TIMEOUT_MS)
-    src = video.get_attribute("src")
+    return video.first.get_attribute("src") if video.count() else None
+
+
+def wait_for_result(page, tab: str, previous: str | None = None) -> str:
+    """The result video's src once a generation has replaced ``previous`` (an example's result, say)."""
+    page.wait_for_function(
+        "([selector, previous]) => { const v = document.querySelector(selector);"
+        " return v && v.getAttribute('src') && v.getAttribute('src') !== previous; }",
+        arg=[f"#{tab}-result video[src]", previous], timeout=GENERATION_TIMEOUT_MS)
+    src = result_src(page, tab)
     assert src and ".mp4" in src
     return src
 
@@ -83,13 +97,80 @@ def save_screenshot(page) -> None:
     assert SCREENSHOT.stat().st_size < 300_000
 
 
+def magenta_fraction(png: bytes) -> float:
+    """Share of pixels tinted by the pink mask brush (#ff33cc) in a screenshot."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return float(((r > g + 60) & (b > g + 40)).mean())
+
+
+def test_page_loads_cleanly_and_example_masks_are_visible(page):
+    page.wait_for_timeout(2000)
+    assert page.console_errors == [], page.console_errors
+    page.get_by_role("tab", name="Cinemagraph").click()
+    editor = page.locator("#cinemagraph-editor")
+    editor.wait_for(state="visible")
+    page.wait_for_timeout(1000)
+    assert magenta_fraction(editor.screenshot()) < 0.01  # empty editor: no pink yet
+    page.get_by_text("a yellow circle bouncing at night").first.click()
+    page.wait_for_timeout(3000)  # the editor draws the example's picture and its brushed layer
+    assert magenta_fraction(editor.screenshot()) > 0.05, "the example's mask is not visible in the editor"
+    assert page.console_errors == [], page.console_errors
+    page.get_by_role("tab", name="Text to video").click()
+
+
+def test_examples_show_their_prerendered_results(page, served):
+    from app.examples import EXAMPLE_SEED, outputs_available
+
+    if served[1].model is not None or not outputs_available("text_to_video"):
+        pytest.skip("pre-rendered example outputs exist for the bundled model only")
+    page.get_by_role("tab", name="Text to video").click()
+    page.get_by_text("a yellow triangle rotating at night").first.click()
+    video = page.locator("#text_to_video-result video[src]")
+    video.wait_for(state="attached", timeout=20_000)  # a lookup, not a generation
+    assert "text_to_video-2" in video.get_attribute("src")
+    page.wait_for_function("document.querySelector('#text_to_video-seed-used textarea, "
+                           f"#text_to_video-seed-used input').value === '{EXAMPLE_SEED}'")
+    assert not served[1].busy
+
+
+def open_advanced(page, tab: str) -> None:
+    """Open the tab's 'Advanced settings' accordion (its fields render once it is open)."""
+    if not page.locator(f"#{tab}-seed").is_visible():
+        page.locator(f"#{tab}-advanced").get_by_text("Advanced settings").click()
+    page.locator(f"#{tab}-seed").wait_for(state="visible")
+
+
 def test_text_to_video_in_browser(page):
+    open_advanced(page, "text_to_video")
+    seed_used = page.locator("#text_to_video-seed-used textarea, #text_to_video-seed-used input").first
+    seed_input = page.locator("#text_to_video-seed textarea, #text_to_video-seed input").first
+    assert seed_input.input_value() == "" and not seed_input.is_editable()  # blank = random, not a fake 0
+    assert page.locator("#text_to_video-randomize input").is_checked()
+    seed_used.evaluate("(box) => { box.value = ''; }")  # forget the preloaded example's seed
     page.locator("#t2v-prompt textarea").fill("a red circle bouncing on the grass")
+    previous = result_src(page, "text_to_video")
     visible_button(page, "Generate").click()
-    src = wait_for_result(page, "text_to_video")
+    src = wait_for_result(page, "text_to_video", previous)
     assert "seed" in src
-    seed_text = page.get_by_label("Seed used").locator("visible=true").first.input_value()
+    page.wait_for_function("document.querySelector('#text_to_video-seed-used textarea, "
+                           "#text_to_video-seed-used input').value !== ''")
+    seed_text = seed_used.input_value()
     assert seed_text.isdigit() and seed_text in src
+    page.locator("#history").locator("video, img").first.wait_for(state="attached", timeout=30_000)
+    page.locator("#text_to_video-reuse").click()
+    page.wait_for_function(f"document.querySelector('#text_to_video-seed textarea, #text_to_video-seed input')"
+                           f".value === '{seed_text}'")
+    assert not page.locator("#text_to_video-randomize input").is_checked()
+    assert seed_input.is_editable()
+    page.locator("#text_to_video-randomize input").check()
+    page.wait_for_function("document.querySelector('#text_to_video-seed textarea, #text_to_video-seed input')"
+                           ".value === ''")
     if os.environ.get("LUMIERE_SCREENSHOT") == "1":
         save_screenshot(page)
 
@@ -113,8 +194,9 @@ def test_cinemagraph_brush_in_browser(page):
     page.mouse.up()
     page.locator("#cinemagraph-editor").page.get_by_placeholder("a yellow circle bouncing").fill(
         "a yellow circle bouncing at night")
+    previous = result_src(page, "cinemagraph")
     visible_button(page, "Generate").click()
-    wait_for_result(page, "cinemagraph")
+    wait_for_result(page, "cinemagraph", previous)
 
 
 def test_stop_button_stops_a_running_generation(page, served):
@@ -122,14 +204,15 @@ def test_stop_button_stops_a_running_generation(page, served):
 
     manager = served[1]
     page.get_by_role("tab", name="Text to video").click()
-    page.get_by_text("Advanced (all tabs)").click()
-    steps = page.get_by_label("number input for Denoising steps")
+    open_advanced(page, "text_to_video")
+    steps = page.locator("#text_to_video-advanced").get_by_label("number input for Denoising steps")
     steps.fill("100")
     steps.press("Enter")
     try:
         page.locator("#t2v-prompt textarea").fill("a blue square moving left in the sky")
         visible_button(page, "Generate").click()
         page.get_by_text("Denoising (step").first.wait_for(timeout=GENERATION_TIMEOUT_MS)
+        page.get_by_text(" s left").first.wait_for(timeout=GENERATION_TIMEOUT_MS)  # the ETA
         assert manager.busy
         visible_button(page, "Stop").click()
         stopped = time.monotonic()
