@@ -113,3 +113,26 @@ def test_image_and_mask(tmp_path):
     rgba[5:8, 1:3, 3] = 200
     Image.fromarray(rgba).save(tmp_path / "brush.png")
     assert read_mask(tmp_path / "brush.png").sum() == 6
+
+
+def test_read_video_resamples_stops_and_downscales_while_decoding(tmp_path):
+    """Only the kept frames reach Python: 60 fps -> 8 fps, first 5 frames, scaled to just cover 24x24."""
+    from lumiere.io import probe_video
+
+    path = tmp_path / "fast.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=60:duration=2", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    info = probe_video(path)
+    assert (info.width, info.height, info.fps, info.frames) == (320, 180, 60.0, 120)
+    frames, fps = read_video(path, fps=8, max_frames=5, cover=(24, 24))
+    assert frames.shape == (5, 24, 43, 3) and fps == 8
+    assert read_video(path, fps=8)[0].shape[0] == 16  # 2 s at 8 fps
+    assert read_video(path, fps=120)[1] == 60.0  # never up-sampled
+
+
+def test_read_gif_resamples_and_downscales(tmp_path):
+    path = tmp_path / "clip.gif"
+    write_video(path, smooth_video(12, 40, 60), fps=12)
+    frames, fps = read_video(path, fps=4, max_frames=3, cover=(20, 20))
+    assert frames.shape == (3, 20, 30, 3) and fps == pytest.approx(4)
