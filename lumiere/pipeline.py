@@ -30,7 +30,7 @@ from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
 from .multidiffusion import temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, MAX_GUIDANCE_SCALE, GenerationDefaults, SSROptions
-from .preprocessing import image_tensor, mask_tensor, to_numpy_video, to_uint8_video, video_tensor
+from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, make_generator, positive_int
 from .sampling import (Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_steps,
                        sdedit_timesteps)
@@ -468,7 +468,7 @@ class LumierePipeline:
             high = self._super_resolve_tensor(low, prompt, negative_prompt or "", rng, progress, window=window,
                                               overlap=overlap, multidiffusion=multidiffusion, steps=steps,
                                               guidance=guidance)
-        return to_uint8_video(high[0])
+        return tensor_to_uint8(high[0])
 
     # ------------------------------------------------------------------ request handling
     def _request(self, prompt: str, **options) -> GenerationRequest:
@@ -597,7 +597,7 @@ class LumierePipeline:
         if request.super_resolve:
             video = self._super_resolve_tensor(video.clamp(-1, 1), request.prompt, request.negative_prompt,
                                                request.generator, progress, steps=request.ssr_steps, known=known)
-        return to_uint8_video(video[0])
+        return tensor_to_uint8(video[0])
 
     def _super_resolve_tensor(self, low: torch.Tensor, prompt: str, negative_prompt: str, generator, progress,
                               window: int | None = None, overlap: int = DEFAULT_SSR_OVERLAP, multidiffusion: bool = True,

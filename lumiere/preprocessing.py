@@ -52,14 +52,20 @@ def to_numpy_video(video) -> np.ndarray:
     return _as_uint8_rgb(video, "video", 4)
 
 
-def resize_center_crop(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
-    """Scale so the image covers (height, width), then crop the centre (keeps the model's aspect)."""
+def resize_center_crop(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_AREA,
+                       upscale_interpolation=cv2.INTER_CUBIC) -> np.ndarray:
+    """Scale so the image covers (height, width), then crop the centre (keeps the model's aspect, no bars).
+
+    ``interpolation`` shrinks, ``upscale_interpolation`` enlarges; ``cv2.INTER_NEAREST`` (masks) is
+    used both ways so labels stay labels. The user inputs and the real-video training data both go
+    through here (training enlarges bilinearly), so the model sees frames framed the same way.
+    """
     h, w = image.shape[:2]
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
     if (new_h, new_w) != (h, w):
-        interp = interpolation if scale < 1 else (cv2.INTER_NEAREST if interpolation == cv2.INTER_NEAREST else cv2.INTER_CUBIC)
-        image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+        enlarge = cv2.INTER_NEAREST if interpolation == cv2.INTER_NEAREST else upscale_interpolation
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation if scale < 1 else enlarge)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return image[top:top + height, left:left + width]
 
@@ -118,8 +124,3 @@ def mask_tensor(mask, num_frames: int, height: int, width: int, source_shape: tu
     if not out.any():
         raise InputError("the mask vanished when resized to the model resolution: brush a larger region")
     return out.expand(num_frames, height, width) if mask.ndim == 2 else out
-
-
-def to_uint8_video(x: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return tensor_to_uint8(x)

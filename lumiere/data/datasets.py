@@ -14,21 +14,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from lumiere.data.world import STYLES, caption, render_clip, sample_clip_spec
+from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
 
 
-def video_to_tensor(video: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_video(tensor: torch.Tensor) -> np.ndarray:
-    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3); inverse of video_to_tensor."""
-    video = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return video.permute(1, 2, 3, 0).cpu().numpy()
+# The training data's names for the one uint8 <-> [-1, 1] conversion (``lumiere.preprocessing``):
+# uint8 (T, H, W, 3) -> float (3, T, H, W), and back.
+video_to_tensor = uint8_to_tensor
+tensor_to_video = tensor_to_uint8
 
 
 def _item_rng(seed: int, index: int) -> np.random.Generator:
@@ -128,17 +123,6 @@ def load_metadata(path) -> list[dict]:
     return rows
 
 
-def resize_and_centre_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale so the frame covers (height, width), then crop the centre (keeps aspect, no bars)."""
-    h, w = frame.shape[:2]
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return frame[top: top + height, left: left + width]
-
-
 class VideoDecodeError(ValueError):
     """A file that cannot give a training clip (corrupt, unreadable or too short)."""
 
@@ -205,7 +189,9 @@ class RealVideoDataset(Dataset):
         if not path.is_file():
             raise VideoDecodeError(f"video file not found: '{path}'")
         clip = decode_clip(path, self.num_frames, self.fps, rng)
-        clip = np.stack([resize_and_centre_crop(f, self.height, self.width) for f in clip])
+        # Enlarged bilinearly: the frames the bundled recipe was trained on.
+        clip = np.stack([resize_center_crop(f, self.height, self.width, upscale_interpolation=cv2.INTER_LINEAR)
+                         for f in clip])
         item = {"video": video_to_tensor(clip), "caption": str(row["caption"])}
         if self.return_lowres is not None:
             h, w = self.return_lowres

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
+from ..conditioning import ssr_condition
 from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
 from .. import pipeline_format
@@ -146,12 +147,13 @@ class VideoModule(nn.Module):
         return self.objective.loss(self.model(noisy, t, states, class_labels=class_labels), target, t)
 
     def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bilinearly up-sampled low-res video, noise-augmented at random levels; returns (video, levels)."""
-        b, c, t, h, w = low.shape
-        up = F.interpolate(low.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), size=high.shape[-2:], mode="bilinear",
-                           align_corners=False).reshape(b, t, c, *high.shape[-2:]).permute(0, 2, 1, 3, 4)
+        """The SSR model's input at random augmentation levels (``conditioning.ssr_condition``, the
+        function sampling uses); returns (video, levels)."""
+        b, c, t, height, width = high.shape
         levels = torch.randint(0, int(self.ssr.get("max_noise_level", 250)), (b,), device=high.device)
-        return self.objective.schedule.add_noise(up.clamp(-1, 1), torch.randn_like(up), levels), levels
+        # Drawn into a frame-major layout, as training always has, so a seeded run draws the same noise.
+        noise = torch.empty(b, t, c, height, width, dtype=low.dtype, device=high.device).transpose(1, 2).normal_()
+        return ssr_condition(low, (height, width), levels, self.objective.schedule, noise), levels
 
 
 class SRImageModule(VideoModule):
