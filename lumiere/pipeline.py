@@ -1,24 +1,21 @@
 """LumierePipeline: text encoder -> base STUNet (whole clip) -> SSR with temporal MultiDiffusion -> uint8 video.
 
 This module holds the applications (text-to-video, image-to-video, inpainting, cinemagraphs, SDEdit,
-reference guidance, super-resolution). Where the models live is ``components``, the directory format
+reference guidance, super-resolution) and the base-model sampling they share. Where the models live
+and how they are placed is ``components``, the SSR stage ``super_resolution``, the directory format
 ``pipeline_format``, a call's settings ``request``, the option defaults ``options``. The public
 contract is ``docs/api.md``.
 """
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import shutil
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import conditioning as cond
@@ -28,54 +25,14 @@ from .errors import InputError
 from .hub import read_safetensors, resolve_pretrained
 from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
-from .multidiffusion import temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, MAX_GUIDANCE_SCALE, GenerationDefaults, SSROptions
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
-from .request import Callback, GenerationRequest, make_generator, positive_int
-from .sampling import (Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_steps,
-                       sdedit_timesteps)
+from .request import Callback, GenerationRequest, documented, make_generator, positive_int
+from .sampling import Progress, denoise, guided, initial_noise, make_scheduler, sdedit_steps, sdedit_timesteps
 from .styles import styled
+from .super_resolution import low_res_projection, sample_ssr
 
 __all__ = ["LumierePipeline", "low_res_projection", "default_device", "default_dtype", "module_device"]
-
-# The keyword arguments every generation method shares (``GenerationRequest`` documents each field).
-_OPTIONS_DOC = """\
-num_frames: frames to generate (default: the model's clip length); a multiple of
-    ``temporal_downsampling_factor``.
-num_inference_steps: base-model denoising steps (default: ``defaults.num_inference_steps``).
-guidance_scale: classifier-free guidance in [0, 20] (default: ``defaults.guidance_scale``);
-    1 turns guidance off and skips the unconditional pass.
-negative_prompt: text for the unconditional branch (default: ``defaults.negative_prompt``).
-sampler: one of ``lumiere.options.SAMPLERS`` (default: ``defaults.sampler``).
-seed: an int gives the same video on any device; None or negative draws a fresh one.
-generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (not both); lets the
-    caller know and replay the randomness.
-style: a name from ``styles`` (None: no style).
-style_weight: the style's interpolation alpha in [0, 1]; 0 is exactly the un-styled model.
-super_resolve: run SSR to ``output_resolution`` (ignored when the model has no SSR).
-callback: ``callback(step, total)`` after every denoising step of every stage; an exception
-    it raises cancels the call."""
-
-_RETURNS_DOC = "uint8 (T, H, W, 3) RGB: ``output_resolution`` with SSR, ``base_resolution`` without."
-
-_RAISES_DOC = """\
-InputError: an invalid option or input (a ValueError; InputTypeError, also a TypeError, for
-    wrong types), or a component this pipeline lacks.
-CheckpointError: a component's files are missing or corrupt when it is first loaded."""
-
-
-def _documented(method):
-    """Fill the shared ``{options}`` / ``{returns}`` / ``{raises}`` sections into a method's docstring
-    (``{options}`` keeps only the entries for parameters the method has)."""
-    def section(text: str) -> str:
-        return textwrap.indent(text, " " * 12).lstrip()
-
-    parameters = inspect.signature(method).parameters
-    entries = re.split(r"\n(?=\S)", _OPTIONS_DOC)
-    options = "\n".join(entry for entry in entries if entry.split(":", 1)[0] in parameters)
-    method.__doc__ = method.__doc__.format(options=section(options), returns=section(_RETURNS_DOC),
-                                           raises=section(_RAISES_DOC))
-    return method
 
 
 class LumierePipeline:
@@ -233,7 +190,7 @@ class LumierePipeline:
         return entry
 
     # ------------------------------------------------------------------ applications
-    @_documented
+    @documented
     def text_to_video(self, prompt: str, *, num_frames: int | None = None, num_inference_steps: int | None = None,
                       guidance_scale: float | None = None, negative_prompt: str | None = None,
                       sampler: str | None = None, seed: int | None = None, generator: torch.Generator | None = None,
@@ -266,7 +223,7 @@ class LumierePipeline:
                 video = self._sample_video(self.base, request, progress)
             return self._finish(video, request, progress)
 
-    @_documented
+    @documented
     def image_to_video(self, image, prompt: str, *, num_frames: int | None = None,
                        num_inference_steps: int | None = None, guidance_scale: float | None = None,
                        negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
@@ -293,7 +250,7 @@ class LumierePipeline:
         frames = request.num_frames
         return self._conditional(request, lambda h, w: cond.image_to_video_condition(image_tensor(image, h, w), frames))
 
-    @_documented
+    @documented
     def inpaint(self, video, mask, prompt: str, *, num_frames: int | None = None,
                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
                 negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
@@ -325,7 +282,7 @@ class LumierePipeline:
         return self._conditional(request, lambda h, w: cond.inpaint_condition(video_tensor(video, frames, h, w),
                                                                               mask_tensor(mask, frames, h, w)))
 
-    @_documented
+    @documented
     def cinemagraph(self, image, mask, prompt: str, *, num_frames: int | None = None,
                     num_inference_steps: int | None = None, guidance_scale: float | None = None,
                     negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
@@ -354,7 +311,7 @@ class LumierePipeline:
         return self._conditional(request, lambda h, w: cond.cinemagraph_condition(
             image_tensor(image, h, w), mask_tensor(mask, 1, h, w)[0], frames))
 
-    @_documented
+    @documented
     def video_to_video(self, video, prompt: str, *, strength: float = DEFAULT_STRENGTH, num_frames: int | None = None,
                        num_inference_steps: int | None = None, guidance_scale: float | None = None,
                        negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
@@ -388,7 +345,7 @@ class LumierePipeline:
                 video = self._sample_video(self.base, request, progress, init_video=source, strength=strength)
             return self._finish(video, request, progress)
 
-    @_documented
+    @documented
     def sample_conditional(self, condition: torch.Tensor, keep: torch.Tensor, prompt: str, *,
                            paste_known: bool = True, num_inference_steps: int | None = None,
                            guidance_scale: float | None = None, negative_prompt: str | None = None,
@@ -603,71 +560,15 @@ class LumierePipeline:
                               window: int | None = None, overlap: int = DEFAULT_SSR_OVERLAP, multidiffusion: bool = True,
                               steps: int | None = None, guidance: float | None = None,
                               known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """SSR of ``low`` (1, 3, T, H, W) in [-1, 1]; ``known`` = (C, M) at output resolution: user pixels.
-
-        ``SSROptions`` (``config["ssr"]``): ``low_res_consistency`` projects the x0 estimate onto ``low``
-        at "every_step", only the "final" output, or "off"; ``detail_gain`` is how much of the model's
-        own detail the projection keeps; ``known_pixels_in_loop`` also replaces the known region of x0
-        by the user's pixels every step; ``feather`` is the soft edge where they are pasted at the end.
-        """
-        ssr = self.ssr
-        options = self.ssr_options
-        device, dtype = module_device(ssr), ssr.dtype
-        scale = self.ssr_scale
-        window = positive_int(window if window is not None else options.window, "window")
-        overlap = min(int(overlap), window - 1)  # the paper's 2-frame overlap, capped for very short windows
-        _, _, frames, height, width = low.shape
-        windows = temporal_windows(frames, window, overlap if multidiffusion else 0)
+        """SSR of ``low`` (1, 3, T, H, W) in [-1, 1] with this model's settings (``super_resolution.sample_ssr``);
+        ``known`` = (C, M) at output resolution: user pixels."""
+        ssr, options = self.ssr, self.ssr_options
         guidance = float(guidance if guidance is not None else options.guidance_scale)
         text, uncond = self._text_states(prompt, negative_prompt, guidance, ssr)
-
-        # Condition on the bilinearly up-sampled low-res video, noise-augmented (shared with training).
-        low = low.to(device, torch.float32)
-        noise_level = torch.tensor([options.noise_level], device=device)
-        size = (height * scale, width * scale)
-        aug_noise = initial_noise((1, 3, frames, *size), generator, device, torch.float32)
-        upsampled = cond.ssr_condition(low, size, noise_level, make_scheduler(self.scheduler_config, "ddpm"),
-                                       aug_noise).to(dtype)
-
-        scheduler = make_scheduler(self.scheduler_config, options.sampler or self.defaults.sampler)
-        scheduler.set_timesteps(steps or options.num_inference_steps, device=device)
-        x = initial_noise((1, 3, frames, *size), generator, device, dtype) * scheduler.init_noise_sigma
-
-        def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-            batch = x_in.shape[0]
-
-            def window_prediction(x_window, start, end):
-                conditioning = upsampled[:, :, start:end].expand(batch, -1, -1, -1, -1)
-                return ssr(torch.cat([x_window, conditioning], dim=1), t, states,
-                           class_labels=noise_level.expand(batch))
-
-            return windowed_prediction(window_prediction, x_in, windows)
-
-        alpha = target = None
-        if known is not None:
-            target = known[0][None].to(device, torch.float32)
-            alpha = cond.feathered_keep(known[1][None].to(device), options.feather_pixels)
-        in_loop = known is not None and options.known_pixels_in_loop
-        every_step = options.low_res_consistency == "every_step"
-
-        def constrain(x0: torch.Tensor) -> torch.Tensor:
-            if every_step:
-                x0 = low_res_projection(x0, low, scale, options.detail_gain)
-            if in_loop:
-                x0 = alpha * target + (1 - alpha) * x0
-            return x0
-
-        prediction = guided(predict, text, uncond, guidance)
-        if every_step or in_loop:
-            prediction = constrain_x0(prediction, scheduler, constrain)
-        with torch.inference_mode():
-            high = denoise(prediction, x, scheduler, scheduler.timesteps, generator, progress)
-            if options.low_res_consistency == "final":
-                high = low_res_projection(high.float(), low, scale, options.detail_gain).to(dtype)
-            if known is not None:
-                # The user's own pixels at output resolution, with a soft edge into the generated region.
-                high = (alpha * target + (1 - alpha) * high.float()).to(dtype)
-        return high
+        return sample_ssr(ssr, low, text, uncond, options=options, scheduler_config=self.scheduler_config,
+                          sampler=options.sampler or self.defaults.sampler, guidance=guidance, generator=generator,
+                          progress=progress, window=window, overlap=overlap, multidiffusion=multidiffusion,
+                          steps=steps, known=known)
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
@@ -728,25 +629,3 @@ class LumierePipeline:
                 shutil.copy(self.source / "README.md", Path(tmp) / "README.md")
             api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
         return str(url)
-
-
-def low_res_projection(high: torch.Tensor, low: torch.Tensor, scale: int, detail_gain: float = 1.0) -> torch.Tensor:
-    """Make ``high`` (B, C, T, H*s, W*s) area-down-sample exactly to ``low`` (1, C, T, H, W).
-
-    A range/null-space split as in DDNM (Wang et al., 2023): the low frequencies come from ``low``
-    (bicubic up-sampled: smooth, unlike the blocky nearest pseudo-inverse), the detail
-    high - bicubic(down(high)) from the model, scaled by ``detail_gain``; a last nearest-up-sampled
-    residual makes every s x s block mean equal ``low`` exactly (it is tiny: bicubic nearly keeps means).
-    """
-    batch, channels, frames, height, width = high.shape
-    flat = high.transpose(1, 2).reshape(batch * frames, channels, height, width)
-    target = low.to(high).expand(batch, -1, -1, -1, -1).transpose(1, 2).reshape(flat.shape[0], channels,
-                                                                               height // scale, width // scale)
-
-    def up(x):
-        return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-
-    flat = up(target) + detail_gain * (flat - up(F.avg_pool2d(flat, scale)))
-    residual = target - F.avg_pool2d(flat, scale)
-    flat = flat + residual.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-    return flat.reshape(batch, frames, channels, height, width).transpose(1, 2)

@@ -6,7 +6,10 @@ code then reads fields instead of re-checking options.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -140,3 +143,47 @@ class GenerationRequest:
     def progress(self, plan: dict[str, int], bar: bool = False) -> Progress:
         """The call's single progress counter over ``plan`` (see :meth:`step_plan`)."""
         return Progress(sum(plan.values()), self.callback, bar)
+
+
+# The keyword arguments every generation method shares (``GenerationRequest`` documents each field).
+_OPTIONS_DOC = f"""\
+num_frames: frames to generate (default: the model's clip length); a multiple of
+    ``temporal_downsampling_factor``.
+num_inference_steps: base-model denoising steps (default: ``defaults.num_inference_steps``).
+guidance_scale: classifier-free guidance in [0, {MAX_GUIDANCE_SCALE:g}] (default: ``defaults.guidance_scale``);
+    1 turns guidance off and skips the unconditional pass.
+negative_prompt: text for the unconditional branch (default: ``defaults.negative_prompt``).
+sampler: one of ``lumiere.options.SAMPLERS`` (default: ``defaults.sampler``).
+seed: an int gives the same video on any device; None or negative draws a fresh one.
+generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (not both); lets the
+    caller know and replay the randomness.
+style: a name from ``styles`` (None: no style).
+style_weight: the style's interpolation alpha in [0, 1]; 0 is exactly the un-styled model.
+super_resolve: run SSR to ``output_resolution`` (ignored when the model has no SSR).
+callback: ``callback(step, total)`` after every denoising step of every stage; an exception
+    it raises cancels the call."""
+
+_RETURNS_DOC = "uint8 (T, H, W, 3) RGB: ``output_resolution`` with SSR, ``base_resolution`` without."
+
+_RAISES_DOC = """\
+InputError: an invalid option or input (a ValueError; InputTypeError, also a TypeError, for
+    wrong types), or a component this pipeline lacks.
+CheckpointError: a component's files are missing or corrupt when it is first loaded."""
+
+
+def documented(method):
+    """Fill the shared ``{options}`` / ``{returns}`` / ``{raises}`` sections into a generation method's
+    docstring (``{options}`` keeps only the entries for parameters the method has).
+
+    Why: the application methods take the same options; their text lives here once, next to the
+    request that validates them, so the docstrings cannot drift apart.
+    """
+    def section(text: str) -> str:
+        return textwrap.indent(text, " " * 12).lstrip()
+
+    parameters = inspect.signature(method).parameters
+    entries = re.split(r"\n(?=\S)", _OPTIONS_DOC)
+    options = "\n".join(entry for entry in entries if entry.split(":", 1)[0] in parameters)
+    method.__doc__ = method.__doc__.format(options=section(options), returns=section(_RETURNS_DOC),
+                                           raises=section(_RAISES_DOC))
+    return method
