@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import LumiereError
+from .errors import InputError, LumiereError, MissingFileError
+from .io import WRITABLE_SUFFIXES
 from .options import DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_GUIDANCE_SCALE, SAMPLERS
 
 
@@ -94,6 +95,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GENERATION_COMMANDS = ("generate", "i2v", "inpaint", "cinemagraph", "v2v")
+MAX_SEED = 2**63 - 1
+
+
+def _check_output_file(out: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an output path that could not be written, before any work is done."""
+    path = Path(out)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(f"--out {out}: the file name must end in {', '.join(suffixes)} "
+                         f"(e.g. --out {path.with_suffix('.mp4').name})")
+    if path.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name inside it, e.g. {path / 'clip.mp4'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise MissingFileError(f"--out {out}: the directory '{parent}' does not exist; create it first")
+
+
+def _check_input_file(option: str, value: str) -> None:
+    if not Path(value).is_file():
+        raise MissingFileError(f"{option} {value}: no such file")
+
+
+def check_args(args) -> None:
+    """Everything that can be checked without the model, so a mistake costs seconds rather than a whole
+    generation (or evaluation) before it is reported. Raises InputError / MissingFileError."""
+    if args.command in GENERATION_COMMANDS:
+        _check_output_file(args.out, WRITABLE_SUFFIXES)
+        for option in ("image", "video", "mask"):
+            if getattr(args, option, None) is not None:
+                _check_input_file(f"--{option}", getattr(args, option))
+        if args.seed is not None and args.seed > MAX_SEED:
+            raise InputError(f"--seed must be at most 2^63-1 = {MAX_SEED}, got {args.seed} "
+                             "(leave it out, or pass -1, for a random seed)")
+        for option, value, low, high in (("--steps", args.steps, 1, None), ("--frames", args.frames, 1, None),
+                                         ("--guidance", args.guidance, 0, MAX_GUIDANCE_SCALE),
+                                         ("--style-weight", args.style_weight, 0, 1),
+                                         ("--strength", getattr(args, "strength", None), 0, 1)):
+            if value is not None and (value < low or (high is not None and value > high)):
+                bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low}"
+                raise InputError(f"{option} must be {bound}, got {value:g}")
+    elif args.command == "eval" and args.out:
+        _check_output_file(args.out)
+    elif args.command == "export":
+        if not Path(args.output_dir).is_dir():
+            raise MissingFileError(f"--output-dir {args.output_dir}: no such directory (the training run's output_dir)")
+    elif args.command == "train":
+        _check_input_file("--config", args.config)
+
+
 def _load_pipeline(args):
     from .pipeline import LumierePipeline
 
@@ -143,6 +193,10 @@ def run(args) -> int:
 
     from .sampling import random_seed
 
+    # Input files are read (and refused if unreadable) before the model loads.
+    image = read_image(args.image) if getattr(args, "image", None) else None
+    mask = read_mask(args.mask) if getattr(args, "mask", None) else None
+    video = read_video(args.video)[0] if getattr(args, "video", None) else None
     pipe = _load_pipeline(args)
     # The CLI picks the seed when none is given, so it can print the one that reproduces the clip.
     seed = args.seed if args.seed is not None and args.seed >= 0 else random_seed()
@@ -150,13 +204,13 @@ def run(args) -> int:
     if args.command == "generate":
         video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, **kwargs)
     elif args.command == "i2v":
-        video = pipe.image_to_video(read_image(args.image), args.prompt, **kwargs)
+        video = pipe.image_to_video(image, args.prompt, **kwargs)
     elif args.command == "inpaint":
-        video = pipe.inpaint(read_video(args.video)[0], read_mask(args.mask), args.prompt, **kwargs)
+        video = pipe.inpaint(video, mask, args.prompt, **kwargs)
     elif args.command == "cinemagraph":
-        video = pipe.cinemagraph(read_image(args.image), read_mask(args.mask), args.prompt, **kwargs)
+        video = pipe.cinemagraph(image, mask, args.prompt, **kwargs)
     else:
-        video = pipe.video_to_video(read_video(args.video)[0], args.prompt, strength=args.strength, **kwargs)
+        video = pipe.video_to_video(video, args.prompt, strength=args.strength, **kwargs)
     _write(pipe, video, args.out, seed)
     return 0
 
@@ -193,6 +247,7 @@ def _train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)
         return run(args)
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)

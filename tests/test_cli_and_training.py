@@ -134,6 +134,39 @@ def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
                  "--model", str(tiny_pipeline_dir)]) == 2
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--prompt", "x", "--out", "clip.avi"], "error: --out clip.avi: the file name must end in .mp4, "
+                                                         ".webm, .gif (e.g. --out clip.mp4)"),
+    (["generate", "--prompt", "x", "--out", "{tmp}/no/clip.mp4"], "the directory '{tmp}/no' does not exist"),
+    (["generate", "--prompt", "x", "--out", "{tmp}"], "--out {tmp}: the file name must end in"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--seed", str(2**63)], "--seed must be at most 2^63-1"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--guidance", "50"], "--guidance must be between 0 and 20"),
+    (["v2v", "--video", "assets/examples/red_triangle_sky.mp4", "--prompt", "x", "--out", "o.mp4", "--strength", "2"],
+     "--strength must be between 0 and 1, got 2"),
+    (["i2v", "--image", "{tmp}/missing.png", "--prompt", "x", "--out", "o.mp4"], "--image {tmp}/missing.png: no such file"),
+    (["inpaint", "--video", "assets/examples/green_square_sea.mp4", "--mask", "{tmp}/notes.png", "--prompt", "x",
+      "--out", "o.mp4"], "could not decode image"),
+    (["eval", "--out", "{tmp}/no/metrics.json"], "the directory '{tmp}/no' does not exist"),
+    (["train", "--stage", "t2i", "--config", "{tmp}/missing.json"], "--config {tmp}/missing.json: no such file"),
+])
+def test_cli_refuses_bad_arguments_before_loading_a_model(argv, message, tmp_path, monkeypatch, capsys):
+    """A wrong --out, out-of-range number or unreadable input costs no generation (or evaluation) time."""
+    import lumiere.evaluation
+    import lumiere.pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(lumiere.pipeline.LumierePipeline, "from_pretrained", no_work)
+    monkeypatch.setattr(lumiere.evaluation, "evaluate_pipeline", no_work)
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "notes.png").write_text("not a picture")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
+
+
 def test_cli_inflate_from_a_diffusers_directory(tmp_path):
     from diffusers import UNet2DConditionModel
 
