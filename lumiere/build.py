@@ -18,7 +18,7 @@ from diffusers import UNet2DConditionModel
 from .errors import MissingFileError
 from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
-from .options import GenerationDefaults
+from .options import SSR_BUILD_KEYS, GenerationDefaults
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -87,7 +87,7 @@ def pipeline_config(config: dict, temporal_downsampling_factor: int) -> dict:
         "base_resolution": list(config["base_resolution"]),
         "fps": config.get("fps", 8),
         "temporal_downsampling_factor": temporal_downsampling_factor,
-        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k not in ("unet", "pretrained", "subfolder")},
+        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k not in SSR_BUILD_KEYS},
         "defaults": dataclasses.asdict(defaults),
     }
 

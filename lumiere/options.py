@@ -19,14 +19,34 @@ DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt chan
 DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)
 
 
-def _from_mapping(cls, values: dict | None, where: str, ignored: tuple[str, ...] = ()):
-    """Build dataclass ``cls`` from ``values``; a key it does not know is a typo, so it is an error."""
-    values = {k: v for k, v in (values or {}).items() if k not in ignored}
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+def check_keys(values: dict | None, allowed, where: str) -> dict:
+    """``values`` without its comment keys (those starting with "_"), after checking that every other
+    key is in ``allowed``.
+
+    Why: a config key nobody reads is almost always a typo; silently dropping it would run with the
+    default instead of the value the author meant.
+
+    Raises:
+        InputError: ``values`` is not a mapping, or it has a key not in ``allowed`` (the message names
+            it, ``where`` it is and the allowed keys).
+    """
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(f"{where} must be a JSON object, got {type(values).__name__}")
+    values = {k: v for k, v in values.items() if not str(k).startswith("_")}
+    unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise InputError(f"unknown {where} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**values)
+        raise InputError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in {where}; "
+                         f"allowed: {', '.join(sorted(allowed))} (keys starting with '_' are comments)")
+    return values
+
+
+def from_mapping(cls, values: dict | None, where: str, ignored: tuple[str, ...] = ()):
+    """Build dataclass ``cls`` from ``values`` (see :func:`check_keys`); ``ignored`` keys are allowed but unused."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = check_keys(values, fields | set(ignored), where)
+    return cls(**{k: v for k, v in values.items() if k in fields})
 
 
 @dataclass(frozen=True)
@@ -44,10 +64,12 @@ class GenerationDefaults:
 
     @classmethod
     def from_config(cls, values: dict | None) -> "GenerationDefaults":
-        return _from_mapping(cls, values, "defaults")
+        return from_mapping(cls, values, "defaults")
 
 
 LOW_RES_CONSISTENCY_MODES = ("every_step", "final", "off")
+# Keys of a model config's "ssr" section that say how training builds the SSR U-Net, not how it runs.
+SSR_BUILD_KEYS = ("unet", "pretrained", "subfolder")
 
 
 @dataclass(frozen=True)
@@ -85,5 +107,31 @@ class SSROptions:
 
     @classmethod
     def from_config(cls, values: dict | None) -> "SSROptions":
-        # "unet" / "pretrained" / "subfolder" describe how training builds the model, not how it runs.
-        return _from_mapping(cls, values, "ssr", ignored=("unet", "pretrained", "subfolder"))
+        return from_mapping(cls, values, "ssr", ignored=SSR_BUILD_KEYS)
+
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The inference config of a pipeline directory (``model_index.json``'s "config"), typed.
+
+    ``build.pipeline_config`` writes it; ``LumierePipeline`` reads every model fact through it.
+    """
+
+    base_resolution: tuple[int, int, int]  # (frames, height, width) of the base model's clip
+    fps: float = 8.0
+    temporal_downsampling_factor: int = 1   # N: num_frames must be a multiple of it
+    ssr: SSROptions = SSROptions()
+    defaults: GenerationDefaults = GenerationDefaults()
+
+    @classmethod
+    def from_config(cls, values: dict) -> "PipelineConfig":
+        """Parse ``values``; an unknown key in it or in its "ssr" / "defaults" sections is an InputError."""
+        values = check_keys(values, {f.name for f in dataclasses.fields(cls)}, "the pipeline config")
+        if "base_resolution" not in values:
+            raise InputError("the pipeline config has no 'base_resolution'")
+        frames, height, width = (int(v) for v in values["base_resolution"])
+        return cls(base_resolution=(frames, height, width), fps=float(values.get("fps", 8)),
+                   temporal_downsampling_factor=int(values.get("temporal_downsampling_factor", 1)),
+                   ssr=SSROptions.from_config(values.get("ssr")),
+                   defaults=GenerationDefaults.from_config(values.get("defaults")))

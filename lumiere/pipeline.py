@@ -25,9 +25,9 @@ from .errors import InputError
 from .hub import read_safetensors, resolve_pretrained
 from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
-from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, MAX_GUIDANCE_SCALE, GenerationDefaults, SSROptions
+from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
-from .request import Callback, GenerationRequest, documented, make_generator, positive_int
+from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
 from .sampling import Progress, denoise, guided, initial_noise, make_scheduler, sdedit_steps, sdedit_timesteps
 from .styles import styled
 from .super_resolution import low_res_projection, sample_ssr
@@ -64,9 +64,7 @@ class LumierePipeline:
         self._styles: dict[str, dict | Path] = dict(styles or {})
         self.source = Path(source) if source is not None else None
         self.progress_bar = False  # show a tqdm bar per call (the CLI turns it on)
-        # Parse the option sections now, so a mistyped key fails when the pipeline opens, not mid-call.
-        GenerationDefaults.from_config(config.get("defaults"))
-        SSROptions.from_config(config.get("ssr"))
+        PipelineConfig.from_config(config)  # a mistyped key fails when the pipeline opens, not mid-call
 
     # ------------------------------------------------------------------ components
     @property
@@ -138,14 +136,23 @@ class LumierePipeline:
         return sorted(self._styles)
 
     @property
+    def settings(self) -> PipelineConfig:
+        """``config`` parsed (``options.PipelineConfig``); read on every use, so edits to ``config`` apply.
+
+        Raises:
+            InputError: ``config`` has an unknown key or a bad value.
+        """
+        return PipelineConfig.from_config(self.config)
+
+    @property
     def base_resolution(self) -> tuple[int, int, int]:
         """(frames, height, width) of the base model's clip."""
-        return tuple(self.config["base_resolution"])
+        return self.settings.base_resolution
 
     @property
     def ssr_options(self) -> SSROptions:
         """The SSR stage's settings (``config["ssr"]`` over ``SSROptions`` defaults)."""
-        return SSROptions.from_config(self.config.get("ssr"))
+        return self.settings.ssr
 
     @property
     def ssr_scale(self) -> int:
@@ -160,17 +167,17 @@ class LumierePipeline:
 
     @property
     def fps(self) -> float:
-        return float(self.config.get("fps", 8))
+        return self.settings.fps
 
     @property
     def temporal_downsampling_factor(self) -> int:
         """N: the base model halves time this many times over; ``num_frames`` must be a multiple of it."""
-        return int(self.config.get("temporal_downsampling_factor", 1))
+        return self.settings.temporal_downsampling_factor
 
     @property
     def defaults(self) -> GenerationDefaults:
         """What a call uses for options it leaves out (``config["defaults"]`` over the library's)."""
-        return GenerationDefaults.from_config(self.config.get("defaults"))
+        return self.settings.defaults
 
     def add_style(self, name: str, spatial_state: dict[str, torch.Tensor]) -> None:
         """Register a style: the style fine-tuned T2I weights under their diffusers names (copied to CPU)."""
@@ -418,9 +425,7 @@ class LumierePipeline:
         rng, _ = make_generator(seed, generator)
         steps = positive_int(num_inference_steps if num_inference_steps is not None else options.num_inference_steps,
                              "num_inference_steps")
-        guidance = float(guidance_scale if guidance_scale is not None else options.guidance_scale)
-        if not 0.0 <= guidance <= MAX_GUIDANCE_SCALE:
-            raise InputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance}")
+        guidance = guidance_value(guidance_scale, options.guidance_scale)
         with Progress(steps, callback, self.progress_bar, "super-resolution") as progress:
             high = self._super_resolve_tensor(low, prompt, negative_prompt or "", rng, progress, window=window,
                                               overlap=overlap, multidiffusion=multidiffusion, steps=steps,
@@ -587,7 +592,7 @@ class LumierePipeline:
         Raises:
             MissingFileError: no such directory, no bundled model, or the repo could not be fetched.
             CheckpointError: the index or a listed file is missing or corrupt.
-            InputError: an unknown key in the index's ``defaults`` or ``ssr`` config.
+            InputError: an unknown key or bad value in the index's ``config`` (``options.PipelineConfig``).
         """
         directory = pipeline_format.read_pipeline_dir(resolve_pretrained(path_or_repo))
         pipe = cls(config=directory.config, scheduler_config=directory.scheduler_config, components={},

@@ -33,6 +33,14 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def guidance_value(value, default: float) -> float:
+    """A classifier-free guidance scale in [0, MAX_GUIDANCE_SCALE] (``default`` when ``value`` is None)."""
+    guidance = float(value if value is not None else default)
+    if not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE_SCALE):
+        raise InputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance}")
+    return guidance
+
+
 def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Generator, int | None]:
     """The request's random source and the seed it came from (None when the caller passed a generator).
 
@@ -109,9 +117,7 @@ class GenerationRequest:
             raise InputError(f"num_frames must be a multiple of {frame_multiple} for this model, got {frames}")
         steps = positive_int(num_inference_steps if num_inference_steps is not None else defaults.num_inference_steps,
                              "num_inference_steps")
-        guidance = float(guidance_scale if guidance_scale is not None else defaults.guidance_scale)
-        if not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE_SCALE):
-            raise InputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance}")
+        guidance = guidance_value(guidance_scale, defaults.guidance_scale)
         sampler = sampler or defaults.sampler
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

@@ -19,11 +19,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..components import flush_denormals
+from ..options import from_mapping
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 
 
 @dataclass
 class TrainSettings:
+    """One stage's optimisation settings: the config's "train" section under the stage's own
+    (``config.RunConfig.settings``); an unknown key is an error, not a silently kept default."""
+
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-3
@@ -43,11 +47,16 @@ class TrainSettings:
     loss_weighting: str = "none"        # or "min_snr": Min-SNR-gamma weighting (Hang et al., 2023)
     min_snr_gamma: float = 5.0
     terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
+    caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainSettings":
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":
+        """Settings from a config section; keys starting with "_" are comments.
+
+        Raises:
+            InputError: a key that is not a setting (the message names it, ``where`` and the allowed keys).
+        """
+        return from_mapping(cls, values, where)
 
 
 def infinite(loader):

@@ -25,10 +25,12 @@ from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
 from .. import pipeline_format
 from ..pipeline_format import slugify
+from ..errors import InputError
+from ..options import SSROptions
+from .config import STAGES, RunConfig
 from .loop import TrainSettings, train
 from .masks import random_condition
 
-STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 
 
 # ----------------------------------------------------------------------------- diffusion objective
@@ -125,10 +127,10 @@ class VideoModule(nn.Module):
     """Temporal / conditional / SSR stages: a STUNet on video batches, text encoder frozen."""
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 kind: str = "temporal", ssr: dict | None = None, seed: int = 0):
+                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0):
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
-        self.ssr = ssr or {}
+        self.ssr = ssr or SSROptions()
         self.rng = np.random.default_rng(seed)
 
     def forward(self, batch):
@@ -150,7 +152,7 @@ class VideoModule(nn.Module):
         """The SSR model's input at random augmentation levels (``conditioning.ssr_condition``, the
         function sampling uses); returns (video, levels)."""
         b, c, t, height, width = high.shape
-        levels = torch.randint(0, int(self.ssr.get("max_noise_level", 250)), (b,), device=high.device)
+        levels = torch.randint(0, int(self.ssr.max_noise_level), (b,), device=high.device)
         # Drawn into a frame-major layout, as training always has, so a seeded run draws the same noise.
         noise = torch.empty(b, t, c, height, width, dtype=low.dtype, device=high.device).transpose(1, 2).normal_()
         return ssr_condition(low, (height, width), levels, self.objective.schedule, noise), levels
@@ -167,11 +169,6 @@ class SRImageModule(VideoModule):
         noisy, t, target = self.objective.noisy(high)
         prediction = self.model(torch.cat([noisy, condition[:, :, 0]], dim=1), t, states, class_labels=levels).sample
         return self.objective.loss(prediction, target, t)
-
-
-def _given(overrides: dict) -> dict:
-    """Command-line overrides that were actually given (None = keep the config's value)."""
-    return {k: v for k, v in overrides.items() if v is not None}
 
 
 class RandomCrop(torch.utils.data.Dataset):
@@ -200,18 +197,21 @@ class RandomCrop(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- data
-def video_dataset(config: dict, num_frames: int, height: int, width: int, lowres: tuple[int, int] | None = None,
-                  style: str | None = None):
-    data = config.get("data", {"type": "procedural"})
-    if data.get("type", "procedural") == "procedural":
+def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
+                  lowres: tuple[int, int] | None = None, style: str | None = None):
+    """The config's video data (procedural or real) at (num_frames, height, width); ``lowres`` adds
+    "lowres_video" items of that size. ``config`` is a RunConfig or a config dict."""
+    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    data = config.data
+    if data.type == "procedural":
         from ..data.datasets import ProceduralVideoDataset
 
-        return ProceduralVideoDataset(num_frames, height, width, length=data.get("length", 1_000_000),
-                                      seed=data.get("seed", 0), style=style, return_lowres=lowres)
+        return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
+                                      return_lowres=lowres)
     from ..data.datasets import RealVideoDataset
 
-    return RealVideoDataset(data["root"], data["metadata"], num_frames=num_frames, height=height, width=width,
-                            fps=data.get("fps", config["model"].get("fps", 8)), seed=data.get("seed", 0),
+    return RealVideoDataset(data.root, data.metadata, num_frames=num_frames, height=height, width=width,
+                            fps=data.fps if data.fps is not None else config.model.fps, seed=data.seed,
                             return_lowres=lowres)
 
 
@@ -230,13 +230,12 @@ class FramesAsImages(torch.utils.data.Dataset):
         return {"image": item["video"][:, frame], "caption": item["caption"]}
 
 
-def image_dataset(config: dict, height: int, width: int, style: str | None = None):
-    data = config.get("data", {"type": "procedural"})
-    if data.get("type", "procedural") == "procedural":
+def image_dataset(config: RunConfig, height: int, width: int, style: str | None = None):
+    if config.data.type == "procedural":
         from ..data.datasets import ProceduralImageDataset
 
-        return ProceduralImageDataset(height, width, length=data.get("length", 1_000_000), seed=data.get("seed", 0),
-                                      style=style, include_motion=True)
+        return ProceduralImageDataset(height, width, length=config.data.length, seed=config.data.seed, style=style,
+                                      include_motion=True)
     return FramesAsImages(video_dataset(config, 1, height, width, style=style))
 
 
@@ -244,25 +243,25 @@ def image_dataset(config: dict, height: int, width: int, style: str | None = Non
 class Workspace:
     """Where a training run keeps its stages' products (``output_dir``) and the assembled pipeline."""
 
-    def __init__(self, config: dict, output_dir: str | Path | None = None):
-        self.config = config
-        self.model = config["model"]
-        self.root = Path(output_dir or config.get("output_dir", "runs/default"))
+    def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None):
+        """``config``: a RunConfig or a config dict, parsed (and checked for unknown keys) here."""
+        self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+        self.model = self.config.model
+        self.root = Path(output_dir or self.config.output_dir or "runs/default")
         self.pipeline = self.root / "pipeline"
-        self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.get("scheduler", {})}
+        self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.scheduler}
 
-    def settings(self, stage: str, **overrides) -> TrainSettings:
-        values = {**self.config.get("train", {}), **self.config.get("stages", {}).get(stage, {}),
-                  **{k: v for k, v in overrides.items() if v is not None}}
-        return TrainSettings.from_dict(values)
+    def settings(self, stage: str, phase: str | None = None, **overrides) -> TrainSettings:
+        return self.config.settings(stage, phase, **overrides)
 
-    def objective(self, settings: TrainSettings | None = None) -> DiffusionObjective:
-        options = {} if settings is None else {"timestep_sampling": settings.timestep_sampling,
-                                               "loss_weighting": settings.loss_weighting,
-                                               "min_snr_gamma": settings.min_snr_gamma,
-                                               "terminal_fraction": settings.terminal_fraction}
-        return DiffusionObjective(self.scheduler_config, self.config.get("train", {}).get("caption_dropout", 0.1),
-                                  **options)
+    def objective(self, settings: TrainSettings, recipe: bool = False) -> DiffusionObjective:
+        """The stage's diffusion objective; ``recipe`` applies the settings' timestep / loss switches
+        (the video stages), otherwise the paper's uniform timesteps and plain MSE."""
+        options = {} if not recipe else {"timestep_sampling": settings.timestep_sampling,
+                                         "loss_weighting": settings.loss_weighting,
+                                         "min_snr_gamma": settings.min_snr_gamma,
+                                         "terminal_fraction": settings.terminal_fraction}
+        return DiffusionObjective(self.scheduler_config, settings.caption_dropout, **options)
 
     def text_encoder(self) -> TextEncoder:
         directory = self.pipeline / "text_encoder"
@@ -271,14 +270,14 @@ class Workspace:
         t2i_dir = self.root / "t2i" / "final"
         if (t2i_dir / "text_encoder" / "config.json").is_file():
             return TextEncoder.from_pretrained(t2i_dir / "text_encoder", t2i_dir / "tokenizer")
-        return build_text_encoder(self.model.get("text_encoder", {}))
+        return build_text_encoder(self.model.text_encoder)
 
     def t2i_unet(self) -> UNet2DConditionModel:
         final = self.root / "t2i" / "final" / "unet"
         if (final / "config.json").is_file():
             return UNet2DConditionModel.from_pretrained(str(final), use_safetensors=True)
-        if self.model["t2i"].get("pretrained"):
-            return build_t2i_unet(self.model["t2i"], 0)
+        if self.model.t2i.get("pretrained"):
+            return build_t2i_unet(self.model.t2i, 0)
         raise FileNotFoundError(f"no T2I U-Net at {final}: run the t2i stage first (or set t2i.pretrained)")
 
     def load_stunet(self, name: str) -> STUNet:
@@ -301,7 +300,7 @@ class Workspace:
         components, styles = pipeline_format.saved_parts(self.pipeline)
         base_config = self.pipeline / "base" / "config.json"
         factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
-        pipeline_format.write_index(self.pipeline, pipeline_config(self.model, factor), self.scheduler_config,
+        pipeline_format.write_index(self.pipeline, pipeline_config(self.model.source, factor), self.scheduler_config,
                                     components, styles)
 
 
@@ -320,11 +319,11 @@ def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: li
 
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("t2i", **overrides)
-    pretrained = bool(ws.model["t2i"].get("pretrained"))
-    text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.get("text_encoder", {}))
-    unet = build_t2i_unet(ws.model["t2i"], text_encoder.hidden_size)
-    module = T2IModule(unet, text_encoder, ws.objective(), train_text_encoder=not pretrained)
-    _, height, width = ws.model["base_resolution"]
+    pretrained = bool(ws.model.t2i.get("pretrained"))
+    text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
+    unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
+    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained)
+    _, height, width = ws.model.base_resolution
     result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
                    settings, ws.root / "t2i", resume, "t2i")
     final = ws.root / "t2i" / "final"
@@ -337,9 +336,9 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
 def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
-    base = inflate(ws.t2i_unet(), **ws.model.get("temporal", {}))
-    module = VideoModule(base, text_encoder, ws.objective(settings), "temporal", seed=settings.seed)
-    frames, height, width = ws.model["base_resolution"]
+    base = inflate(ws.t2i_unet(), **ws.model.temporal)
+    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=settings.seed)
+    frames, height, width = ws.model.base_resolution
     result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
                    settings, ws.root / "temporal", resume, "temporal")
     base.t2i.requires_grad_(False)
@@ -354,8 +353,9 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional = ws.load_stunet("base")  # start from the trained temporal layers
     conditional.expand_input_channels(conditional.in_channels + 1)
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
-    module = VideoModule(conditional, text_encoder, ws.objective(settings), "conditional", seed=settings.seed)
-    frames, height, width = ws.model["base_resolution"]
+    module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
+                         seed=settings.seed)
+    frames, height, width = ws.model.base_resolution
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(video_dataset(ws.config, frames, height, width), settings), settings,
                    ws.root / "conditional", resume, "conditional")
@@ -366,25 +366,26 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
 
 def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     """Image SR U-Net first (single frames), then inflate it and train its temporal layers on windows."""
-    ssr_config = ws.model["ssr"]
-    scale, crop = int(ssr_config["scale"]), int(ws.config.get("stages", {}).get("ssr", {}).get("crop", 64))
-    frames, height, width = ws.model["base_resolution"]
+    if ws.model.ssr is None:
+        raise InputError("the ssr stage needs a model.ssr section in the config")
+    options, stage = ws.model.ssr_options, ws.config.stage("ssr")
+    scale, crop = int(options.scale), int(stage.crop)
+    frames, height, width = ws.model.base_resolution
     text_encoder = ws.text_encoder()
-    objective = ws.objective()
     high = (height * scale, width * scale)
 
-    phases = ws.config.get("stages", {}).get("ssr", {})
-    image_settings = ws.settings("ssr", **{**phases.get("image", {}), **_given(overrides)})
-    unet = build_ssr_unet(ssr_config, text_encoder.hidden_size)
-    image_module = SRImageModule(unet, text_encoder, objective, "ssr", ssr_config, seed=image_settings.seed)
+    image_settings = ws.settings("ssr", "image", **overrides)
+    objective = ws.objective(image_settings)
+    unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
+    image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=image_settings.seed)
     image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
     image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
                          ws.root / "ssr" / "image", resume, "ssr-image")
 
-    video_settings = ws.settings("ssr", **{**phases.get("video", {}), **_given(overrides)})
-    ssr = inflate(unet, temporal_resize=False, **ws.model.get("temporal", {}))
-    video_module = VideoModule(ssr, text_encoder, objective, "ssr", ssr_config, seed=video_settings.seed)
-    window = int(ws.config.get("stages", {}).get("ssr", {}).get("train_window", ssr_config.get("window", 8)))
+    video_settings = ws.settings("ssr", "video", **overrides)
+    ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
+    video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=video_settings.seed)
+    window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
     video_result = train(video_module, list(ssr.temporal_parameters()), _loader(video_data, video_settings),
                          video_settings, ws.root / "ssr" / "video", resume, "ssr-video")
@@ -395,18 +396,18 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
 def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **overrides) -> dict:
     """Fine-tune a copy of the spatial T2I weights on each style's images (StyleDrop-like data)."""
     settings = ws.settings("style", **overrides)
-    styles = styles or ws.config.get("stages", {}).get("style", {}).get("styles", [])
+    styles = styles or list(ws.config.stage("style").styles)
     if not styles:
         raise ValueError("no styles to train: set stages.style.styles in the config or pass --styles")
     text_encoder = ws.text_encoder()
-    _, height, width = ws.model["base_resolution"]
+    _, height, width = ws.model.base_resolution
     results = {}
     # Start from the base's spatial weights: W_orig of the interpolation (the same as the T2I's when the
     # video stages kept it frozen, the video-tuned ones when they trained it).
     original = ws.load_stunet("base").t2i if (ws.pipeline / "base" / "config.json").is_file() else ws.t2i_unet()
     for style in styles:
         unet = copy.deepcopy(original).requires_grad_(True)
-        module = T2IModule(unet, text_encoder, ws.objective(), train_text_encoder=False)
+        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False)
         data = _PlainCaptions(image_dataset(ws.config, height, width, style=style))
         results[style] = train(module, list(unet.parameters()), _loader(data, settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")

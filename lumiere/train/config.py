@@ -1,0 +1,151 @@
+"""A training config (``configs/*.json``) parsed once into dataclasses.
+
+Every section rejects keys it does not know, naming the key and the allowed ones, so a typo fails
+when the run starts rather than training hours with a default; keys starting with "_" are comments.
+The sections handed whole to another constructor (``t2i.unet`` to diffusers, ``temporal`` to
+``inflate``, ``scheduler`` to the diffusers scheduler) stay dicts: those check their own keys.
+
+Layout::
+
+    {"output_dir": ..., "data": DataConfig, "model": ModelConfig,
+     "train": TrainSettings shared by every stage,
+     "stages": {stage: StageConfig = TrainSettings overrides + the stage's own keys}}
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from ..options import GenerationDefaults, SSROptions, check_keys
+from .loop import TrainSettings
+
+STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
+DATA_TYPES = ("procedural", "real")
+TEXT_ENCODER_KEYS = ("hidden_size", "num_layers", "num_heads", "max_length", "pretrained", "tokenizer", "subfolder",
+                     "tokenizer_subfolder")
+T2I_KEYS = ("unet", "pretrained", "subfolder")
+# Keys a stage has besides TrainSettings: the SSR stage's crop, window and two phases; the style list.
+STAGE_KEYS = {"ssr": ("crop", "train_window", "image", "video"), "style": ("styles",)}
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training clips come from: the procedural world, or a folder of real videos + a CSV."""
+
+    type: str = "procedural"
+    seed: int = 0
+    length: int = 1_000_000   # procedural: items per epoch
+    root: str | None = None    # real: the folder the metadata's paths are relative to
+    metadata: str | None = None  # real: CSV/JSON with path,caption rows
+    fps: float | None = None   # real: clip frame rate (None: the model's fps)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "DataConfig":
+        data = cls(**check_keys(values, _fields(cls), "data"))
+        if data.type not in DATA_TYPES:
+            raise InputError(f"data.type must be one of {', '.join(DATA_TYPES)}, got {data.type!r}")
+        if data.type == "real" and not (data.root and data.metadata):
+            raise InputError("data.type 'real' needs data.root and data.metadata")
+        return data
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model a run trains, checked; ``source`` is the section as written (``build`` takes dicts)."""
+
+    base_resolution: tuple[int, int, int]
+    t2i: dict
+    fps: float = 8
+    text_encoder: dict = field(default_factory=dict)
+    temporal: dict = field(default_factory=dict)
+    ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
+    scheduler: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ssr_options(self) -> SSROptions:
+        return SSROptions.from_config(self.ssr)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = check_keys(values, _fields(cls) - {"source"}, "model")
+        for name in ("base_resolution", "t2i"):
+            if name not in known:
+                raise InputError(f"model.{name} is required")
+        check_keys(known["t2i"], T2I_KEYS, "model.t2i")
+        check_keys(known.get("text_encoder"), TEXT_ENCODER_KEYS, "model.text_encoder")
+        if known.get("ssr") is not None:
+            SSROptions.from_config(known["ssr"])
+        GenerationDefaults.from_config(known.get("defaults"))
+        frames, height, width = (int(v) for v in known["base_resolution"])
+        return cls(**{**known, "base_resolution": (frames, height, width)}, source=values)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage's section of ``stages``: TrainSettings overrides plus the stage's own keys."""
+
+    settings: dict = field(default_factory=dict)  # TrainSettings keys over the config's "train"
+    crop: int = 64                  # ssr: side of the high-res training crops
+    train_window: int | None = None  # ssr: frames per training window (None: the model's ssr.window)
+    image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase
+    video: dict = field(default_factory=dict)  # ssr: ... of the video (temporal layers) phase
+    styles: tuple[str, ...] = ()    # style: the styles to fine-tune
+
+    @classmethod
+    def from_dict(cls, stage: str, values: dict | None) -> "StageConfig":
+        where = f"stages.{stage}"
+        own = STAGE_KEYS.get(stage, ())
+        values = check_keys(values, _fields(TrainSettings) | set(own), where)
+        settings = {k: v for k, v in values.items() if k not in own}
+        for phase in ("image", "video"):
+            check_keys(values.get(phase), _fields(TrainSettings), f"{where}.{phase}")
+        extras = {k: v for k, v in values.items() if k in own}
+        if "styles" in extras:
+            extras["styles"] = tuple(extras["styles"])
+        return cls(settings=settings, **extras)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training config."""
+
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    train: dict = field(default_factory=dict)  # TrainSettings keys shared by every stage
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    output_dir: str | None = None
+
+    def stage(self, name: str) -> StageConfig:
+        return self.stages.get(name, StageConfig())
+
+    def settings(self, stage: str, phase: str | None = None, **overrides) -> TrainSettings:
+        """TrainSettings of ``stage`` (its ``phase``, for the SSR stage's "image" / "video"): the
+        dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None."""
+        section = self.stage(stage)
+        values = {**self.train, **section.settings, **(getattr(section, phase) if phase else {}),
+                  **{k: v for k, v in overrides.items() if v is not None}}
+        return TrainSettings.from_dict(values, f"the {stage} stage's settings")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """Parse and check a whole config.
+
+        Raises:
+            InputError: an unknown key anywhere the run reads, a missing required key, a bad value.
+        """
+        values = check_keys(values, _fields(cls), "the config")
+        if "model" not in values:
+            raise InputError("the config has no 'model' section")
+        TrainSettings.from_dict(values.get("train") or {}, "train")
+        stages = check_keys(values.get("stages"), STAGES, "stages")
+        return cls(model=ModelConfig.from_dict(values["model"]), data=DataConfig.from_dict(values.get("data")),
+                   train=dict(values.get("train") or {}),
+                   stages={name: StageConfig.from_dict(name, section) for name, section in stages.items()},
+                   output_dir=values.get("output_dir"))
