@@ -283,11 +283,16 @@ def mask_from_array(array, threshold: int = 127) -> np.ndarray:
     return luma > threshold
 
 
+def mask_from_pil(image, threshold: int = 127) -> np.ndarray:
+    """Decode a PIL mask picture into bool (H, W) with :func:`mask_from_array`'s rules (any mode;
+    transparency, palette transparency included, counts as an alpha channel)."""
+    has_alpha = "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info)
+    return mask_from_array(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), threshold)
+
+
 def read_mask(path, threshold: int = 127) -> np.ndarray:
     """Read a mask image file into bool (H, W) with :func:`mask_from_array`'s rules."""
-    im = _open_image(path)
-    has_alpha = "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info)
-    return mask_from_array(np.asarray(im.convert("RGBA" if has_alpha else "RGB")), threshold)
+    return mask_from_pil(_open_image(path), threshold)
 
 
 def write_image(path, image) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, InputTypeError
+from .io import mask_from_array, mask_from_pil
 
 
 def _as_uint8_rgb(array: np.ndarray, what: str, ndim: int) -> np.ndarray:
@@ -102,15 +103,17 @@ def video_tensor(video, num_frames: int, height: int, width: int) -> torch.Tenso
 def mask_tensor(mask, num_frames: int, height: int, width: int, source_shape: tuple[int, int] | None = None) -> torch.Tensor:
     """User mask (True = generate) of shape (H, W) or (T, H, W) -> bool (T, H, W) at model resolution.
 
+    bool, or numbers (> 127; 0/1 arrays count as bool); a PIL image or an (H, W, 3/4) picture is
+    decoded by ``io.mask_from_array`` (painted alpha if used, else bright pixels), as mask files are.
     Resized with nearest-neighbour after the same centre crop as the image/video it belongs to.
     """
     if mask is None:
         raise InputError("a mask is required: brush the region to generate")
-    if hasattr(mask, "convert"):  # PIL
-        mask = np.asarray(mask.convert("L")) > 127
+    if hasattr(mask, "convert"):  # a PIL picture
+        mask = mask_from_pil(mask)
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.dtype != bool:
-        mask = mask[..., :3].max(axis=-1)  # an RGB(A) drawing: any painted channel counts
+        mask = mask_from_array(mask)  # an RGB(A) picture: the same rules as a mask file
     if mask.ndim not in (2, 3):
         raise InputError(f"mask must have shape (H, W) or (T, H, W), got {mask.shape}")
     mask = mask.astype(bool) if mask.dtype == bool or mask.max() <= 1 else mask > 127

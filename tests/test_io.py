@@ -136,3 +136,20 @@ def test_read_gif_resamples_and_downscales(tmp_path):
     write_video(path, smooth_video(12, 40, 60), fps=12)
     frames, fps = read_video(path, fps=4, max_frames=3, cover=(20, 20))
     assert frames.shape == (3, 20, 30, 3) and fps == pytest.approx(4)
+
+
+def test_mask_pictures_decode_the_same_from_a_file_an_image_or_an_array(tmp_path):
+    """One decoder (io.mask_from_array) behind read_mask and the applications' mask argument."""
+    from lumiere.preprocessing import mask_tensor
+
+    rgba = np.zeros((16, 16, 4), np.uint8)  # a brushed layer: black paint, alpha marks the stroke
+    rgba[4:12, 2:6, 3] = 200
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[4:12, 2:6] = 255  # white = generate
+    rgb[0:2, 10:14] = (0, 0, 255)  # pure blue is dark (luma 29), so it is not part of the mask
+    for picture in (rgba, rgb):
+        Image.fromarray(picture).save(tmp_path / "mask.png")
+        from_file = read_mask(tmp_path / "mask.png")
+        assert from_file.sum() == 32
+        for given in (picture, Image.open(tmp_path / "mask.png")):
+            assert np.array_equal(mask_tensor(given, 1, 16, 16)[0].numpy(), from_file)
