@@ -23,6 +23,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from ..hub import read_json, read_safetensors
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
                        TextAttentionPool, clip_time_features)
 
@@ -351,8 +352,6 @@ class STUNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "STUNet":
-        from ..hub import read_json, read_safetensors  # local import: hub imports this module
-
         directory = Path(directory)
         model = cls.from_config(read_json(directory / CONFIG_NAME))
         state = read_safetensors(directory / WEIGHTS_NAME)
