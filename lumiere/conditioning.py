@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .models.temporal import frames_to_video, video_to_frames
 
 
 def image_to_video_condition(image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,10 +76,8 @@ def ssr_condition(low: torch.Tensor, size: tuple[int, int], levels: torch.Tensor
     and noised to the augmentation ``levels`` (B,) with ``schedule.add_noise`` and ``noise``
     (B, 3, T, H, W): the model learns to trust the low-res input only as far as its noise level says.
     """
-    b, c, t, h, w = low.shape
-    frames = low.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    up = F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False)
-    up = up.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+    up = F.interpolate(video_to_frames(low), size=tuple(size), mode="bilinear", align_corners=False)
+    up = frames_to_video(up, low.shape[2]).clamp(-1, 1)
     return schedule.add_noise(up, noise.to(up), levels)
 
 

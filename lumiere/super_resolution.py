@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .components import module_device
 from .conditioning import feathered_keep, ssr_condition
 from .models.stunet import STUNet
+from .models.temporal import frames_to_video, video_to_frames
 from .multidiffusion import temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
 from .request import positive_int
@@ -101,10 +102,9 @@ def low_res_projection(high: torch.Tensor, low: torch.Tensor, scale: int, detail
     high - bicubic(down(high)) from the model, scaled by ``detail_gain``; a last nearest-up-sampled
     residual makes every s x s block mean equal ``low`` exactly (it is tiny: bicubic nearly keeps means).
     """
-    batch, channels, frames, height, width = high.shape
-    flat = high.transpose(1, 2).reshape(batch * frames, channels, height, width)
-    target = low.to(high).expand(batch, -1, -1, -1, -1).transpose(1, 2).reshape(flat.shape[0], channels,
-                                                                               height // scale, width // scale)
+    batch, frames = high.shape[0], high.shape[2]
+    flat = video_to_frames(high)
+    target = video_to_frames(low.to(high).expand(batch, -1, -1, -1, -1))
 
     def up(x):
         return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
@@ -112,4 +112,4 @@ def low_res_projection(high: torch.Tensor, low: torch.Tensor, scale: int, detail
     flat = up(target) + detail_gain * (flat - up(F.avg_pool2d(flat, scale)))
     residual = target - F.avg_pool2d(flat, scale)
     flat = flat + residual.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-    return flat.reshape(batch, frames, channels, height, width).transpose(1, 2)
+    return frames_to_video(flat, frames)

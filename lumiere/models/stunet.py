@@ -25,7 +25,7 @@ from torch import nn
 
 from ..hub import read_json, read_safetensors
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
-                       TextAttentionPool, clip_time_features)
+                       TextAttentionPool, clip_time_features, frames_to_video, video_to_frames)
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D")
 SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D")
@@ -258,7 +258,7 @@ class STUNet(nn.Module):
             return cache[frames]
 
         frames = num_frames
-        x = sample.permute(0, 2, 1, 3, 4).reshape(batch * num_frames, channels, height, width)
+        x = video_to_frames(sample)
         x = unet.conv_in(x)
         skips = [x]
 
@@ -303,7 +303,7 @@ class STUNet(nn.Module):
         if unet.conv_norm_out is not None:
             x = unet.conv_act(unet.conv_norm_out(x))
         x = unet.conv_out(x)
-        return x.view(batch, num_frames, x.shape[1], height, width).permute(0, 2, 1, 3, 4)
+        return frames_to_video(x, num_frames)
 
     # ------------------------------------------------------------------ checkpoints
     @property
