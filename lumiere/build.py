@@ -10,15 +10,16 @@ import copy
 import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
 
-from .errors import MissingFileError
+from .errors import InputError, MissingFileError
 from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
-from .options import SSR_BUILD_KEYS, GenerationDefaults
+from .options import SSR_BUILD_KEYS, GenerationDefaults, SSROptions, check_keys
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -29,6 +30,48 @@ DEFAULT_SCHEDULER = {
     "clip_sample": False,
     "timestep_spacing": "trailing",
 }
+# Keys of the "text_encoder" and "t2i" sections (build_text_encoder / build_t2i_unet read them).
+TEXT_ENCODER_KEYS = ("hidden_size", "num_layers", "num_heads", "max_length", "pretrained", "tokenizer", "subfolder",
+                     "tokenizer_subfolder")
+T2I_KEYS = ("unet", "pretrained", "subfolder")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model config (a training config's "model" section), checked: what ``build_pipeline`` and the
+    training stages build. Sub-sections handed whole to a constructor stay dicts."""
+
+    base_resolution: tuple[int, int, int]
+    t2i: dict
+    fps: float = 8
+    text_encoder: dict = field(default_factory=dict)
+    temporal: dict = field(default_factory=dict)
+    ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
+    scheduler: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def ssr_options(self) -> SSROptions:
+        return SSROptions.from_config(self.ssr)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = check_keys(values, {f.name for f in dataclasses.fields(cls)}, "model")
+        for name in ("base_resolution", "t2i"):
+            if name not in known:
+                raise InputError(f"model.{name} is required")
+        check_keys(known["t2i"], T2I_KEYS, "model.t2i")
+        check_keys(known.get("text_encoder"), TEXT_ENCODER_KEYS, "model.text_encoder")
+        if known.get("ssr") is not None:
+            SSROptions.from_config(known["ssr"])
+        GenerationDefaults.from_config(known.get("defaults"))
+        frames, height, width = (int(v) for v in known["base_resolution"])
+        return cls(**{**known, "base_resolution": (frames, height, width)})
+
+    @classmethod
+    def of(cls, config: "ModelConfig | dict") -> "ModelConfig":
+        """``config`` itself, or parsed from a dict."""
+        return config if isinstance(config, cls) else cls.from_dict(config)
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -76,38 +119,40 @@ def build_ssr_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionMod
     return UNet2DConditionModel(**kwargs)
 
 
-def pipeline_config(config: dict, temporal_downsampling_factor: int) -> dict:
-    """The part of a model config the pipeline needs at inference time (stored in model_index.json).
+def pipeline_config(config: ModelConfig | dict, temporal_downsampling_factor: int) -> dict:
+    """The part of a model config the pipeline needs at inference time (stored in model_index.json,
+    read back as ``options.PipelineConfig``).
 
     ``defaults`` are written out in full (``options.GenerationDefaults`` filled by the config's), so a
     pipeline directory states the settings it runs with.
     """
-    defaults = GenerationDefaults.from_config(config.get("defaults"))
+    model = ModelConfig.of(config)
     return {
-        "base_resolution": list(config["base_resolution"]),
-        "fps": config.get("fps", 8),
+        "base_resolution": list(model.base_resolution),
+        "fps": model.fps,
         "temporal_downsampling_factor": temporal_downsampling_factor,
-        "ssr": {k: v for k, v in config.get("ssr", {}).items() if k not in SSR_BUILD_KEYS},
-        "defaults": dataclasses.asdict(defaults),
+        "ssr": {k: v for k, v in (model.ssr or {}).items() if k not in SSR_BUILD_KEYS},
+        "defaults": dataclasses.asdict(GenerationDefaults.from_config(model.defaults)),
     }
 
 
-def build_pipeline(config: dict, *, words: list[str] | None = None, t2i_unet: UNet2DConditionModel | None = None,
+def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None, t2i_unet: UNet2DConditionModel | None = None,
                    text_encoder: TextEncoder | None = None, with_ssr: bool = True, with_conditional: bool = True,
                    device="cpu", dtype=torch.float32):
     """A pipeline with freshly initialised temporal layers around ``t2i_unet`` (or one built from config)."""
     from .pipeline import LumierePipeline
 
-    text_encoder = text_encoder or build_text_encoder(config.get("text_encoder", {}), words)
-    temporal = config.get("temporal", {})
-    unet = t2i_unet or build_t2i_unet(config["t2i"], text_encoder.hidden_size)
+    model = ModelConfig.of(config)
+    text_encoder = text_encoder or build_text_encoder(model.text_encoder, words)
+    temporal = model.temporal
+    unet = t2i_unet or build_t2i_unet(model.t2i, text_encoder.hidden_size)
     base = inflate(unet, **temporal)
     components = {"text_encoder": text_encoder, "base": base}
     if with_conditional:
         components["conditional"] = inflate(copy.deepcopy(unet), extra_input_channels=unet.config.in_channels + 1, **temporal)
-    if with_ssr and "ssr" in config:
-        ssr_unet = build_ssr_unet(config["ssr"], text_encoder.hidden_size)
+    if with_ssr and model.ssr is not None:
+        ssr_unet = build_ssr_unet(model.ssr, text_encoder.hidden_size)
         components["ssr"] = inflate(ssr_unet, temporal_resize=False, **temporal)
-    return LumierePipeline(config=pipeline_config(config, base.temporal_downsampling_factor),
-                           scheduler_config={**DEFAULT_SCHEDULER, **config.get("scheduler", {})},
+    return LumierePipeline(config=pipeline_config(model, base.temporal_downsampling_factor),
+                           scheduler_config={**DEFAULT_SCHEDULER, **model.scheduler},
                            components=components, device=device, dtype=dtype)

@@ -76,3 +76,14 @@ def test_pipeline_config_rejects_unknown_keys():
         PipelineConfig.from_config({**index["config"], "frame_rate": 8})
     with pytest.raises(InputError, match="unknown key 'windw' in ssr"):
         PipelineConfig.from_config({**index["config"], "ssr": {"windw": 4}})
+
+
+def test_the_bundled_models_index_config_is_what_its_training_config_gives():
+    from lumiere.build import ModelConfig, pipeline_config
+
+    index = json.loads((ROOT / "assets" / "lumiere-tiny" / "model_index.json").read_text())
+    model = _tiny()["model"]
+    assert pipeline_config(model, 4) == index["config"]
+    assert pipeline_config(ModelConfig.from_dict(model), 4) == index["config"]
+    with pytest.raises(InputError, match="unknown key 'temporl' in model; allowed: "):
+        ModelConfig.from_dict({**model, "temporl": {}})

@@ -7,7 +7,7 @@ The sections handed whole to another constructor (``t2i.unet`` to diffusers, ``t
 
 Layout::
 
-    {"output_dir": ..., "data": DataConfig, "model": ModelConfig,
+    {"output_dir": ..., "data": DataConfig, "model": build.ModelConfig,
      "train": TrainSettings shared by every stage,
      "stages": {stage: StageConfig = TrainSettings overrides + the stage's own keys}}
 """
@@ -16,15 +16,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..build import ModelConfig
 from ..errors import InputError
-from ..options import GenerationDefaults, SSROptions, check_keys
+from ..options import check_keys
 from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real")
-TEXT_ENCODER_KEYS = ("hidden_size", "num_layers", "num_heads", "max_length", "pretrained", "tokenizer", "subfolder",
-                     "tokenizer_subfolder")
-T2I_KEYS = ("unet", "pretrained", "subfolder")
 # Keys a stage has besides TrainSettings: the SSR stage's crop, window and two phases; the style list.
 STAGE_KEYS = {"ssr": ("crop", "train_window", "image", "video"), "style": ("styles",)}
 
@@ -52,39 +50,6 @@ class DataConfig:
         if data.type == "real" and not (data.root and data.metadata):
             raise InputError("data.type 'real' needs data.root and data.metadata")
         return data
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The model a run trains, checked; ``source`` is the section as written (``build`` takes dicts)."""
-
-    base_resolution: tuple[int, int, int]
-    t2i: dict
-    fps: float = 8
-    text_encoder: dict = field(default_factory=dict)
-    temporal: dict = field(default_factory=dict)
-    ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
-    scheduler: dict = field(default_factory=dict)
-    defaults: dict = field(default_factory=dict)
-    source: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def ssr_options(self) -> SSROptions:
-        return SSROptions.from_config(self.ssr)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        known = check_keys(values, _fields(cls) - {"source"}, "model")
-        for name in ("base_resolution", "t2i"):
-            if name not in known:
-                raise InputError(f"model.{name} is required")
-        check_keys(known["t2i"], T2I_KEYS, "model.t2i")
-        check_keys(known.get("text_encoder"), TEXT_ENCODER_KEYS, "model.text_encoder")
-        if known.get("ssr") is not None:
-            SSROptions.from_config(known["ssr"])
-        GenerationDefaults.from_config(known.get("defaults"))
-        frames, height, width = (int(v) for v in known["base_resolution"])
-        return cls(**{**known, "base_resolution": (frames, height, width)}, source=values)
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ class Workspace:
         components, styles = pipeline_format.saved_parts(self.pipeline)
         base_config = self.pipeline / "base" / "config.json"
         factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
-        pipeline_format.write_index(self.pipeline, pipeline_config(self.model.source, factor), self.scheduler_config,
+        pipeline_format.write_index(self.pipeline, pipeline_config(self.model, factor), self.scheduler_config,
                                     components, styles)
 
 
