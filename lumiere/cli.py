@@ -219,7 +219,11 @@ def _inflate(args) -> int:
     from .build import load_t2i_unet
     from .models.stunet import inflate
 
-    unet = load_t2i_unet(args.t2i, args.subfolder)
+    try:
+        unet = load_t2i_unet(args.t2i, args.subfolder)
+    except OSError as error:  # diffusers' "not a directory / no such repo / no network": the caller can fix it
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MissingFileError(f"--t2i {args.t2i}: could not load a diffusers U-Net from it ({reason})") from None
     stunet = inflate(unet, temporal_resize=not args.fixed_temporal_resolution,
                      extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0)
     stunet.save_pretrained(args.out)
