@@ -12,9 +12,12 @@ On a Hugging Face Space, ``python app.py`` binds 0.0.0.0 (SPACE_ID is set) and h
 GRADIO_SERVER_PORT; on ZeroGPU the generation call is wrapped with ``spaces.GPU`` (``app.gpu``).
 Building the UI reads the model's JSON configs only; weights load on the first generation.
 
-Modules: ``ui`` (tabs, endpoints, Stop), ``model_manager`` (device/dtype, LRU memory budget, lock,
-OOM retry, cancellation, status), ``inputs`` (server-side validation), ``outputs`` (unique mp4/GIF
-files in Gradio's cache), ``gpu`` (ZeroGPU decorator), ``make_examples`` (renders assets/examples).
+Modules: ``ui`` (one class per tab: its layout, validation and Generate endpoint; Stop, seeds,
+gallery), ``serving`` (per-client queue limit, messages for unreadable requests), ``components`` (inputs
+that hand raw values to ``inputs``), ``inputs`` (server-side validation), ``examples`` (each tab's
+examples and their pre-rendered results), ``model_manager`` (device/dtype, LRU memory budget, lock, OOM
+retry, cancellation, status), ``outputs`` (unique mp4/GIF files in the app's cache), ``gpu`` (ZeroGPU
+decorator), ``make_examples`` (renders assets/examples).
 Tests: ``tests/test_app.py`` (gradio_client), ``tests/test_app_model_manager.py`` (unit),
 ``tests/test_app_browser.py`` (Playwright + Chromium; ``LUMIERE_SCREENSHOT=1`` refreshes
 assets/screenshots/app.png).

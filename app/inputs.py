@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumiere import errors
+
 MAX_VIDEO_SECONDS = 20.0
 MAX_SIDE = 1920                      # longest side of an uploaded video
 MAX_DECODE_PIXELS = 1_300_000_000    # width x height x frames a video may hold (a 20 s 1080p30 clip: 1.24e9)
@@ -35,8 +37,8 @@ FIELD_LABELS = {
 }
 
 
-class InputError(ValueError):
-    """A request the user can fix."""
+class InputError(errors.InputError):
+    """A request the user can fix (a :class:`lumiere.errors.LumiereError`, so the UI catches one family)."""
 
 
 def field(name: str) -> str:

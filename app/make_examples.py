@@ -50,25 +50,21 @@ def render_outputs() -> None:
     seed EXAMPLE_SEED, on the bundled model."""
     import time
 
-    from app.examples import EXAMPLE_SEED, EXAMPLES, OUTPUTS_DIR, output_path
+    from app.examples import EXAMPLE_SEED, OUTPUTS_DIR, output_path
     from app.model_manager import ModelManager
-    from app.ui import Studio
+    from app.ui import TABS, Advanced, Studio
 
     studio = Studio(ModelManager(None))
     OUTPUTS_DIR.mkdir(parents=True, exist_ok=True)
-    for tab, rows in EXAMPLES.items():
-        for index, row in enumerate(rows):
-            values = dict(row, seed=EXAMPLE_SEED)
-            if tab == "stylize":
-                values.setdefault("style", studio.styles[0])
+    for tab in (cls(studio) for cls in TABS):
+        for index, row in enumerate(tab.example_rows()):
             started = time.perf_counter()
-            call, kwargs, fps, _ = studio.prepare(tab, values)
-            if kwargs.pop("reference_image", None):
-                kwargs["reference_image"] = "t2i"
-            video = call(studio.manager.pipe, **kwargs)
-            write_video(output_path(tab, index), video, fps)
-            print(f"{output_path(tab, index).name}: {video.shape}, {time.perf_counter() - started:.1f} s, "
-                  f"{output_path(tab, index).stat().st_size / 1024:.1f} KB")
+            settings = studio.settings(Advanced(seed=EXAMPLE_SEED))
+            job = tab.prepare(settings, **row)
+            video = job.call(studio.manager.pipe, **settings.pipeline_kwargs(EXAMPLE_SEED))
+            write_video(output_path(tab.name, index), video, settings.fps)
+            print(f"{output_path(tab.name, index).name}: {video.shape}, {time.perf_counter() - started:.1f} s, "
+                  f"{output_path(tab.name, index).stat().st_size / 1024:.1f} KB")
 
 
 def main() -> None:

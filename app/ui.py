@@ -1,23 +1,32 @@
 """The Gradio Blocks UI: six tabs, each its inputs, its own advanced settings and one Generate event that
 is also an API endpoint; a session gallery of this visitor's results below.
 
-Endpoint functions keep the parameter names of the API (``prompt``, ``seed``, ``num_frames``, ``steps``,
-``guidance_scale``, ``super_resolve``, ``sampler``, ``fps``, ``image``, ``video``, ``mask``, ``style``,
-``style_weight``, ``strength``) because gradio_client addresses inputs by those names. Each returns
-(mp4 file, seed used as an exact integer); the rest (download files, the seed as text, the gallery entry)
-travels in a gr.State and is shown by a follow-up private event.
+Each tab is one class below (:class:`TextToVideoTab` ... :class:`VideoToVideoTab`) that holds everything
+about it: ``layout()`` builds its inputs, ``prepare()`` validates them into a :class:`Job` (the pipeline
+call), and ``endpoint()`` is its Generate handler and public API endpoint ``/<name>``. The handler's
+parameters are the API's (gradio_client addresses inputs by name) and fix the order of the event's inputs:
+:meth:`Tab.build` lines the components up by those names and refuses to build if one is missing or extra.
+:func:`build_demo` builds the tabs and connects each one the same way (:func:`connect`).
+
+Each endpoint returns (mp4 file, seed used as an exact integer); the rest (download files, the seed as text,
+the gallery entry) travels in a gr.State and is shown by a follow-up private event.
 
 No `from __future__ import annotations` here: Gradio finds ``gr.Request`` parameters by annotation.
 """
+import inspect
 import logging
 import os
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import gradio as gr
 import numpy as np
+
+from lumiere.errors import LumiereError
 
 from . import components as c
 from . import inputs
@@ -25,7 +34,7 @@ from .examples import EXAMPLE_SEED, EXAMPLES, output_path, outputs_available
 from .gpu import gpu
 from .model_manager import GenerationCancelled, ModelManager, OutOfMemory
 from .outputs import save_outputs
-from .serving import GENERATE, LumiereBlocks
+from .serving import GENERATE, SPECIAL_PARAMS, LumiereBlocks
 
 log = logging.getLogger("lumiere.app")
 
@@ -42,16 +51,6 @@ shrinking or circling** over the **sky, grass, sea, night or a plain (black or g
 
 MASK_BRUSH = gr.Brush(colors=["#ff33cc"], default_color="#ff33cc", color_mode="fixed")
 
-TASK_INPUTS = {
-    "text_to_video": ["prompt", "negative_prompt", "reference_guided"],
-    "image_to_video": ["image", "prompt"],
-    "inpaint": ["video", "prompt", "mask", "outpaint", "outpaint_border"],
-    "cinemagraph": ["image", "prompt", "mask"],
-    "stylize": ["prompt", "style", "style_weight"],
-    "video_to_video": ["video", "prompt", "strength"],
-}
-ADVANCED = ["seed", "num_frames", "steps", "guidance_scale", "super_resolve", "sampler", "fps"]
-
 
 def configure_cache_dir() -> str:
     """Give the app its own Gradio cache (uploads, results, cached examples) instead of the host-wide
@@ -65,6 +64,14 @@ def configure_cache_dir() -> str:
     return str(directory)
 
 
+def configure_subprocesses() -> None:
+    """imageio-ffmpeg (which ``lumiere.io.probe_video`` uses) starts ffmpeg with ``preexec_fn=os.setpgrp``:
+    Python code run between fork and exec, which in this many-threaded server can deadlock the child (seen
+    here: a probe hung for minutes and with it the Generate queue; imageio-ffmpeg issue #58). Its own switch
+    turns that off; only Ctrl-C propagation to ffmpeg changes, which a server does not need."""
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
+
 def _default(defaults, key: str, fallback):
     """A model default, whether the pipeline reports them as a dict or as an options object."""
     if isinstance(defaults, dict):
@@ -72,8 +79,49 @@ def _default(defaults, key: str, fallback):
     return getattr(defaults, key, fallback)
 
 
+# ----------------------------------------------------------------------------- one request
+class Advanced(NamedTuple):
+    """The advanced settings every tab shares, as a request sent them (API parameter names, unchecked)."""
+
+    seed: object = ""
+    num_frames: object = None
+    steps: object = None
+    guidance_scale: object = None
+    super_resolve: object = True
+    sampler: object = None
+    fps: object = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The advanced settings, checked; ``seed`` None = draw a random one."""
+
+    seed: int | None
+    num_frames: int
+    steps: int
+    guidance_scale: float
+    super_resolve: bool
+    sampler: str | None
+    fps: float
+
+    def pipeline_kwargs(self, seed: int) -> dict:
+        return dict(seed=seed, num_frames=self.num_frames, num_inference_steps=self.steps,
+                    guidance_scale=self.guidance_scale, super_resolve=self.super_resolve, sampler=self.sampler)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated request: ``call(pipe, **settings)`` returns the video; ``task`` names the components the
+    model manager makes resident (``pipe.components_for``); ``text`` is the prompt, for the caption."""
+
+    task: str
+    call: Callable
+    text: str
+
+
 class Studio:
-    """Request handlers bound to one :class:`ModelManager` (validation -> pipeline call -> files)."""
+    """Request handling bound to one :class:`ModelManager`: the model's facts the tabs need, the shared
+    settings' validation, and one generation (validation -> pipeline call on the device -> files)."""
 
     def __init__(self, manager: ModelManager):
         self.manager = manager
@@ -96,85 +144,25 @@ class Studio:
         self.default_guidance = float(_default(defaults, "guidance_scale", 5.0))
         self.default_sampler = _default(defaults, "sampler", None) or "dpm++"
 
-    # ------------------------------------------------------------------ validation
-    def common(self, v: dict) -> dict:
-        return {
-            "seed": inputs.seed_value(v.get("seed")),
-            "num_frames": inputs.frames_value(v.get("num_frames"), self.base_frames, self.factor),
-            "num_inference_steps": inputs.steps_value(v.get("steps"), self.default_steps),
-            "guidance_scale": inputs.float_value(v.get("guidance_scale"), "guidance_scale", 0.0, 20.0,
-                                                 self.default_guidance),
-            "super_resolve": inputs.flag(v.get("super_resolve"), "super_resolve", True),
-            "sampler": inputs.sampler_value(v.get("sampler")),
-        }
+    def settings(self, advanced: Advanced) -> Settings:
+        """Check the shared settings (raises :class:`inputs.InputError` naming the field)."""
+        return Settings(
+            seed=inputs.seed_value(advanced.seed),
+            num_frames=inputs.frames_value(advanced.num_frames, self.base_frames, self.factor),
+            steps=inputs.steps_value(advanced.steps, self.default_steps),
+            guidance_scale=inputs.float_value(advanced.guidance_scale, "guidance_scale", 0.0, 20.0,
+                                              self.default_guidance),
+            super_resolve=inputs.flag(advanced.super_resolve, "super_resolve", True),
+            sampler=inputs.sampler_value(advanced.sampler),
+            fps=inputs.float_value(advanced.fps, "fps", 1.0, 60.0, self.fps))
 
     def output_cover(self) -> tuple[int, int]:
         return self.height * self.scale, self.width * self.scale
 
-    def prepare(self, task: str, v: dict):
-        """Validate one request: returns (pipeline caller, pipeline kwargs, playback fps, caption)."""
-        kwargs = self.common(v)
-        fps = inputs.float_value(v.get("fps"), "fps", 1.0, 60.0, self.fps)
-        if task == "text_to_video":
-            text = inputs.prompt_text(v.get("prompt"))
-            negative = inputs.optional_text(v.get("negative_prompt"))
-            kwargs["negative_prompt"] = negative or None
-            if inputs.flag(v.get("reference_guided"), "reference_guided", False):
-                kwargs["reference_image"] = "t2i"
-            call = lambda pipe, **kw: pipe.text_to_video(text, **kw)  # noqa: E731
-        elif task == "image_to_video":
-            text = inputs.prompt_text(v.get("prompt"), "how the image should move")
-            picture = inputs.image_array(v.get("image"), "an image to animate")
-            call = lambda pipe, **kw: pipe.image_to_video(picture, text, **kw)  # noqa: E731
-        elif task == "inpaint":
-            text = inputs.prompt_text(v.get("prompt"), "what should appear in the region")
-            outpaint = inputs.flag(v.get("outpaint"), "outpaint", False)
-            border = inputs.float_value(v.get("outpaint_border"), "outpaint_border", 0.05, 0.45, 0.2)
-            frames = inputs.load_video(v.get("video"), kwargs["num_frames"], self.fps, self.output_cover())
-            height, width = frames.shape[1:3]
-            if outpaint:
-                from lumiere.conditioning import outpaint_mask
-
-                region = outpaint_mask(height, width, border).numpy()
-            else:
-                region = inputs.mask_from_editor(v.get("mask"), (height, width))
-                if region is None:
-                    raise inputs.InputError("The mask is empty: brush over the region of the first frame that "
-                                            "should be regenerated, or tick 'Outpaint'.")
-            call = lambda pipe, **kw: pipe.inpaint(frames, region, text, **kw)  # noqa: E731
-        elif task == "cinemagraph":
-            text = inputs.prompt_text(v.get("prompt"), "the motion of the brushed region")
-            image, mask = v.get("image"), v.get("mask")
-            picture = inputs.image_array(image, "an image")
-            shape = picture.shape[:2]
-            if mask is not None:
-                region = inputs.mask_from_editor(inputs.mask_from_image(mask), shape)
-            else:
-                strokes = {"layers": image.get("layers")} if isinstance(image, dict) else None
-                region = inputs.mask_from_editor(strokes, shape)
-            if region is None:
-                raise inputs.InputError("The mask is empty: brush over the part of the image that should move "
-                                        "(or upload a mask where white = moves).")
-            call = lambda pipe, **kw: pipe.cinemagraph(picture, region, text, **kw)  # noqa: E731
-        elif task == "stylize":
-            text = inputs.prompt_text(v.get("prompt"))
-            if not self.styles:
-                raise inputs.InputError("This model has no styles; use the Text to video tab.")
-            kwargs["style"] = inputs.choice(v.get("style"), "style", self.styles)
-            kwargs["style_weight"] = inputs.float_value(v.get("style_weight"), "style_weight", 0.0, 1.0, 0.75)
-            call = lambda pipe, **kw: pipe.text_to_video(text, **kw)  # noqa: E731
-        elif task == "video_to_video":
-            text = inputs.prompt_text(v.get("prompt"), "the new video")
-            kwargs["strength"] = inputs.float_value(v.get("strength"), "strength", 0.0, 1.0, 0.6)
-            frames = inputs.load_video(v.get("video"), kwargs["num_frames"], self.fps, self.output_cover())
-            call = lambda pipe, **kw: pipe.video_to_video(frames, text, **kw)  # noqa: E731
-        else:
-            raise ValueError(f"unknown task {task!r}")
-        return call, kwargs, fps, text
-
-    # ------------------------------------------------------------------ one generation
-    def generate(self, task: str, v: dict, request=None, progress=None):
-        """Validate, run on the device, save files. Returns (mp4, seed, result for the follow-up event)."""
+    def generate(self, name: str, prepare: Callable[[Settings], Job], advanced: Advanced, request=None,
+                 progress=None):
+        """Validate (``prepare`` checks the tab's own inputs), run on the device, save files.
+        Returns (mp4, seed, result for the follow-up event)."""
         if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length)
             progress = lambda *args, **kwargs: None  # noqa: E731
         try:
@@ -182,37 +170,36 @@ class Studio:
         except Exception as error:
             raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable") from None
         try:
-            call, kwargs, fps, text = self.prepare(task, v)
-        except (ValueError, TypeError) as error:
-            log.info("rejected %s request: %s", task, error)
+            settings = self.settings(advanced)
+            job = prepare(settings)
+        except LumiereError as error:  # app.inputs.InputError included; anything else is a bug (logged below)
+            log.info("rejected %s request: %s", name, error)
             raise gr.Error(str(error), title="Check your input", print_exception=False) from None
-        seed = kwargs.pop("seed")
-        if seed is None:
-            seed = secrets.randbelow(2**RANDOM_SEED_BITS)
-        if kwargs.pop("reference_image", None):
-            task, kwargs["reference_image"] = "reference_guided", "t2i"
-        kwargs.update(seed=seed, callback=self.manager.step_callback(eta_reporter(progress)))
+        seed = settings.seed if settings.seed is not None else secrets.randbelow(2**RANDOM_SEED_BITS)
+        kwargs = settings.pipeline_kwargs(seed)
+        kwargs["callback"] = self.manager.step_callback(eta_reporter(progress))
         session = getattr(request, "session_hash", None)
         progress(0, desc="Waiting for the model" if self.manager.busy else "Loading the model")
         try:
-            video = run_on_device(self.manager, task, lambda p: call(p, **kwargs), kwargs["super_resolve"], session)
+            video = run_on_device(self.manager, job.task, lambda pipe: job.call(pipe, **kwargs),
+                                  settings.super_resolve, session)
         except GenerationCancelled:
             raise gr.Error("Generation stopped.", title="Stopped", print_exception=False) from None
         except OutOfMemory as error:
-            log.warning("%s ran out of memory", task)
+            log.warning("%s ran out of memory", name)
             raise gr.Error(str(error), title="Out of memory", print_exception=False) from None
-        except (ValueError, TypeError) as error:
-            log.info("rejected %s request: %s", task, error)
+        except LumiereError as error:
+            log.info("rejected %s request: %s", name, error)
             raise gr.Error(str(error), title="Check your input", print_exception=False) from None
         except Exception:
-            log.exception("%s failed", task)
+            log.exception("%s failed", name)
             raise gr.Error("Generation failed unexpectedly; the details are in the server log. "
                            "Please try again, perhaps with fewer frames.", title="Error",
                            print_exception=False) from None
         progress(1.0, desc="Encoding the video")
-        mp4, gif = save_outputs(video, fps, task, seed)
+        mp4, gif = save_outputs(video, settings.fps, job.task, seed)
         result = {"files": [f for f in (mp4, gif) if f], "seed": str(seed), "mp4": mp4,
-                  "caption": f"{task.replace('_', ' ')} · seed {seed} · {text[:60]}"}
+                  "caption": f"{job.task.replace('_', ' ')} · seed {seed} · {job.text[:60]}"}
         return mp4, seed, result
 
 
@@ -241,7 +228,25 @@ def run_on_device(manager: ModelManager, task: str, fn, super_resolve: bool, ses
     return manager.run(task, fn, super_resolve=super_resolve, session=session)
 
 
-# ----------------------------------------------------------------------------- layout helpers
+# ----------------------------------------------------------------------------- controls every tab has
+@dataclass
+class AdvancedControls:
+    """A tab's 'Advanced settings': ``inputs`` keyed by the API parameter names of :class:`Advanced`."""
+
+    inputs: dict
+    randomize: gr.Checkbox
+    summary: gr.Markdown
+
+
+@dataclass
+class ResultControls:
+    video: gr.Video
+    seed: gr.Number  # the exact seed, the endpoint's second output (hidden)
+    seed_text: gr.Textbox
+    reuse: gr.Button
+    files: gr.File
+
+
 def _summary(studio: Studio, frames, fps, super_resolve) -> str:
     try:
         frames, fps = int(frames), float(fps)
@@ -254,7 +259,7 @@ def _summary(studio: Studio, frames, fps, super_resolve) -> str:
                f" (×{studio.scale} with super-resolution)"))
 
 
-def _advanced(studio: Studio, name: str) -> dict:
+def _advanced(studio: Studio, name: str) -> AdvancedControls:
     """The tab's own advanced settings (seed, duration, fps, steps, guidance, SSR, sampler)."""
     adv: dict = {}
     with gr.Accordion("Advanced settings", open=False, elem_id=f"{name}-advanced"):
@@ -262,7 +267,7 @@ def _advanced(studio: Studio, name: str) -> dict:
             adv["seed"] = c.Textbox("", label="Seed", placeholder="random", max_lines=1, interactive=False,
                                     elem_id=f"{name}-seed", scale=2,
                                     info="A whole number 0 … 2^63−1; blank = random")
-            adv["randomize"] = gr.Checkbox(True, label="Randomize seed", elem_id=f"{name}-randomize", scale=1)
+            randomize = gr.Checkbox(True, label="Randomize seed", elem_id=f"{name}-randomize", scale=1)
         base_seconds = studio.base_frames / studio.fps
         adv["num_frames"] = c.Slider(
             studio.base_frames, inputs.MAX_FRAMES_FACTOR * studio.base_frames, value=studio.base_frames,
@@ -281,20 +286,20 @@ def _advanced(studio: Studio, name: str) -> dict:
             adv["super_resolve"] = c.Checkbox(studio.has_ssr, label=f"Super-resolution (×{studio.scale})",
                                               interactive=studio.has_ssr)
             adv["sampler"] = c.Dropdown(list(inputs.SAMPLERS), value=studio.default_sampler, label="Sampler")
-        adv["summary"] = gr.Markdown(_summary(studio, studio.base_frames, studio.fps, studio.has_ssr))
-    return adv
+        summary = gr.Markdown(_summary(studio, studio.base_frames, studio.fps, studio.has_ssr))
+    return AdvancedControls(adv, randomize, summary)
 
 
-def _outputs(name: str) -> dict:
-    out = {"video": gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=320,
-                             elem_id=f"{name}-result")}
+def _results(name: str) -> ResultControls:
+    video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=320,
+                     elem_id=f"{name}-result")
     with gr.Row():
-        out["seed_text"] = c.Textbox("", label="Seed used", interactive=False, elem_id=f"{name}-seed-used",
-                                     placeholder="(after a run)", scale=3)
-        out["reuse"] = gr.Button("♻ Reuse this seed", size="sm", scale=1, elem_id=f"{name}-reuse")
-    out["seed"] = c.Number(None, label="Seed used (exact)", precision=0, visible=False)
-    out["files"] = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False)
-    return out
+        seed_text = c.Textbox("", label="Seed used", interactive=False, elem_id=f"{name}-seed-used",
+                              placeholder="(after a run)", scale=3)
+        reuse = gr.Button("♻ Reuse this seed", size="sm", scale=1, elem_id=f"{name}-reuse")
+    seed = c.Number(None, label="Seed used (exact)", precision=0, visible=False)
+    files = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False)
+    return ResultControls(video, seed, seed_text, reuse, files)
 
 
 def _buttons():
@@ -304,140 +309,297 @@ def _buttons():
     return go, stop
 
 
-def _examples(studio: Studio, name: str, t: dict, bundled: bool, label: str = "Examples") -> None:
-    """The tab's examples; with the bundled model, clicking one shows its pre-rendered result at once
-    (``app.examples``), so a visitor sees what the tab does before waiting for a generation."""
-    use_cached = bundled and outputs_available(name)
-    rows = EXAMPLES[name]
-    keys = [k for k in TASK_INPUTS[name] if any(k in row for row in rows)]
-    if name == "stylize" and studio.styles:
-        keys = ["prompt", "style", "style_weight"]
-        rows = [{**row, "style": studio.styles[0]} for row in rows]
-    samples = [[row.get(k) for k in keys] for row in rows]
-    components = [t[k] for k in keys]
-    if not use_cached:
-        gr.Examples(samples, inputs=components, label=label)
-        return
-    by_prompt = {row["prompt"]: i for i, row in enumerate(rows)}
-
-    def cached(*values):
-        prompt = values[keys.index("prompt")]
-        return str(output_path(name, by_prompt[prompt])), str(EXAMPLE_SEED)
-
-    # Pre-rendered, so no disk cache of Gradio's own (cache_examples=True): files it cached in an earlier
-    # process are refused (403) by its file-access rules when a later process reuses them.
-    gr.Examples(samples, inputs=components, outputs=[t["out"]["video"], t["out"]["seed_text"]], fn=cached,
-                run_on_click=True, cache_examples=False, preprocess=False,
-                label=label + " (click one to see its result)")
+def input_order(handler: Callable, components: dict) -> list:
+    """The event's input components in the order of the handler's parameters (its API); a parameter without
+    a component, or a component no parameter takes, is a programming error caught when the UI is built."""
+    names = [p for p in inspect.signature(handler).parameters if p not in SPECIAL_PARAMS]
+    missing, unused = [n for n in names if n not in components], [n for n in components if n not in names]
+    if missing or unused:
+        raise TypeError(f"{getattr(handler, '__qualname__', handler)}: parameters without a component: {missing}; "
+                        f"components without a parameter: {unused}")
+    return [components[n] for n in names]
 
 
+# ----------------------------------------------------------------------------- the tabs
+@dataclass
+class TabUI:
+    """What a built tab hands to :func:`connect`: its handler and the inputs in the handler's order."""
+
+    name: str
+    handler: Callable
+    inputs: list
+    components: dict  # API parameter name -> component (the tab's own inputs and the advanced settings)
+    advanced: AdvancedControls
+    result: ResultControls
+    go: gr.Button
+    stop: gr.Button
+
+
+class Tab:
+    """One tab. A subclass sets ``name`` (the tab id and the API endpoint ``/<name>``) and ``label``, and
+    defines ``layout()`` (its own inputs, keyed by the endpoint's parameter names), ``prepare()`` (those
+    inputs, checked, as a :class:`Job`) and ``endpoint()`` (the Generate handler: the tab's inputs, then the
+    :class:`Advanced` settings, then ``request``/``progress``)."""
+
+    name: str
+    label: str
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def layout(self) -> dict:
+        raise NotImplementedError
+
+    def prepare(self, settings: Settings, **values) -> Job:
+        raise NotImplementedError
+
+    endpoint: Callable
+
+    def generate(self, prepare: Callable[[Settings], Job], advanced: Advanced, request, progress):
+        return self.studio.generate(self.name, prepare, advanced, request, progress)
+
+    def example_rows(self) -> list[dict]:
+        """This tab's examples as {API parameter: value} (``app.examples``)."""
+        return EXAMPLES[self.name]
+
+    def build(self, bundled: bool = False) -> TabUI:
+        with gr.Tab(self.label, id=self.name):
+            with gr.Row():
+                with gr.Column():
+                    own = self.layout()
+                    advanced = _advanced(self.studio, self.name)
+                    go, stop = _buttons()
+                with gr.Column():
+                    result = _results(self.name)
+            components = {**own, **advanced.inputs}
+            ui = TabUI(self.name, self.endpoint, input_order(self.endpoint, components), components, advanced,
+                       result, go, stop)
+            self._examples(ui, bundled)
+        return ui
+
+    def _examples(self, ui: TabUI, bundled: bool) -> None:
+        """The tab's examples; with the bundled model, clicking one shows its pre-rendered result at once
+        (``app.examples``), so a visitor sees what the tab does before waiting for a generation."""
+        rows = self.example_rows()
+        names = [p for p in inspect.signature(self.endpoint).parameters if any(p in row for row in rows)]
+        samples = [[row.get(k) for k in names] for row in rows]
+        components = [ui.components[k] for k in names]
+        if not (bundled and outputs_available(self.name)):
+            gr.Examples(samples, inputs=components, label="Examples")
+            return
+        by_prompt = {row["prompt"]: i for i, row in enumerate(rows)}
+        tab = self.name
+
+        def cached(*values):
+            prompt = values[names.index("prompt")]
+            return str(output_path(tab, by_prompt[prompt])), str(EXAMPLE_SEED)
+
+        # Pre-rendered, so no disk cache of Gradio's own (cache_examples=True): files it cached in an earlier
+        # process are refused (403) by its file-access rules when a later process reuses them.
+        gr.Examples(samples, inputs=components, outputs=[ui.result.video, ui.result.seed_text], fn=cached,
+                    run_on_click=True, cache_examples=False, preprocess=False,
+                    label="Examples (click one to see its result)")
+
+
+class TextToVideoTab(Tab):
+    name, label = "text_to_video", "Text to video"
+
+    def layout(self) -> dict:
+        return {
+            "prompt": c.Textbox(label="Prompt", lines=2, elem_id="t2v-prompt",
+                                placeholder="a red circle bouncing on the grass"),
+            "negative_prompt": c.Textbox("", label="Negative prompt", placeholder="(optional)"),
+            "reference_guided": c.Checkbox(
+                False, label="Reference-guided: draw the first frame with the image model, then animate it"),
+        }
+
+    def prepare(self, settings, prompt=None, negative_prompt="", reference_guided=False) -> Job:
+        text = inputs.prompt_text(prompt)
+        negative = inputs.optional_text(negative_prompt) or None
+        if inputs.flag(reference_guided, "reference_guided", False):
+            return Job("reference_guided", lambda pipe, **kw: pipe.text_to_video(
+                text, negative_prompt=negative, reference_image="t2i", **kw), text)
+        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, negative_prompt=negative, **kw), text)
+
+    def endpoint(self, prompt, negative_prompt="", reference_guided=False, seed="", num_frames=None, steps=None,
+                 guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, prompt, negative_prompt, reference_guided),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+class ImageToVideoTab(Tab):
+    name, label = "image_to_video", "Image to video"
+
+    def layout(self) -> dict:
+        return {
+            "image": c.Image(label="First frame", type="filepath", image_mode=None, height=260, elem_id="i2v-image"),
+            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right"),
+        }
+
+    def prepare(self, settings, image=None, prompt=None) -> Job:
+        text = inputs.prompt_text(prompt, "how the image should move")
+        picture = inputs.image_array(image, "an image to animate")
+        return Job(self.name, lambda pipe, **kw: pipe.image_to_video(picture, text, **kw), text)
+
+    def endpoint(self, image, prompt, seed="", num_frames=None, steps=None, guidance_scale=None, super_resolve=True,
+                 sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, image, prompt),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+class InpaintTab(Tab):
+    name, label = "inpaint", "Inpainting"
+
+    def layout(self) -> dict:
+        video = gr.Video(label="Video", sources=["upload"], height=220)
+        mask = c.ImageEditor(
+            type="filepath", label="Brush the region to regenerate (on the first frame; applies to every frame)",
+            image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False,
+            height=300, elem_id="inpaint-editor")
+        prompt = c.Textbox(label="Prompt", lines=2, placeholder="a green square moving left")
+        with gr.Row():
+            outpaint = c.Checkbox(False, label="Outpaint: generate a border around the video instead")
+            border = c.Slider(0.05, 0.45, value=0.2, step=0.05, label="Border (fraction of each side)")
+        video.upload(_first_frame, video, mask, api_visibility="private")  # brush on the upload's first frame
+        return {"video": video, "prompt": prompt, "mask": mask, "outpaint": outpaint, "outpaint_border": border}
+
+    def prepare(self, settings, video=None, prompt=None, mask=None, outpaint=False, outpaint_border=0.2) -> Job:
+        text = inputs.prompt_text(prompt, "what should appear in the region")
+        outpaint = inputs.flag(outpaint, "outpaint", False)
+        border = inputs.float_value(outpaint_border, "outpaint_border", 0.05, 0.45, 0.2)
+        frames = inputs.load_video(video, settings.num_frames, self.studio.fps, self.studio.output_cover())
+        height, width = frames.shape[1:3]
+        if outpaint:
+            from lumiere.conditioning import outpaint_mask
+
+            region = outpaint_mask(height, width, border).numpy()
+        else:
+            region = inputs.mask_from_editor(mask, (height, width))
+            if region is None:
+                raise inputs.InputError("The mask is empty: brush over the region of the first frame that "
+                                        "should be regenerated, or tick 'Outpaint'.")
+        return Job(self.name, lambda pipe, **kw: pipe.inpaint(frames, region, text, **kw), text)
+
+    def endpoint(self, video, prompt, mask=None, outpaint=False, outpaint_border=0.2, seed="", num_frames=None,
+                 steps=None, guidance_scale=None, super_resolve=True, sampler=None, fps=None,
+                 request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, video, prompt, mask, outpaint, outpaint_border),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+class CinemagraphTab(Tab):
+    name, label = "cinemagraph", "Cinemagraph"
+
+    def layout(self) -> dict:
+        image = c.ImageEditor(
+            type="filepath", label="Upload an image, then brush the region that should move", image_mode="RGBA",
+            sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False, height=320,
+            elem_id="cinemagraph-editor")
+        prompt = c.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
+        with gr.Accordion("Or upload a mask (white = moves)", open=False):
+            mask = c.Image(label="Mask", type="filepath", image_mode=None, height=160)
+        return {"image": image, "prompt": prompt, "mask": mask}
+
+    def prepare(self, settings, image=None, prompt=None, mask=None) -> Job:
+        text = inputs.prompt_text(prompt, "the motion of the brushed region")
+        picture = inputs.image_array(image, "an image")
+        shape = picture.shape[:2]
+        if mask is not None:
+            region = inputs.mask_from_editor(inputs.mask_from_image(mask), shape)
+        else:
+            strokes = {"layers": image.get("layers")} if isinstance(image, dict) else None
+            region = inputs.mask_from_editor(strokes, shape)
+        if region is None:
+            raise inputs.InputError("The mask is empty: brush over the part of the image that should move "
+                                    "(or upload a mask where white = moves).")
+        return Job(self.name, lambda pipe, **kw: pipe.cinemagraph(picture, region, text, **kw), text)
+
+    def endpoint(self, image, prompt, mask=None, seed="", num_frames=None, steps=None, guidance_scale=None,
+                 super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, image, prompt, mask),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+class StylizeTab(Tab):
+    name, label = "stylize", "Stylized"
+
+    def layout(self) -> dict:
+        styles = self.studio.styles
+        return {
+            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="an orange circle bouncing"),
+            "style": c.Dropdown(styles, value=styles[0] if styles else None, label="Style",
+                                info=None if styles else "This model has no styles."),
+            "style_weight": c.Slider(0.0, 1.0, value=0.75, step=0.05, label="Style weight α (useful range 0.5–1)",
+                                     info="0 = the plain model, 1 = the full style"),
+        }
+
+    def prepare(self, settings, prompt=None, style=None, style_weight=0.75) -> Job:
+        text = inputs.prompt_text(prompt)
+        if not self.studio.styles:
+            raise inputs.InputError("This model has no styles; use the Text to video tab.")
+        name = inputs.choice(style, "style", self.studio.styles)
+        weight = inputs.float_value(style_weight, "style_weight", 0.0, 1.0, 0.75)
+        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, style=name, style_weight=weight, **kw),
+                   text)
+
+    def example_rows(self) -> list[dict]:
+        styles = self.studio.styles
+        return [{**row, "style": styles[0]} for row in EXAMPLES[self.name]] if styles else EXAMPLES[self.name]
+
+    def endpoint(self, prompt, style=None, style_weight=0.75, seed="", num_frames=None, steps=None,
+                 guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, prompt, style, style_weight),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+class VideoToVideoTab(Tab):
+    name, label = "video_to_video", "Video to video"
+
+    def layout(self) -> dict:
+        return {
+            "video": gr.Video(label="Video", sources=["upload"], height=220),
+            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="a purple square moving right"),
+            "strength": c.Slider(0.0, 1.0, value=0.6, step=0.05,
+                                 label="Strength (0 = keep the input, 1 = ignore it)"),
+        }
+
+    def prepare(self, settings, video=None, prompt=None, strength=0.6) -> Job:
+        text = inputs.prompt_text(prompt, "the new video")
+        amount = inputs.float_value(strength, "strength", 0.0, 1.0, 0.6)
+        frames = inputs.load_video(video, settings.num_frames, self.studio.fps, self.studio.output_cover())
+        return Job(self.name, lambda pipe, **kw: pipe.video_to_video(frames, text, strength=amount, **kw), text)
+
+    def endpoint(self, video, prompt, strength=0.6, seed="", num_frames=None, steps=None, guidance_scale=None,
+                 super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, video, prompt, strength),
+                             Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
+                             request, progress)
+
+
+TABS: tuple[type[Tab], ...] = (TextToVideoTab, ImageToVideoTab, InpaintTab, CinemagraphTab, StylizeTab,
+                               VideoToVideoTab)
+
+
+# ----------------------------------------------------------------------------- the page
 def build_demo(manager: ModelManager) -> gr.Blocks:
     """The app. Nothing heavy happens here: weights load on the first generation."""
     configure_cache_dir()
+    configure_subprocesses()
     studio = Studio(manager)
     bundled = manager.model is None and manager.try_pipe() is not None \
         and os.environ.get("LUMIERE_CACHED_EXAMPLES", "1") != "0"
 
     with LumiereBlocks(title="Lumiere", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(ABOUT)
-        tabs: dict[str, dict] = {}
         with gr.Tabs():
-            with gr.Tab("Text to video", id="text_to_video"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"prompt": c.Textbox(label="Prompt", lines=2, elem_id="t2v-prompt",
-                                                 placeholder="a red circle bouncing on the grass")}
-                        t["negative_prompt"] = c.Textbox("", label="Negative prompt", placeholder="(optional)")
-                        t["reference_guided"] = c.Checkbox(
-                            False,
-                            label="Reference-guided: draw the first frame with the image model, then animate it")
-                        t["adv"] = _advanced(studio, "text_to_video")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("text_to_video")
-                _examples(studio, "text_to_video", t, bundled)
-                tabs["text_to_video"] = t
-
-            with gr.Tab("Image to video", id="image_to_video"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"image": c.Image(label="First frame", type="filepath", image_mode=None, height=260,
-                                           elem_id="i2v-image")}
-                        t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right")
-                        t["adv"] = _advanced(studio, "image_to_video")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("image_to_video")
-                _examples(studio, "image_to_video", t, bundled)
-                tabs["image_to_video"] = t
-
-            with gr.Tab("Inpainting", id="inpaint"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"video": gr.Video(label="Video", sources=["upload"], height=220)}
-                        t["mask"] = c.ImageEditor(
-                            type="filepath", label="Brush the region to regenerate (on the first frame; applies to every frame)",
-                            image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False,
-                            height=300, elem_id="inpaint-editor")
-                        t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a green square moving left")
-                        with gr.Row():
-                            t["outpaint"] = c.Checkbox(False, label="Outpaint: generate a border around the video instead")
-                            t["outpaint_border"] = c.Slider(0.05, 0.45, value=0.2, step=0.05,
-                                                            label="Border (fraction of each side)")
-                        t["adv"] = _advanced(studio, "inpaint")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("inpaint")
-                _examples(studio, "inpaint", t, bundled)
-                tabs["inpaint"] = t
-
-            with gr.Tab("Cinemagraph", id="cinemagraph"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"image": c.ImageEditor(
-                            type="filepath", label="Upload an image, then brush the region that should move",
-                            image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH,
-                            transforms=(), layers=False, height=320, elem_id="cinemagraph-editor")}
-                        t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
-                        with gr.Accordion("Or upload a mask (white = moves)", open=False):
-                            t["mask"] = c.Image(label="Mask", type="filepath", image_mode=None, height=160)
-                        t["adv"] = _advanced(studio, "cinemagraph")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("cinemagraph")
-                _examples(studio, "cinemagraph", t, bundled)
-                tabs["cinemagraph"] = t
-
-            with gr.Tab("Stylized", id="stylize"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"prompt": c.Textbox(label="Prompt", lines=2, placeholder="an orange circle bouncing")}
-                        t["style"] = c.Dropdown(studio.styles, value=studio.styles[0] if studio.styles else None,
-                                                label="Style", info=None if studio.styles else
-                                                "This model has no styles.")
-                        t["style_weight"] = c.Slider(0.0, 1.0, value=0.75, step=0.05,
-                                                     label="Style weight α (useful range 0.5–1)",
-                                                     info="0 = the plain model, 1 = the full style")
-                        t["adv"] = _advanced(studio, "stylize")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("stylize")
-                _examples(studio, "stylize", t, bundled)
-                tabs["stylize"] = t
-
-            with gr.Tab("Video to video", id="video_to_video"):
-                with gr.Row():
-                    with gr.Column():
-                        t = {"video": gr.Video(label="Video", sources=["upload"], height=220)}
-                        t["prompt"] = c.Textbox(label="Prompt", lines=2, placeholder="a purple square moving right")
-                        t["strength"] = c.Slider(0.0, 1.0, value=0.6, step=0.05,
-                                                 label="Strength (0 = keep the input, 1 = ignore it)")
-                        t["adv"] = _advanced(studio, "video_to_video")
-                        t["go"], t["stop"] = _buttons()
-                    with gr.Column():
-                        t["out"] = _outputs("video_to_video")
-                _examples(studio, "video_to_video", t, bundled)
-                tabs["video_to_video"] = t
+            tabs = [tab(studio).build(bundled) for tab in TABS]
 
         with gr.Accordion("Your results (this session)", open=True):
             history = gr.Gallery(label="Results", show_label=False, columns=6, height=200, object_fit="contain",
@@ -450,7 +612,8 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                 refresh = gr.Button("Refresh", size="sm")
                 free = gr.Button("Free model memory", size="sm")
 
-        _wire(studio, tabs, history, history_state)
+        for ui in tabs:
+            connect(studio, ui, history, history_state)
         refresh.click(manager.status_markdown, None, status, queue=False, api_visibility="private")
 
         def free_memory():
@@ -463,52 +626,6 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
     return demo
 
 
-def _endpoints(studio: Studio) -> dict:
-    """One public function per tab, with the API's parameter names (gradio_client addresses them by name)."""
-
-    def text_to_video(prompt, negative_prompt="", reference_guided=False, seed="", num_frames=None, steps=None,
-                      guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
-                      progress=gr.Progress()):
-        return studio.generate("text_to_video", dict(
-            prompt=prompt, negative_prompt=negative_prompt, reference_guided=reference_guided, seed=seed,
-            num_frames=num_frames, steps=steps, guidance_scale=guidance_scale, super_resolve=super_resolve,
-            sampler=sampler, fps=fps), request, progress)
-
-    def image_to_video(image, prompt, seed="", num_frames=None, steps=None, guidance_scale=None, super_resolve=True,
-                       sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return studio.generate("image_to_video", dict(
-            image=image, prompt=prompt, seed=seed, num_frames=num_frames, steps=steps, guidance_scale=guidance_scale,
-            super_resolve=super_resolve, sampler=sampler, fps=fps), request, progress)
-
-    def inpaint(video, prompt, mask=None, outpaint=False, outpaint_border=0.2, seed="", num_frames=None, steps=None,
-                guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
-                progress=gr.Progress()):
-        return studio.generate("inpaint", dict(
-            video=video, prompt=prompt, mask=mask, outpaint=outpaint, outpaint_border=outpaint_border, seed=seed,
-            num_frames=num_frames, steps=steps, guidance_scale=guidance_scale, super_resolve=super_resolve,
-            sampler=sampler, fps=fps), request, progress)
-
-    def cinemagraph(image, prompt, mask=None, seed="", num_frames=None, steps=None, guidance_scale=None,
-                    super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return studio.generate("cinemagraph", dict(
-            image=image, prompt=prompt, mask=mask, seed=seed, num_frames=num_frames, steps=steps,
-            guidance_scale=guidance_scale, super_resolve=super_resolve, sampler=sampler, fps=fps), request, progress)
-
-    def stylize(prompt, style=None, style_weight=0.75, seed="", num_frames=None, steps=None, guidance_scale=None,
-                super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return studio.generate("stylize", dict(
-            prompt=prompt, style=style, style_weight=style_weight, seed=seed, num_frames=num_frames, steps=steps,
-            guidance_scale=guidance_scale, super_resolve=super_resolve, sampler=sampler, fps=fps), request, progress)
-
-    def video_to_video(video, prompt, strength=0.6, seed="", num_frames=None, steps=None, guidance_scale=None,
-                       super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return studio.generate("video_to_video", dict(
-            video=video, prompt=prompt, strength=strength, seed=seed, num_frames=num_frames, steps=steps,
-            guidance_scale=guidance_scale, super_resolve=super_resolve, sampler=sampler, fps=fps), request, progress)
-
-    return {fn.__name__: fn for fn in (text_to_video, image_to_video, inpaint, cinemagraph, stylize, video_to_video)}
-
-
 def _show_result(result, history):
     """After a run: the seed as exact text, the download files, and the session gallery."""
     if not result:
@@ -517,14 +634,14 @@ def _show_result(result, history):
     return result["seed"], result["files"], history, history
 
 
-def _wire(studio: Studio, tabs: dict, history, history_state) -> None:
-    """Connect each tab's Generate (a public endpoint), Stop, seed controls and summary (private)."""
+def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
+    """A tab's events: Generate (its public endpoint ``/<name>``), then the result's follow-up; Stop; the
+    seed controls; the output summary (all private)."""
     manager = studio.manager
-    endpoints = _endpoints(studio)
+    adv, out = ui.advanced, ui.result
 
     def stop(request: gr.Request):
-        stopped = manager.cancel(getattr(request, "session_hash", None))
-        if stopped:
+        if manager.cancel(getattr(request, "session_hash", None)):
             gr.Info("Stopping after the current denoising step…")
 
     def randomize_changed(randomize):
@@ -536,27 +653,19 @@ def _wire(studio: Studio, tabs: dict, history, history_state) -> None:
             return gr.skip(), gr.skip()
         return gr.update(value=seed_text, interactive=True), False
 
-    for name, names in TASK_INPUTS.items():
-        tab = tabs[name]
-        adv, out = tab["adv"], tab["out"]
-        result = gr.State()
-        event = tab["go"].click(endpoints[name], [tab[n] for n in names] + [adv[k] for k in ADVANCED],
-                                [out["video"], out["seed"], result], api_name=name, concurrency_limit=1,
-                                concurrency_id=GENERATE)
-        event.success(_show_result, [result, history_state], [out["seed_text"], out["files"], history, history_state],
-                      queue=False, api_visibility="private")
-        tab["stop"].click(stop, None, None, cancels=[event], queue=False, api_visibility="private")
-        adv["randomize"].change(randomize_changed, adv["randomize"], adv["seed"], queue=False,
-                                api_visibility="private")
-        out["reuse"].click(reuse_seed, out["seed_text"], [adv["seed"], adv["randomize"]], queue=False,
-                           api_visibility="private")
-        summary_inputs = [adv["num_frames"], adv["fps"], adv["super_resolve"]]
-        for component in summary_inputs:
-            component.change(lambda f, r, s: _summary(studio, f, r, s), summary_inputs, adv["summary"], queue=False,
-                             api_visibility="private")
-
-    inpaint_tab = tabs["inpaint"]
-    inpaint_tab["video"].upload(_first_frame, inpaint_tab["video"], inpaint_tab["mask"], api_visibility="private")
+    result = gr.State()
+    event = ui.go.click(ui.handler, ui.inputs, [out.video, out.seed, result], api_name=ui.name, concurrency_limit=1,
+                        concurrency_id=GENERATE)
+    event.success(_show_result, [result, history_state], [out.seed_text, out.files, history, history_state],
+                  queue=False, api_visibility="private")
+    ui.stop.click(stop, None, None, cancels=[event], queue=False, api_visibility="private")
+    adv.randomize.change(randomize_changed, adv.randomize, adv.inputs["seed"], queue=False, api_visibility="private")
+    out.reuse.click(reuse_seed, out.seed_text, [adv.inputs["seed"], adv.randomize], queue=False,
+                    api_visibility="private")
+    summary_inputs = [adv.inputs["num_frames"], adv.inputs["fps"], adv.inputs["super_resolve"]]
+    for component in summary_inputs:
+        component.change(lambda f, r, s: _summary(studio, f, r, s), summary_inputs, adv.summary, queue=False,
+                         api_visibility="private")
 
 
 def _first_frame(video):
