@@ -228,6 +228,9 @@ def test_bad_files_and_values_name_the_field_and_the_fix(served, tmp_path, capfd
     expect_error(client, "Prompt must be text, got a list", prompt=["a red circle"], api_name="/text_to_video", **FAST)
     expect_error(client, "Frames (num_frames) must be a whole number, got 16.5", num_frames=16.5, **FAST, **t2v)
     expect_error(client, "Playback fps (fps) must be between 1 and 60, got 0", fps=0, **FAST, **t2v)
+    expect_error(client, "Guidance scale must be between 0 and 20, got 50", guidance_scale=50, **FAST, **t2v)
+    expect_error(client, "Strength must be between 0 and 1, got 2", video=handle_file(str(EXAMPLES / "red_triangle_sky.mp4")),
+                 prompt="a red circle", strength=2, api_name="/video_to_video", **FAST)
     image_path = str(image)
     expect_error(client, "Image got", image=image_path, **i2v)  # a server path, not an upload
     out, err = capfd.readouterr()
@@ -330,6 +333,40 @@ def test_uploaded_video_decodes_only_what_the_model_uses(tmp_path):
     assert short.shape[0] == 24  # the whole 3 s clip at 8 fps; the pipeline stretches it
 
 
+RSS_PROBE = """
+import resource, sys
+from app import inputs
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+frames = inputs.load_video(sys.argv[1], int(sys.argv[2]), 8.0, (128, 128))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(frames.shape[0], (after - before) // 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+def test_small_high_fps_upload_keeps_peak_memory_bounded(tmp_path):
+    """A 34 KB 1280x720 / 60 fps / 19 s clip passes the header checks (1.05 billion pixels) and would decode
+    to 3.1 GB of RGB frames. Decoding what the longest request uses (64 frames at 8 fps, scaled to cover the
+    128x128 output) must raise the app process's peak RSS by under 64 MB, with the ffmpeg decoder under
+    256 MB (measured: +12 MB and 78 MB)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    clip = tmp_path / "bomb.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=c=blue:size=1280x720:rate=60:duration=19", "-vf",
+                    "drawbox=x='mod(t*600,1200)':y=300:w=80:h=80:color=red:t=fill", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    assert clip.stat().st_size < 300_000
+    probe = subprocess.run([sys.executable, "-c", RSS_PROBE, str(clip), "64"], capture_output=True, text=True,
+                           cwd=ROOT, check=True)
+    frames, python_growth_mb, decoder_peak_mb = map(int, probe.stdout.split())
+    assert frames == 64
+    assert python_growth_mb < 64, f"decoding raised the peak RSS by {python_growth_mb} MB"
+    assert decoder_peak_mb < 256, f"the decoder peaked at {decoder_peak_mb} MB"
+
+
 def test_app_has_its_own_gradio_cache_dir(monkeypatch, tmp_path):
     from app.ui import configure_cache_dir
 
@@ -347,10 +384,30 @@ def test_app_has_its_own_gradio_cache_dir(monkeypatch, tmp_path):
     assert configure_cache_dir() == str(tmp_path / "mine")
 
 
-def test_admin_actions_are_not_public(served):
+def test_ffmpeg_probes_do_not_run_python_between_fork_and_exec(served):
+    """The app probes uploads with imageio-ffmpeg, whose default preexec_fn can deadlock a forked child in a
+    threaded server (observed: a probe hung and blocked the Generate queue); the app turns it off."""
+    from imageio_ffmpeg._utils import _popen_kwargs
+
+    assert _popen_kwargs(prevent_sigint=True)["preexec_fn"] is None
+
+
+ADVANCED_PARAMS = ["seed", "num_frames", "steps", "guidance_scale", "super_resolve", "sampler", "fps"]
+API = {  # the public contract (docs/api.md): each endpoint's parameters, in order
+    "/text_to_video": ["prompt", "negative_prompt", "reference_guided"] + ADVANCED_PARAMS,
+    "/image_to_video": ["image", "prompt"] + ADVANCED_PARAMS,
+    "/inpaint": ["video", "prompt", "mask", "outpaint", "outpaint_border"] + ADVANCED_PARAMS,
+    "/cinemagraph": ["image", "prompt", "mask"] + ADVANCED_PARAMS,
+    "/stylize": ["prompt", "style", "style_weight"] + ADVANCED_PARAMS,
+    "/video_to_video": ["video", "prompt", "strength"] + ADVANCED_PARAMS,
+}
+
+
+def test_public_endpoints_and_their_parameters(served):
+    """Only the six Generate endpoints are public (no admin actions), each with its documented parameters."""
     client, _, _ = served
-    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert names == {"/text_to_video", "/image_to_video", "/inpaint", "/cinemagraph", "/stylize", "/video_to_video"}
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()} == API
 
 
 # ----------------------------------------------------------------------------- app.py

@@ -88,9 +88,12 @@ def wait_for_result(page, tab: str, previous: str | None = None) -> str:
 
 
 def save_screenshot(page) -> None:
+    """The top of the page (title, every tab name, the tab's inputs and its result) as a small PNG."""
     from PIL import Image
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOT), full_page=False)
     image = Image.open(SCREENSHOT).convert("RGB")
     image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(SCREENSHOT, optimize=True)
@@ -109,17 +112,28 @@ def magenta_fraction(png: bytes) -> float:
     return float(((r > g + 60) & (b > g + 40)).mean())
 
 
+TAB_NAMES = ["Text to video", "Image to video", "Inpainting", "Cinemagraph", "Stylized", "Video to video"]
+
+
 def test_page_loads_cleanly_and_example_masks_are_visible(page):
     page.wait_for_timeout(2000)
     assert page.console_errors == [], page.console_errors
-    page.get_by_role("tab", name="Cinemagraph").click()
-    editor = page.locator("#cinemagraph-editor")
-    editor.wait_for(state="visible")
+    for name in TAB_NAMES:  # every tab renders without a script error, its name fully shown
+        tab = page.get_by_role("tab", name=name, exact=True)
+        tab.click()
+        assert tab.inner_text().strip() == name
     page.wait_for_timeout(1000)
-    assert magenta_fraction(editor.screenshot()) < 0.01  # empty editor: no pink yet
-    page.get_by_text("a yellow circle bouncing at night").first.click()
-    page.wait_for_timeout(3000)  # the editor draws the example's picture and its brushed layer
-    assert magenta_fraction(editor.screenshot()) > 0.05, "the example's mask is not visible in the editor"
+    assert page.console_errors == [], page.console_errors
+    for tab, editor_id, example in (("Cinemagraph", "cinemagraph-editor", "a yellow circle bouncing at night"),
+                                    ("Inpainting", "inpaint-editor", "a green square moving left over the sea")):
+        page.get_by_role("tab", name=tab, exact=True).click()
+        editor = page.locator(f"#{editor_id}")
+        editor.wait_for(state="visible")
+        page.wait_for_timeout(1000)
+        assert magenta_fraction(editor.screenshot()) < 0.01  # empty editor: no pink yet
+        page.get_by_text(example).first.click()
+        page.wait_for_timeout(3000)  # the editor draws the example's picture and its brushed layer
+        assert magenta_fraction(editor.screenshot()) > 0.02, f"the {tab} example's mask is not visible in the editor"
     assert page.console_errors == [], page.console_errors
     page.get_by_role("tab", name="Text to video").click()
 
