@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lumiere import errors
+from lumiere.io import mask_from_array
+from lumiere.options import SAMPLERS
 
 MAX_VIDEO_SECONDS = 20.0
 MAX_SIDE = 1920                      # longest side of an uploaded video
@@ -25,7 +27,6 @@ MAX_STEPS = 100
 MAX_FRAMES_FACTOR = 4  # frames <= 4 x the base model's clip length
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2**63 - 1
-SAMPLERS = ("dpm++", "ddim", "ddpm", "euler")
 
 # API parameter -> the label a person sees; messages name both so either reader finds the field.
 FIELD_LABELS = {
@@ -303,13 +304,9 @@ def _alpha_used(array: np.ndarray) -> bool:
 
 
 def mask_from_image(value) -> np.ndarray:
-    """A mask image -> bool (H, W): painted (alpha > 0) pixels if it has transparency, else bright pixels."""
-    array = _as_array(value)
-    if array.ndim == 2:
-        return array > (127 if array.dtype != bool else 0)
-    if _alpha_used(array):
-        return array[..., 3] > 0
-    return array[..., :3].astype(np.float32).mean(axis=-1) > 127
+    """A mask image -> bool (H, W) by :func:`lumiere.io.mask_from_array`'s rules (as mask files decode):
+    painted (alpha > 0) pixels if it has transparency, else bright (luma > 127) pixels."""
+    return mask_from_array(_as_array(value))
 
 
 def _looks_like_mask(array: np.ndarray) -> bool:

@@ -36,11 +36,6 @@ class OutOfMemory(RuntimeError):
     """Generation failed for lack of memory even after freeing everything it does not need."""
 
 
-# Device and dtype policy lives in the library (cuda > mps > cpu; bf16/fp16 on GPU, fp32 on CPU).
-pick_device = default_device
-pick_dtype = default_dtype
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(error, oom_type):
@@ -103,8 +98,8 @@ class ModelManager:
                  dtype: torch.dtype | None = None, memory_budget: int | str | None = None,
                  offload_to_cpu: bool | None = None, loader: Callable[..., Any] | None = None):
         self.model = model
-        self.device = torch.device(device) if device is not None else pick_device()
-        self.dtype = dtype or pick_dtype(self.device)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype or default_dtype(self.device)
         budget = parse_bytes(memory_budget if memory_budget is not None else os.environ.get("LUMIERE_MEMORY_BUDGET"))
         self.memory_budget = budget if budget is not None else default_budget(self.device)
         self.offload_to_cpu = (self.device.type != "cpu") if offload_to_cpu is None else offload_to_cpu

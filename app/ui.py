@@ -27,6 +27,7 @@ import gradio as gr
 import numpy as np
 
 from lumiere.errors import LumiereError
+from lumiere.options import MAX_GUIDANCE_SCALE, SAMPLERS, GenerationDefaults
 
 from . import components as c
 from . import inputs
@@ -70,13 +71,6 @@ def configure_subprocesses() -> None:
     here: a probe hung for minutes and with it the Generate queue; imageio-ffmpeg issue #58). Its own switch
     turns that off; only Ctrl-C propagation to ffmpeg changes, which a server does not need."""
     os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
-
-
-def _default(defaults, key: str, fallback):
-    """A model default, whether the pipeline reports them as a dict or as an options object."""
-    if isinstance(defaults, dict):
-        return defaults.get(key, fallback)
-    return getattr(defaults, key, fallback)
 
 
 # ----------------------------------------------------------------------------- one request
@@ -134,15 +128,14 @@ class Studio:
             self.has_ssr = pipe.has_component("ssr")
             self.scale = pipe.ssr_scale if self.has_ssr else 1
             self.fps = float(pipe.fps)
-            ssr_options = getattr(pipe, "ssr_options", None)
-            window = getattr(ssr_options, "window", None) or pipe.config.get("ssr", {}).get("window")
-            self.ssr_window = int(window or self.base_frames)
+            self.ssr_window = int(pipe.ssr_options.window)
         else:  # the UI still builds and explains the problem in the System panel / on Generate
-            self.base_frames, self.height, self.width, self.factor, self.styles, defaults = 16, 64, 64, 8, [], {}
+            self.base_frames, self.height, self.width, self.factor, self.styles = 16, 64, 64, 8, []
             self.has_ssr, self.scale, self.fps, self.ssr_window = True, 1, 8.0, 16
-        self.default_steps = int(_default(defaults, "num_inference_steps", 25))
-        self.default_guidance = float(_default(defaults, "guidance_scale", 5.0))
-        self.default_sampler = _default(defaults, "sampler", None) or "dpm++"
+            defaults = GenerationDefaults()
+        self.default_steps = int(defaults.num_inference_steps)
+        self.default_guidance = float(defaults.guidance_scale)
+        self.default_sampler = defaults.sampler
 
     def settings(self, advanced: Advanced) -> Settings:
         """Check the shared settings (raises :class:`inputs.InputError` naming the field)."""
@@ -150,7 +143,7 @@ class Studio:
             seed=inputs.seed_value(advanced.seed),
             num_frames=inputs.frames_value(advanced.num_frames, self.base_frames, self.factor),
             steps=inputs.steps_value(advanced.steps, self.default_steps),
-            guidance_scale=inputs.float_value(advanced.guidance_scale, "guidance_scale", 0.0, 20.0,
+            guidance_scale=inputs.float_value(advanced.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE_SCALE,
                                               self.default_guidance),
             super_resolve=inputs.flag(advanced.super_resolve, "super_resolve", True),
             sampler=inputs.sampler_value(advanced.sampler),
@@ -280,12 +273,12 @@ def _advanced(studio: Studio, name: str) -> AdvancedControls:
                                    "slower or faster")
         with gr.Row():
             adv["steps"] = c.Slider(1, inputs.MAX_STEPS, value=studio.default_steps, step=1, label="Denoising steps")
-            adv["guidance_scale"] = c.Slider(0.0, 20.0, value=studio.default_guidance, step=0.5,
+            adv["guidance_scale"] = c.Slider(0.0, MAX_GUIDANCE_SCALE, value=studio.default_guidance, step=0.5,
                                              label="Guidance scale")
         with gr.Row():
             adv["super_resolve"] = c.Checkbox(studio.has_ssr, label=f"Super-resolution (×{studio.scale})",
                                               interactive=studio.has_ssr)
-            adv["sampler"] = c.Dropdown(list(inputs.SAMPLERS), value=studio.default_sampler, label="Sampler")
+            adv["sampler"] = c.Dropdown(list(SAMPLERS), value=studio.default_sampler, label="Sampler")
         summary = gr.Markdown(_summary(studio, studio.base_frames, studio.fps, studio.has_ssr))
     return AdvancedControls(adv, randomize, summary)
 
