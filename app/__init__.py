@@ -19,6 +19,6 @@ examples and their pre-rendered results), ``model_manager`` (device/dtype, LRU m
 retry, cancellation, status), ``outputs`` (unique mp4/GIF files in the app's cache), ``gpu`` (ZeroGPU
 decorator), ``make_examples`` (renders assets/examples).
 Tests: ``tests/test_app.py`` (gradio_client), ``tests/test_app_model_manager.py`` (unit),
-``tests/test_app_browser.py`` (Playwright + Chromium; ``LUMIERE_SCREENSHOT=1`` refreshes
-assets/screenshots/app.png).
+``tests/test_app_browser.py`` (Playwright + Chromium; ``LUMIERE_SCREENSHOT=1`` refreshes the screenshots in
+assets/screenshots/).
 """

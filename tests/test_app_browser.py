@@ -4,8 +4,8 @@ Loads the page (no console errors; an example's mask shows in the brush editor),
 generates on the Text-to-video tab (seed blank before, shown after, reusable; the session gallery
 fills), uploads an image on the Cinemagraph tab, brushes a stroke and generates, and stops a long run
 (the progress text carries an ETA). Each generation waits for the result <video> to get a src.
-``LUMIERE_SCREENSHOT=1`` saves assets/screenshots/app.png (for the README; regenerate it with the bundled
-model: ``LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
+``LUMIERE_SCREENSHOT=1`` saves assets/screenshots/app.png and cinemagraph.png (for the README; regenerate
+them with the bundled model: ``LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
 Without Chromium the test skips locally but FAILS when ``CI`` is set.
 """
 import os
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SCREENSHOT = ROOT / "assets" / "screenshots" / "app.png"
+CINEMAGRAPH_SCREENSHOT = ROOT / "assets" / "screenshots" / "cinemagraph.png"
 GENERATION_TIMEOUT_MS = 180_000
 
 
@@ -87,17 +88,17 @@ def wait_for_result(page, tab: str, previous: str | None = None) -> str:
     return src
 
 
-def save_screenshot(page) -> None:
+def save_screenshot(page, path: Path = SCREENSHOT) -> None:
     """The top of the page (title, every tab name, the tab's inputs and its result) as a small PNG."""
     from PIL import Image
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOT), full_page=False)
-    image = Image.open(SCREENSHOT).convert("RGB")
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(SCREENSHOT, optimize=True)
-    assert SCREENSHOT.stat().st_size < 300_000
+    page.screenshot(path=str(path), full_page=False)
+    image = Image.open(path).convert("RGB")
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    assert path.stat().st_size < 300_000
 
 
 def magenta_fraction(png: bytes) -> float:
@@ -134,6 +135,8 @@ def test_page_loads_cleanly_and_example_masks_are_visible(page):
         page.get_by_text(example).first.click()
         page.wait_for_timeout(3000)  # the editor draws the example's picture and its brushed layer
         assert magenta_fraction(editor.screenshot()) > 0.02, f"the {tab} example's mask is not visible in the editor"
+        if tab == "Cinemagraph" and os.environ.get("LUMIERE_SCREENSHOT") == "1":
+            save_screenshot(page, CINEMAGRAPH_SCREENSHOT)
     assert page.console_errors == [], page.console_errors
     page.get_by_role("tab", name="Text to video").click()
 
