@@ -209,14 +209,16 @@ def _mean_rows(rows: list[dict]) -> dict:
 def ssr_metrics(pipe, samples: int) -> dict:
     """SSR fidelity (vs a bicubic baseline and the ground truth) and window-boundary artifacts (App. C).
 
-    One clip per sample (held-out prompt, textured background, SSR seed = sample index); the
-    MultiDiffusion output is scored for fidelity, and both it and the no-overlap ablation for the
-    boundary peak at the pairs where non-overlapping windows meet.
+    One clip per sample (held-out prompt, textured background, SSR seed = sample index), at the base
+    clip length, scored for fidelity. The boundary peak needs clips spanning at least two windows, so
+    it is measured on clips of max(base frames, 2 x window) frames, with MultiDiffusion and with the
+    no-overlap ablation, at the pairs where non-overlapping windows meet.
     """
     frames, height, width = pipe.base_resolution
     scale = pipe.ssr_scale
-    window = int(pipe.config["ssr"].get("window", 8))
-    no_overlap = temporal_windows(frames, window, 0)
+    window = int(pipe.ssr_options.window)
+    boundary_frames = max(frames, 2 * window)
+    no_overlap = temporal_windows(boundary_frames, window, 0)
     boundaries = [start - 1 for start, _ in no_overlap[1:]]  # pair (start-1, start) crosses a window edge
     rows = {"ssr": [], "bicubic": [], "ground_truth": []}
     peaks = {"multidiffusion": [], "no_overlap": [], "ground_truth": []}
@@ -229,14 +231,15 @@ def ssr_metrics(pipe, samples: int) -> dict:
         rows["ssr"].append(ssr_fidelity(output, truth, low))
         rows["bicubic"].append(ssr_fidelity(bicubic_upsample(low, scale), truth, low))
         rows["ground_truth"].append(ssr_fidelity(truth, truth, low))
-        peaks["multidiffusion"].append(boundary_peak(output, boundaries))
-        peaks["no_overlap"].append(boundary_peak(pipe.super_resolve(low, prompt, seed=i, multidiffusion=False),
-                                                 boundaries))
-        peaks["ground_truth"].append(boundary_peak(truth, boundaries))
+        long_low, long_truth, prompt = _ssr_clip(i, boundary_frames, height, width, scale)
+        for name, multidiffusion in (("multidiffusion", True), ("no_overlap", False)):
+            long_output = pipe.super_resolve(long_low, prompt, seed=i, multidiffusion=multidiffusion)
+            peaks[name].append(boundary_peak(long_output, boundaries))
+        peaks["ground_truth"].append(boundary_peak(long_truth, boundaries))
     return {"fidelity": {name: _mean_rows(r) for name, r in rows.items()},
             **{f"ssr_boundary_peak_{name}": float(np.mean(p)) for name, p in peaks.items()},
-            "ssr_seconds_per_clip": seconds / samples, "ssr_window": window, "ssr_boundary_pairs": boundaries,
-            "samples": samples}
+            "ssr_seconds_per_clip": seconds / samples, "ssr_window": window, "ssr_boundary_frames": boundary_frames,
+            "ssr_boundary_pairs": boundaries, "samples": samples}
 
 
 EVAL_PARTS = ("t2v", "conditional", "ssr")

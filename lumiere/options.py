@@ -80,6 +80,11 @@ class SSROptions:
     every step with the model's detail at 0.15 beats both plain SSR and bicubic on PSNR, keeps the
     input's structure and brings the grain to the ground truth's level; replacing the known region
     of x0 with the user's pixels every step lowers the seam at the mask edge.
+
+    ``strength`` < 1 starts the SSR from the bicubic up-sampling noised to that point of the schedule
+    (SDEdit) and runs only the last ``strength`` of the steps. Why: with the projection, the low
+    frequencies are fixed by the input from the first step, so the early, noisiest steps only cost
+    time (on the bundled model the last 2 of 8 steps give the same fidelity as all 8).
     """
 
     scale: int = 1                    # output side / base side
@@ -87,6 +92,7 @@ class SSROptions:
     noise_level: int = 100            # noise augmentation of the up-sampled input (a training timestep)
     max_noise_level: int = 250        # training draws augmentation levels below this
     num_inference_steps: int = 20
+    strength: float = 1.0             # start from the up-sampled input noised this far (1 = pure noise)
     guidance_scale: float = 1.0
     sampler: str | None = None        # None: the model's default sampler
     low_res_consistency: str = "every_step"  # project x0 onto the low-res input: every step, at the end, or off
@@ -100,6 +106,13 @@ class SSROptions:
                              f"got {self.low_res_consistency!r}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise InputError(f"ssr.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise InputError(f"ssr.strength must be in (0, 1], got {self.strength}")
+
+    def steps_run(self, num_inference_steps: int | None = None) -> int:
+        """Denoising steps one SSR pass runs: the last ``strength`` of ``num_inference_steps`` (>= 1)."""
+        total = self.num_inference_steps if num_inference_steps is None else num_inference_steps
+        return max(1, min(total, round(total * self.strength)))
 
     @property
     def feather_pixels(self) -> int:

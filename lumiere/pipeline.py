@@ -406,7 +406,8 @@ class LumierePipeline:
             window: frames per window (default ``ssr.window``); overlap: frames shared by neighbours,
                 capped at window - 1.
             multidiffusion: False runs the same windows without overlap (the paper's ablation).
-            num_inference_steps / guidance_scale: default ``ssr.num_inference_steps`` / ``ssr.guidance_scale``.
+            num_inference_steps / guidance_scale: default ``ssr.num_inference_steps`` / ``ssr.guidance_scale``;
+                the last ``ssr.strength`` of the steps run (the callback counts those).
             negative_prompt: default "".
             seed / generator / callback: as for ``text_to_video``.
 
@@ -426,7 +427,7 @@ class LumierePipeline:
         steps = positive_int(num_inference_steps if num_inference_steps is not None else options.num_inference_steps,
                              "num_inference_steps")
         guidance = guidance_value(guidance_scale, options.guidance_scale)
-        with Progress(steps, callback, self.progress_bar, "super-resolution") as progress:
+        with Progress(options.steps_run(steps), callback, self.progress_bar, "super-resolution") as progress:
             high = self._super_resolve_tensor(low, prompt, negative_prompt or "", rng, progress, window=window,
                                               overlap=overlap, multidiffusion=multidiffusion, steps=steps,
                                               guidance=guidance)
@@ -438,7 +439,7 @@ class LumierePipeline:
         return GenerationRequest.create(
             prompt, defaults=self.defaults, base_frames=self.base_resolution[0],
             frame_multiple=self.temporal_downsampling_factor, styles=self.styles,
-            ssr_steps=self.ssr_options.num_inference_steps if self.has_component("ssr") else None, **options)
+            ssr_steps=self.ssr_options.steps_run() if self.has_component("ssr") else None, **options)
 
     def _require(self, name: str) -> None:
         if not self.has_component(name):
@@ -558,7 +559,7 @@ class LumierePipeline:
                 known: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
         if request.super_resolve:
             video = self._super_resolve_tensor(video.clamp(-1, 1), request.prompt, request.negative_prompt,
-                                               request.generator, progress, steps=request.ssr_steps, known=known)
+                                               request.generator, progress, known=known)
         return tensor_to_uint8(video[0])
 
     def _super_resolve_tensor(self, low: torch.Tensor, prompt: str, negative_prompt: str, generator, progress,

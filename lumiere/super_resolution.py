@@ -16,7 +16,7 @@ from .models.temporal import frames_to_video, video_to_frames
 from .multidiffusion import temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
 from .request import positive_int
-from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler
+from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_timesteps
 
 
 def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, *,
@@ -37,7 +37,8 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
         sampler / guidance: the solver and CFG scale of this call.
         window / overlap: frames per MultiDiffusion window (default ``options.window``) and frames
             shared by neighbours (capped at window - 1); ``multidiffusion`` False: no overlap.
-        steps: denoising steps (default ``options.num_inference_steps``).
+        steps: the schedule's steps (default ``options.num_inference_steps``); the last
+            ``options.strength`` of them run (``options.steps_run``).
         known: (C, M) at output resolution: the user's pixels, kept where M = 1.
     """
     device, dtype = module_device(ssr), ssr.dtype
@@ -55,8 +56,18 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     upsampled = ssr_condition(low, size, noise_level, make_scheduler(scheduler_config, "ddpm"), aug_noise).to(dtype)
 
     scheduler = make_scheduler(scheduler_config, sampler)
-    scheduler.set_timesteps(steps or options.num_inference_steps, device=device)
-    x = initial_noise((1, 3, frames, *size), generator, device, dtype) * scheduler.init_noise_sigma
+    total = steps or options.num_inference_steps
+    noise = initial_noise((1, 3, frames, *size), generator, device, dtype)
+    if options.strength < 1.0:
+        # SDEdit start: the bicubic up-sampling (the projection of nothing onto ``low``) noised to the
+        # first step that runs; only the last options.steps_run(total) steps are run.
+        timesteps, start = sdedit_timesteps(scheduler, total, options.steps_run(total) / total)
+        bicubic = low_res_projection(torch.zeros(1, 3, frames, *size, device=device), low, scale, detail_gain=0.0)
+        x = scheduler.add_noise(bicubic.to(dtype), noise, start.reshape(1))
+    else:
+        scheduler.set_timesteps(total, device=device)
+        timesteps = scheduler.timesteps
+        x = noise * scheduler.init_noise_sigma
 
     def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         batch = x_in.shape[0]
@@ -85,7 +96,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     if every_step or in_loop:
         prediction = constrain_x0(prediction, scheduler, constrain)
     with torch.inference_mode():
-        high = denoise(prediction, x, scheduler, scheduler.timesteps, generator, progress)
+        high = denoise(prediction, x, scheduler, timesteps, generator, progress)
         if options.low_res_consistency == "final":
             high = low_res_projection(high.float(), low, scale, options.detail_gain).to(dtype)
         if known is not None:

@@ -174,6 +174,27 @@ def test_ssr_output_down_samples_to_its_input(tiny_pipe, consistency):
     assert np.abs(free.reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)) - low).max() > 5  # a random SSR does not
 
 
+def test_ssr_strength_runs_the_last_steps_from_the_bicubic_start(tiny_pipe):
+    """ssr.strength < 1: fewer steps (progress counts them), still projected onto the input; bad values named."""
+    low = np.random.default_rng(0).integers(40, 200, (8, 16, 16, 3)).astype(np.uint8)
+    tiny_pipe.config["ssr"] = {**tiny_pipe.config["ssr"], "num_inference_steps": 8, "strength": 0.25,
+                               "low_res_consistency": "every_step", "detail_gain": 0.5}
+    calls = []
+    high = tiny_pipe.super_resolve(low, "a red circle", seed=0, callback=lambda step, total: calls.append(total))
+    assert calls == [2, 2]  # the last quarter of 8 steps
+    assert np.abs(high.astype(np.float64).reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)) - low).mean() <= 1.0
+    plan = []
+    tiny_pipe.text_to_video("x", seed=0, num_inference_steps=2, callback=lambda step, total: plan.append(total))
+    assert plan[0] == 2 + 2  # base steps + the SSR steps that run
+    tiny_pipe.config["ssr"]["strength"] = 1.0  # the paper's start from pure noise: every step runs
+    calls.clear()
+    tiny_pipe.super_resolve(low, "a red circle", seed=0, callback=lambda step, total: calls.append(total))
+    assert calls == [8] * 8
+    tiny_pipe.config["ssr"]["strength"] = 0.0
+    with pytest.raises(ValueError, match=r"ssr.strength must be in \(0, 1\]"):
+        tiny_pipe.super_resolve(low, "a red circle", seed=0)
+
+
 def test_empty_mask_and_bad_arguments_are_rejected(tiny_pipe):
     with pytest.raises(ValueError, match="mask is empty"):
         tiny_pipe.cinemagraph(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), bool), "x", seed=0)
