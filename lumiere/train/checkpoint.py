@@ -1,4 +1,4 @@
-"""Resumable training state as safetensors + json (model, EMA, optimizer): no pickles anywhere."""
+"""Resumable training state as safetensors + json (model, EMA, optimizer, LR schedule): no pickles anywhere."""
 from __future__ import annotations
 
 import json
@@ -39,9 +39,20 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _schedule_state(schedule) -> dict:
+    """An LR scheduler's state as json: its counters and base rates. The rate function itself is code
+    (rebuilt from the settings on resume), so callables are left out, as torch's own state_dict does."""
+    state = {k: v for k, v in schedule.state_dict().items() if not callable(v)}
+    json.dumps(state)  # fail at save time, not at resume, if a scheduler keeps something json cannot hold
+    return state
+
+
 def save_training_state(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        ema=None, extra: dict | None = None) -> Path:
-    """Write checkpoint-<step>/ atomically (tmp dir + rename) so a kill mid-write never corrupts resume."""
+                        ema=None, extra: dict | None = None, schedule=None) -> Path:
+    """Write checkpoint-<step>/ atomically (tmp dir + rename) so a kill mid-write never corrupts resume.
+
+    ``schedule``: the LR scheduler, whose step count and base rates go into the json (resume continues
+    the schedule where it stopped instead of restarting the warm-up)."""
     final = Path(directory) / f"checkpoint-{step:07d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -52,6 +63,8 @@ def save_training_state(directory: Path, step: int, model: nn.Module, optimizer:
     optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
     tensors.update(optimizer_tensors)
     meta = {"step": step, "optimizer": optimizer_meta, **(extra or {})}
+    if schedule is not None:
+        meta["schedule"] = _schedule_state(schedule)
     if ema is not None:
         ema_state = ema.state_dict()
         for i, shadow in enumerate(ema_state.pop("shadow_params")):
@@ -75,7 +88,11 @@ def prune_checkpoints(directory: Path, keep: int = 2) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_training_state(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema=None) -> dict:
+def load_training_state(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema=None,
+                        schedule=None) -> dict:
+    """Restore what ``save_training_state`` wrote into ``model`` (its trained parameters), ``optimizer``,
+    ``ema`` and ``schedule``; returns the json metadata. A checkpoint from before the schedule was saved
+    resumes the schedule at the saved step."""
     tensors = read_safetensors(Path(checkpoint) / STATE_FILE)
     meta = read_json(Path(checkpoint) / META_FILE)
     _, unexpected = model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
@@ -86,4 +103,9 @@ def load_training_state(checkpoint: Path, model: nn.Module, optimizer: torch.opt
     if ema is not None and "ema" in meta:
         shadows = [tensors[f"ema.{i}"] for i in range(sum(k.startswith("ema.") for k in tensors))]
         ema.load_state_dict({**meta["ema"], "shadow_params": shadows})
+    if schedule is not None:
+        if "schedule" in meta:
+            schedule.load_state_dict(meta["schedule"])
+        else:
+            schedule.last_epoch = int(meta["step"])
     return meta

@@ -119,9 +119,8 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     step = 0
     checkpoint = latest_checkpoint(output_dir / "checkpoints") if resume else None
     if checkpoint is not None:
-        meta = load_training_state(checkpoint, module, optimizer, ema)
+        meta = load_training_state(checkpoint, module, optimizer, ema, schedule)
         step = int(meta["step"])
-        schedule.last_epoch = step
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
     set_seed(settings.seed + step)  # a resumed run draws fresh noise/batches, not a replay of the start
 
@@ -138,11 +137,14 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             accelerator.backward(loss)
             if accelerator.sync_gradients and settings.max_grad_norm:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            schedule.step()
+            optimizer.step()  # accelerate's wrapper skips it on accumulation micro-batches
             optimizer.zero_grad(set_to_none=True)
         if not accelerator.sync_gradients:
             continue
+        # The schedule counts optimizer steps, not micro-batches (else warm-up ends grad_accum x early);
+        # an fp16 step skipped for overflow does not advance it either.
+        if not accelerator.optimizer_step_was_skipped:
+            schedule.step()
         step += 1
         if ema is not None:
             ema.step(params)
@@ -155,7 +157,7 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer, ema,
-                                    {"loss": running})
+                                    {"loss": running}, schedule)
                 prune_checkpoints(output_dir / "checkpoints")
     bar.close()
     accelerator.wait_for_everyone()
