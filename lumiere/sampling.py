@@ -78,11 +78,32 @@ class Progress:
         self.close()
 
 
+def split_variance(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mean, variance) of a model output for a sample of ``channels`` channels.
+
+    U-Nets with a learned variance (DeepFloyd IF: out_channels = 2 x in_channels) output the model's
+    usual prediction (epsilon / v / x0) in the first C channels and the variance interpolation in the
+    other C; any other output is all mean (variance None).
+    """
+    if output.shape[1] == 2 * channels:
+        return output[:, :channels], output[:, channels:]
+    return output, None
+
+
+def uses_learned_variance(scheduler) -> bool:
+    """Whether ``scheduler.step`` reads a learned variance from 2C-channel outputs: DDPM with
+    ``variance_type`` "learned" / "learned_range" (IF's own setting). The other solvers (DDIM, Euler,
+    DPM-Solver++) take only the C-channel prediction."""
+    return isinstance(scheduler, DDPMScheduler) and scheduler.config.get("variance_type") in ("learned", "learned_range")
+
+
 def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
            uncond: torch.Tensor | None, guidance_scale: float):
     """Wrap ``predict(x, t, text_states)`` with classifier-free guidance.
 
     Conditional and unconditional passes are batched into one forward (one weight read instead of two).
+    A learned-variance output (``split_variance``) is guided on its mean channels only and keeps the
+    conditional pass's variance, as diffusers' IF pipelines do.
     """
 
     def prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -90,7 +111,10 @@ def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
             return predict(x, t, text)
         both = predict(torch.cat([x, x]), t, torch.cat([text, uncond]))
         cond, unc = both.chunk(2)
-        return unc + guidance_scale * (cond - unc)
+        cond, variance = split_variance(cond, x.shape[1])
+        unc, _ = split_variance(unc, x.shape[1])
+        guided_mean = unc + guidance_scale * (cond - unc)
+        return guided_mean if variance is None else torch.cat([guided_mean, variance], dim=1)
 
     return prediction
 
@@ -100,13 +124,18 @@ def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x:
     """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise).
 
     On the CPU denormals are flushed for the duration of the loop (``components.flush_denormals``).
+    A learned-variance prediction (2C channels) reaches the scheduler whole only if it uses the
+    variance (``uses_learned_variance``); every other solver gets the first C channels.
     """
     # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator.
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    keep_variance = uses_learned_variance(scheduler)
     with flush_denormals(x.device.type == "cpu"):
         for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
             output = prediction(model_input, t)
+            if not keep_variance:
+                output, _ = split_variance(output, x.shape[1])
             x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
             if progress is not None:
                 progress.step()
@@ -120,13 +149,14 @@ def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     Why: constraints that are known in pixel space (user pixels, a low-res input the output must
     down-sample to) apply to x0, but schedulers consume the model's parametrisation (v, epsilon or
     x0). The estimate is converted to x0, constrained, and converted back with the same x_t, so any
-    solver sees a model that predicts the constrained x0 (RePaint / DDNM-style guidance).
+    solver sees a model that predicts the constrained x0 (RePaint / DDNM-style guidance). A learned
+    variance (``split_variance``) passes through unchanged.
     """
     kind = scheduler.config.prediction_type
     alphas_cumprod = scheduler.alphas_cumprod
 
     def prediction_constrained(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = prediction(x, t)
+        out, variance = split_variance(prediction(x, t), x.shape[1])
         acp = alphas_cumprod[int(round(float(t)))].to(torch.float32)
         a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
         xf, of = x.float(), out.float()
@@ -145,7 +175,8 @@ def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
             out = (xf - a * x0) / s
         else:
             out = x0
-        return out.to(x.dtype)
+        out = out.to(x.dtype)
+        return out if variance is None else torch.cat([out, variance.to(x.dtype)], dim=1)
 
     return prediction_constrained
 
