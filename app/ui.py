@@ -638,7 +638,9 @@ def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
             gr.Info("Stopping after the current denoising step…")
 
     def randomize_changed(randomize):
-        return gr.update(interactive=not randomize, value="" if randomize else gr.skip())
+        # Ticked: blank and locked (= random). Unticked: editable, value kept. (A gr.skip() nested in gr.update
+        # is not a skip: it reached the box as the text "{'__type__': 'update'}" after "Reuse this seed".)
+        return gr.update(interactive=False, value="") if randomize else gr.update(interactive=True)
 
     def reuse_seed(seed_text):
         if not seed_text:

@@ -185,6 +185,8 @@ def test_text_to_video_in_browser(page):
                            f".value === '{seed_text}'")
     assert not page.locator("#text_to_video-randomize input").is_checked()
     assert seed_input.is_editable()
+    page.wait_for_timeout(1500)  # the checkbox's own change event must not overwrite the reused seed afterwards
+    assert seed_input.input_value() == seed_text
     page.locator("#text_to_video-randomize input").check()
     page.wait_for_function("document.querySelector('#text_to_video-seed textarea, #text_to_video-seed input')"
                            ".value === ''")
