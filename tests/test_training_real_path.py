@@ -3,6 +3,7 @@ real-video temporal augmentation and small-dataset errors, stage skipping, gradi
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -131,3 +132,95 @@ def test_solvers_without_variance_use_the_first_channels(sampler):
             assert not torch.allclose(results[0], results[1])  # the learned variance is used
         else:
             assert all(torch.equal(results[0], other) for other in results[1:])
+
+
+# ----------------------------------------------------------------------------- item 6: data
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+    """Two 40-frame videos whose frames carry their own index (frame k is uniformly 6k grey)."""
+    from lumiere.io import write_video
+
+    root = tmp_path_factory.mktemp("videos")
+    frames = np.repeat(np.repeat(np.repeat((np.arange(40) * 6).astype(np.uint8)[:, None, None, None], 16, 1), 16, 2), 3, 3)
+    rows = ["path,caption"]
+    for k in range(2):
+        write_video(root / f"v{k}.mp4", frames, fps=8)
+        rows.append(f"v{k}.mp4,clip {k}")
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _first_frame_index(item) -> int:
+    grey = (item["video"][:, 0].mean().item() + 1) * 127.5
+    return int(round(grey / 6))
+
+
+def test_real_videos_give_other_windows_each_epoch_reproducibly(long_videos):
+    from lumiere.data.datasets import RealVideoDataset
+
+    data = RealVideoDataset(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8, seed=3)
+    twin = RealVideoDataset(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8, seed=3)
+    starts = []
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        twin.set_epoch(epoch)
+        item = data[0]
+        assert torch.equal(item["video"], twin[0]["video"])  # reproducible from (seed, index, epoch)
+        starts.append(_first_frame_index(item))
+    assert len(set(starts)) >= 4, starts  # not the same window every epoch
+    data.set_epoch(0)
+    fresh = RealVideoDataset(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8, seed=3)
+    assert torch.equal(data[1]["video"], fresh[1]["video"])  # epoch 0: the window it always took
+
+
+def test_the_loop_tells_the_data_each_epoch(long_videos, tmp_path):
+    """set_epoch reaches the dataset through accelerate's loader and the stages' wrappers (frames, crops)."""
+    from lumiere.data.datasets import RealVideoDataset
+    from lumiere.train.stages import FramesAsImages, RandomCrop, _loader
+
+    class Recorder(RealVideoDataset):
+        def set_epoch(self, epoch):
+            super().set_epoch(epoch)
+            self.seen.append(epoch)
+
+    class ImageModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, batch):
+            return (self.scale * batch["image"]).pow(2).mean()
+
+    data = Recorder(long_videos, "meta.csv", num_frames=1, height=16, width=16, fps=8)
+    data.seen = []
+    settings = TrainSettings(steps=5, batch_size=2, ema_decay=None, checkpoint_every=100, log_every=100)
+    module = ImageModel()
+    train(module, list(module.parameters()), _loader(FramesAsImages(data), settings), settings, tmp_path)
+    assert sorted(set(data.seen)) == [0, 1, 2, 3, 4]  # 2 clips, batch 2: one step per epoch
+    crops = RandomCrop(Recorder(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8,
+                                return_lowres=(8, 8)), crop=8, scale=2, window=2)
+    crops.dataset.seen = []
+    crops.set_epoch(3)
+    assert crops.dataset.seen == [3] and crops[0]["video"].shape == (3, 2, 8, 8)
+
+
+@pytest.mark.timeout(120)
+def test_fewer_clips_than_one_batch_per_process_is_a_clear_error(long_videos, tmp_path):
+    from lumiere.data.datasets import RealVideoDataset
+    from lumiere.errors import InputError
+    from lumiere.train.stages import _loader
+
+    data = RealVideoDataset(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8)
+    settings = TrainSettings(steps=2, batch_size=4, ema_decay=None)
+    module = _Regression()
+    with pytest.raises(InputError, match=r"2 item\(s\), fewer than one batch per process \(batch_size 4 x 1"):
+        train(module, list(module.parameters()), _loader(data, settings), settings, tmp_path)
+
+
+@pytest.mark.timeout(30)
+def test_an_epoch_without_batches_is_an_error_not_a_hang():
+    from lumiere.errors import InputError
+    from lumiere.train.loop import infinite
+
+    with pytest.raises(InputError, match="no batch in a whole epoch"):
+        next(infinite([]))

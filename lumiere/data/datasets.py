@@ -30,6 +30,12 @@ def _item_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def epoch_rng(seed: int, index: int, epoch: int) -> np.random.Generator:
+    """The random draws (window, crop, frame) of item ``index`` in ``epoch``: epoch 0 is ``_item_rng``'s
+    (what the datasets drew before they had epochs), every later epoch its own stream."""
+    return _item_rng(seed, index) if epoch == 0 else np.random.default_rng([seed, index, epoch])
+
+
 def _style_caption(text: str, style: str | None) -> str:
     return f"{text}, in {style} style" if style else text
 
@@ -165,6 +171,10 @@ class RealVideoDataset(Dataset):
     Paths are relative to ``root`` (or absolute). Clips of ``num_frames`` at ``fps`` are resized
     (shorter side) and centre-cropped to (height, width). A corrupt or too-short file never stops
     training: it is skipped with a warning naming it, and another index is used instead.
+
+    Temporal augmentation: each epoch (``set_epoch``, which the training loop calls through
+    accelerate's data loader) takes another window of each video, a pure function of (seed, index,
+    epoch); epoch 0 takes the window a dataset without epochs always took.
     """
 
     def __init__(self, root, metadata, num_frames: int = 16, height: int = 64, width: int = 64,
@@ -178,9 +188,14 @@ class RealVideoDataset(Dataset):
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
         self.seed, self.return_lowres, self.max_retries = seed, return_lowres, max_retries
         self.bad_paths: set[str] = set()
+        self.epoch = 0
 
     def __len__(self):
         return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's windows (reproducible from the seed: the same epoch gives the same clips)."""
+        self.epoch = int(epoch)
 
     def _load(self, index: int, rng) -> dict:
         row = self.rows[index]
@@ -208,7 +223,7 @@ class RealVideoDataset(Dataset):
             if path in self.bad_paths:
                 continue
             try:
-                return self._load(candidate, _item_rng(self.seed, candidate))
+                return self._load(candidate, epoch_rng(self.seed, candidate, self.epoch))
             except (VideoDecodeError, cv2.error) as err:
                 self.bad_paths.add(path)
                 warnings.warn(f"skipping video '{path}': {err}", RuntimeWarning, stacklevel=2)

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..components import flush_denormals
+from ..errors import InputError
 from ..options import from_mapping
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 
@@ -59,13 +60,45 @@ class TrainSettings:
         return from_mapping(cls, values, where)
 
 
-def infinite(loader):
-    epoch = 0
+def infinite(loader, epoch: int = 0):
+    """The loader's batches, epoch after epoch (from ``epoch``), telling it each epoch (``set_epoch``:
+    accelerate forwards it to the sampler and the dataset, whose per-epoch draws then differ).
+
+    Raises:
+        InputError: an epoch without a single batch (which would otherwise loop forever).
+    """
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise InputError("the training data gave no batch in a whole epoch: the dataset is empty or smaller "
+                             "than one batch per process (batch_size x processes)")
         epoch += 1
+
+
+def check_enough_data(loader, settings: TrainSettings, num_processes: int, description: str = "train") -> None:
+    """Refuse a sized dataset with fewer items than one full batch per process.
+
+    Why: the loaders drop incomplete batches (``drop_last``, so every step has the same batch size on
+    every rank), so such a dataset gives no batch at all and training would wait forever.
+
+    Raises:
+        InputError: naming the dataset size, the batch size and the process count.
+    """
+    dataset = getattr(loader, "dataset", None)
+    try:
+        size = len(dataset)
+    except TypeError:  # an iterable dataset: ``infinite`` catches an empty epoch instead
+        return
+    needed = settings.batch_size * num_processes
+    if size < needed:
+        raise InputError(f"{description}: the training data has {size} item(s), fewer than one batch per process "
+                         f"(batch_size {settings.batch_size} x {num_processes} process(es) = {needed}); add clips "
+                         f"or lower batch_size")
 
 
 def train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path,
@@ -124,11 +157,13 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
     set_seed(settings.seed + step)  # a resumed run draws fresh noise/batches, not a replay of the start
 
+    check_enough_data(loader, settings, accelerator.num_processes, description)
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     if ema is not None:
         ema.to(accelerator.device)
     train_frozen_in_eval(module)
-    batches = infinite(loader)
+    # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's).
+    batches = infinite(loader, epoch=(step * settings.grad_accum) // len(loader) if step and _sized(loader) else 0)
     running, started = None, time.time()
     bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
     while step < settings.steps:
@@ -164,6 +199,13 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     if ema is not None:
         ema.copy_to(params)
     return {"step": step, "loss": running, "seconds": time.time() - started}
+
+
+def _sized(loader) -> bool:
+    try:
+        return len(loader) > 0
+    except TypeError:
+        return False
 
 
 def _lr_factor(step: int, settings: TrainSettings) -> float:

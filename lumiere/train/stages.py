@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
 from ..conditioning import ssr_condition
+from ..data.datasets import epoch_rng
 from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
 from .. import pipeline_format
@@ -104,8 +105,23 @@ def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _loader(dataset, settings: TrainSettings) -> DataLoader:
+    """Shuffled full batches (``drop_last``: the loop refuses a dataset too small for one batch per
+    process). Workers persist across epochs unless the dataset draws per epoch (``set_epoch``): a
+    persistent worker keeps its own copy of the dataset and would never see the new epoch."""
+    per_epoch = hasattr(dataset, "set_epoch")
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
-                      drop_last=True, persistent_workers=settings.num_workers > 0)
+                      drop_last=True, persistent_workers=settings.num_workers > 0 and not per_epoch)
+
+
+class _EpochWrapper(torch.utils.data.Dataset):
+    """A dataset over another one: forwards ``set_epoch`` to it (and keeps the epoch for its own draws)."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 class T2IModule(nn.Module):
@@ -171,8 +187,9 @@ class SRImageModule(VideoModule):
         return self.objective.loss(prediction, target, t)
 
 
-class RandomCrop(torch.utils.data.Dataset):
-    """Aligned random spatial crops of (high, low) pairs: SSR trains on crops, runs on full frames."""
+class RandomCrop(_EpochWrapper):
+    """Aligned random spatial crops of (high, low) pairs: SSR trains on crops, runs on full frames.
+    Each epoch (``set_epoch``) crops other places (epoch 0: the crops it always took)."""
 
     def __init__(self, dataset, crop: int, scale: int, window: int | None = None, seed: int = 0):
         self.dataset, self.crop, self.scale, self.window, self.seed = dataset, crop, scale, window, seed
@@ -182,7 +199,7 @@ class RandomCrop(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         item = self.dataset[index]
-        rng = np.random.default_rng([self.seed, index])
+        rng = epoch_rng(self.seed, index, self.epoch)
         high, low = item["video"], item["lowres_video"]
         low_crop = self.crop // self.scale
         top = int(rng.integers(0, low.shape[2] - low_crop + 1))
@@ -215,8 +232,9 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
                             return_lowres=lowres)
 
 
-class FramesAsImages(torch.utils.data.Dataset):
-    """Random single frames of a video dataset (the T2I / style stages on real video data)."""
+class FramesAsImages(_EpochWrapper):
+    """Random single frames of a video dataset (the T2I / style stages on real video data), other
+    frames each epoch."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -226,7 +244,8 @@ class FramesAsImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         item = self.dataset[index]
-        frame = np.random.default_rng(index).integers(item["video"].shape[1])
+        rng = np.random.default_rng(index) if self.epoch == 0 else np.random.default_rng([index, self.epoch])
+        frame = rng.integers(item["video"].shape[1])
         return {"image": item["video"][:, frame], "caption": item["caption"]}
 
 
@@ -415,7 +434,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     return results
 
 
-class _PlainCaptions(torch.utils.data.Dataset):
+class _PlainCaptions(_EpochWrapper):
     """Drop the ", in <style> style" suffix: the style lives in the weights, prompts stay the same."""
 
     def __init__(self, dataset):
