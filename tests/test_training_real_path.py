@@ -224,3 +224,64 @@ def test_an_epoch_without_batches_is_an_error_not_a_hang():
 
     with pytest.raises(InputError, match="no batch in a whole epoch"):
         next(infinite([]))
+
+
+# ----------------------------------------------------------------------------- item 8: stages
+@pytest.fixture(scope="module")
+def pretrained_t2i_config(tmp_path_factory):
+    """The CLI tests' micro config with its T2I U-Net saved as a "pretrained" diffusers directory."""
+    import copy
+
+    from diffusers import UNet2DConditionModel
+    from test_cli_and_training import MICRO_CONFIG
+
+    root = tmp_path_factory.mktemp("pretrained")
+    config = copy.deepcopy(MICRO_CONFIG)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
+    unet.save_pretrained(root / "t2i" / "unet", safe_serialization=True)
+    config["model"]["t2i"] = {"pretrained": str(root / "t2i"), "subfolder": "unet"}
+    config["output_dir"] = str(root / "out")
+    return root, config
+
+
+def test_stage_all_keeps_a_pretrained_t2i_as_it_is(pretrained_t2i_config, capsys):
+    from lumiere import LumierePipeline
+    from lumiere.cli import main
+
+    root, config = pretrained_t2i_config
+    (root / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "all", "--config", str(root / "config.json")]) == 0
+    out = capsys.readouterr().out
+    assert "t2i: skipped: model.t2i.pretrained is set" in out and "stages.t2i.finetune_pretrained" in out
+    assert not (root / "out" / "t2i").exists()  # nothing trained, nothing written
+    pipe = LumierePipeline.from_pretrained(root / "out" / "pipeline", device="cpu")
+    from diffusers import UNet2DConditionModel
+
+    published = UNet2DConditionModel.from_pretrained(str(root / "t2i"), subfolder="unet")
+    assert all(torch.equal(v, pipe.base.t2i.state_dict()[k]) for k, v in published.state_dict().items())
+
+
+def test_finetuning_a_pretrained_t2i_is_an_opt_in(pretrained_t2i_config):
+    from lumiere.cli import main
+
+    root, config = pretrained_t2i_config
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "opt-in")
+    config["stages"]["t2i"]["finetune_pretrained"] = True
+    (root / "opt-in.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "t2i", "--config", str(root / "opt-in.json")]) == 0
+    assert (root / "opt-in" / "t2i" / "checkpoints" / "checkpoint-0000002").is_dir()
+
+
+def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsys):
+    from lumiere.cli import main
+    from test_cli_and_training import MICRO_CONFIG
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["stages"]["style"]["styles"] = []
+    config["output_dir"] = str(tmp_path / "out")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "style", "--config", str(tmp_path / "config.json")]) == 2
+    err = capsys.readouterr().err
+    assert "stages.style.styles" in err and "--styles" not in err

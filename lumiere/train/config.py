@@ -23,8 +23,9 @@ from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real")
-# Keys a stage has besides TrainSettings: the SSR stage's crop, window and two phases; the style list.
-STAGE_KEYS = {"ssr": ("crop", "train_window", "image", "video"), "style": ("styles",)}
+# Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
+# stage's crop, window and two phases; the style list.
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "ssr": ("crop", "train_window", "image", "video"), "style": ("styles",)}
 
 
 def _fields(cls) -> set[str]:
@@ -57,6 +58,7 @@ class StageConfig:
     """One stage's section of ``stages``: TrainSettings overrides plus the stage's own keys."""
 
     settings: dict = field(default_factory=dict)  # TrainSettings keys over the config's "train"
+    finetune_pretrained: bool = False  # t2i: train a model.t2i.pretrained T2I too (default: skip the stage)
     crop: int = 64                  # ssr: side of the high-res training crops
     train_window: int | None = None  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from torch.utils.data import DataLoader
@@ -337,8 +338,16 @@ def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: li
 
 
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
+    """Train the T2I U-Net (and text encoder) from scratch; a pretrained T2I (``model.t2i.pretrained``)
+    is skipped with a log line (the video stages inflate it as published) unless the config opts in
+    with ``stages.t2i.finetune_pretrained``."""
     settings = ws.settings("t2i", **overrides)
     pretrained = bool(ws.model.t2i.get("pretrained"))
+    if pretrained and not ws.config.stage("t2i").finetune_pretrained:
+        reason = (f"model.t2i.pretrained is set ({ws.model.t2i['pretrained']}): the video stages use it as it is; "
+                  f"set stages.t2i.finetune_pretrained to true in the config to fine-tune it")
+        PartialState().print(f"t2i: skipped: {reason}")
+        return {"skipped": reason}
     text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
     module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained)
@@ -417,7 +426,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     settings = ws.settings("style", **overrides)
     styles = styles or list(ws.config.stage("style").styles)
     if not styles:
-        raise ValueError("no styles to train: set stages.style.styles in the config or pass --styles")
+        raise InputError("no styles to train: set stages.style.styles in the config (a list of style names)")
     text_encoder = ws.text_encoder()
     _, height, width = ws.model.base_resolution
     results = {}
