@@ -16,7 +16,7 @@ import numpy as np
 
 from lumiere import errors
 from lumiere.io import mask_from_array
-from lumiere.options import SAMPLERS
+from lumiere.options import MAX_SEED, SAMPLERS
 
 MAX_VIDEO_SECONDS = 20.0
 MAX_SIDE = 1920                      # longest side of an uploaded video
@@ -26,7 +26,6 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_STEPS = 100
 MAX_FRAMES_FACTOR = 4  # frames <= 4 x the base model's clip length
 MAX_PROMPT_CHARS = 500
-MAX_SEED = 2**63 - 1
 
 # API parameter -> the label a person sees; messages name both so either reader finds the field.
 FIELD_LABELS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import InputError, LumiereError, MissingFileError
 from .io import WRITABLE_SUFFIXES
-from .options import DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_GUIDANCE_SCALE, SAMPLERS
+from .options import DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_GUIDANCE_SCALE, MAX_SEED, SAMPLERS
 
 
 def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
@@ -96,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GENERATION_COMMANDS = ("generate", "i2v", "inpaint", "cinemagraph", "v2v")
-MAX_SEED = 2**63 - 1
 
 
 def _check_output_file(out: str, suffixes: tuple[str, ...] | None = None) -> None:

@@ -14,6 +14,7 @@ from .errors import InputError
 SAMPLERS = ("dpm++", "ddim", "ddpm", "euler")
 # Classifier-free guidance above ~20 only saturates colours on pixel-space models: the library's cap.
 MAX_GUIDANCE_SCALE = 20.0
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt change its content
 DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, InputTypeError
-from .options import MAX_GUIDANCE_SCALE, SAMPLERS, GenerationDefaults
+from .options import MAX_GUIDANCE_SCALE, MAX_SEED, SAMPLERS, GenerationDefaults
 from .sampling import Progress, random_seed
 
 Callback = Callable[[int, int], None]
@@ -44,8 +44,8 @@ def guidance_value(value, default: float) -> float:
 def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Generator, int | None]:
     """The request's random source and the seed it came from (None when the caller passed a generator).
 
-    ``seed`` None or negative draws a fresh seed. A ``generator`` must live on the CPU: every random
-    draw happens there, so a seed gives the same video on any device.
+    ``seed`` None or negative draws a fresh seed; above ``MAX_SEED`` is an InputError. A ``generator``
+    must live on the CPU: every random draw happens there, so a seed gives the same video on any device.
     """
     if generator is not None:
         if seed is not None:
@@ -57,6 +57,8 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
         seed = random_seed()
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputTypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    if int(seed) > MAX_SEED:
+        raise InputError(f"seed must be at most 2**63 - 1 = {MAX_SEED}, got {int(seed)}")
     return torch.Generator(device="cpu").manual_seed(int(seed)), int(seed)
 
 

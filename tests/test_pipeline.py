@@ -32,6 +32,8 @@ def test_seeds_reproducible_and_independent(tiny_pipe):
     generator = torch.Generator().manual_seed(7)
     assert np.array_equal(a, tiny_pipe.text_to_video("a blue square", generator=generator, super_resolve=False))
     assert not hasattr(tiny_pipe, "last_seed")  # no per-call state on the shared pipeline
+    with pytest.raises(ValueError, match=r"seed must be at most 2\*\*63 - 1"):
+        tiny_pipe.text_to_video("x", seed=2**63, super_resolve=False)
     with pytest.raises(ValueError, match="either seed or generator"):
         tiny_pipe.text_to_video("a blue square", seed=1, generator=torch.Generator())
 
