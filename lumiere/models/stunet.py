@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
@@ -153,6 +154,21 @@ class STUNet(nn.Module):
             self.expand_input_channels(extra_input_channels)
         if freeze_spatial:
             self.t2i.requires_grad_(False)
+        self.gradient_checkpointing = False
+
+    # ------------------------------------------------------------------ memory
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer (pretrained resnet + its temporal block + spatial attention) in the
+        backward pass instead of keeping its activations: less memory for ~one more forward.
+
+        Why here and not diffusers' switch: ``forward`` calls the U-Net's resnets and attentions
+        itself, so ``self.t2i.enable_gradient_checkpointing()`` would never apply. Gradients are the
+        same as without it; sampling (no autograd) is unaffected.
+        """
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ parameters
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
@@ -257,6 +273,14 @@ class STUNet(nn.Module):
                 cache[frames] = (_per_frame(emb, frames), _per_frame(context, frames), frame_cond)
             return cache[frames]
 
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
+
+        def layer(fn, *args):
+            # One layer's activations are recomputed in backward (enable_gradient_checkpointing).
+            if recompute:
+                return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+            return fn(*args)
+
         frames = num_frames
         x = video_to_frames(sample)
         x = unet.conv_in(x)
@@ -266,8 +290,8 @@ class STUNet(nn.Module):
             temb, ctx, tcond = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
-                x = temporal_block(resnet(x, temb), frames, tcond, context)
-                x = _spatial_attention(attention, x, ctx, temb)
+                x = layer(_resnet_temporal_attention, resnet, temporal_block, attention, x, temb, frames, tcond,
+                          context, ctx)
                 skips.append(x)
             if block.downsamplers is not None:
                 for downsampler in block.downsamplers:
@@ -280,18 +304,19 @@ class STUNet(nn.Module):
         if unet.mid_block is not None:
             temb, ctx, tcond = conditioning(frames)
             mid = unet.mid_block
-            x = self.mid_temporal[0](mid.resnets[0](x, temb), frames, tcond, context)
+            x = layer(_resnet_temporal_attention, mid.resnets[0], self.mid_temporal[0], None, x, temb, frames, tcond,
+                      context, ctx)
             for attention, resnet, temporal_block in zip(mid.attentions, mid.resnets[1:], self.mid_temporal[1:]):
-                x = _spatial_attention(attention, x, ctx, temb)
-                x = temporal_block(resnet(x, temb), frames, tcond, context)
+                x = layer(_attention_resnet_temporal, attention, resnet, temporal_block, x, temb, frames, tcond,
+                          context, ctx)
 
         for block, temporal, temporal_up in zip(unet.up_blocks, self.up_temporal, self.up_resample):
             temb, ctx, tcond = conditioning(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attention, temporal_block in zip(block.resnets, attentions, temporal):
                 x = torch.cat([x, skips.pop()], dim=1)
-                x = temporal_block(resnet(x, temb), frames, tcond, context)
-                x = _spatial_attention(attention, x, ctx, temb)
+                x = layer(_resnet_temporal_attention, resnet, temporal_block, attention, x, temb, frames, tcond,
+                          context, ctx)
             if block.upsamplers is not None:
                 size = skips[-1].shape[-2:] if skips else None
                 for upsampler in block.upsamplers:
@@ -362,6 +387,18 @@ class STUNet(nn.Module):
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         return model.to(dtype).eval()
+
+
+def _resnet_temporal_attention(resnet, temporal_block, attention, x, temb, frames, tcond, context, ctx):
+    """One down / up layer (and the mid block's first): pretrained resnet, temporal block, spatial attention."""
+    x = temporal_block(resnet(x, temb), frames, tcond, context)
+    return _spatial_attention(attention, x, ctx, temb)
+
+
+def _attention_resnet_temporal(attention, resnet, temporal_block, x, temb, frames, tcond, context, ctx):
+    """One later layer of the mid block: spatial attention, then resnet and its temporal block."""
+    x = _spatial_attention(attention, x, ctx, temb)
+    return temporal_block(resnet(x, temb), frames, tcond, context)
 
 
 def _spatial_attention(attention: nn.Module | None, x: torch.Tensor, context: torch.Tensor, temb: torch.Tensor):

@@ -125,6 +125,14 @@ class _EpochWrapper(torch.utils.data.Dataset):
             self.dataset.set_epoch(epoch)
 
 
+def _memory_settings(settings: TrainSettings, *models) -> None:
+    """Apply ``settings.gradient_checkpointing`` to the trained models: a STUNet's own switch (its
+    forward calls the U-Net's layers itself) or diffusers' on a plain U-Net."""
+    if settings.gradient_checkpointing:
+        for model in models:
+            model.enable_gradient_checkpointing()
+
+
 class T2IModule(nn.Module):
     def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
                  train_text_encoder: bool):
@@ -351,6 +359,7 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
     module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained)
+    _memory_settings(settings, unet)
     _, height, width = ws.model.base_resolution
     result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
                    settings, ws.root / "t2i", resume, "t2i")
@@ -366,6 +375,7 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     text_encoder = ws.text_encoder()
     base = inflate(ws.t2i_unet(), **ws.model.temporal)
     module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=settings.seed)
+    _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
     result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
                    settings, ws.root / "temporal", resume, "temporal")
@@ -383,6 +393,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
                          seed=settings.seed)
+    _memory_settings(settings, conditional)
     frames, height, width = ws.model.base_resolution
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(video_dataset(ws.config, frames, height, width), settings), settings,
@@ -406,6 +417,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     objective = ws.objective(image_settings)
     unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
     image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=image_settings.seed)
+    _memory_settings(image_settings, unet)
     image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
     image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
                          ws.root / "ssr" / "image", resume, "ssr-image")
@@ -413,6 +425,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     video_settings = ws.settings("ssr", "video", **overrides)
     ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
     video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=video_settings.seed)
+    _memory_settings(video_settings, ssr)
     window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
     video_result = train(video_module, list(ssr.temporal_parameters()), _loader(video_data, video_settings),
@@ -436,6 +449,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     for style in styles:
         unet = copy.deepcopy(original).requires_grad_(True)
         module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False)
+        _memory_settings(settings, unet)
         data = _PlainCaptions(image_dataset(ws.config, height, width, style=style))
         results[style] = train(module, list(unet.parameters()), _loader(data, settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
