@@ -12,18 +12,28 @@ frame. From pure noise (t = 999) the x0 estimate is the prompt's mean video, so 
 ``overfit``: freshly inflate the bundled model's T2I (its text encoder, frozen), train only the new
 temporal layers on 2 "moving right" + 2 "moving left" clips at t in [--min-timestep, 1000), and probe
 (t = 999) every 50 steps. Shows whether an architecture/recipe can read the direction word at all.
+``--clips N`` instead draws N clips with variety (random colour and shape on a dark background, the
+world's paraphrased captions; half right, half left, or with ``--all-motions`` a third right/left and
+the rest any of the 9 motions), ``--terminal-fraction f`` draws only that share of t from
+[--min-timestep, 1000) and the rest uniformly, and ``--recipe motion`` uses the temporal layers of
+configs/tiny-motion.json; the probe then also asks for "a yellow circle moving right/left at night".
+
+    python -m scripts.motion_probe overfit --recipe motion --clips 256 --terminal-fraction 0.4 --steps 400
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from lumiere import LumierePipeline, inflate
 from lumiere.data.datasets import video_to_tensor
-from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
+from lumiere.data.world import COLOURS, MOTIONS, SHAPES, ClipSpec, ObjectSpec, caption, is_valid_object, render_clip
 from lumiere.train.stages import DiffusionObjective
 
 DIRECTIONS = ("moving right", "moving left", "moving up", "moving down")
@@ -59,34 +69,66 @@ def probe(args) -> None:
               f"y {y[:, 0].mean():5.1f} -> {y[:, -1].mean():5.1f}")
 
 
+def _training_clips(args, frames: int, height: int, width: int) -> tuple[torch.Tensor, list[str]]:
+    """The overfit set: the 4 fixed white-square clips, or ``--clips`` varied ones (see the module doc)."""
+    if not args.clips:
+        motions = [m for m in ("moving right", "moving left") for _ in range(2)]
+        clips = [render_clip(ClipSpec((ObjectSpec("white", "square", m),), "black", seed % 2), frames, height, width)
+                 for seed, m in enumerate(motions)]
+        return torch.stack([video_to_tensor(c) for c in clips]), [f"a white square {m} on black" for m in motions]
+    rng = np.random.default_rng(0)
+    clips, captions = [], []
+    while len(clips) < args.clips:
+        horizontal = ("moving right", "moving left")[len(clips) % 2]
+        motion = str(rng.choice(MOTIONS)) if args.all_motions and len(clips) % 3 else horizontal
+        colour, shape, background = str(rng.choice(COLOURS)), str(rng.choice(SHAPES)), str(rng.choice(["black", "night"]))
+        if not is_valid_object(colour, shape, motion, background):
+            continue
+        spec = ClipSpec((ObjectSpec(colour, shape, motion),), background, int(rng.integers(1_000_000)))
+        clips.append(video_to_tensor(render_clip(spec, frames, height, width)))
+        captions.append(caption(spec, rng))
+    return torch.stack(clips), captions
+
+
 def overfit(args) -> None:
     torch.manual_seed(0)
     pipe = LumierePipeline.from_pretrained(args.model, device="cpu", dtype=torch.float32)
     text_encoder = pipe.text_encoder.eval()
-    model = inflate(copy.deepcopy(pipe.base.t2i), temporal_attention_depth=2, temporal_head_dim=32,
-                    spatial_kernel_size=args.spatial_kernel_size, text_pooling=args.pooling)
+    if args.recipe == "motion":
+        temporal = json.loads((Path(__file__).parents[1] / "configs" / "tiny-motion.json").read_text())["model"]["temporal"]
+    else:
+        temporal = {"temporal_attention_depth": 2, "temporal_head_dim": 32,
+                    "spatial_kernel_size": args.spatial_kernel_size, "text_pooling": args.pooling}
+    model = inflate(copy.deepcopy(pipe.base.t2i), **temporal)
     objective = DiffusionObjective(pipe.scheduler_config)
-    frames, height, width = pipe.base_resolution
-    motions = [m for m in ("moving right", "moving left") for _ in range(2)]
-    clips = [render_clip(ClipSpec((ObjectSpec("white", "square", m),), "black", seed % 2), frames, height, width)
-             for seed, m in enumerate(motions)]
-    video = torch.stack([video_to_tensor(c) for c in clips])
+    video, captions = _training_clips(args, *pipe.base_resolution)
+    probes = ["a white square moving right on black", "a white square moving left on black"]
+    if args.clips:
+        probes += ["a yellow circle moving right at night", "a yellow circle moving left at night"]
     with torch.no_grad():
-        text = text_encoder([f"a white square {m} on black" for m in motions])
+        text = text_encoder(captions)
+        probe_text = text_encoder([p for p in probes for _ in range(4)])
     optimizer = torch.optim.AdamW(list(model.temporal_parameters()), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
     started = time.time()
     for step in range(args.steps + 1):
-        noisy, timesteps, target = objective.noisy(video, torch.randint(args.min_timestep, 1000, (len(clips),)))
-        loss = objective.loss(model(noisy, timesteps, text), target, timesteps)
+        batch = torch.randperm(len(video), generator=generator)[:4] if len(video) > 4 else torch.arange(len(video))
+        timesteps = torch.randint(args.min_timestep, 1000, (len(batch),))
+        if args.terminal_fraction < 1.0:
+            timesteps = torch.where(torch.rand(len(batch)) < args.terminal_fraction, timesteps,
+                                    torch.randint(0, 1000, (len(batch),)))
+        noisy, timesteps, target = objective.noisy(video[batch], timesteps)
+        loss = objective.loss(model(noisy, timesteps, text[batch]), target, timesteps)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if step % 50 == 0:
-            noise = torch.randn(video.shape, generator=torch.Generator().manual_seed(0))
-            x, _ = centroids(x0_estimate(model, objective, text, noise, 999))
-            print(f"step {step:4d} ({time.time() - started:4.0f} s) loss {loss.item():.4f}  x0 at t=999: "
-                  f"right x {x[:2, 0].mean():.1f} -> {x[:2, -1].mean():.1f}   left x {x[2:, 0].mean():.1f} -> "
-                  f"{x[2:, -1].mean():.1f}   (target 8 -> 24 / 24 -> 8)", flush=True)
+            noise = torch.randn((len(probe_text), *video.shape[1:]), generator=torch.Generator().manual_seed(0))
+            x, _ = centroids(x0_estimate(model, objective, probe_text, noise, 999))
+            shown = "  ".join(f"{' '.join(p.split()[1:3])} {p.split()[4]}: x {x[4 * i:4 * i + 4, 0].mean():4.1f}"
+                              f" -> {x[4 * i:4 * i + 4, -1].mean():4.1f}" for i, p in enumerate(probes))
+            print(f"step {step:4d} ({time.time() - started:4.0f} s) loss {loss.item():.4f}  x0 at t=999: {shown}"
+                  f"   (target 8 -> 24 right / 24 -> 8 left)", flush=True)
 
 
 def main() -> None:
@@ -98,6 +140,11 @@ def main() -> None:
     parser.add_argument("--spatial-kernel-size", type=int, default=0)
     parser.add_argument("--min-timestep", type=int, default=990)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--clips", type=int, default=0, help="overfit: N varied clips instead of the 4 fixed ones")
+    parser.add_argument("--all-motions", action="store_true", help="overfit --clips: all 9 motions, not only right/left")
+    parser.add_argument("--terminal-fraction", type=float, default=1.0, help="overfit: share of t in [--min-timestep, 1000)")
+    parser.add_argument("--recipe", choices=["plain", "motion"], default="plain",
+                        help="overfit: temporal layers from --pooling/--spatial-kernel-size, or configs/tiny-motion.json")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
