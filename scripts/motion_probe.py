@@ -107,7 +107,8 @@ def overfit(args) -> None:
         probes += ["a yellow circle moving right at night", "a yellow circle moving left at night"]
     with torch.no_grad():
         text = text_encoder(captions)
-        probe_text = text_encoder([p for p in probes for _ in range(4)])
+        draws = 4 if args.clips else 2  # the 4-clip check probes as it always did: 2 noise draws per prompt
+        probe_text = text_encoder([p for p in probes for _ in range(draws)])
     optimizer = torch.optim.AdamW(list(model.temporal_parameters()), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     started = time.time()
@@ -125,8 +126,8 @@ def overfit(args) -> None:
         if step % 50 == 0:
             noise = torch.randn((len(probe_text), *video.shape[1:]), generator=torch.Generator().manual_seed(0))
             x, _ = centroids(x0_estimate(model, objective, probe_text, noise, 999))
-            shown = "  ".join(f"{' '.join(p.split()[1:3])} {p.split()[4]}: x {x[4 * i:4 * i + 4, 0].mean():4.1f}"
-                              f" -> {x[4 * i:4 * i + 4, -1].mean():4.1f}" for i, p in enumerate(probes))
+            shown = "  ".join(f"{' '.join(p.split()[1:3])} {p.split()[4]}: x {x[draws * i:draws * (i + 1), 0].mean():4.1f}"
+                              f" -> {x[draws * i:draws * (i + 1), -1].mean():4.1f}" for i, p in enumerate(probes))
             print(f"step {step:4d} ({time.time() - started:4.0f} s) loss {loss.item():.4f}  x0 at t=999: {shown}"
                   f"   (target 8 -> 24 right / 24 -> 8 left)", flush=True)
 
