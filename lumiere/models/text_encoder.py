@@ -1,6 +1,8 @@
 """Text conditioning through transformers: any AutoTokenizer + encoder (T5, CLIP text, BERT families)."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import tempfile
 from collections import OrderedDict
@@ -8,10 +10,70 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
+from transformers import (AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer, BertConfig, BertModel,
+                          BertTokenizer)
 from transformers.utils import logging as transformers_logging
 
+from ..errors import CheckpointError, InputError
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Prompt length for encoders with relative positions (T5): DeepFloyd IF's (and diffusers' IF pipeline's) 77
+# tokens; T5 tokenizers report 512 (T5's pre-training length), which would pad every prompt 6.6x longer.
+RELATIVE_POSITION_PROMPT_LENGTH = 77
+# The prompt length a saved text encoder was used with, kept in its config.json (read back on load).
+MAX_LENGTH_KEY = "lumiere_max_length"
+# Top-level weight names of an encoder stack saved on its own (``T5Model.get_encoder()``, as earlier versions
+# of this library wrote): loaded into the encoder-only model under "encoder.".
+_STACK_PREFIXES = ("block.", "final_layer_norm.", "embed_tokens.")
+
+
+def encoder_only_class(config):
+    """The encoder-only model class for an encoder-decoder config (T5 -> T5EncoderModel, also mT5/UMT5), or None."""
+    try:
+        return AutoModelForTextEncoding._model_mapping[type(config)]
+    except KeyError:
+        return None
+
+
+def default_max_length(tokenizer, config) -> int:
+    """Prompt length: the tokenizer's, capped by absolute position embeddings; 77 for relative-position
+    encoders (T5) whose tokenizer gives no limit below T5's 512."""
+    limit = int(tokenizer.model_max_length)
+    limit = limit if 0 < limit < 1_000_000 else None  # transformers' "no limit" sentinel is ~1e30
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        return min(limit or positions, int(positions), 512)
+    if limit is None or limit >= 512:
+        return RELATIVE_POSITION_PROMPT_LENGTH
+    return limit
+
+
+def _require_sentencepiece(tokenizer_dir: Path | None) -> None:
+    """A sentencepiece tokenizer (T5's spiece.model) without a tokenizer.json needs the sentencepiece and
+    protobuf packages to convert; without them transformers falls back to a misleading tiktoken error."""
+    if tokenizer_dir is not None and (not tokenizer_dir.is_dir() or (tokenizer_dir / "tokenizer.json").is_file()
+                                      or not any(tokenizer_dir.glob("*.model"))):
+        return
+    missing = [name for name, module in (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"this tokenizer is a SentencePiece model (e.g. T5's spiece.model): loading it needs the "
+                          f"{' and '.join(missing)} package(s): pip install sentencepiece protobuf")
+
+
+def _stack_format(directory: Path) -> bool:
+    """True for weights saved from a bare encoder stack (names "block.0...", no "encoder." prefix)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        names = list(json.loads(index.read_text()).get("weight_map", {}))
+    elif (directory / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(directory / "model.safetensors"), "pt") as handle:
+            names = list(handle.keys())
+    else:
+        return False
+    return any(name.startswith(_STACK_PREFIXES) for name in names)
 
 
 class TextEncoder(nn.Module):
@@ -26,9 +88,9 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.tokenizer = tokenizer
         if getattr(model.config, "is_encoder_decoder", False):
-            model = model.get_encoder()  # T5: only the encoder conditions the U-Net
+            model = _encoder_only(model)  # T5: only the encoder conditions the U-Net
         self.model = model
-        self.max_length = max_length or min(int(tokenizer.model_max_length), 512)
+        self.max_length = int(max_length or default_max_length(tokenizer, model.config))
         self.cache_size = cache_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -76,21 +138,49 @@ class TextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, encoder: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
                         dtype: torch.dtype = torch.float32, subfolder: str = "",
-                        tokenizer_subfolder: str = "") -> "TextEncoder":
-        """Load from local directories or Hub ids (e.g. DeepFloyd IF's ``text_encoder``/``tokenizer`` subfolders)."""
+                        tokenizer_subfolder: str = "", max_length: int | None = None) -> "TextEncoder":
+        """Load from local directories or Hub ids (e.g. DeepFloyd IF's ``text_encoder``/``tokenizer`` subfolders).
+
+        ``max_length``: the prompt length; default: the one the encoder was saved with, else
+        :func:`default_max_length`.
+
+        Raises:
+            ImportError: a SentencePiece tokenizer without the sentencepiece/protobuf packages.
+            CheckpointError: weights missing from the checkpoint (they would be random).
+        """
         local = Path(encoder) / subfolder
-        if Path(encoder).exists() and not (local / "config.json").is_file():
+        is_local = Path(encoder).exists()
+        if is_local and not (local / "config.json").is_file():
             raise FileNotFoundError(f"missing text encoder config: {local / 'config.json'}")
         tokenizer_source = str(tokenizer or encoder)
+        tokenizer_dir = Path(tokenizer_source) / tokenizer_subfolder
+        _require_sentencepiece(tokenizer_dir if Path(tokenizer_source).exists() else None)
         tokenizer_obj = AutoTokenizer.from_pretrained(tokenizer_source, subfolder=tokenizer_subfolder)
+        config = AutoConfig.from_pretrained(str(encoder), subfolder=subfolder)
+        model_class = encoder_only_class(config)
+        options = {}
+        if model_class is None:
+            if getattr(config, "is_encoder_decoder", False):
+                raise InputError(f"{local}: an encoder-decoder text encoder of type {config.model_type!r} has no "
+                                 f"encoder-only model in transformers; use a T5/mT5/UMT5, CLIP text or BERT encoder")
+            model_class = AutoModel
+        elif is_local and _stack_format(local):
+            options["key_mapping"] = {r"^(block|final_layer_norm|embed_tokens)\.": r"encoder.\1."}
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # no per-load report on every app start
         try:
-            # use_safetensors: never fall back to pickled *.bin weights.
-            model = AutoModel.from_pretrained(str(encoder), subfolder=subfolder, use_safetensors=True, dtype=dtype)
+            # use_safetensors: never fall back to pickled *.bin weights. An encoder-decoder config (IF's T5 has
+            # "is_encoder_decoder": true) loads as its encoder-only class: the decoder is never built.
+            model, info = model_class.from_pretrained(str(encoder), subfolder=subfolder, use_safetensors=True,
+                                                      dtype=dtype, output_loading_info=True, **options)
         finally:
             transformers_logging.set_verbosity(verbosity)
-        return cls(tokenizer_obj, model.eval())
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:  # transformers would initialise these randomly: refuse rather than condition on noise
+            raise CheckpointError(f"{local}: the text encoder checkpoint lacks {len(missing)} weight(s) of "
+                                  f"{type(model).__name__} (e.g. {missing[0]}); it would load with random weights")
+        saved_length = getattr(model.config, MAX_LENGTH_KEY, None)
+        return cls(tokenizer_obj, model.eval(), max_length=max_length or saved_length)
 
     def save_pretrained(self, encoder_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
                         dtype: torch.dtype | None = None) -> None:
@@ -99,7 +189,9 @@ class TextEncoder(nn.Module):
             import copy
 
             model = copy.deepcopy(model).to(dtype)
+        setattr(model.config, MAX_LENGTH_KEY, self.max_length)  # reloads pad to the same length
         model.save_pretrained(str(encoder_dir), safe_serialization=True)
+        self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(str(tokenizer_dir))
 
     @classmethod
@@ -120,3 +212,16 @@ class TextEncoder(nn.Module):
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         )
         return cls(tokenizer, BertModel(config), max_length=max_length)
+
+
+def _encoder_only(model: nn.Module) -> nn.Module:
+    """The encoder of an encoder-decoder model, as its encoder-only class where transformers has one (so it
+    saves and reloads under the same weight names); the encoder and embedding weights are shared, not copied."""
+    model_class = encoder_only_class(model.config)
+    if model_class is None or isinstance(model, model_class):
+        return model.get_encoder()
+    with torch.device("meta"):
+        wrapper = model_class(model.config)
+    wrapper.shared = model.get_input_embeddings()
+    wrapper.encoder = model.get_encoder()
+    return wrapper.to(next(model.parameters()).dtype)

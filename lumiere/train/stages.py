@@ -292,13 +292,18 @@ class Workspace:
         return DiffusionObjective(self.scheduler_config, settings.caption_dropout, **options)
 
     def text_encoder(self) -> TextEncoder:
+        """The stages' text encoder: the pipeline's (as saved, prompt length included), else the t2i stage's,
+        else a new one from the config (``max_length`` there sets the prompt length of a pretrained one)."""
         directory = self.pipeline / "text_encoder"
         if (directory / "config.json").is_file():
             return TextEncoder.from_pretrained(directory, self.pipeline / "tokenizer")
         t2i_dir = self.root / "t2i" / "final"
         if (t2i_dir / "text_encoder" / "config.json").is_file():
             return TextEncoder.from_pretrained(t2i_dir / "text_encoder", t2i_dir / "tokenizer")
-        return build_text_encoder(self.model.text_encoder)
+        encoder = build_text_encoder(self.model.text_encoder)
+        if self.model.text_encoder.get("max_length"):  # a pretrained encoder: the config's prompt length
+            encoder.max_length = int(self.model.text_encoder["max_length"])
+        return encoder
 
     def t2i_unet(self) -> UNet2DConditionModel:
         final = self.root / "t2i" / "final" / "unet"
