@@ -61,6 +61,16 @@ class TrainSettings:
         return from_mapping(cls, values, where)
 
 
+def process_seed(seed: int, process_index: int = 0, step: int = 0, num_processes: int = 1) -> int:
+    """The seed of one process at ``step``: ``seed + step * num_processes + process_index``.
+
+    Why: under ``accelerate launch`` every rank runs the same code; one seed for all would make every
+    rank draw the same timesteps and noise (N GPUs training on one draw). Distinct for every (step,
+    rank) pair, and ``seed + step`` for a single process (as before).
+    """
+    return int(seed) + int(step) * int(num_processes) + int(process_index)
+
+
 def infinite(loader, epoch: int = 0):
     """The loader's batches, epoch after epoch (from ``epoch``), telling it each epoch (``set_epoch``:
     accelerate forwards it to the sampler and the dataset, whose per-epoch draws then differ).
@@ -138,7 +148,7 @@ def train_frozen_in_eval(module: nn.Module) -> None:
 def _train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path, resume: bool,
            description: str) -> dict:
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision)
-    set_seed(settings.seed)
+    set_seed(process_seed(settings.seed, accelerator.process_index))
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": settings.lr * g.get("lr_scale", 1.0)}
               for g in groups]
@@ -156,7 +166,8 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         meta = load_training_state(checkpoint, module, optimizer, ema, schedule)
         step = int(meta["step"])
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
-    set_seed(settings.seed + step)  # a resumed run draws fresh noise/batches, not a replay of the start
+    # Each rank draws its own timesteps / noise; a resumed run draws fresh ones, not a replay of the start.
+    set_seed(process_seed(settings.seed, accelerator.process_index, step, accelerator.num_processes))
 
     check_enough_data(loader, settings, accelerator.num_processes, description)
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)

@@ -30,7 +30,7 @@ from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import SSROptions
 from .config import STAGES, RunConfig
-from .loop import TrainSettings, train
+from .loop import TrainSettings, process_seed, train
 from .masks import random_condition
 
 
@@ -271,13 +271,32 @@ def image_dataset(config: RunConfig, height: int, width: int, style: str | None 
 class Workspace:
     """Where a training run keeps its stages' products (``output_dir``) and the assembled pipeline."""
 
-    def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None):
-        """``config``: a RunConfig or a config dict, parsed (and checked for unknown keys) here."""
+    def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None, process=None):
+        """``config``: a RunConfig or a config dict, parsed (and checked for unknown keys) here.
+        ``process``: this process's accelerate state (default: ``PartialState()``, shared by the whole run)."""
+        self._process = process
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         self.model = self.config.model
         self.root = Path(output_dir or self.config.output_dir or "runs/default")
         self.pipeline = self.root / "pipeline"
         self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.scheduler}
+
+    @property
+    def process(self):
+        """The accelerate process state: ``is_main_process``, ``process_index``, ``wait_for_everyone``."""
+        return self._process if self._process is not None else PartialState()
+
+    def seed(self, settings: TrainSettings) -> int:
+        """This rank's seed for a stage's own draws (e.g. the conditional stage's masks): differs per rank."""
+        return process_seed(settings.seed, self.process.process_index)
+
+    def on_main_process(self, write, *args) -> None:
+        """Run ``write(*args)`` on the main process only (under ``accelerate launch`` every rank would
+        otherwise write the same files at once), then wait until it is done: the next stage reads them."""
+        process = self.process
+        if process.is_main_process:
+            write(*args)
+        process.wait_for_everyone()
 
     def settings(self, stage: str, phase: str | None = None, **overrides) -> TrainSettings:
         return self.config.settings(stage, phase, **overrides)
@@ -320,16 +339,23 @@ class Workspace:
         return STUNet.from_pretrained(directory)
 
     def write_component(self, name: str, module) -> None:
-        """Save one component into the pipeline directory and refresh model_index.json."""
-        pipeline_format.write_component(self.pipeline, name, module)
-        self.write_index()
+        """Save one component into the pipeline directory and refresh model_index.json (main process)."""
+        def write():
+            pipeline_format.write_component(self.pipeline, name, module)
+            self._write_index()
+        self.on_main_process(write)
 
     def write_style(self, style: str, spatial_state: dict[str, torch.Tensor]) -> None:
-        pipeline_format.write_style(self.pipeline, style, spatial_state)
-        self.write_index()
+        def write():
+            pipeline_format.write_style(self.pipeline, style, spatial_state)
+            self._write_index()
+        self.on_main_process(write)
 
     def write_index(self) -> None:
         """List what the stages have written so far (``pipeline_format``: the same format as an export)."""
+        self.on_main_process(self._write_index)
+
+    def _write_index(self) -> None:
         components, styles = pipeline_format.saved_parts(self.pipeline)
         base_config = self.pipeline / "base" / "config.json"
         factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
@@ -369,8 +395,8 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
                    settings, ws.root / "t2i", resume, "t2i")
     final = ws.root / "t2i" / "final"
-    unet.save_pretrained(str(final / "unet"), safe_serialization=True)
-    text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")
+    ws.on_main_process(lambda: (unet.save_pretrained(str(final / "unet"), safe_serialization=True),
+                                text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")))
     ws.write_component("text_encoder", text_encoder)
     return result
 
@@ -379,7 +405,7 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
     base = inflate(ws.t2i_unet(), **ws.model.temporal)
-    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=settings.seed)
+    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings))
     _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
     result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
@@ -397,7 +423,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional.expand_input_channels(conditional.in_channels + 1)
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
-                         seed=settings.seed)
+                         seed=ws.seed(settings))
     _memory_settings(settings, conditional)
     frames, height, width = ws.model.base_resolution
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
@@ -421,7 +447,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     image_settings = ws.settings("ssr", "image", **overrides)
     objective = ws.objective(image_settings)
     unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
-    image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=image_settings.seed)
+    image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=ws.seed(image_settings))
     _memory_settings(image_settings, unet)
     image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
     image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
@@ -429,7 +455,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
 
     video_settings = ws.settings("ssr", "video", **overrides)
     ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
-    video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=video_settings.seed)
+    video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=ws.seed(video_settings))
     _memory_settings(video_settings, ssr)
     window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
@@ -486,16 +512,23 @@ def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, re
     return RUNNERS[stage](Workspace(config, output_dir), resume, **overrides)
 
 
-def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Copy the trained pipeline to ``destination`` with weights cast (fp16 halves the bundled size)."""
-    from ..pipeline import LumierePipeline
+def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16,
+                    process=None) -> Path:
+    """Copy the trained pipeline to ``destination`` with weights cast (fp16 halves the bundled size).
 
-    pipe = LumierePipeline.from_pretrained(Path(output_dir) / "pipeline", device="cpu", dtype=torch.float32)
+    Under ``accelerate launch`` only the main process writes; the others wait for it (``process``: the
+    accelerate state, default ``PartialState()``)."""
     destination = Path(destination)
-    card = destination / "README.md"
-    kept = card.read_text() if card.is_file() else None
-    shutil.rmtree(destination, ignore_errors=True)
-    pipe.save_pretrained(destination, dtype=dtype)
-    if kept:
-        card.write_text(kept)
+    process = process if process is not None else PartialState()
+    if process.is_main_process:
+        from ..pipeline import LumierePipeline
+
+        pipe = LumierePipeline.from_pretrained(Path(output_dir) / "pipeline", device="cpu", dtype=torch.float32)
+        card = destination / "README.md"
+        kept = card.read_text() if card.is_file() else None
+        shutil.rmtree(destination, ignore_errors=True)
+        pipe.save_pretrained(destination, dtype=dtype)
+        if kept:
+            card.write_text(kept)
+    process.wait_for_everyone()
     return destination

@@ -1,0 +1,118 @@
+"""Multi-process correctness under ``accelerate launch``, checked in one CPU process with the rank faked:
+each rank draws its own noise, and only the main process writes files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lumiere.train import loop, stages
+from lumiere.train.loop import TrainSettings, process_seed
+from lumiere.train.stages import Workspace, export_pipeline, run_stage
+from tests.test_cli_and_training import MICRO_CONFIG
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeProcess:
+    """An accelerate process state of rank ``index`` (main when 0); counts the barriers it is asked for."""
+
+    def __init__(self, index: int, processes: int = 2):
+        self.process_index, self.num_processes = index, processes
+        self.is_main_process = self.is_local_main_process = index == 0
+        self.barriers = 0
+
+    def wait_for_everyone(self) -> None:
+        self.barriers += 1
+
+    def print(self, *args, **kwargs) -> None:
+        pass
+
+
+def test_process_seeds_differ_per_rank_and_step():
+    seeds = {process_seed(7, rank, step, 4) for rank in range(4) for step in range(50)}
+    assert len(seeds) == 4 * 50  # distinct for every (step, rank): no two ranks ever share a draw
+    assert process_seed(7, 0) != process_seed(7, 1)
+    assert [process_seed(7, 0, step) for step in range(3)] == [7, 8, 9]  # one process: seed + step, as before
+
+
+class _NoiseProbe(nn.Module):
+    """A loss that draws from the global RNG, as the diffusion objective's timesteps and noise do."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.draws = []
+
+    def forward(self, batch):
+        noise = torch.randn(3)
+        self.draws.append(noise)
+        return (self.weight * noise).pow(2).mean() + 0 * batch.sum()
+
+
+def _first_draws(monkeypatch, tmp_path, rank: int) -> torch.Tensor:
+    class RankAccelerator(Accelerator):
+        @property
+        def process_index(self):
+            return rank
+
+    monkeypatch.setattr(loop, "Accelerator", RankAccelerator)
+    module = _NoiseProbe()
+    settings = TrainSettings(steps=2, batch_size=1, warmup_steps=1, ema_decay=None, checkpoint_every=100, seed=3)
+    loop.train(module, [module.weight], DataLoader(torch.zeros(4, 1), batch_size=1, drop_last=True), settings,
+               tmp_path / f"rank{rank}")
+    return torch.stack(module.draws)
+
+
+def test_ranks_draw_different_noise(monkeypatch, tmp_path):
+    rank0, rank1 = _first_draws(monkeypatch, tmp_path, 0), _first_draws(monkeypatch, tmp_path, 1)
+    assert not torch.allclose(rank0, rank1)
+    assert torch.equal(rank0, _first_draws(monkeypatch, tmp_path, 0))  # still seeded: reproducible per rank
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    from lumiere.build import build_text_encoder
+
+    return build_text_encoder(MICRO_CONFIG["model"]["text_encoder"], words=["a", "red", "circle"])
+
+
+def test_only_the_main_process_writes_components(tmp_path, text_encoder):
+    worker = FakeProcess(1)
+    Workspace(MICRO_CONFIG, tmp_path / "worker", process=worker).write_component("text_encoder", text_encoder)
+    assert not (tmp_path / "worker").exists()
+    assert worker.barriers == 1  # it waits for the main process's files
+    main = FakeProcess(0)
+    Workspace(MICRO_CONFIG, tmp_path / "main", process=main).write_component("text_encoder", text_encoder)
+    assert (tmp_path / "main" / "pipeline" / "text_encoder" / "config.json").is_file()
+    assert (tmp_path / "main" / "pipeline" / "model_index.json").is_file()
+    assert main.barriers == 1
+    assert Workspace(MICRO_CONFIG, tmp_path, process=FakeProcess(1)).seed(TrainSettings(seed=5)) == 6
+
+
+def test_a_non_main_rank_writes_no_pipeline_files(monkeypatch, tmp_path):
+    """A whole stage run on a worker rank: it trains, but leaves the stage's products to the main process."""
+    monkeypatch.setattr(stages, "PartialState", lambda: FakeProcess(1))
+    config = dict(MICRO_CONFIG, output_dir=str(tmp_path / "out"))
+    result = run_stage("t2i", config, steps=1, batch_size=1)
+    assert result["step"] == 1
+    assert not (tmp_path / "out" / "pipeline").exists()
+    assert not (tmp_path / "out" / "t2i" / "final").exists()
+
+
+def test_export_on_a_non_main_rank_writes_nothing(tmp_path):
+    worker = FakeProcess(1)
+    export_pipeline(tmp_path / "missing-run", tmp_path / "export", process=worker)  # would fail if it read it
+    assert not (tmp_path / "export").exists() and worker.barriers == 1
+
+
+@pytest.mark.parametrize("name", ["multi_gpu.yaml", "deepspeed_zero2.yaml"])
+def test_example_accelerate_configs_ship_and_are_documented(name):
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / "configs" / "accelerate" / name).read_text())
+    assert config["distributed_type"] in {"MULTI_GPU", "DEEPSPEED"} and config["num_processes"] > 1
+    assert f"configs/accelerate/{name}" in (ROOT / "docs" / "cli.md").read_text()
