@@ -116,3 +116,52 @@ def test_example_accelerate_configs_ship_and_are_documented(name):
     config = yaml.safe_load((ROOT / "configs" / "accelerate" / name).read_text())
     assert config["distributed_type"] in {"MULTI_GPU", "DEEPSPEED"} and config["num_processes"] > 1
     assert f"configs/accelerate/{name}" in (ROOT / "docs" / "cli.md").read_text()
+
+
+TWO_RANKS = '''
+import json, sys, torch
+from torch import nn
+from torch.utils.data import DataLoader
+from accelerate import PartialState
+from lumiere.train import loop
+from lumiere.train.stages import Workspace
+from lumiere.build import build_text_encoder
+from tests.test_cli_and_training import MICRO_CONFIG
+
+class Probe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight, self.draws = nn.Parameter(torch.ones(1)), []
+    def forward(self, batch):
+        noise = torch.randn(2)
+        self.draws.append(noise)
+        return (self.weight * noise).pow(2).mean() + 0 * batch.sum()
+
+out = sys.argv[1]
+probe = Probe()
+settings = loop.TrainSettings(steps=2, batch_size=1, warmup_steps=1, ema_decay=None, checkpoint_every=100, seed=3)
+loop.train(probe, [probe.weight], DataLoader(torch.zeros(8, 1), batch_size=1, drop_last=True), settings, out + "/train")
+Workspace(MICRO_CONFIG, out + "/ws").write_component(
+    "text_encoder", build_text_encoder(MICRO_CONFIG["model"]["text_encoder"], words=["a"]))
+rank = PartialState().process_index
+with open(f"{out}/draws{rank}.json", "w") as handle:
+    json.dump(torch.stack(probe.draws).flatten().tolist(), handle)
+'''
+
+
+@pytest.mark.slow
+def test_two_real_processes_draw_different_noise(tmp_path):
+    """Two CPU processes (gloo) under torchrun: different draws, one pipeline written, no deadlock."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                    str(tmp_path)], check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
+    draws = [json.loads((tmp_path / f"draws{rank}.json").read_text()) for rank in (0, 1)]
+    assert draws[0] != draws[1]
+    assert (tmp_path / "ws" / "pipeline" / "text_encoder" / "config.json").is_file()
