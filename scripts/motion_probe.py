@@ -14,7 +14,7 @@ temporal layers on 2 "moving right" + 2 "moving left" clips at t in [--min-times
 (t = 999) every 50 steps. Shows whether an architecture/recipe can read the direction word at all.
 ``--clips N`` instead draws N clips with variety (random colour and shape on a dark background, the
 world's paraphrased captions; half right, half left, or with ``--all-motions`` a third right/left and
-the rest any of the 9 motions), ``--terminal-fraction f`` draws only that share of t from
+the rest any of the 9 motions; ``--all-backgrounds`` also the bright ones), ``--terminal-fraction f`` draws only that share of t from
 [--min-timestep, 1000) and the rest uniformly, and ``--recipe motion`` uses the temporal layers of
 configs/tiny-motion.json; the probe then also asks for "a yellow circle moving right/left at night".
 
@@ -33,7 +33,7 @@ import torch
 
 from lumiere import LumierePipeline, inflate
 from lumiere.data.datasets import video_to_tensor
-from lumiere.data.world import COLOURS, MOTIONS, SHAPES, ClipSpec, ObjectSpec, caption, is_valid_object, render_clip
+from lumiere.data.world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, ObjectSpec, caption, is_valid_object, render_clip
 from lumiere.train.stages import DiffusionObjective
 
 DIRECTIONS = ("moving right", "moving left", "moving up", "moving down")
@@ -81,7 +81,8 @@ def _training_clips(args, frames: int, height: int, width: int) -> tuple[torch.T
     while len(clips) < args.clips:
         horizontal = ("moving right", "moving left")[len(clips) % 2]
         motion = str(rng.choice(MOTIONS)) if args.all_motions and len(clips) % 3 else horizontal
-        colour, shape, background = str(rng.choice(COLOURS)), str(rng.choice(SHAPES)), str(rng.choice(["black", "night"]))
+        backgrounds = BACKGROUNDS if args.all_backgrounds else ("black", "night")
+        colour, shape, background = str(rng.choice(COLOURS)), str(rng.choice(SHAPES)), str(rng.choice(backgrounds))
         if not is_valid_object(colour, shape, motion, background):
             continue
         spec = ClipSpec((ObjectSpec(colour, shape, motion),), background, int(rng.integers(1_000_000)))
@@ -143,6 +144,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--clips", type=int, default=0, help="overfit: N varied clips instead of the 4 fixed ones")
     parser.add_argument("--all-motions", action="store_true", help="overfit --clips: all 9 motions, not only right/left")
+    parser.add_argument("--all-backgrounds", action="store_true",
+                        help="overfit --clips: all 6 backgrounds, not only black/night (the probe stays on dark ones)")
     parser.add_argument("--terminal-fraction", type=float, default=1.0, help="overfit: share of t in [--min-timestep, 1000)")
     parser.add_argument("--recipe", choices=["plain", "motion"], default="plain",
                         help="overfit: temporal layers from --pooling/--spatial-kernel-size, or configs/tiny-motion.json")
