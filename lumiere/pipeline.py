@@ -28,7 +28,7 @@ from .models.text_encoder import TextEncoder
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
-from .sampling import Progress, denoise, guided, initial_noise, make_scheduler, sdedit_steps, sdedit_timesteps
+from .sampling import Progress, denoise, guided, initial_noise, make_scheduler, sdedit_start, sdedit_steps
 from .styles import styled
 from .super_resolution import low_res_projection, sample_ssr
 
@@ -474,11 +474,10 @@ class LumierePipeline:
             timesteps = scheduler.timesteps
             x = noise * scheduler.init_noise_sigma
         else:
-            timesteps, start = sdedit_timesteps(scheduler, request.num_inference_steps, strength)
             source = init_video[None].to(device, dtype)
-            if start is None:  # strength 0: nothing to denoise (the step plan counted no steps)
+            x, timesteps = sdedit_start(scheduler, request.num_inference_steps, strength, source, noise)
+            if x is None:  # strength 0: nothing to denoise (the step plan counted no steps)
                 return source
-            x = scheduler.add_noise(source, noise, start.reshape(1))
         extra = None
         if condition is not None:
             condition_video, keep = condition

@@ -202,6 +202,18 @@ def sdedit_timesteps(scheduler, num_inference_steps: int, strength: float):
     return timesteps, (timesteps[0] if len(timesteps) else None)
 
 
+def sdedit_start(scheduler, num_inference_steps: int, strength: float, source: torch.Tensor, noise: torch.Tensor):
+    """SDEdit's starting point: ``source`` noised to the first timestep that runs, and the timesteps to run.
+
+    Returns (x, timesteps); x is None when no step runs (strength 0: the input is the result).
+    Shared by video-to-video and the SSR's start from the up-sampled input.
+    """
+    timesteps, start = sdedit_timesteps(scheduler, num_inference_steps, strength)
+    if start is None:
+        return None, timesteps
+    return scheduler.add_noise(source, noise, start.reshape(1)), timesteps
+
+
 def initial_noise(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
     """Gaussian noise drawn on the CPU from the request's generator: same seed -> same video on any device."""
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)

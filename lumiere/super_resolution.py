@@ -16,7 +16,7 @@ from .models.temporal import frames_to_video, video_to_frames
 from .multidiffusion import temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
 from .request import positive_int
-from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_timesteps
+from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start
 
 
 def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, *,
@@ -61,9 +61,8 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     if options.strength < 1.0:
         # SDEdit start: the bicubic up-sampling (the projection of nothing onto ``low``) noised to the
         # first step that runs; only the last options.steps_run(total) steps are run.
-        timesteps, start = sdedit_timesteps(scheduler, total, options.steps_run(total) / total)
         bicubic = low_res_projection(torch.zeros(1, 3, frames, *size, device=device), low, scale, detail_gain=0.0)
-        x = scheduler.add_noise(bicubic.to(dtype), noise, start.reshape(1))
+        x, timesteps = sdedit_start(scheduler, total, options.steps_run(total) / total, bicubic.to(dtype), noise)
     else:
         scheduler.set_timesteps(total, device=device)
         timesteps = scheduler.timesteps
