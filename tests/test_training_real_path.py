@@ -274,6 +274,38 @@ def test_finetuning_a_pretrained_t2i_is_an_opt_in(pretrained_t2i_config):
     assert (root / "opt-in" / "t2i" / "checkpoints" / "checkpoint-0000002").is_dir()
 
 
+def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config):
+    """``stages.temporal.init_from``: the temporal stage continues the given STUNet (here the output of
+    ``lumiere inflate``, with its temporal layers nudged so "continued" is observable) instead of
+    re-inflating the T2I; a conditional STUNet is refused with the key named."""
+    from lumiere.cli import main
+    from lumiere.errors import InputError
+    from lumiere.models.stunet import STUNet
+    from lumiere.train import run_stage
+
+    root, config = pretrained_t2i_config
+    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--out", str(root / "inflated")]) == 0
+    start = STUNet.from_pretrained(root / "inflated")
+    with torch.no_grad():
+        for parameter in start.temporal_parameters():
+            parameter.add_(0.01)
+    start.save_pretrained(root / "inflated")
+
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "from-inflated")
+    config["stages"]["temporal"] = {**config["stages"].get("temporal", {}), "init_from": str(root / "inflated"),
+                                    "lr": 0.0}  # lr 0: the result is exactly the starting point
+    run_stage("temporal", config, steps=1)
+    trained = STUNet.from_pretrained(root / "from-inflated" / "pipeline" / "base")
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), trained.state_dict().values()))
+
+    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--conditional",
+                 "--out", str(root / "conditional")]) == 0
+    config["stages"]["temporal"]["init_from"] = str(root / "conditional")
+    with pytest.raises(InputError, match="stages.temporal.init_from: .* conditional model"):
+        run_stage("temporal", config, steps=1)
+
+
 def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsys):
     from lumiere.cli import main
     from test_cli_and_training import MICRO_CONFIG

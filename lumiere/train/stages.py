@@ -402,9 +402,12 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
 
 
 def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
+    """Train the temporal layers of the base STUNet: inflated from the T2I, or, with
+    ``stages.temporal.init_from``, continued from a STUNet saved earlier (``lumiere inflate``'s output or a
+    pipeline's ``base/``) with a fresh optimizer and schedule, e.g. to change the recipe part-way."""
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
-    base = inflate(ws.t2i_unet(), **ws.model.temporal)
+    base = _initial_stunet(ws, text_encoder)
     module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings))
     _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
@@ -414,6 +417,25 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     ws.write_component("text_encoder", text_encoder)
     ws.write_component("base", base)
     return result
+
+
+def _initial_stunet(ws: Workspace, text_encoder: TextEncoder) -> STUNet:
+    init_from = ws.config.stage("temporal").init_from
+    if not init_from:
+        return inflate(ws.t2i_unet(), **ws.model.temporal)
+    directory = Path(init_from).expanduser()
+    if not (directory / "config.json").is_file():
+        raise InputError(f"stages.temporal.init_from: no STUNet config.json in {directory}")
+    base = STUNet.from_pretrained(directory)
+    if base.extra_input_channels:
+        raise InputError(f"stages.temporal.init_from: {directory} is a conditional model "
+                         f"({base.extra_input_channels} extra input channels); the temporal stage trains the base")
+    width = base.t2i.config.cross_attention_dim
+    if width != text_encoder.hidden_size:
+        raise InputError(f"stages.temporal.init_from: {directory} attends to {width}-wide text states, "
+                         f"the run's text encoder gives {text_encoder.hidden_size}")
+    base.t2i.requires_grad_(False)
+    return base
 
 
 def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
