@@ -306,6 +306,39 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
         run_stage("temporal", config, steps=1)
 
 
+def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_config, capsys):
+    """``stages.ssr.init_from``: the video phase trains the given SSR's temporal layers (e.g. on longer
+    windows) and the image phase is skipped; a base model (it down-samples time) is refused."""
+    from lumiere.build import build_ssr_unet
+    from lumiere.errors import InputError
+    from lumiere.models.stunet import STUNet, inflate
+    from lumiere.train import run_stage
+
+    root, config = pretrained_t2i_config
+    torch.manual_seed(0)
+    ssr = inflate(build_ssr_unet(config["model"]["ssr"], 16), temporal_resize=False, **config["model"]["temporal"])
+    with torch.no_grad():
+        for parameter in ssr.temporal_parameters():
+            parameter.add_(0.01)
+    ssr.save_pretrained(root / "saved-ssr")
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "ssr-continued")
+    config["stages"]["ssr"] = {**config["stages"]["ssr"], "init_from": str(root / "saved-ssr"), "lr": 0.0}
+    result = run_stage("ssr", config, steps=1)
+    assert "skipped" in result["image"] and "ssr: image phase: continuing" in capsys.readouterr().out
+    assert not (root / "ssr-continued" / "ssr" / "image").exists()
+    continued = STUNet.from_pretrained(root / "ssr-continued" / "pipeline" / "ssr")
+    assert all(torch.equal(a, b) for a, b in zip(ssr.state_dict().values(), continued.state_dict().values()))
+
+    from diffusers import UNet2DConditionModel
+
+    base = inflate(UNet2DConditionModel.from_pretrained(str(root / "t2i"), subfolder="unet"), **config["model"]["temporal"])
+    base.save_pretrained(root / "a-base-stunet")
+    config["stages"]["ssr"]["init_from"] = str(root / "a-base-stunet")
+    with pytest.raises(InputError, match="stages.ssr.init_from: .* down-samples time"):
+        run_stage("ssr", config, steps=1)
+
+
 def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsys):
     from lumiere.cli import main
     from test_cli_and_training import MICRO_CONFIG

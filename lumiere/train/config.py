@@ -25,7 +25,7 @@ STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
 # stage's crop, window and two phases; the style list.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "ssr": ("crop", "train_window", "image", "video"), "style": ("styles",)}
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
 
 
 def _fields(cls) -> set[str]:
@@ -59,7 +59,7 @@ class StageConfig:
 
     settings: dict = field(default_factory=dict)  # TrainSettings keys over the config's "train"
     finetune_pretrained: bool = False  # t2i: train a model.t2i.pretrained T2I too (default: skip the stage)
-    init_from: str | None = None    # temporal: a STUNet directory to continue from instead of inflating the T2I
+    init_from: str | None = None    # temporal / ssr: a saved STUNet to continue (no re-inflation / image phase)
     crop: int = 64                  # ssr: side of the high-res training crops
     train_window: int | None = None  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase

@@ -420,22 +420,30 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
 
 
 def _initial_stunet(ws: Workspace, text_encoder: TextEncoder) -> STUNet:
-    init_from = ws.config.stage("temporal").init_from
-    if not init_from:
+    base = _stunet_to_continue(ws, "temporal", text_encoder)
+    if base is None:
         return inflate(ws.t2i_unet(), **ws.model.temporal)
+    if base.extra_input_channels:
+        raise InputError(f"stages.temporal.init_from: {ws.config.stage('temporal').init_from} is a conditional "
+                         f"model ({base.extra_input_channels} extra input channels); the temporal stage trains the base")
+    return base
+
+
+def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) -> STUNet | None:
+    """The STUNet named by ``stages.<stage>.init_from`` (T2I / SR weights frozen), or None."""
+    init_from = ws.config.stage(stage).init_from
+    if not init_from:
+        return None
     directory = Path(init_from).expanduser()
     if not (directory / "config.json").is_file():
-        raise InputError(f"stages.temporal.init_from: no STUNet config.json in {directory}")
-    base = STUNet.from_pretrained(directory)
-    if base.extra_input_channels:
-        raise InputError(f"stages.temporal.init_from: {directory} is a conditional model "
-                         f"({base.extra_input_channels} extra input channels); the temporal stage trains the base")
-    width = base.t2i.config.cross_attention_dim
+        raise InputError(f"stages.{stage}.init_from: no STUNet config.json in {directory}")
+    model = STUNet.from_pretrained(directory)
+    width = model.t2i.config.cross_attention_dim
     if width != text_encoder.hidden_size:
-        raise InputError(f"stages.temporal.init_from: {directory} attends to {width}-wide text states, "
+        raise InputError(f"stages.{stage}.init_from: {directory} attends to {width}-wide text states, "
                          f"the run's text encoder gives {text_encoder.hidden_size}")
-    base.t2i.requires_grad_(False)
-    return base
+    model.t2i.requires_grad_(False)
+    return model
 
 
 def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
@@ -468,15 +476,23 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
 
     image_settings = ws.settings("ssr", "image", **overrides)
     objective = ws.objective(image_settings)
-    unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
-    image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=ws.seed(image_settings))
-    _memory_settings(image_settings, unet)
-    image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
-    image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings), image_settings,
-                         ws.root / "ssr" / "image", resume, "ssr-image")
+    ssr = _stunet_to_continue(ws, "ssr", text_encoder)
+    if ssr is not None:  # continue a saved SSR's temporal layers: its image U-Net is already trained
+        if ssr.temporal_downsampling_factor != 1:
+            raise InputError(f"stages.ssr.init_from: {stage.init_from} down-samples time "
+                             f"(factor {ssr.temporal_downsampling_factor}): a base model, not an SSR")
+        image_result = {"skipped": f"image phase: continuing the SSR in {stage.init_from}"}
+        PartialState().print(f"ssr: {image_result['skipped']}")
+    else:
+        unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
+        image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=ws.seed(image_settings))
+        _memory_settings(image_settings, unet)
+        image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
+        image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings),
+                             image_settings, ws.root / "ssr" / "image", resume, "ssr-image")
+        ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
 
     video_settings = ws.settings("ssr", "video", **overrides)
-    ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
     video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=ws.seed(video_settings))
     _memory_settings(video_settings, ssr)
     window = int(stage.train_window if stage.train_window is not None else options.window)
