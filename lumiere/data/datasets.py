@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lumiere.data.world import STYLES, caption, render_clip, sample_clip_spec
+from lumiere.errors import InputError
 from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
 
 
@@ -229,3 +230,57 @@ class RealVideoDataset(Dataset):
                 warnings.warn(f"skipping video '{path}': {err}", RuntimeWarning, stacklevel=2)
         raise RuntimeError(f"no decodable video found after {self.max_retries + 1} tries from index {index}; "
                            f"check the files under '{self.root}'")
+
+
+# ----------------------------------------------------------------------------- style images
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FOLDER_CAPTION = "caption.txt"  # a style folder's default caption, for images without their own .txt
+
+
+class ImageFolderDataset(Dataset):
+    """One style's own images (StyleDrop-like data) for the style stage: ``image`` (3, H, W) in [-1, 1].
+
+    Every image directly in ``folder`` (sorted by name), captioned by its sidecar text file
+    (``cat.png`` -> ``cat.txt``), else by the folder's ``caption.txt``. Captions describe the content,
+    not the style: the style lives in the fine-tuned weights, so prompts stay the same with and without
+    it. Images are resized (shorter side) and centre-cropped like the video frames.
+
+    Raises:
+        InputError: no such folder, no image in it, or an image without a caption (``where`` names the
+            config key).
+    """
+
+    def __init__(self, folder, height: int, width: int, where: str = "image folder"):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{where}: no folder '{folder}'")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise InputError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in '{folder}'")
+        default = folder / FOLDER_CAPTION
+        default_caption = default.read_text().strip() if default.is_file() else None
+        self.items, missing = [], []
+        for path in paths:
+            sidecar = path.with_suffix(".txt")
+            if sidecar.is_file():
+                self.items.append((path, sidecar.read_text().strip()))
+            elif default_caption is not None:
+                self.items.append((path, default_caption))
+            else:
+                missing.append(path.name)
+        if missing:
+            raise InputError(f"{where}: {len(missing)} image(s) in '{folder}' have no caption (e.g. {missing[0]}); "
+                             f"add a sidecar <image name>.txt, or a {FOLDER_CAPTION} that captions the whole folder")
+        self.folder, self.height, self.width = folder, height, width
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(index)
+        from lumiere.io import read_image
+
+        path, text = self.items[index]
+        image = resize_center_crop(read_image(path), self.height, self.width, upscale_interpolation=cv2.INTER_LINEAR)
+        return {"image": video_to_tensor(image[None])[:, 0], "caption": text}

@@ -65,6 +65,7 @@ class StageConfig:
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase
     video: dict = field(default_factory=dict)  # ssr: ... of the video (temporal layers) phase
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
+    style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
 
     @classmethod
     def from_dict(cls, stage: str, values: dict | None) -> "StageConfig":
@@ -76,7 +77,15 @@ class StageConfig:
             check_keys(values.get(phase), _fields(TrainSettings), f"{where}.{phase}")
         extras = {k: v for k, v in values.items() if k in own}
         if "styles" in extras:
-            extras["styles"] = tuple(extras["styles"])
+            styles = extras["styles"]
+            if isinstance(styles, dict):  # {name: folder of that style's images}
+                bad = [name for name, folder in styles.items() if not isinstance(folder, str) or not folder]
+                if bad:
+                    raise InputError(f"{where}.styles: the folder of style {bad[0]!r} must be a path string")
+                extras["style_folders"] = {str(name): folder for name, folder in styles.items()}
+            elif not isinstance(styles, (list, tuple)) or not all(isinstance(name, str) for name in styles):
+                raise InputError(f"{where}.styles must be a list of style names or a mapping name -> image folder")
+            extras["styles"] = tuple(styles)
         return cls(settings=settings, **extras)
 
 

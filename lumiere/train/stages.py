@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
 from ..conditioning import ssr_condition
-from ..data.datasets import epoch_rng
+from ..data.datasets import ImageFolderDataset, epoch_rng
 from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
 from .. import pipeline_format
@@ -504,13 +504,27 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
 
 
 def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **overrides) -> dict:
-    """Fine-tune a copy of the spatial T2I weights on each style's images (StyleDrop-like data)."""
+    """Fine-tune a copy of the spatial T2I weights on each style's images (StyleDrop-like data): its own
+    folder of images where ``stages.style.styles`` maps it to one, else the procedural world rendered in
+    that style (real videos have no styles: a bare name there is an error, not a silently unstyled style)."""
     settings = ws.settings("style", **overrides)
-    styles = styles or list(ws.config.stage("style").styles)
+    stage = ws.config.stage("style")
+    styles = styles or list(stage.styles)
     if not styles:
-        raise InputError("no styles to train: set stages.style.styles in the config (a list of style names)")
-    text_encoder = ws.text_encoder()
+        raise InputError("no styles to train: set stages.style.styles in the config (a list of style names, "
+                         "or a mapping style name -> folder of its images)")
     _, height, width = ws.model.base_resolution
+    unfoldered = [style for style in styles if style not in stage.style_folders]
+    if unfoldered and ws.config.data.type != "procedural":
+        raise InputError(f"stages.style.styles: with {ws.config.data.type} data each style needs its own images; "
+                         f"give a mapping style name -> image folder (e.g. {{\"{unfoldered[0]}\": "
+                         f"\"data/styles/{slugify(unfoldered[0])}\"}}) instead of a list of names (only the "
+                         f"procedural data renders styles itself)")
+    # Every folder checked before the first style trains (a typo in the last one fails now, not hours later).
+    datasets = {style: ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
+                if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style))
+                for style in styles}
+    text_encoder = ws.text_encoder()
     results = {}
     # Start from the base's spatial weights: W_orig of the interpolation (the same as the T2I's when the
     # video stages kept it frozen, the video-tuned ones when they trained it).
@@ -519,8 +533,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
         unet = copy.deepcopy(original).requires_grad_(True)
         module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False)
         _memory_settings(settings, unet)
-        data = _PlainCaptions(image_dataset(ws.config, height, width, style=style))
-        results[style] = train(module, list(unet.parameters()), _loader(data, settings), settings,
+        results[style] = train(module, list(unet.parameters()), _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
         ws.write_style(style, unet.state_dict())
     return results
