@@ -1,12 +1,24 @@
 """Issue 10, real data at scale: webdataset shards, WebVid's CSV columns, the text-embedding cache and
 per-style image folders (all tiny and on CPU)."""
 import copy
+import csv
 
 import numpy as np
 import pytest
 import torch
 
 from lumiere.errors import InputError
+
+
+def _grey_clip(level: int, frames: int = 10, size: int = 16) -> np.ndarray:
+    """A clip whose every pixel of frame k is level + 4k: its identity and its window show in any crop."""
+    values = np.clip(level + 4 * np.arange(frames), 0, 255).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (frames, size, size, 3)).copy()
+
+
+def _level(item) -> int:
+    """The level of the clip an item came from (its first frame's grey, less the window's start)."""
+    return int(round((item["video"][:, 0].mean().item() + 1) * 127.5))
 
 
 def _micro_config(tmp_path, **data):
@@ -94,3 +106,31 @@ def test_style_folders_are_required_with_real_data(tmp_path):
     config["stages"]["style"]["styles"] = {"watercolor": str(captionless)}
     with pytest.raises(InputError, match=r"stages\.style\.styles\.watercolor: 1 image\(s\) .* no caption"):
         run_stage("style", config)
+
+
+# ----------------------------------------------------------------------------- WebVid's CSV
+def test_webvid_csv_columns_load_as_published(tmp_path):
+    """WebVid's columns: caption from ``name``, file ``<root>/<page_dir>/<videoid>.mp4`` (or ``path`` when
+    given); rows whose file was never downloaded are left out with one warning giving the count."""
+    from lumiere.data.datasets import RealVideoDataset
+    from lumiere.io import write_video
+
+    rows = [("1001", "000001_000050", "Aerial view of a harbour"), ("1002", "000001_000050", "A dog, running"),
+            ("1003", "000051_000100", "Clouds over hills"), ("1004", "000051_000100", "never downloaded")]
+    for k, (videoid, page_dir, _) in enumerate(rows[:3]):
+        (tmp_path / page_dir).mkdir(exist_ok=True)
+        write_video(tmp_path / page_dir / f"{videoid}.mp4", _grey_clip(40 * (k + 1)), fps=8)
+    with open(tmp_path / "results_2M_val.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
+        writer.writerows([(v, f"https://example.invalid/{v}.mp4", "PT00H00M10S", d, n) for v, d, n in rows])
+    with pytest.warns(RuntimeWarning) as caught:
+        data = RealVideoDataset(tmp_path, "results_2M_val.csv", num_frames=2, height=8, width=8, fps=8)
+    messages = [str(w.message) for w in caught if "missing" in str(w.message)]
+    assert len(messages) == 1 and "skipping 1 of 4 rows" in messages[0] and "1004.mp4" in messages[0]
+    assert len(data) == 3
+    assert [data[k]["caption"] for k in range(3)] == [name for _, _, name in rows[:3]]
+
+    (tmp_path / "none.csv").write_text("videoid,contentUrl,duration,page_dir,name\n9,u,PT1S,nowhere,gone\n")
+    with pytest.raises(InputError, match="none of its 1 video files exist"):
+        RealVideoDataset(tmp_path, "none.csv")

@@ -115,7 +115,12 @@ class ProceduralImageDataset(Dataset):
 
 # ----------------------------------------------------------------------------- real video
 def load_metadata(path) -> list[dict]:
-    """Rows {"path", "caption"} from a CSV (header path,caption) or JSONL file."""
+    """Rows {"path", "caption", ...} from a CSV (with a header) or JSONL file.
+
+    Columns: ``path`` and ``caption``, or WebVid's own metadata (``videoid,contentUrl,duration,page_dir,name``):
+    the caption from ``name`` and, without a ``path`` column, the file ``<page_dir>/<videoid>.mp4`` (the
+    layout WebVid's download scripts write), so WebVid's CSV is read as published.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metadata file not found: '{path}'")
@@ -125,9 +130,28 @@ def load_metadata(path) -> list[dict]:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     for n, row in enumerate(rows):
-        if "path" not in row or "caption" not in row:
-            raise ValueError(f"{path}: row {n + 1} needs 'path' and 'caption' fields, got {sorted(row)}")
+        if row.get("caption") is None and row.get("name") is not None:
+            row["caption"] = row["name"]
+        if not row.get("path") and row.get("page_dir") and row.get("videoid"):
+            row["path"] = f"{row['page_dir']}/{row['videoid']}.mp4"
+        if not row.get("path") or row.get("caption") is None:
+            raise ValueError(f"{path}: row {n + 1} needs 'path' and 'caption' fields (or WebVid's 'videoid', "
+                             f"'page_dir' and 'name'), got {sorted(row)}")
     return rows
+
+
+def _existing_rows(rows: list[dict], root: Path, metadata) -> list[dict]:
+    """The rows whose video file exists. Why: WebVid's download scripts leave out every video they could not
+    fetch, so a published CSV lists many missing files; one warning with the count instead of one per file."""
+    kept = [row for row in rows if (root / row["path"]).is_file()]  # an absolute path stays absolute
+    if not kept:
+        raise InputError(f"{metadata}: none of its {len(rows)} video files exist under '{root}' "
+                         f"(e.g. '{root / rows[0]['path']}')")
+    if len(kept) < len(rows):
+        missing = next(row["path"] for row in rows if not (root / row["path"]).is_file())
+        warnings.warn(f"{metadata}: skipping {len(rows) - len(kept)} of {len(rows)} rows whose video file is "
+                      f"missing (e.g. '{root / missing}')", RuntimeWarning, stacklevel=3)
+    return kept
 
 
 class VideoDecodeError(ValueError):
@@ -167,11 +191,13 @@ def decode_clip(path, num_frames: int, fps: float | None, rng: np.random.Generat
 
 
 class RealVideoDataset(Dataset):
-    """WebVid-style folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}).
+    """WebVid-style folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}), or
+    WebVid's own CSV (``load_metadata``).
 
-    Paths are relative to ``root`` (or absolute). Clips of ``num_frames`` at ``fps`` are resized
-    (shorter side) and centre-cropped to (height, width). A corrupt or too-short file never stops
-    training: it is skipped with a warning naming it, and another index is used instead.
+    Paths are relative to ``root`` (or absolute); rows whose file is missing are left out with one
+    warning. Clips of ``num_frames`` at ``fps`` are resized (shorter side) and centre-cropped to
+    (height, width). A corrupt or too-short file never stops training: it is skipped with a warning
+    naming it, and another index is used instead.
 
     Temporal augmentation: each epoch (``set_epoch``, which the training loop calls through
     accelerate's data loader) takes another window of each video, a pure function of (seed, index,
@@ -186,6 +212,7 @@ class RealVideoDataset(Dataset):
         self.rows = load_metadata(metadata if metadata.is_absolute() or metadata.exists() else self.root / metadata)
         if not self.rows:
             raise ValueError(f"metadata '{metadata}' lists no videos")
+        self.rows = _existing_rows(self.rows, self.root, metadata)
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
         self.seed, self.return_lowres, self.max_retries = seed, return_lowres, max_retries
         self.bad_paths: set[str] = set()

@@ -40,7 +40,7 @@ class DataConfig:
     seed: int = 0
     length: int = 1_000_000   # procedural: items per epoch
     root: str | None = None    # real: the folder the metadata's paths are relative to
-    metadata: str | None = None  # real: CSV/JSON with path,caption rows
+    metadata: str | None = None  # real: CSV/JSONL with path,caption rows, or WebVid's own CSV
     fps: float | None = None   # real: clip frame rate (None: the model's fps)
 
     @classmethod
