@@ -72,6 +72,8 @@ class StageConfig:
         where = f"stages.{stage}"
         own = STAGE_KEYS.get(stage, ())
         values = check_keys(values, _fields(TrainSettings) | set(own), where)
+        if "text_embedding_cache" in values:  # Workspace.text_encoder reads it once for every stage
+            raise InputError(f"{where}.text_embedding_cache: set it in the config's train section (one cache for every stage)")
         settings = {k: v for k, v in values.items() if k not in own}
         for phase in ("image", "video"):
             check_keys(values.get(phase), _fields(TrainSettings), f"{where}.{phase}")

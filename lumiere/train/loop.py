@@ -50,6 +50,7 @@ class TrainSettings:
     terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
     caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1 more forward
+    text_embedding_cache: str | None = None  # a directory: frozen text states cached there (train section only)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":

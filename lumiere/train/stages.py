@@ -312,7 +312,18 @@ class Workspace:
 
     def text_encoder(self) -> TextEncoder:
         """The stages' text encoder: the pipeline's (as saved, prompt length included), else the t2i stage's,
-        else a new one from the config (``max_length`` there sets the prompt length of a pretrained one)."""
+        else a new one from the config (``max_length`` there sets the prompt length of a pretrained one).
+        With ``train.text_embedding_cache`` set, its states come from that disk cache while it is frozen
+        (``text_cache.CachedTextEncoder``: the same calls and weights)."""
+        encoder = self._text_encoder()
+        cache = TrainSettings.from_dict(self.config.train, "train").text_embedding_cache
+        if not cache:
+            return encoder
+        from .text_cache import CachedTextEncoder
+
+        return CachedTextEncoder(encoder, cache)
+
+    def _text_encoder(self) -> TextEncoder:
         directory = self.pipeline / "text_encoder"
         if (directory / "config.json").is_file():
             return TextEncoder.from_pretrained(directory, self.pipeline / "tokenizer")
