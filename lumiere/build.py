@@ -2,7 +2,8 @@
 
 The same config drives the tiny bundled model (everything trained here from scratch) and a full-size
 model (``t2i.pretrained`` names a diffusers U-Net directory or Hub repo and the text encoder a
-transformers model). Configs live in ``configs/`` as JSON.
+transformers model). A ``vae`` section makes it a latent model (Stable-Diffusion style): the STUNets
+run on VAE latents, ``base_resolution`` stays in pixels. Configs live in ``configs/`` as JSON.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from diffusers import UNet2DConditionModel
 from .errors import InputError, MissingFileError
 from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
+from .models.vae import VAE_KEYS, build_vae, check_resolution, config_scale_factor, scale_factor
 from .options import SSR_BUILD_KEYS, GenerationDefaults, SSROptions, check_keys
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
@@ -32,7 +34,7 @@ DEFAULT_SCHEDULER = {
 }
 # Keys of the "text_encoder" and "t2i" sections (build_text_encoder / build_t2i_unet read them).
 TEXT_ENCODER_KEYS = ("hidden_size", "num_layers", "num_heads", "max_length", "pretrained", "tokenizer", "subfolder",
-                     "tokenizer_subfolder")
+                     "tokenizer_subfolder", "architecture")
 T2I_KEYS = ("unet", "pretrained", "subfolder")
 
 
@@ -41,7 +43,7 @@ class ModelConfig:
     """A model config (a training config's "model" section), checked: what ``build_pipeline`` and the
     training stages build. Sub-sections handed whole to a constructor stay dicts."""
 
-    base_resolution: tuple[int, int, int]
+    base_resolution: tuple[int, int, int]  # (frames, height, width) in pixels, also for a latent model
     t2i: dict
     fps: float = 8
     text_encoder: dict = field(default_factory=dict)
@@ -49,6 +51,7 @@ class ModelConfig:
     ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
     scheduler: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
+    vae: dict | None = None       # models.vae.VAE_KEYS: a latent model's AutoencoderKL (None: pixel model)
 
     @property
     def ssr_options(self) -> SSROptions:
@@ -66,6 +69,17 @@ class ModelConfig:
             SSROptions.from_config(known["ssr"])
         GenerationDefaults.from_config(known.get("defaults"))
         frames, height, width = (int(v) for v in known["base_resolution"])
+        if known.get("vae") is not None:
+            check_keys(known["vae"], VAE_KEYS, "model.vae")
+            factor = config_scale_factor(known["vae"])
+            if factor is not None:  # a pretrained VAE's factor is checked when it is loaded (build_latent_vae)
+                check_resolution(height, width, factor)
+            autoencoder, unet = known["vae"].get("autoencoder"), known["t2i"].get("unet")
+            if autoencoder is not None and unet is not None and not known["t2i"].get("pretrained"):
+                latent, inputs = autoencoder.get("latent_channels", 4), unet.get("in_channels", 4)
+                if latent != inputs:
+                    raise InputError(f"model.t2i.unet.in_channels ({inputs}) must equal model.vae.autoencoder."
+                                     f"latent_channels ({latent}): the U-Net denoises the VAE's latents")
         return cls(**{**known, "base_resolution": (frames, height, width)})
 
     @classmethod
@@ -87,6 +101,20 @@ def load_t2i_unet(source: str | os.PathLike, subfolder: str | None = None) -> UN
     return UNet2DConditionModel.from_pretrained(str(source), subfolder=subfolder, use_safetensors=True)
 
 
+def build_latent_vae(model: ModelConfig):
+    """The model's VAE (None for a pixel model), checked against ``base_resolution``.
+
+    Raises:
+        InputError: base_resolution (pixels) is not divisible by the VAE's down-sampling factor.
+    """
+    if model.vae is None:
+        return None
+    vae = build_vae(model.vae)
+    _, height, width = model.base_resolution
+    check_resolution(height, width, scale_factor(vae))
+    return vae
+
+
 def build_text_encoder(config: dict, words: list[str] | None = None) -> TextEncoder:
     if config.get("pretrained"):
         return TextEncoder.from_pretrained(config["pretrained"], config.get("tokenizer"),
@@ -96,7 +124,8 @@ def build_text_encoder(config: dict, words: list[str] | None = None) -> TextEnco
         from .data.world import vocabulary
 
         words = vocabulary()
-    options = {k: config[k] for k in ("hidden_size", "num_layers", "num_heads", "max_length") if k in config}
+    options = {k: config[k] for k in ("hidden_size", "num_layers", "num_heads", "max_length", "architecture")
+               if k in config}
     return TextEncoder.from_vocabulary(words, **options)
 
 
@@ -148,6 +177,9 @@ def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None
     unet = t2i_unet or build_t2i_unet(model.t2i, text_encoder.hidden_size)
     base = inflate(unet, **temporal)
     components = {"text_encoder": text_encoder, "base": base}
+    vae = build_latent_vae(model)
+    if vae is not None:
+        components["vae"] = vae
     if with_conditional:
         components["conditional"] = inflate(copy.deepcopy(unet), extra_input_channels=unet.config.in_channels + 1, **temporal)
     if with_ssr and model.ssr is not None:

@@ -14,8 +14,9 @@ from torch import nn
 
 from .errors import InputError
 
-COMPONENTS = ("text_encoder", "base", "conditional", "ssr")
-# What each application needs, besides "ssr" when it super-resolves (lets a manager load/evict ahead of a call).
+COMPONENTS = ("text_encoder", "vae", "base", "conditional", "ssr")
+# What each application needs, besides "vae" in a latent pipeline and "ssr" when it super-resolves (lets a
+# manager load/evict ahead of a call).
 TASK_COMPONENTS = {
     "text_to_video": ("text_encoder", "base"),
     "stylize": ("text_encoder", "base"),
@@ -119,14 +120,25 @@ class ComponentStore:
                 self._modules[name] = self._place(module)
 
     def for_task(self, task: str, super_resolve: bool = True) -> list[str]:
-        """The components ``task`` needs (see ``TASK_COMPONENTS``), plus "ssr" when it will super-resolve."""
+        """The components ``task`` needs (see ``TASK_COMPONENTS``), plus "vae" in a latent pipeline and
+        "ssr" when it will super-resolve."""
         if task not in TASK_COMPONENTS:
             raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASK_COMPONENTS)}")
-        return list(TASK_COMPONENTS[task]) + (["ssr"] if super_resolve and self.has("ssr") else [])
+        return (list(TASK_COMPONENTS[task]) + (["vae"] if self.has("vae") else [])
+                + (["ssr"] if super_resolve and self.has("ssr") else []))
 
     def _place(self, module: nn.Module) -> nn.Module:
         # Inference only: eval mode (no dropout) and no gradients, on the pipeline's device and dtype.
-        return module.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        # nn.Module.to: diffusers' ModelMixin.to (the VAE) warns on every dtype cast, wrongly, in diffusers 0.42.
+        return nn.Module.to(module, device=self.device, dtype=self._dtype_for(module)).eval().requires_grad_(False)
+
+    def _dtype_for(self, module: nn.Module) -> torch.dtype:
+        # A VAE that asks for it (SD's "force_upcast") stays fp32 in an fp16 pipeline, as diffusers' pipelines
+        # upcast it: its decoder overflows fp16. It is small next to the U-Nets.
+        config = getattr(module, "config", None)
+        if self.dtype == torch.float16 and getattr(config, "force_upcast", False) and hasattr(config, "latent_channels"):
+            return torch.float32
+        return self.dtype
 
     def _load(self, name: str) -> nn.Module:
         from .models.stunet import STUNet
@@ -135,6 +147,10 @@ class ComponentStore:
         directory = self._directories[name]
         if name == "text_encoder":
             return TextEncoder.from_pretrained(directory, self._directories.get("tokenizer", directory))
+        if name == "vae":
+            from .models.vae import load_vae
+
+            return load_vae(directory)
         return STUNet.from_pretrained(directory)
 
     @staticmethod

@@ -1,5 +1,10 @@
 """LumierePipeline: text encoder -> base STUNet (whole clip) -> SSR with temporal MultiDiffusion -> uint8 video.
 
+A latent pipeline (one with a ``vae`` component, Stable-Diffusion style) samples VAE latents and
+decodes them, a bounded number of frames per call (``vae_frames_per_call``), before anything that
+works on pixels: the known-pixel paste at base resolution, SSR and the output. Conditioning inputs
+are encoded, their masks min-pooled to latent resolution (``models.vae.latent_condition``).
+
 This module holds the applications (text-to-video, image-to-video, inpainting, cinemagraphs, SDEdit,
 reference guidance, super-resolution) and the base-model sampling they share. Where the models live
 and how they are placed is ``components``, the SSR stage ``super_resolution``, the directory format
@@ -25,6 +30,8 @@ from .errors import InputError
 from .hub import read_safetensors, resolve_pretrained
 from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
+from .models.vae import DEFAULT_FRAMES_PER_CALL, check_resolution, decode_latents, encode_video, latent_condition
+from .models.vae import scale_factor as vae_scale_factor
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
@@ -64,6 +71,8 @@ class LumierePipeline:
         self._styles: dict[str, dict | Path] = dict(styles or {})
         self.source = Path(source) if source is not None else None
         self.progress_bar = False  # show a tqdm bar per call (the CLI turns it on)
+        # Latent pipelines: frames per VAE encode / decode call (bounds memory; None = a clip at once).
+        self.vae_frames_per_call: int | None = DEFAULT_FRAMES_PER_CALL
         PipelineConfig.from_config(config)  # a mistyped key fails when the pipeline opens, not mid-call
 
     # ------------------------------------------------------------------ components
@@ -128,6 +137,47 @@ class LumierePipeline:
     @property
     def ssr(self) -> STUNet:
         return self.get_component("ssr")
+
+    @property
+    def vae(self):
+        """The latent pipeline's ``diffusers.AutoencoderKL`` (InputError for a pixel pipeline)."""
+        return self.get_component("vae")
+
+    @property
+    def is_latent(self) -> bool:
+        """Whether the STUNets run on VAE latents (the pipeline has a ``vae``) rather than pixels."""
+        return self.has_component("vae")
+
+    @property
+    def model_sample_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of what the base STUNet denoises: pixels (3, H, W) at
+        ``base_resolution``, or latents (C, H/f, W/f) for a latent pipeline (f: the VAE's factor).
+
+        Raises:
+            InputError: ``base_resolution`` is not divisible by the VAE's down-sampling factor.
+        """
+        _, height, width = self.base_resolution
+        if not self.is_latent:
+            return 3, height, width
+        vae = self.vae
+        factor = vae_scale_factor(vae)
+        check_resolution(height, width, factor)
+        return int(vae.config.latent_channels), height // factor, width // factor
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, T, H, W) in [-1, 1] -> what the STUNets work on (latents, or the pixels themselves)."""
+        if not self.is_latent:
+            return video
+        with torch.inference_mode():
+            return encode_video(self.vae, video, self.vae_frames_per_call)
+
+    def decode_frames(self, sample: torch.Tensor) -> torch.Tensor:
+        """The STUNets' output (B, C, T, h, w) -> pixels (B, 3, T, H, W) in [-1, 1] (a latent pipeline decodes
+        ``vae_frames_per_call`` frames per VAE call)."""
+        if not self.is_latent:
+            return sample
+        with torch.inference_mode():
+            return decode_latents(self.vae, sample, self.vae_frames_per_call)
 
     # ------------------------------------------------------------------ model properties
     @property
@@ -228,7 +278,7 @@ class LumierePipeline:
         with request.progress(request.step_plan(), self.progress_bar) as progress:
             with self._styled(self.base, request):
                 video = self._sample_video(self.base, request, progress)
-            return self._finish(video, request, progress)
+            return self._finish(self.decode_frames(video), request, progress)
 
     @documented
     def image_to_video(self, image, prompt: str, *, num_frames: int | None = None,
@@ -346,10 +396,16 @@ class LumierePipeline:
         self._require("base")
         _, height, width = self.base_resolution
         source = video_tensor(video, request.num_frames, height, width)
-        plan = request.step_plan(base_steps=sdedit_steps(request.num_inference_steps, strength))
+        steps = sdedit_steps(request.num_inference_steps, strength)
+        plan = request.step_plan(base_steps=steps)
         with request.progress(plan, self.progress_bar) as progress:
-            with self._styled(self.base, request):
-                video = self._sample_video(self.base, request, progress, init_video=source, strength=strength)
+            if steps == 0 and self.is_latent:  # strength 0: the input itself, not its VAE round trip
+                video = source[None]
+            else:
+                init = self.encode_frames(source[None])[0]
+                with self._styled(self.base, request):
+                    video = self.decode_frames(self._sample_video(self.base, request, progress, init_video=init,
+                                                                  strength=strength))
             return self._finish(video, request, progress)
 
     @documented
@@ -462,12 +518,13 @@ class LumierePipeline:
     def _sample_video(self, model: STUNet, request: GenerationRequest, progress: Progress,
                       condition: tuple[torch.Tensor, torch.Tensor] | None = None,
                       init_video: torch.Tensor | None = None, strength: float | None = None) -> torch.Tensor:
-        """Sample a base-resolution clip (1, 3, T, H, W) in [-1, 1] with the whole clip in one pass."""
+        """Sample a base-resolution clip with the whole clip in one pass: pixels (1, 3, T, H, W) in [-1, 1],
+        or latents (1, C, T, h, w) for a latent pipeline (``condition`` and ``init_video`` are in the same space)."""
         device, dtype = module_device(model), model.dtype
-        _, height, width = self.base_resolution
+        channels, height, width = self.model_sample_shape
         text, uncond = self._text_states(request.prompt, request.negative_prompt, request.guidance_scale, model)
         scheduler = make_scheduler(self.scheduler_config, request.sampler)
-        shape = (1, 3, request.num_frames, height, width)
+        shape = (1, channels, request.num_frames, height, width)
         noise = initial_noise(shape, request.generator, device, dtype)
         if init_video is None:
             scheduler.set_timesteps(request.num_inference_steps, device=device)
@@ -493,14 +550,14 @@ class LumierePipeline:
                            request.generator, progress)
 
     def _sample_image(self, request: GenerationRequest, progress: Progress) -> torch.Tensor:
-        """One image (3, H, W) from the frozen T2I U-Net alone (reference guidance's first frame)."""
+        """One image (3, H, W) in pixels from the frozen T2I U-Net alone (reference guidance's first frame)."""
         unet = self.base.t2i
         device, dtype = module_device(unet), unet.dtype
-        _, height, width = self.base_resolution
+        channels, height, width = self.model_sample_shape
         text, uncond = self._text_states(request.prompt, request.negative_prompt, request.guidance_scale, unet)
         scheduler = make_scheduler(self.scheduler_config, request.sampler)
         scheduler.set_timesteps(request.num_inference_steps, device=device)
-        x = initial_noise((1, 3, height, width), request.generator, device, dtype) * scheduler.init_noise_sigma
+        x = initial_noise((1, channels, height, width), request.generator, device, dtype) * scheduler.init_noise_sigma
 
         def predict(x_in, t, states):
             return unet(x_in, t, states).sample
@@ -508,6 +565,7 @@ class LumierePipeline:
         with torch.inference_mode():
             image = denoise(guided(predict, text, uncond, request.guidance_scale), x, scheduler, scheduler.timesteps,
                             request.generator, progress)
+        image = self.decode_frames(image[:, :, None])[:, :, 0]
         return image[0].float().clamp(-1, 1)
 
     def _conditional(self, request: GenerationRequest, build: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
@@ -518,7 +576,8 @@ class LumierePipeline:
         Known pixels (M = 1) are the user's: with ``paste_known`` they are pasted back exactly at base
         resolution, so SSR starts from them, and (``keep_full_resolution``) ``build`` is called again
         at output resolution so SSR keeps the user's original pixels rather than repainting them from
-        1/scale of the information.
+        1/scale of the information. A latent pipeline samples on the encoded (C, M), pastes the known
+        latents, decodes, and pastes the known pixels at base resolution.
         """
         self._require("conditional")
         _, height, width = self.base_resolution
@@ -530,12 +589,26 @@ class LumierePipeline:
         if progress is None:
             progress = request.progress(request.step_plan(reference_steps=reference_steps), self.progress_bar)
         with progress:
+            model_condition = self._model_condition(condition, keep)
             with self._styled(self.conditional, request):
-                video = self._sample_video(self.conditional, request, progress, condition=(condition, keep))
+                video = self._sample_video(self.conditional, request, progress, condition=model_condition)
             if paste_known:
-                keep = keep[None].to(video.device, video.dtype)
-                video = keep * condition[None].to(video.device, video.dtype) + (1 - keep) * video
+                video = _paste(video, *model_condition)
+            if self.is_latent:
+                video = self.decode_frames(video)
+                if paste_known:
+                    video = _paste(video, condition, keep)
             return self._finish(video, request, progress, known=known)
+
+    def _model_condition(self, condition: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional model's (C, M) from the pixel (C, M) at base resolution: as they are for a
+        pixel pipeline, encoded and min-pooled to latent resolution for a latent one."""
+        if not self.is_latent:
+            return condition, keep
+        with torch.inference_mode():
+            latents, keep_latent = latent_condition(self.vae, condition[None].float(), keep[None].float(),
+                                                    self.vae_frames_per_call)
+        return latents[0], keep_latent[0]
 
     def _reference_guided(self, request: GenerationRequest, reference_image) -> np.ndarray:
         """First frame from the T2I U-Net ("t2i") or the given image, then image-to-video."""
@@ -634,3 +707,9 @@ class LumierePipeline:
                 shutil.copy(self.source / "README.md", Path(tmp) / "README.md")
             api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
         return str(url)
+
+
+def _paste(video: torch.Tensor, condition: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``video`` (1, C, T, H, W) with the known content of (C, M) (unbatched) where M = 1."""
+    keep = keep[None].to(video.device, video.dtype)
+    return keep * condition[None].to(video.device, video.dtype) + (1 - keep) * video

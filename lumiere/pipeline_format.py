@@ -7,6 +7,7 @@ functions, so a trained run and an exported pipeline are the same format::
                                            "styles": {name: "styles/<slug>"}, "config": {...}}
     scheduler/scheduler_config.json       diffusers scheduler config (noise schedule, prediction type)
     text_encoder/, tokenizer/             transformers model + tokenizer files
+    vae/                                  latent pipelines only: diffusers AutoencoderKL (config.json + safetensors)
     base/, conditional/, ssr/             STUNet: config.json + diffusion_pytorch_model.safetensors
     styles/<slug>/style.json              {"name": ...}
     styles/<slug>/diffusion_pytorch_model.safetensors   spatial (T2I) weights of the style fine-tune
@@ -32,7 +33,7 @@ MODEL_INDEX = "model_index.json"
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 STYLE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 STYLE_CONFIG = "style.json"
-COMPONENT_FOLDERS = ("text_encoder", "tokenizer", "base", "conditional", "ssr")
+COMPONENT_FOLDERS = ("text_encoder", "tokenizer", "vae", "base", "conditional", "ssr")
 
 
 def slugify(name: str) -> str:
@@ -88,6 +89,11 @@ def write_component(root: Path, name: str, module: nn.Module, dtype: torch.dtype
     if name == "text_encoder":
         module.save_pretrained(root / "text_encoder", root / "tokenizer", dtype=dtype)
         return ["text_encoder", "tokenizer"]
+    if name == "vae":
+        from .models.vae import save_vae
+
+        save_vae(module, root / name, dtype)
+        return [name]
     module.save_pretrained(root / name, dtype=dtype)
     return [name]
 

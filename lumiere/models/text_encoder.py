@@ -11,12 +11,14 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer, BertConfig, BertModel,
-                          BertTokenizer)
+                          BertTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer)
 from transformers.utils import logging as transformers_logging
 
 from ..errors import CheckpointError, InputError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
+ARCHITECTURES = ("bert", "clip")  # what ``TextEncoder.from_vocabulary`` builds
 # Prompt length for encoders with relative positions (T5): DeepFloyd IF's (and diffusers' IF pipeline's) 77
 # tokens; T5 tokenizers report 512 (T5's pre-training length), which would pad every prompt 6.6x longer.
 RELATIVE_POSITION_PROMPT_LENGTH = 77
@@ -91,6 +93,11 @@ class TextEncoder(nn.Module):
             model = _encoder_only(model)  # T5: only the encoder conditions the U-Net
         self.model = model
         self.max_length = int(max_length or default_max_length(tokenizer, model.config))
+        # CLIP text encoders condition Stable Diffusion on all 77 states computed *without* a padding mask
+        # (diffusers passes one only when the config sets use_attention_mask): do the same, so a pretrained
+        # SD U-Net sees the states it was trained on. Every other encoder gets the mask.
+        self.uses_attention_mask = (getattr(model.config, "model_type", "") != "clip_text_model"
+                                    or bool(getattr(model.config, "use_attention_mask", False)))
         self.cache_size = cache_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -109,7 +116,8 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: list[str]) -> torch.Tensor:
         """Encode with gradients (training)."""
-        tokens = {k: v.to(self.device) for k, v in self.tokenize(list(prompts)).items() if k in ("input_ids", "attention_mask")}
+        names = ("input_ids", "attention_mask") if self.uses_attention_mask else ("input_ids",)
+        tokens = {k: v.to(self.device) for k, v in self.tokenize(list(prompts)).items() if k in names}
         return self.model(**tokens).last_hidden_state
 
     def clear_cache(self) -> None:
@@ -196,12 +204,25 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def from_vocabulary(cls, words: list[str], hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
-                        max_length: int = 24) -> "TextEncoder":
-        """A small word-level BERT trained from scratch (the bundled model's text encoder).
+                        max_length: int = 24, architecture: str = "bert") -> "TextEncoder":
+        """A small text encoder trained from scratch on the procedural world's words.
 
-        The vocabulary is the procedural world's words, so every caption word gets its own token.
+        ``architecture`` "bert" (the bundled model's): a word-level BERT, every caption word its own
+        token. "clip": a CLIPTextModel + CLIPTokenizer (byte-level BPE whose merges spell the words),
+        the kind Stable Diffusion uses, so a tiny latent model exercises the SD text path.
         """
-        vocab = SPECIAL_TOKENS + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
+        if architecture not in ARCHITECTURES:
+            raise InputError(f"text_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+        words = sorted({w.lower() for w in words})
+        if architecture == "clip":
+            tokenizer = _clip_tokenizer(words, max_length)
+            config = CLIPTextConfig(
+                vocab_size=len(tokenizer.get_vocab()), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=num_heads, max_position_embeddings=max_length,
+                projection_dim=hidden_size, attention_dropout=0.0, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+            return cls(tokenizer, CLIPTextModel(config), max_length=max_length)
+        vocab = SPECIAL_TOKENS + sorted(set(words) - set(SPECIAL_TOKENS))
         with tempfile.TemporaryDirectory() as tmp:
             vocab_file = Path(tmp) / "vocab.txt"
             vocab_file.write_text("\n".join(vocab) + "\n")
@@ -213,6 +234,24 @@ class TextEncoder(nn.Module):
         )
         return cls(tokenizer, BertModel(config), max_length=max_length)
 
+
+def _clip_tokenizer(words: list[str], max_length: int) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer over ``words``: every letter and digit (alone and word-final, "</w>") and
+    the merges that join each word left to right, every merge's result in the vocabulary. Words whose
+    merges collide with another word's come out as a few sub-word tokens, as in CLIP itself."""
+    characters = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789") | {c for w in words for c in w})
+    vocab = CLIP_SPECIAL_TOKENS + characters + [c + "</w>" for c in characters]
+    merges, known = {}, set(vocab)  # a dict keeps the merges' order (their ranks)
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        current = symbols[0]
+        for symbol in symbols[1:]:
+            merges.setdefault((current, symbol), None)
+            current += symbol
+            if current not in known:
+                vocab.append(current)
+                known.add(current)
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges), model_max_length=max_length)
 
 def _encoder_only(model: nn.Module) -> nn.Module:
     """The encoder of an encoder-decoder model, as its encoder-only class where transformers has one (so it

@@ -20,11 +20,13 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..build import DEFAULT_SCHEDULER, build_ssr_unet, build_t2i_unet, build_text_encoder, pipeline_config
+from ..build import (DEFAULT_SCHEDULER, build_latent_vae, build_ssr_unet, build_t2i_unet, build_text_encoder,
+                     pipeline_config)
 from ..conditioning import ssr_condition
 from ..data.datasets import ImageFolderDataset, epoch_rng
 from ..models.stunet import STUNet, inflate
 from ..models.text_encoder import TextEncoder
+from ..models.vae import check_resolution, encode_video, latent_condition, load_vae, scale_factor
 from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
@@ -133,15 +135,30 @@ def _memory_settings(settings: TrainSettings, *models) -> None:
             model.enable_gradient_checkpointing()
 
 
+def _frozen(vae):
+    return None if vae is None else vae.requires_grad_(False)
+
+
+def _latents(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """A latent model's training batch: video (B, 3, T, H, W) pixels encoded by the frozen VAE (posterior
+    mean x scaling factor, ``models.vae.encode_video``); a pixel model's (``vae`` None) as it is."""
+    if vae is None:
+        return pixels
+    with torch.no_grad():
+        return encode_video(vae, pixels)
+
+
 class T2IModule(nn.Module):
+    """The T2I / style stages: a U-Net on single images (latents with a ``vae``, which stays frozen)."""
+
     def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 train_text_encoder: bool):
+                 train_text_encoder: bool, vae=None):
         super().__init__()
-        self.unet, self.text_encoder, self.objective = unet, text_encoder, objective
+        self.unet, self.text_encoder, self.objective, self.vae = unet, text_encoder, objective, _frozen(vae)
         self.text_encoder.requires_grad_(train_text_encoder)
 
     def forward(self, batch):
-        images = batch["image"]
+        images = _latents(self.vae, batch["image"][:, :, None])[:, :, 0]
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(images)
@@ -149,25 +166,33 @@ class T2IModule(nn.Module):
 
 
 class VideoModule(nn.Module):
-    """Temporal / conditional / SSR stages: a STUNet on video batches, text encoder frozen."""
+    """Temporal / conditional / SSR stages: a STUNet on video batches, text encoder frozen. With a
+    ``vae`` (a latent model's base / conditional; never the pixel-space SSR) the STUNet trains on the
+    frozen VAE's latents and the conditional model on the encoded (C, M) sampling uses."""
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0):
+                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0, vae=None):
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
+        self.vae = _frozen(vae)
         self.ssr = ssr or SSROptions()
         self.rng = np.random.default_rng(seed)
 
     def forward(self, batch):
-        video = batch["video"]
+        pixels = batch["video"]
+        video = _latents(self.vae, pixels)
         with torch.no_grad():
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(video)
         class_labels = None
         if self.kind == "conditional":
-            conditions = [random_condition(v.cpu(), self.rng)[:2] for v in video]
-            extra = torch.stack([torch.cat(cm, dim=0) for cm in conditions]).to(video)
-            noisy = torch.cat([noisy, extra], dim=1)
+            conditions = [random_condition(v.cpu(), self.rng)[:2] for v in pixels]
+            condition = torch.stack([c for c, _ in conditions]).to(pixels)
+            keep = torch.stack([m for _, m in conditions]).to(pixels)
+            if self.vae is not None:
+                with torch.no_grad():
+                    condition, keep = latent_condition(self.vae, condition, keep)
+            noisy = torch.cat([noisy, condition.to(noisy), keep.to(noisy)], dim=1)
         elif self.kind == "ssr":
             condition, class_labels = self._sr_condition(batch["lowres_video"], video)
             noisy = torch.cat([noisy, condition], dim=1)
@@ -335,6 +360,25 @@ class Workspace:
             encoder.max_length = int(self.model.text_encoder["max_length"])
         return encoder
 
+    def vae(self):
+        """A latent model's frozen VAE (None for a pixel model): the pipeline's saved one, else built from
+        ``model.vae`` and saved into the pipeline, so every stage encodes with the same weights.
+
+        Raises:
+            InputError: base_resolution (pixels) is not divisible by the VAE's down-sampling factor.
+        """
+        if self.model.vae is None:
+            return None
+        directory = self.pipeline / "vae"
+        if (directory / "config.json").is_file():
+            vae = load_vae(directory)
+            _, height, width = self.model.base_resolution
+            check_resolution(height, width, scale_factor(vae))
+            return vae.requires_grad_(False)
+        vae = build_latent_vae(self.model).requires_grad_(False)
+        self.write_component("vae", vae)
+        return vae
+
     def t2i_unet(self) -> UNet2DConditionModel:
         final = self.root / "t2i" / "final" / "unet"
         if (final / "config.json").is_file():
@@ -400,7 +444,7 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
         return {"skipped": reason}
     text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
-    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained)
+    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=ws.vae())
     _memory_settings(settings, unet)
     _, height, width = ws.model.base_resolution
     result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
@@ -419,7 +463,8 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
     base = _initial_stunet(ws, text_encoder)
-    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings))
+    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings),
+                         vae=ws.vae())
     _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
     result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
@@ -464,7 +509,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional.expand_input_channels(conditional.in_channels + 1)
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
-                         seed=ws.seed(settings))
+                         seed=ws.seed(settings), vae=ws.vae())
     _memory_settings(settings, conditional)
     frames, height, width = ws.model.base_resolution
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
@@ -476,9 +521,13 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
 
 
 def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
-    """Image SR U-Net first (single frames), then inflate it and train its temporal layers on windows."""
-    if ws.model.ssr is None:
-        raise InputError("the ssr stage needs a model.ssr section in the config")
+    """Image SR U-Net first (single frames), then inflate it and train its temporal layers on windows.
+    SSR is pixel-space, also for a latent model (it super-resolves the decoded clip); a config without
+    ``model.ssr`` skips the stage with a log line (``--stage all`` runs through)."""
+    if ws.model.ssr is None:  # SSR is optional (a latent model outputs at its decoded resolution)
+        reason = "the config has no model.ssr section: the pipeline outputs at base_resolution"
+        PartialState().print(f"ssr: skipped: {reason}")
+        return {"skipped": reason}
     options, stage = ws.model.ssr_options, ws.config.stage("ssr")
     scale, crop = int(options.scale), int(stage.crop)
     frames, height, width = ws.model.base_resolution
@@ -542,7 +591,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     original = ws.load_stunet("base").t2i if (ws.pipeline / "base" / "config.json").is_file() else ws.t2i_unet()
     for style in styles:
         unet = copy.deepcopy(original).requires_grad_(True)
-        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False)
+        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae())
         _memory_settings(settings, unet)
         results[style] = train(module, list(unet.parameters()), _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
