@@ -110,14 +110,27 @@ def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _loader(dataset, settings: TrainSettings) -> DataLoader:
     """Shuffled full batches (``drop_last``: the loop refuses a dataset too small for one batch per
     process). Workers persist across epochs unless the dataset draws per epoch (``set_epoch``): a
-    persistent worker keeps its own copy of the dataset and would never see the new epoch."""
+    persistent worker keeps its own copy of the dataset and would never see the new epoch.
+    Streamed data (webdataset shards, also under the stages' wrappers) comes in its own shuffled order."""
     per_epoch = hasattr(dataset, "set_epoch")
-    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
+    if _streamed(dataset):
+        dataset = dataset if isinstance(dataset, torch.utils.data.IterableDataset) else _Stream(dataset)
+    streamed = isinstance(dataset, torch.utils.data.IterableDataset)
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=not streamed, num_workers=settings.num_workers,
                       drop_last=True, persistent_workers=settings.num_workers > 0 and not per_epoch)
 
 
+def _streamed(dataset) -> bool:
+    """Whether the innermost dataset under the stages' wrappers is an iterable (streamed shards)."""
+    while isinstance(dataset, _EpochWrapper):
+        dataset = dataset.dataset
+    return isinstance(dataset, torch.utils.data.IterableDataset)
+
+
 class _EpochWrapper(torch.utils.data.Dataset):
-    """A dataset over another one: forwards ``set_epoch`` to it (and keeps the epoch for its own draws)."""
+    """A dataset over another one, changing each item (``apply(item, index)``, its own per-item draws
+    from the index): by index over a map-style dataset, or over streamed shards with each sample's id
+    (``iter_indexed``). Forwards ``set_epoch`` to it (and keeps the epoch for its own draws)."""
 
     epoch = 0
 
@@ -125,6 +138,34 @@ class _EpochWrapper(torch.utils.data.Dataset):
         self.epoch = int(epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+    def apply(self, item: dict, index: int) -> dict:
+        raise NotImplementedError
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.apply(self.dataset[index], index)
+
+    def iter_indexed(self):
+        for index, item in self.dataset.iter_indexed():
+            yield index, self.apply(item, index)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """The stages' wrappers over streamed shards, as the iterable a DataLoader reads."""
+
+    splits_across_processes = True  # the source shares its shards out per rank (data.shards)
+
+    def __init__(self, dataset: _EpochWrapper):
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        return (item for _, item in self.dataset.iter_indexed())
 
 
 def _memory_settings(settings: TrainSettings, *models) -> None:
@@ -228,11 +269,7 @@ class RandomCrop(_EpochWrapper):
     def __init__(self, dataset, crop: int, scale: int, window: int | None = None, seed: int = 0):
         self.dataset, self.crop, self.scale, self.window, self.seed = dataset, crop, scale, window, seed
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = self.dataset[index]
+    def apply(self, item, index):
         rng = epoch_rng(self.seed, index, self.epoch)
         high, low = item["video"], item["lowres_video"]
         low_crop = self.crop // self.scale
@@ -250,8 +287,8 @@ class RandomCrop(_EpochWrapper):
 # ----------------------------------------------------------------------------- data
 def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
                   lowres: tuple[int, int] | None = None, style: str | None = None):
-    """The config's video data (procedural or real) at (num_frames, height, width); ``lowres`` adds
-    "lowres_video" items of that size. ``config`` is a RunConfig or a config dict."""
+    """The config's video data (procedural, real or webdataset shards) at (num_frames, height, width);
+    ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict."""
     config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     data = config.data
     if data.type == "procedural":
@@ -259,6 +296,12 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
 
         return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
                                       return_lowres=lowres)
+    if data.type == "webdataset":
+        from ..data.shards import ShardedVideoDataset
+
+        return ShardedVideoDataset(data.shards, num_frames=num_frames, height=height, width=width,
+                                   fps=data.fps if data.fps is not None else config.model.fps, seed=data.seed,
+                                   return_lowres=lowres)
     from ..data.datasets import RealVideoDataset
 
     return RealVideoDataset(data.root, data.metadata, num_frames=num_frames, height=height, width=width,
@@ -273,11 +316,7 @@ class FramesAsImages(_EpochWrapper):
     def __init__(self, dataset):
         self.dataset = dataset
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = self.dataset[index]
+    def apply(self, item, index):
         rng = np.random.default_rng(index) if self.epoch == 0 else np.random.default_rng([index, self.epoch])
         frame = rng.integers(item["video"].shape[1])
         return {"image": item["video"][:, frame], "caption": item["caption"]}
@@ -605,11 +644,8 @@ class _PlainCaptions(_EpochWrapper):
     def __init__(self, dataset):
         self.dataset = dataset
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = dict(self.dataset[index])
+    def apply(self, item, index):
+        item = dict(item)
         item["caption"] = item["caption"].split(", in ")[0]
         return item
 
