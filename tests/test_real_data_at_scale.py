@@ -2,6 +2,10 @@
 per-style image folders (all tiny and on CPU)."""
 import copy
 import csv
+import io
+import json
+import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -196,3 +200,109 @@ def test_text_embedding_cache_setting(tmp_path):
     config["stages"]["temporal"]["text_embedding_cache"] = str(tmp_path / "cache")
     with pytest.raises(InputError, match=r"stages\.temporal\.text_embedding_cache: set it in the config's train"):
         Workspace(config)
+
+
+# ----------------------------------------------------------------------------- webdataset shards
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """5 shards of 3 samples (key.mp4 + key.txt, or key.json with "caption" in the last shard), plus a
+    member without a video. Sample s-k is a clip of level 20 (k + 1) + 60 s, its caption "clip s-k"."""
+    from lumiere.io import write_video
+
+    root = tmp_path_factory.mktemp("shards")
+    videos = []
+    for s in range(5):
+        row = []
+        for k in range(3):
+            write_video(root / "v.mp4", _grey_clip(20 * (k + 1) + 60 * s, frames=12), fps=8)
+            row.append((root / "v.mp4").read_bytes())
+        videos.append(row)
+    for s in range(5):
+        with tarfile.open(root / f"train-{s:05d}.tar", "w") as tar:
+            def add(name, data):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+            for k in range(3):
+                key = f"{s:05d}{k:04d}"
+                add(f"{key}.mp4", videos[s][k])
+                caption = f"clip {s}-{k}"
+                if s == 4:
+                    add(f"{key}.json", json.dumps({"caption": caption, "videoid": key}).encode())
+                else:
+                    add(f"{key}.txt", caption.encode())
+            add(f"{s:05d}9999.txt", b"a caption without its video")
+    return root
+
+
+def _captions(dataset, epoch):
+    dataset.set_epoch(epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the sample without a video
+        return [item["caption"] for item in dataset]
+
+
+def test_shards_stream_every_sample_once_per_epoch_across_ranks(shards):
+    from lumiere.data.shards import ShardedVideoDataset, expand_shards
+
+    pattern = str(shards / "train-{00000..00004}.tar")
+    assert expand_shards(pattern) == [str(shards / f"train-{s:05d}.tar") for s in range(5)]
+    assert expand_shards(["a-{0..1}.tar", "b-{x,y}.tar"]) == ["a-0.tar", "a-1.tar", "b-x.tar", "b-y.tar"]
+    ranks = [ShardedVideoDataset(pattern, num_frames=2, height=8, width=8, fps=8, seed=1, rank=r, world_size=2)
+             for r in range(2)]
+    everything = {f"clip {s}-{k}" for s in range(5) for k in range(3)}
+    orders = []
+    for epoch in range(3):
+        seen = [_captions(rank, epoch) for rank in ranks]
+        assert not set(seen[0]) & set(seen[1])  # disjoint shares
+        assert sorted(seen[0] + seen[1]) == sorted(everything)  # every sample once per epoch
+        orders.append(seen[0] + seen[1])
+        assert _captions(ranks[0], epoch) == seen[0]  # reproducible from (seed, epoch)
+    assert len({tuple(order) for order in orders}) == 3  # shuffled anew each epoch
+    with pytest.raises(InputError, match="5 shard.* for 6 processes; process 5 would get none"):
+        ShardedVideoDataset(pattern, rank=5, world_size=6)
+    with pytest.raises(InputError, match="1 of 2 shard files do not exist"):
+        ShardedVideoDataset([pattern.replace("{00000..00004}", "00000"), str(shards / "nope.tar")], rank=0,
+                            world_size=1)
+
+
+def test_shards_split_across_dataloader_workers_with_per_epoch_windows(shards):
+    from lumiere.data.shards import ShardedVideoDataset
+    from lumiere.train.loop import TrainSettings
+    from lumiere.train.stages import _loader
+
+    data = ShardedVideoDataset(str(shards / "train-{00000..00004}.tar"), num_frames=2, height=8, width=8, fps=8,
+                               seed=1, rank=0, world_size=1)
+    loader = _loader(data, TrainSettings(batch_size=1, num_workers=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        captions = [c for batch in loader for c in batch["caption"]]
+    assert sorted(captions) == sorted(f"clip {s}-{k}" for s in range(5) for k in range(3))
+    # The same temporal augmentation as the folder dataset: another window of a clip each epoch, reproducible.
+    one = ShardedVideoDataset(str(shards / "train-00000.tar"), num_frames=2, height=8, width=8, fps=8, seed=1,
+                              rank=0, world_size=1)
+    windows = []
+    for epoch in (0, 1, 2, 3, 1):
+        one.set_epoch(epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            windows.append({item["caption"]: _level(item) for item in one}["clip 0-0"])
+    assert len(set(windows[:4])) >= 2 and windows[4] == windows[1], windows
+
+
+def test_temporal_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
+    """``python -m lumiere train --stage temporal`` for 2 steps on webdataset shards, text states cached."""
+    from lumiere.cli import main
+
+    config = _micro_config(tmp_path, type="webdataset", shards=str(shards / "train-{00000..00004}.tar"), seed=0)
+    config["train"]["text_embedding_cache"] = str(tmp_path / "text-cache")
+    config["train"]["caption_dropout"] = 0.0
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(["train", "--stage", "temporal", "--config", str(tmp_path / "config.json")]) == 0
+    assert (tmp_path / "out" / "temporal" / "checkpoints" / "checkpoint-0000002").is_dir()
+    assert (tmp_path / "out" / "pipeline" / "base" / "config.json").is_file()
+    cached = list((tmp_path / "text-cache").rglob("*.safetensors"))
+    assert len(cached) == 2  # batch 1 x 2 steps: two captions encoded once and stored

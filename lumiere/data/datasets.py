@@ -190,6 +190,21 @@ def decode_clip(path, num_frames: int, fps: float | None, rng: np.random.Generat
         capture.release()
 
 
+def clip_item(path, text: str, rng: np.random.Generator, num_frames: int, height: int, width: int,
+              fps: float | None, return_lowres: tuple[int, int] | None = None) -> dict:
+    """A training item from one video file: ``num_frames`` at ``fps`` from a random start (``rng``), resized
+    (shorter side) and centre-cropped to (height, width); ``return_lowres=(h, w)`` adds "lowres_video"."""
+    clip = decode_clip(path, num_frames, fps, rng)
+    # Enlarged bilinearly: the frames the bundled recipe was trained on.
+    clip = np.stack([resize_center_crop(f, height, width, upscale_interpolation=cv2.INTER_LINEAR) for f in clip])
+    item = {"video": video_to_tensor(clip), "caption": text}
+    if return_lowres is not None:
+        h, w = return_lowres
+        low = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in clip])
+        item["lowres_video"] = video_to_tensor(low)
+    return item
+
+
 class RealVideoDataset(Dataset):
     """WebVid-style folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}), or
     WebVid's own CSV (``load_metadata``).
@@ -231,16 +246,8 @@ class RealVideoDataset(Dataset):
         path = path if path.is_absolute() else self.root / path
         if not path.is_file():
             raise VideoDecodeError(f"video file not found: '{path}'")
-        clip = decode_clip(path, self.num_frames, self.fps, rng)
-        # Enlarged bilinearly: the frames the bundled recipe was trained on.
-        clip = np.stack([resize_center_crop(f, self.height, self.width, upscale_interpolation=cv2.INTER_LINEAR)
-                         for f in clip])
-        item = {"video": video_to_tensor(clip), "caption": str(row["caption"])}
-        if self.return_lowres is not None:
-            h, w = self.return_lowres
-            low = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in clip])
-            item["lowres_video"] = video_to_tensor(low)
-        return item
+        return clip_item(path, str(row["caption"]), rng, self.num_frames, self.height, self.width, self.fps,
+                         self.return_lowres)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.rows):

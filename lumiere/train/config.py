@@ -22,7 +22,7 @@ from ..options import check_keys
 from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
-DATA_TYPES = ("procedural", "real")
+DATA_TYPES = ("procedural", "real", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
 # stage's crop, window and two phases; the style list.
 STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
@@ -34,22 +34,29 @@ def _fields(cls) -> set[str]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training clips come from: the procedural world, or a folder of real videos + a CSV."""
+    """Where training clips come from: the procedural world, a folder of real videos + a CSV, or
+    webdataset tar shards streamed shard by shard (``data.shards``)."""
 
     type: str = "procedural"
     seed: int = 0
     length: int = 1_000_000   # procedural: items per epoch
     root: str | None = None    # real: the folder the metadata's paths are relative to
     metadata: str | None = None  # real: CSV/JSONL with path,caption rows, or WebVid's own CSV
-    fps: float | None = None   # real: clip frame rate (None: the model's fps)
+    fps: float | None = None   # real / webdataset: clip frame rate (None: the model's fps)
+    shards: str | tuple[str, ...] | None = None  # webdataset: a brace pattern "dir/{00000..00099}.tar" or a list
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "DataConfig":
-        data = cls(**check_keys(values, _fields(cls), "data"))
+        values = check_keys(values, _fields(cls), "data")
+        if isinstance(values.get("shards"), list):
+            values["shards"] = tuple(values["shards"])
+        data = cls(**values)
         if data.type not in DATA_TYPES:
             raise InputError(f"data.type must be one of {', '.join(DATA_TYPES)}, got {data.type!r}")
         if data.type == "real" and not (data.root and data.metadata):
             raise InputError("data.type 'real' needs data.root and data.metadata")
+        if data.type == "webdataset" and not data.shards:
+            raise InputError("data.type 'webdataset' needs data.shards (e.g. \"shards/{00000..00099}.tar\")")
         return data
 
 

@@ -74,21 +74,26 @@ def process_seed(seed: int, process_index: int = 0, step: int = 0, num_processes
 
 def infinite(loader, epoch: int = 0):
     """The loader's batches, epoch after epoch (from ``epoch``), telling it each epoch (``set_epoch``:
-    accelerate forwards it to the sampler and the dataset, whose per-epoch draws then differ).
+    accelerate forwards it to the sampler and the dataset, whose per-epoch draws then differ; a plain
+    loader's dataset, e.g. streamed shards, is told directly).
 
     Raises:
         InputError: an epoch without a single batch (which would otherwise loop forever).
     """
+    dataset = getattr(loader, "dataset", None)
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
+        elif hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
         empty = True
         for batch in loader:
             empty = False
             yield batch
         if empty:
             raise InputError("the training data gave no batch in a whole epoch: the dataset is empty or smaller "
-                             "than one batch per process (batch_size x processes)")
+                             "than one batch per process (batch_size x processes; streamed shards: per data "
+                             "loader worker of each process)")
         epoch += 1
 
 
@@ -171,12 +176,22 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     set_seed(process_seed(settings.seed, accelerator.process_index, step, accelerator.num_processes))
 
     check_enough_data(loader, settings, accelerator.num_processes, description)
-    module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
+    if getattr(loader.dataset, "splits_across_processes", False):
+        # Streamed shards already give each rank its own share: accelerate would instead read them all on
+        # the main process and send the batches out (or have every rank read everything).
+        module, optimizer = accelerator.prepare(module, optimizer)
+        loader = _OnDevice(loader, accelerator.device)
+    else:
+        module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     if ema is not None:
         ema.to(accelerator.device)
     train_frozen_in_eval(module)
-    # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's).
-    batches = infinite(loader, epoch=(step * settings.grad_accum) // len(loader) if step and _sized(loader) else 0)
+    # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's);
+    # for streamed data (no length) in epoch ``step x grad_accum``, one no earlier run reached (an epoch
+    # has at least one batch).
+    batches_done = step * settings.grad_accum
+    epoch = (batches_done // len(loader) if _sized(loader) else batches_done) if step else 0
+    batches = infinite(loader, epoch=epoch)
     running, started = None, time.time()
     bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
     while step < settings.steps:
@@ -212,6 +227,21 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     if ema is not None:
         ema.copy_to(params)
     return {"step": step, "loss": running, "seconds": time.time() - started}
+
+
+class _OnDevice:
+    """A data loader whose batches are moved to ``device`` (what accelerate's prepared loader does)."""
+
+    def __init__(self, loader, device):
+        self.loader, self.dataset, self.device = loader, loader.dataset, device
+
+    def __iter__(self):
+        from accelerate.utils import send_to_device
+
+        return (send_to_device(batch, self.device) for batch in self.loader)
+
+    def __len__(self):
+        return len(self.loader)
 
 
 def _sized(loader) -> bool:
