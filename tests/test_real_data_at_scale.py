@@ -269,7 +269,7 @@ def test_shards_stream_every_sample_once_per_epoch_across_ranks(shards):
 
 def test_shards_split_across_dataloader_workers_with_per_epoch_windows(shards):
     from lumiere.data.shards import ShardedVideoDataset
-    from lumiere.train.loop import TrainSettings
+    from lumiere.train.loop import TrainSettings, infinite
     from lumiere.train.stages import _loader
 
     data = ShardedVideoDataset(str(shards / "train-{00000..00004}.tar"), num_frames=2, height=8, width=8, fps=8,
@@ -289,6 +289,10 @@ def test_shards_split_across_dataloader_workers_with_per_epoch_windows(shards):
             warnings.simplefilter("ignore", RuntimeWarning)
             windows.append({item["caption"]: _level(item) for item in one}["clip 0-0"])
     assert len(set(windows[:4])) >= 2 and windows[4] == windows[1], windows
+    # Fewer samples than one batch: a clear error from the loop, not an endless wait (no len() to check).
+    with pytest.warns(RuntimeWarning, match="skipped 1 sample.* without a video"):  # the .txt without its .mp4
+        with pytest.raises(InputError, match="no batch in a whole epoch"):
+            next(infinite(_loader(one, TrainSettings(batch_size=4))))
 
 
 def test_temporal_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
