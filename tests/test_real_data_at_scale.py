@@ -295,18 +295,27 @@ def test_shards_split_across_dataloader_workers_with_per_epoch_windows(shards):
             next(infinite(_loader(one, TrainSettings(batch_size=4))))
 
 
-def test_temporal_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
-    """``python -m lumiere train --stage temporal`` for 2 steps on webdataset shards, text states cached."""
+def test_every_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
+    """``python -m lumiere train --stage all`` (2 steps each) on webdataset shards: the stages' wrappers
+    (frames for t2i, crops for the SSR) over a stream, a style from its folder, text states cached."""
     from lumiere.cli import main
+    from lumiere.train.text_cache import CachedTextEncoder
+    from test_cli_and_training import MICRO_CONFIG
 
-    config = _micro_config(tmp_path, type="webdataset", shards=str(shards / "train-{00000..00004}.tar"), seed=0)
+    config = copy.deepcopy(MICRO_CONFIG)
+    config["data"] = {"type": "webdataset", "shards": str(shards / "train-{00000..00004}.tar")}
+    config["output_dir"] = str(tmp_path / "out")
     config["train"]["text_embedding_cache"] = str(tmp_path / "text-cache")
-    config["train"]["caption_dropout"] = 0.0
+    config["stages"]["style"]["styles"] = {"red": str(_style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box"]))}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with warnings.catch_warnings():
+    encoded = []
+    original = CachedTextEncoder._write
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("ignore", RuntimeWarning)
-        assert main(["train", "--stage", "temporal", "--config", str(tmp_path / "config.json")]) == 0
-    assert (tmp_path / "out" / "temporal" / "checkpoints" / "checkpoint-0000002").is_dir()
-    assert (tmp_path / "out" / "pipeline" / "base" / "config.json").is_file()
-    cached = list((tmp_path / "text-cache").rglob("*.safetensors"))
-    assert len(cached) == 2  # batch 1 x 2 steps: two captions encoded once and stored
+        patch.setattr(CachedTextEncoder, "_write", lambda self, prompt, states: encoded.append(prompt) or
+                      original(self, prompt, states))
+        assert main(["train", "--stage", "all", "--config", str(tmp_path / "config.json")]) == 0
+    for stage in ("t2i", "temporal", "conditional", "ssr/image", "ssr/video", "style/red"):
+        assert (tmp_path / "out" / stage / "checkpoints" / "checkpoint-0000002").is_dir(), stage
+    files = list((tmp_path / "text-cache").rglob("*.safetensors"))
+    assert len(encoded) == len(set(encoded)) == len(files) > 0  # each caption encoded once, then read back

@@ -131,7 +131,22 @@ class RunConfig:
             raise InputError("the config has no 'model' section")
         TrainSettings.from_dict(values.get("train") or {}, "train")
         stages = check_keys(values.get("stages"), STAGES, "stages")
-        return cls(model=ModelConfig.from_dict(values["model"]), data=DataConfig.from_dict(values.get("data")),
-                   train=dict(values.get("train") or {}),
-                   stages={name: StageConfig.from_dict(name, section) for name, section in stages.items()},
-                   output_dir=values.get("output_dir"))
+        config = cls(model=ModelConfig.from_dict(values["model"]), data=DataConfig.from_dict(values.get("data")),
+                     train=dict(values.get("train") or {}),
+                     stages={name: StageConfig.from_dict(name, section) for name, section in stages.items()},
+                     output_dir=values.get("output_dir"))
+        config.check_styles(config.stage("style").styles)
+        return config
+
+    def check_styles(self, styles) -> None:
+        """Refuse styles without image folders on real data when the config is read, not after the other
+        stages trained: only the procedural world renders a style from its name.
+
+        Raises:
+            InputError: naming ``stages.style.styles`` and the mapping it needs.
+        """
+        named = [style for style in styles if style not in self.stage("style").style_folders]
+        if named and self.data.type != "procedural":
+            raise InputError(f"stages.style.styles: with {self.data.type} data each style needs its own images; give "
+                             f"a mapping style name -> image folder (e.g. {{\"{named[0]}\": \"data/styles/...\"}}) "
+                             f"instead of a list of names (only the procedural data renders styles itself)")

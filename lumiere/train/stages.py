@@ -613,12 +613,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
         raise InputError("no styles to train: set stages.style.styles in the config (a list of style names, "
                          "or a mapping style name -> folder of its images)")
     _, height, width = ws.model.base_resolution
-    unfoldered = [style for style in styles if style not in stage.style_folders]
-    if unfoldered and ws.config.data.type != "procedural":
-        raise InputError(f"stages.style.styles: with {ws.config.data.type} data each style needs its own images; "
-                         f"give a mapping style name -> image folder (e.g. {{\"{unfoldered[0]}\": "
-                         f"\"data/styles/{slugify(unfoldered[0])}\"}}) instead of a list of names (only the "
-                         f"procedural data renders styles itself)")
+    ws.config.check_styles(styles)
     # Every folder checked before the first style trains (a typo in the last one fails now, not hours later).
     datasets = {style: ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
                 if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style))
