@@ -147,6 +147,9 @@ def test_save_load_round_trip_with_a_vae(latent_pipe, tmp_path):
     assert loaded.is_latent and not loaded.is_loaded("vae")
     assert np.array_equal(loaded.text_to_video("a red circle", seed=5), expected[0])
     assert np.array_equal(loaded.image_to_video(image, "a", seed=5), expected[1])
+    # An SD-style VAE ("force_upcast") stays fp32 in an fp16 pipeline: its decoder overflows fp16.
+    half = LumierePipeline.from_pretrained(tmp_path / "copy", device="cpu", dtype=torch.float16)
+    assert half.vae.dtype == torch.float32 and half.base.dtype == torch.float16
 
 
 def test_sd_layout_pretrained_components_build_a_latent_pipeline(latent_pipe, tmp_path):
