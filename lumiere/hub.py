@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .errors import CheckpointError, MissingFileError
@@ -27,13 +27,30 @@ def read_json(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"corrupt JSON in {path}: {error}") from None
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors (CPU). Raises CheckpointError (naming the file) when missing or corrupt."""
+def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (CPU). Raises CheckpointError (naming the file) when missing or corrupt.
+
+    Without ``dtype``: the file's tensors, memory-mapped (read when first touched). With ``dtype``: copies in
+    this process's own memory, floating ones cast to ``dtype``, made one tensor at a time with the file
+    opened anew for each (its mapped pages count as this process's memory until it is closed), so reading
+    costs the result's size, not also the file's. Why copies: mapped tensors keep the file open and are not
+    aligned for the CPU kernels (outputs then differ in the last bits from the saved model's).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing checkpoint file: {path}")
     try:
-        return load_file(str(path))
+        if dtype is None:
+            return load_file(str(path))
+        with safe_open(str(path), framework="pt") as file:
+            keys = list(file.keys())
+        state = {}
+        for key in keys:
+            with safe_open(str(path), framework="pt") as file:
+                tensor = file.get_tensor(key)
+            state[key] = tensor.to(dtype, copy=True) if tensor.is_floating_point() else tensor.clone()
+            del tensor
+        return state
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"corrupt safetensors file {path}: {error}") from None
 

@@ -220,3 +220,64 @@ def test_factorized_conv_blocks_mix_space_once_trained():
             assert neighbour_over_far > 10
         else:
             assert neighbour_over_far < 3
+
+
+@pytest.mark.parametrize("family", ["sd", "if"])
+def test_from_pretrained_loads_the_exact_weights_with_nothing_left_on_meta(tmp_path, family):
+    """Built on the meta device and given the file's tensors: the same weights, buffers (the non-persistent
+    ones built as a fresh model builds them), frozen / trainable split, outputs; dtype honoured."""
+    from lumiere.errors import CheckpointError
+
+    unet = perturbed(sd_unet() if family == "sd" else if_unet())
+    stunet = inflate(unet, extra_input_channels=4).eval()
+    with torch.no_grad():
+        for p in stunet.temporal_parameters():
+            p.add_(0.01)
+    stunet.save_pretrained(tmp_path / "m")
+    loaded = STUNet.from_pretrained(tmp_path / "m")
+    assert not [n for n, t in (*loaded.named_parameters(), *loaded.named_buffers()) if t.is_meta]
+    expected = stunet.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(t, expected[k]) for k, t in loaded.state_dict().items())
+    fresh = dict(STUNet.from_config(stunet.config).named_buffers())  # incl. non-persistent buffers
+    assert all(torch.equal(t, fresh[k]) for k, t in loaded.named_buffers())
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
+        n for n, p in stunet.named_parameters() if p.requires_grad}
+    video, text = torch.randn(1, 7, 8, 16, 16), torch.randn(1, 4, 24 if family == "sd" else 20)
+    with torch.no_grad():
+        assert torch.equal(loaded(video, 5, text), stunet(video, 5, text))
+
+    half = STUNet.from_pretrained(tmp_path / "m", dtype=torch.float16)
+    assert {t.dtype for t in half.state_dict().values() if t.is_floating_point()} == {torch.float16}
+    assert all(torch.equal(t, expected[k].half()) for k, t in half.state_dict().items())
+    stunet.save_pretrained(tmp_path / "fp16", dtype=torch.float16)  # an export, read back as float32
+    upcast = STUNet.from_pretrained(tmp_path / "fp16")
+    assert all(torch.equal(t, expected[k].half().float()) for k, t in upcast.state_dict().items())
+
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if not k.startswith("down_temporal.0.")}, str(weights))
+    with pytest.raises(CheckpointError, match=r"does not match its config: missing \['down_temporal\.0\."):
+        STUNet.from_pretrained(tmp_path / "m")
+
+
+def test_inflate_shares_the_unet_unless_copy():
+    unet = sd_unet()
+    conv_in = unet.conv_in
+    copied = inflate(unet, extra_input_channels=4, copy=True)
+    assert unet.conv_in is conv_in and unet.conv_in.in_channels == 3
+    assert all(p.requires_grad for p in unet.parameters())
+    assert copied.t2i is not unet and copied.in_channels == 7
+    assert torch.equal(copied.t2i.conv_in.weight[:, :3], conv_in.weight)
+    shared = inflate(unet, extra_input_channels=4)  # the default: the caller's U-Net is the STUNet's
+    assert shared.t2i is unet and unet.conv_in.in_channels == 7
+    assert not any(p.requires_grad for p in unet.parameters())
+
+
+def test_sdxl_is_refused_with_what_to_use_instead():
+    unet = sd_unet(addition_embed_type="text_time", addition_time_embed_dim=8,
+                   projection_class_embeddings_input_dim=24 + 6 * 8)
+    with pytest.raises(ValueError, match=r"SDXL.*text_time.*time ids.*Stable Diffusion 1\.x / 2\.x or DeepFloyd IF"):
+        inflate(unet)

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import json
 import os
+from copy import deepcopy
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.utils.checkpoint
+from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import CheckpointError
 from ..hub import read_json, read_safetensors
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
                        TextAttentionPool, clip_time_features, frames_to_video, video_to_frames)
@@ -51,10 +54,19 @@ def _check_supported(unet: UNet2DConditionModel) -> None:
                 raise ValueError(
                     f"cannot inflate {kind} block {name!r}: supported {kind} blocks are {', '.join(supported)}"
                 )
-    if unet.config.addition_embed_type not in (None, "text"):
+    kind = unet.config.addition_embed_type
+    if kind == "text_time":
         raise ValueError(
-            f"cannot inflate a U-Net with addition_embed_type={unet.config.addition_embed_type!r} "
-            "(only None and 'text' need no extra per-call inputs)"
+            "cannot inflate an SDXL-style U-Net (addition_embed_type='text_time'): it needs extra inputs per "
+            "video (the pooled text embedding and the size / crop time ids, repeated per frame like the text "
+            "states) that STUNet, the training stages and the pipeline do not pass. Use a U-Net whose "
+            "addition_embed_type is None or 'text': Stable Diffusion 1.x / 2.x or DeepFloyd IF"
+        )
+    if kind not in (None, "text"):
+        raise ValueError(
+            f"cannot inflate a U-Net with addition_embed_type={kind!r}: it needs extra per-call inputs "
+            "(added_cond_kwargs) that STUNet does not pass; supported: None (Stable Diffusion 1.x / 2.x) and "
+            "'text' (DeepFloyd IF)"
         )
 
 
@@ -377,15 +389,31 @@ class STUNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "STUNet":
+        """Load what ``save_pretrained`` wrote, floating weights cast to ``dtype``, in eval mode.
+
+        Memory: the model is built without weights (parameters on the meta device, accelerate's
+        ``init_empty_weights``) and the file's tensors become its parameters (``assign=True``; memory-mapped,
+        cast one at a time), so a load needs about the model's size once, not a random model plus a copy.
+        Buffers are built normally: the non-persistent ones are not in the file.
+
+        Raises:
+            CheckpointError: a missing or corrupt file, or weights that do not match the config (names the
+                first missing / unexpected keys).
+        """
         directory = Path(directory)
-        model = cls.from_config(read_json(directory / CONFIG_NAME))
-        state = read_safetensors(directory / WEIGHTS_NAME)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        config = read_json(directory / CONFIG_NAME)
+        state = read_safetensors(directory / WEIGHTS_NAME, dtype=dtype)
+        with init_empty_weights(include_buffers=False):
+            model = cls.from_config(config)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if missing or unexpected:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {directory / WEIGHTS_NAME} does not match its config: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
+        empty = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+        if empty:  # a tensor neither in the file nor built with the model (cannot happen without missing keys)
+            raise CheckpointError(f"checkpoint {directory / WEIGHTS_NAME}: no weights for {empty[:5]}")
         return model.to(dtype).eval()
 
 
@@ -429,15 +457,28 @@ def inflate(
     temporal_resize: bool = True,
     temporal_attention_depth: int = 2,
     extra_input_channels: int = 0,
+    copy: bool = False,
     **options,
 ) -> STUNet:
-    """Inflate a pretrained T2I U-Net into a Space-Time U-Net (the T2I weights are frozen, not copied).
+    """Inflate a pretrained T2I U-Net into a Space-Time U-Net.
+
+    The STUNet uses ``unet``'s modules themselves, not copies (no second copy of gigabytes of weights),
+    so ``unet`` changes with it: it is frozen (``requires_grad`` off, unless ``freeze_spatial=False``),
+    ``extra_input_channels`` replaces its ``conv_in`` with a wider one, and training the STUNet's spatial
+    weights trains it. Two STUNets inflated from one U-Net share its weights, and widening one's
+    ``conv_in`` breaks the other. ``copy=True`` inflates a deep copy instead and leaves ``unet`` as it was.
 
     ``temporal_resize=False`` builds the conventional fixed-temporal-resolution inflation with the
     same temporal blocks. ``extra_input_channels`` widens the first conv for the conditional model.
+    Other ``options`` are STUNet's (temporal kernel / head sizes, ``motion_conditioning``, ...).
+
+    Raises:
+        TypeError: ``unet`` is not a diffusers UNet2DConditionModel.
+        ValueError: a block type or addition embedding STUNet cannot inflate (named in the message).
     """
+    _check_supported(unet)  # before a copy of a model that would be refused anyway
     return STUNet(
-        unet,
+        deepcopy(unet) if copy else unet,
         temporal_resize=temporal_resize,
         temporal_attention_depth=temporal_attention_depth,
         extra_input_channels=extra_input_channels,
