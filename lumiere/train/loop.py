@@ -2,18 +2,22 @@
 
 A stage supplies an ``nn.Module`` whose ``forward(batch)`` returns the loss (so DDP sees one module),
 the parameters to train, and a data loader. The loop adds gradient accumulation, EMA, periodic
-checkpoints with resume, and a tqdm bar with the running loss.
+checkpoints with resume, a tqdm bar with the running loss, metrics to an experiment tracker
+(TensorBoard / W&B through accelerate) and, given a stage's ``Validation``, periodic validation samples.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
@@ -22,6 +26,9 @@ from ..components import flush_denormals
 from ..errors import InputError
 from ..options import from_mapping
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+
+
+LOG_WITH = ("auto", "tensorboard", "wandb", "none")
 
 
 @dataclass
@@ -51,6 +58,27 @@ class TrainSettings:
     caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1 more forward
     text_embedding_cache: str | None = None  # a directory: frozen text states cached there (train section only)
+    # Experiment tracking (accelerate's trackers, main process): loss, lr, clips / s every log_every steps.
+    log_with: str = "auto"  # "tensorboard", "wandb", "none"; "auto": tensorboard when installed, else none
+    # Validation samples from the current (EMA) weights: every validation_every steps (0 = off), one per
+    # prompt, fixed seed, validation_steps denoising steps; under <stage dir>/validation/ and to the tracker.
+    validation_every: int = 0
+    validation_prompts: tuple[str, ...] = ()
+    validation_steps: int = 10
+
+    def __post_init__(self):
+        """Check the tracking and validation settings (the rest are checked where they are used)."""
+        if self.log_with not in LOG_WITH:
+            raise InputError(f"log_with must be one of {', '.join(LOG_WITH)}, got {self.log_with!r}")
+        prompts = self.validation_prompts
+        if isinstance(prompts, str) or not all(isinstance(prompt, str) for prompt in prompts):
+            raise InputError(f"validation_prompts must be a list of prompts, got {prompts!r}")
+        self.validation_prompts = tuple(prompts)
+        if int(self.validation_every) < 0 or int(self.validation_steps) < 1:
+            raise InputError(f"validation_every must be >= 0 (0 = off) and validation_steps >= 1, got "
+                             f"{self.validation_every} and {self.validation_steps}")
+        if self.validation_every and not self.validation_prompts:
+            raise InputError("validation_every is set but validation_prompts is empty: give the prompts to render")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":
@@ -118,8 +146,22 @@ def check_enough_data(loader, settings: TrainSettings, num_processes: int, descr
                          f"or lower batch_size")
 
 
+@dataclass
+class Validation:
+    """How a stage renders its validation samples (``TrainSettings.validation_every``).
+
+    ``render(prompt, seed, steps)`` returns a uint8 clip (T, H, W, 3), saved as mp4, or image (H, W, 3),
+    saved as png, sampled from the stage's modules as they are. The loop calls it on the main process
+    only, with the EMA weights swapped in and the modules in eval mode, and restores the training state
+    (weights, modes, ``requires_grad``) afterwards; its time is left out of the throughput.
+    """
+
+    render: Callable[[str, int, int], np.ndarray]
+    fps: float = 8.0
+
+
 def train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path,
-          resume: bool = False, description: str = "train") -> dict:
+          resume: bool = False, description: str = "train", validation: Validation | None = None) -> dict:
     """Train ``params`` of ``module``; returns {"step", "loss", "seconds"}. EMA weights are copied in at the end.
 
     ``params`` is a list of parameters, or of optimizer parameter groups (dicts with "params" and an
@@ -128,7 +170,7 @@ def train(module: nn.Module, params: list, loader, settings: TrainSettings, outp
     math by 10x+); the previous setting is restored afterwards.
     """
     with flush_denormals():
-        return _train(module, params, loader, settings, Path(output_dir), resume, description)
+        return _train(module, params, loader, settings, Path(output_dir), resume, description, validation)
 
 
 def train_frozen_in_eval(module: nn.Module) -> None:
@@ -152,8 +194,15 @@ def train_frozen_in_eval(module: nn.Module) -> None:
 
 
 def _train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path, resume: bool,
-           description: str) -> dict:
-    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision)
+           description: str, validation: Validation | None) -> dict:
+    log_with = _log_with(settings)
+    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision,
+                              log_with=log_with, project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                                                                     logging_dir=str(output_dir)))
+    if settings.log_with == "auto" and log_with is None and not _NOTICES:
+        _NOTICES.add("auto")
+        accelerator.print("training metrics are not tracked: `pip install tensorboard` to log them, or set "
+                          "train.log_with to \"none\" to silence this")
     set_seed(process_seed(settings.seed, accelerator.process_index))
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": settings.lr * g.get("lr_scale", 1.0)}
@@ -192,41 +241,164 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     batches_done = step * settings.grad_accum
     epoch = (batches_done // len(loader) if _sized(loader) else batches_done) if step else 0
     batches = infinite(loader, epoch=epoch)
+    if log_with:
+        # TensorBoard: events under <stage dir>/logs; W&B: project "lumiere", the run named after the stage.
+        accelerator.init_trackers("logs" if log_with == "tensorboard" else "lumiere",
+                                  config=_hparams(settings, description, accelerator.num_processes),
+                                  init_kwargs={"wandb": {"name": description, "dir": str(output_dir)}})
     running, started = None, time.time()
+    # Throughput over each logging interval, less the time spent checkpointing and validating.
+    interval = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "excluded": 0.0}
     bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
-    while step < settings.steps:
-        with accelerator.accumulate(module):
-            loss = module(next(batches))
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and settings.max_grad_norm:
-                accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()  # accelerate's wrapper skips it on accumulation micro-batches
-            optimizer.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
-            continue
-        # The schedule counts optimizer steps, not micro-batches (else warm-up ends grad_accum x early);
-        # an fp16 step skipped for overflow does not advance it either.
-        if not accelerator.optimizer_step_was_skipped:
-            schedule.step()
-        step += 1
-        if ema is not None:
-            ema.step(params)
-        value = loss.detach().float().item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.update(1)
-        if step % settings.log_every == 0 or step == settings.steps:
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer, ema,
-                                    {"loss": running}, schedule)
-                prune_checkpoints(output_dir / "checkpoints")
-    bar.close()
-    accelerator.wait_for_everyone()
+    try:
+        while step < settings.steps:
+            with accelerator.accumulate(module):
+                loss = module(next(batches))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and settings.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                optimizer.step()  # accelerate's wrapper skips it on accumulation micro-batches
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            # The schedule counts optimizer steps, not micro-batches (else warm-up ends grad_accum x early);
+            # an fp16 step skipped for overflow does not advance it either.
+            applied_lr = schedule.get_last_lr()[0]  # the rate this step used (logged to the tracker)
+            if not accelerator.optimizer_step_was_skipped:
+                schedule.step()
+            step += 1
+            if ema is not None:
+                ema.step(params)
+            value = loss.detach().float().item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            interval["loss"] += value
+            interval["steps"] += 1
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.steps:
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
+                if log_with:
+                    _log_metrics(accelerator, interval, step, applied_lr, settings)
+            paused = time.perf_counter()
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer,
+                                        ema, {"loss": running}, schedule)
+                    prune_checkpoints(output_dir / "checkpoints")
+            if validation is not None and settings.validation_every and step % settings.validation_every == 0:
+                if accelerator.is_main_process:
+                    _validate(validation, settings, accelerator, module, params, ema, output_dir, step)
+                accelerator.wait_for_everyone()
+            interval["excluded"] += time.perf_counter() - paused
+        bar.close()
+        accelerator.wait_for_everyone()
+    finally:
+        # Flush and close the trackers, also when interrupted. Not accelerator.end_training(): it also destroys
+        # the process group, which the next stage of a multi-process run still needs.
+        for tracker in accelerator.trackers:
+            tracker.finish()
     if ema is not None:
         ema.copy_to(params)
     return {"step": step, "loss": running, "seconds": time.time() - started}
+
+
+_NOTICES: set[str] = set()  # one-time notices already printed by this process
+
+
+def _log_with(settings: TrainSettings) -> str | None:
+    """The tracker accelerate logs to (None: none), from ``settings.log_with``.
+
+    Raises:
+        InputError: a tracker asked for by name whose package is not installed.
+    """
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    if settings.log_with == "none":
+        return None
+    if settings.log_with == "auto":
+        return "tensorboard" if available["tensorboard"] else None
+    if not available[settings.log_with]:
+        raise InputError(f"log_with {settings.log_with!r}: the {settings.log_with} package is not installed "
+                         f"(pip install {settings.log_with}), or set log_with to \"none\"")
+    return settings.log_with
+
+
+def _hparams(settings: TrainSettings, description: str, num_processes: int) -> dict:
+    """The run's settings as tracker hyper-parameters (TensorBoard takes only numbers, strings and bools)."""
+    values = {**dataclasses.asdict(settings), "stage": description, "num_processes": num_processes}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+
+
+def _log_metrics(accelerator: Accelerator, interval: dict, step: int, lr: float, settings: TrainSettings) -> None:
+    """Log the interval's mean loss (over every process), the learning rate and the throughput; reset the interval.
+
+    Called on every process (the loss is averaged across them); only the main process writes."""
+    loss = torch.tensor(interval["loss"] / max(1, interval["steps"]), device=accelerator.device)
+    loss = accelerator.reduce(loss, reduction="mean").item()
+    seconds = max(1e-9, time.perf_counter() - interval["start"] - interval["excluded"])
+    clips = interval["steps"] * settings.batch_size * settings.grad_accum * accelerator.num_processes
+    accelerator.log({"train/loss": loss, "train/lr": lr, "train/clips_per_second": clips / seconds}, step=step)
+    interval.update(loss=0.0, steps=0, start=time.perf_counter(), excluded=0.0)
+
+
+def _validate(validation: Validation, settings: TrainSettings, accelerator: Accelerator, module: nn.Module,
+              params: list, ema, output_dir: Path, step: int) -> None:
+    """Render the validation prompts from the current weights (the EMA ones if the run keeps them), save them
+    under ``validation/step-NNNNNNN/`` and show them in the tracker; the training state is restored after."""
+    grads = [(p, p.requires_grad) for p in module.parameters()]  # a pipeline freezes what it samples with
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    module.eval()
+    try:
+        samples = [(prompt, validation.render(prompt, settings.seed, settings.validation_steps))
+                   for prompt in settings.validation_prompts]
+    finally:
+        if ema is not None:
+            ema.restore(params)
+        for param, flag in grads:
+            param.requires_grad_(flag)
+        train_frozen_in_eval(module)
+    paths = write_samples(output_dir / "validation" / f"step-{step:07d}", samples, validation.fps)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":  # torch's add_video needs moviepy 1.x: the frames as one image
+            for (_, sample), path in zip(samples, paths):
+                tracker.writer.add_image(f"validation/{path.stem}", frame_grid(sample), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({f"validation/{path.stem}": wandb.Video(str(path), caption=prompt, format="mp4")
+                         if path.suffix == ".mp4" else wandb.Image(str(path), caption=prompt)
+                         for (prompt, _), path in zip(samples, paths)}, step=step)
+
+
+def write_samples(directory: Path, samples: list[tuple[str, np.ndarray]], fps: float) -> list[Path]:
+    """Write (prompt, uint8 clip (T, H, W, 3) or image (H, W, 3)) samples as NN-<prompt>.mp4 / .png."""
+    from ..io import write_image, write_video
+    from ..pipeline_format import slugify
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (prompt, sample) in enumerate(samples):
+        path = directory / f"{index:02d}-{slugify(prompt) or 'empty'}{'.mp4' if sample.ndim == 4 else '.png'}"
+        (write_video(path, sample, fps) if sample.ndim == 4 else write_image(path, sample))
+        paths.append(path)
+    return paths
+
+
+def frame_grid(sample: np.ndarray, columns: int = 8) -> np.ndarray:
+    """A clip (T, H, W, 3) as one image, ``columns`` frames a row (an image is returned as it is)."""
+    if sample.ndim == 3:
+        return sample
+    frames, height, width, channels = sample.shape
+    columns = min(columns, frames)
+    rows = -(-frames // columns)
+    grid = np.zeros((rows * height, columns * width, channels), dtype=sample.dtype)
+    for index, frame in enumerate(sample):
+        row, column = divmod(index, columns)
+        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = frame
+    return grid
 
 
 class _OnDevice:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..build import (DEFAULT_SCHEDULER, build_latent_vae, build_ssr_unet, build_t2i_unet, build_text_encoder,
                      pipeline_config)
+from ..components import module_device
 from ..conditioning import ssr_condition
 from ..data.datasets import ImageFolderDataset, epoch_rng
 from ..models.stunet import STUNet, inflate
@@ -31,8 +32,9 @@ from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import SSROptions
+from ..preprocessing import tensor_to_uint8
 from .config import STAGES, RunConfig
-from .loop import TrainSettings, process_seed, train
+from .loop import TrainSettings, Validation, process_seed, train
 from .masks import random_condition
 
 
@@ -470,6 +472,47 @@ def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: li
     return groups
 
 
+def _validation_pipeline(ws: Workspace, components: dict, temporal_downsampling_factor: int):
+    """A pipeline over the run's own modules as they are (in memory, nothing copied): validation samples are
+    drawn by the library's samplers, the way the saved pipeline will draw them."""
+    from ..pipeline import LumierePipeline
+
+    model = components["base"]
+    return LumierePipeline(config=pipeline_config(ws.model, temporal_downsampling_factor),
+                           scheduler_config=ws.scheduler_config, components=components,
+                           device=module_device(model), dtype=next(model.parameters()).dtype)
+
+
+def _video_validation(ws: Workspace, module: "VideoModule") -> Validation:
+    """The temporal stage's validation clips: text-to-video at base resolution (no SSR) from the STUNet in training."""
+    def render(prompt: str, seed: int, steps: int) -> np.ndarray:
+        pipe = _validation_pipeline(ws, {"text_encoder": module.text_encoder, "base": module.model, "vae": module.vae},
+                                    module.model.temporal_downsampling_factor)
+        return pipe.text_to_video(prompt, seed=seed, num_inference_steps=steps, super_resolve=False)
+
+    return Validation(render, fps=ws.model.fps)
+
+
+class _ImageBase(nn.Module):
+    """A stand-in base holding only the T2I U-Net as ``t2i``: what the pipeline's image sampler reads."""
+
+    def __init__(self, unet: UNet2DConditionModel):
+        super().__init__()
+        self.t2i = unet
+
+
+def _image_validation(ws: Workspace, module: "T2IModule") -> Validation:
+    """The t2i stage's validation images, drawn by the pipeline's image sampler (reference guidance's first frame)."""
+    def render(prompt: str, seed: int, steps: int) -> np.ndarray:
+        pipe = _validation_pipeline(ws, {"text_encoder": module.text_encoder, "base": _ImageBase(module.unet),
+                                         "vae": module.vae}, 1)
+        request = pipe._request(prompt, seed=seed, num_inference_steps=steps, super_resolve=False)
+        with request.progress({"image": steps}) as progress:
+            return tensor_to_uint8(pipe._sample_image(request, progress))
+
+    return Validation(render, fps=ws.model.fps)
+
+
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     """Train the T2I U-Net (and text encoder) from scratch; a pretrained T2I (``model.t2i.pretrained``)
     is skipped with a log line (the video stages inflate it as published) unless the config opts in
@@ -487,7 +530,7 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     _memory_settings(settings, unet)
     _, height, width = ws.model.base_resolution
     result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
-                   settings, ws.root / "t2i", resume, "t2i")
+                   settings, ws.root / "t2i", resume, "t2i", validation=_image_validation(ws, module))
     final = ws.root / "t2i" / "final"
     ws.on_main_process(lambda: (unet.save_pretrained(str(final / "unet"), safe_serialization=True),
                                 text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")))
@@ -507,7 +550,7 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
     result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
-                   settings, ws.root / "temporal", resume, "temporal")
+                   settings, ws.root / "temporal", resume, "temporal", validation=_video_validation(ws, module))
     base.t2i.requires_grad_(False)
     ws.write_component("text_encoder", text_encoder)
     ws.write_component("base", base)
