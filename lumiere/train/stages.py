@@ -483,7 +483,7 @@ def _validation_pipeline(ws: Workspace, components: dict, temporal_downsampling_
                            device=module_device(model), dtype=next(model.parameters()).dtype)
 
 
-def _video_validation(ws: Workspace, module: "VideoModule") -> Validation:
+def _video_validation(ws: Workspace, module: VideoModule) -> Validation:
     """The temporal stage's validation clips: text-to-video at base resolution (no SSR) from the STUNet in training."""
     def render(prompt: str, seed: int, steps: int) -> np.ndarray:
         pipe = _validation_pipeline(ws, {"text_encoder": module.text_encoder, "base": module.model, "vae": module.vae},
@@ -501,7 +501,7 @@ class _ImageBase(nn.Module):
         self.t2i = unet
 
 
-def _image_validation(ws: Workspace, module: "T2IModule") -> Validation:
+def _image_validation(ws: Workspace, module: T2IModule) -> Validation:
     """The t2i stage's validation images, drawn by the pipeline's image sampler (reference guidance's first frame)."""
     def render(prompt: str, seed: int, steps: int) -> np.ndarray:
         pipe = _validation_pipeline(ws, {"text_encoder": module.text_encoder, "base": _ImageBase(module.unet),
