@@ -126,19 +126,23 @@ def test_only_the_main_process_validates(tmp_path, monkeypatch):
     assert not calls and not (tmp_path / "validation").exists()
 
 
-def test_stages_write_decodable_validation_samples_and_log_them(tmp_path):
-    """The t2i stage renders images, the temporal stage clips of the model's length, from the run's modules."""
-    from lumiere.io import read_video
+@pytest.mark.parametrize("latent", [False, True], ids=["pixels", "latents"])
+def test_stages_write_decodable_validation_samples_and_log_them(tmp_path, latent):
+    """The t2i stage renders images, the temporal stage clips of the model's length, from the run's modules
+    (a latent model's decoded by its VAE)."""
+    from lumiere.io import read_image, read_video
     from lumiere.train.stages import run_stage
+    from tests.test_latent_pipeline import LATENT_MODEL
 
     pytest.importorskip("tensorboard")
-    config = dict(MICRO_CONFIG, output_dir=str(tmp_path / "out"))
+    config = dict(MICRO_CONFIG, output_dir=str(tmp_path / "out"), model=LATENT_MODEL if latent else MICRO_CONFIG["model"])
     config["train"] = {**config["train"], "validation_every": 2, "validation_prompts": ["a red circle"],
                        "validation_steps": 2, "log_with": "tensorboard", "checkpoint_every": 100}
     run_stage("t2i", config)
     run_stage("temporal", config)
     out = tmp_path / "out"
-    assert [p.name for p in (out / "t2i" / "validation").rglob("*") if p.is_file()] == ["00-a-red-circle.png"]
+    images = [p for p in (out / "t2i" / "validation").rglob("*") if p.is_file()]
+    assert [p.name for p in images] == ["00-a-red-circle.png"] and read_image(images[0]).shape == (16, 16, 3)
     clips = sorted((out / "temporal" / "validation").rglob("*.mp4"))
     assert [p.parent.name for p in clips] == ["step-0000002"]
     frames, fps = read_video(clips[0])
