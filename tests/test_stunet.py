@@ -281,3 +281,25 @@ def test_sdxl_is_refused_with_what_to_use_instead():
                    projection_class_embeddings_input_dim=24 + 6 * 8)
     with pytest.raises(ValueError, match=r"SDXL.*text_time.*time ids.*Stable Diffusion 1\.x / 2\.x or DeepFloyd IF"):
         inflate(unet)
+
+
+def test_from_pretrained_builds_non_persistent_buffers_as_a_fresh_model_does(tmp_path, monkeypatch):
+    """Buffers left out of the file (persistent=False, e.g. a position table) are built, not left on meta."""
+    from lumiere.models import temporal
+
+    original = temporal.TemporalConvBlock.__init__
+
+    def with_table(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.register_buffer("table", torch.arange(4.0) * 0.5, persistent=False)
+        self.register_buffer("kept", torch.ones(2))
+
+    monkeypatch.setattr(temporal.TemporalConvBlock, "__init__", with_table)
+    stunet = inflate(sd_unet())
+    with torch.no_grad():
+        stunet.down_temporal[0][0].kept.fill_(3.0)
+    stunet.save_pretrained(tmp_path / "m")
+    loaded = STUNet.from_pretrained(tmp_path / "m", dtype=torch.float16)
+    block = loaded.down_temporal[0][0]
+    assert torch.equal(block.table, torch.arange(4.0, dtype=torch.float16) * 0.5)  # built, then cast with the model
+    assert torch.equal(block.kept, torch.full((2,), 3.0, dtype=torch.float16))  # persistent: from the file
