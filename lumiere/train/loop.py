@@ -261,9 +261,9 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
+            applied_lr = schedule.get_last_lr()[0]  # the rate this step used (logged to the tracker)
             # The schedule counts optimizer steps, not micro-batches (else warm-up ends grad_accum x early);
             # an fp16 step skipped for overflow does not advance it either.
-            applied_lr = schedule.get_last_lr()[0]  # the rate this step used (logged to the tracker)
             if not accelerator.optimizer_step_was_skipped:
                 schedule.step()
             step += 1
