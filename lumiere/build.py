@@ -181,7 +181,7 @@ def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None
     if vae is not None:
         components["vae"] = vae
     if with_conditional:
-        components["conditional"] = inflate(copy.deepcopy(unet), extra_input_channels=unet.config.in_channels + 1, **temporal)
+        components["conditional"] = inflate(unet, copy=True, extra_input_channels=unet.config.in_channels + 1, **temporal)
     if with_ssr and model.ssr is not None:
         ssr_unet = build_ssr_unet(model.ssr, text_encoder.hidden_size)
         components["ssr"] = inflate(ssr_unet, temporal_resize=False, **temporal)
