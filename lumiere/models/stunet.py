@@ -242,6 +242,7 @@ class STUNet(nn.Module):
         """
         if sample.ndim != 5:
             raise ValueError(f"STUNet expects a video tensor (B, C, T, H, W), got shape {tuple(sample.shape)}")
+        sample = sample.contiguous()  # a permuted input (seen with VAE latents) segfaulted torch 2.13's CPU backward
         batch, channels, num_frames, height, width = sample.shape
         n = self.temporal_downsampling_factor
         if num_frames % n:
