@@ -202,6 +202,10 @@ def _ssr_clip(index: int, frames: int, height: int, width: int, scale: int) -> t
     return low, truth, canonical_prompt(colour, shape, motion, background)
 
 
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
 def _mean_rows(rows: list[dict]) -> dict:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
@@ -213,6 +217,12 @@ def ssr_metrics(pipe, samples: int) -> dict:
     clip length, scored for fidelity. The boundary peak needs clips spanning at least two windows, so
     it is measured on clips of max(base frames, 2 x window) frames, with MultiDiffusion and with the
     no-overlap ablation, at the pairs where non-overlapping windows meet.
+
+    Next to the peaks, why they can be equal: ``ssr_temporal_layers_change`` is the mean |difference|
+    (0-255) between the output with the configured window and with every frame alone (window 1), i.e.
+    what the SSR's temporal layers contribute; ``ssr_seed_change`` is what another seed changes. When
+    the first is a small part of the second, windows generate no content of their own that could
+    disagree at their edges, so MultiDiffusion has nothing to reconcile.
     """
     frames, height, width = pipe.base_resolution
     scale = pipe.ssr_scale
@@ -222,12 +232,16 @@ def ssr_metrics(pipe, samples: int) -> dict:
     boundaries = [start - 1 for start, _ in no_overlap[1:]]  # pair (start-1, start) crosses a window edge
     rows = {"ssr": [], "bicubic": [], "ground_truth": []}
     peaks = {"multidiffusion": [], "no_overlap": [], "ground_truth": []}
-    seconds = 0.0
+    seconds, temporal_change, seed_change = 0.0, [], []
     for i in range(samples):
         low, truth, prompt = _ssr_clip(i, frames, height, width, scale)
         started = time.time()
         output = pipe.super_resolve(low, prompt, seed=i, multidiffusion=True)
         seconds += time.time() - started
+        alone = pipe.super_resolve(low, prompt, seed=i, window=1)
+        other_seed = pipe.super_resolve(low, prompt, seed=i + samples, multidiffusion=True)
+        temporal_change.append(_mean_abs_difference(output, alone))
+        seed_change.append(_mean_abs_difference(output, other_seed))
         rows["ssr"].append(ssr_fidelity(output, truth, low))
         rows["bicubic"].append(ssr_fidelity(bicubic_upsample(low, scale), truth, low))
         rows["ground_truth"].append(ssr_fidelity(truth, truth, low))
@@ -238,6 +252,7 @@ def ssr_metrics(pipe, samples: int) -> dict:
         peaks["ground_truth"].append(boundary_peak(long_truth, boundaries))
     return {"fidelity": {name: _mean_rows(r) for name, r in rows.items()},
             **{f"ssr_boundary_peak_{name}": float(np.mean(p)) for name, p in peaks.items()},
+            "ssr_temporal_layers_change": float(np.mean(temporal_change)), "ssr_seed_change": float(np.mean(seed_change)),
             "ssr_seconds_per_clip": seconds / samples, "ssr_window": window, "ssr_boundary_frames": boundary_frames,
             "ssr_boundary_pairs": boundaries, "samples": samples}
 
