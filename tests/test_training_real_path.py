@@ -274,6 +274,19 @@ def test_finetuning_a_pretrained_t2i_is_an_opt_in(pretrained_t2i_config):
     assert (root / "opt-in" / "t2i" / "checkpoints" / "checkpoint-0000002").is_dir()
 
 
+def _nudged_and_saved(model, directory):
+    """Shift the temporal weights off their identity init, so "continued from this model" is observable."""
+    with torch.no_grad():
+        for parameter in model.temporal_parameters():
+            parameter.add_(0.01)
+    model.save_pretrained(directory)
+    return model
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config):
     """``stages.temporal.init_from``: the temporal stage continues the given STUNet (here the output of
     ``lumiere inflate``, with its temporal layers nudged so "continued" is observable) instead of
@@ -285,11 +298,7 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
 
     root, config = pretrained_t2i_config
     assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--out", str(root / "inflated")]) == 0
-    start = STUNet.from_pretrained(root / "inflated")
-    with torch.no_grad():
-        for parameter in start.temporal_parameters():
-            parameter.add_(0.01)
-    start.save_pretrained(root / "inflated")
+    start = _nudged_and_saved(STUNet.from_pretrained(root / "inflated"), root / "inflated")
 
     config = json.loads(json.dumps(config))
     config["output_dir"] = str(root / "from-inflated")
@@ -297,7 +306,7 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
                                     "lr": 0.0}  # lr 0: the result is exactly the starting point
     run_stage("temporal", config, steps=1)
     trained = STUNet.from_pretrained(root / "from-inflated" / "pipeline" / "base")
-    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), trained.state_dict().values()))
+    assert _same_weights(start, trained)
 
     assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--conditional",
                  "--out", str(root / "conditional")]) == 0
@@ -317,10 +326,7 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
     root, config = pretrained_t2i_config
     torch.manual_seed(0)
     ssr = inflate(build_ssr_unet(config["model"]["ssr"], 16), temporal_resize=False, **config["model"]["temporal"])
-    with torch.no_grad():
-        for parameter in ssr.temporal_parameters():
-            parameter.add_(0.01)
-    ssr.save_pretrained(root / "saved-ssr")
+    ssr = _nudged_and_saved(ssr, root / "saved-ssr")
     config = json.loads(json.dumps(config))
     config["output_dir"] = str(root / "ssr-continued")
     config["stages"]["ssr"] = {**config["stages"]["ssr"], "init_from": str(root / "saved-ssr"), "lr": 0.0}
@@ -328,7 +334,7 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
     assert "skipped" in result["image"] and "ssr: image phase: continuing" in capsys.readouterr().out
     assert not (root / "ssr-continued" / "ssr" / "image").exists()
     continued = STUNet.from_pretrained(root / "ssr-continued" / "pipeline" / "ssr")
-    assert all(torch.equal(a, b) for a, b in zip(ssr.state_dict().values(), continued.state_dict().values()))
+    assert _same_weights(ssr, continued)
 
     from diffusers import UNet2DConditionModel
 
