@@ -1,0 +1,50 @@
+"""Text-to-video at default settings for several pipelines, interleaved in one process.
+
+Compares what a model change costs at inference (e.g. the motion architecture's conditioned temporal
+layers against the previous bundled model), base resolution alone and with SSR:
+
+    PYTHONPATH=. python benchmarks/bench_t2v_models.py --models assets/lumiere-tiny /path/to/other --threads 2
+
+The best of ``--repeats`` is kept (wall and process CPU time); ratios are against the first model.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from lumiere import LumierePipeline
+
+PROMPT = "a red circle moving to the right over the sea"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", required=True, help="pipeline directories (the first is the reference)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipes = {path: LumierePipeline.from_pretrained(path, device="cpu") for path in args.models}
+    runs = [(path, ssr) for path in args.models for ssr in (False, True)]
+    best = {run: (float("inf"), float("inf")) for run in runs}
+    for pipe in pipes.values():
+        pipe.text_to_video(PROMPT, seed=0, super_resolve=False)  # warm-up
+    for _ in range(args.repeats):
+        for path, ssr in runs:
+            wall, cpu = time.perf_counter(), time.process_time()
+            pipes[path].text_to_video(PROMPT, seed=0, super_resolve=ssr)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[path, ssr] = (min(best[path, ssr][0], wall), min(best[path, ssr][1], cpu))
+    print(f"### text_to_video at default settings, {args.threads} thread(s), best of {args.repeats}\n")
+    print("| model | SSR | wall | CPU time | wall vs first model |")
+    print("|---|---|---|---|---|")
+    for path, ssr in runs:
+        wall, cpu = best[path, ssr]
+        reference = best[args.models[0], ssr][0]
+        print(f"| {path} | {'yes' if ssr else 'no'} | {wall:.2f} s | {cpu:.2f} s | {wall / reference:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
