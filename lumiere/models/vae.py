@@ -12,6 +12,7 @@ frames' full-resolution decoder activations at once.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -32,17 +33,24 @@ DEFAULT_FRAMES_PER_CALL = 8
 
 def build_vae(config: dict) -> AutoencoderKL:
     """The config's VAE: ``from_pretrained`` (safetensors only, no remote code), or a constructor
-    config built under a fixed seed (every stage of a run that builds it gets the same weights,
-    without touching the global RNG)."""
+    config whose conv/linear weights come from a generator seeded by ``seed`` (every stage of a run that
+    builds it gets the same weights; the global RNG is never seeded)."""
     if config.get("pretrained"):
         return AutoencoderKL.from_pretrained(str(config["pretrained"]), subfolder=config.get("subfolder"),
                                              use_safetensors=True)
     if "autoencoder" not in config:
         raise InputError("model.vae needs 'pretrained' (a diffusers AutoencoderKL directory or Hub id) "
                          "or 'autoencoder' (AutoencoderKL constructor arguments)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.get("seed", 0)))
-        return AutoencoderKL(**copy.deepcopy(config["autoencoder"]))
+    vae = AutoencoderKL(**copy.deepcopy(config["autoencoder"]))
+    generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+    with torch.no_grad():  # torch's default conv/linear init, drawn from the config's own generator
+        for module in vae.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                if module.bias is not None:
+                    bound = 1 / math.sqrt(module.weight[0].numel())
+                    torch.nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+    return vae
 
 
 def load_vae(directory, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
