@@ -439,3 +439,90 @@ def test_gradient_checkpointing_train_setting(tmp_path, monkeypatch):
     run_stage("t2i", config, tmp_path)
     assert run_stage("temporal", config, tmp_path)["step"] == 2
     assert len(switched) == 1 and switched[0].gradient_checkpointing
+
+
+# ----------------------------------------------------------------------------- item 11: sharded checkpoints
+class _SameBatch(torch.utils.data.Dataset):
+    """Two points, read as one batch of 2: every step sees the same batch, so a resumed run's trajectory
+    cannot differ from an uninterrupted one by data order, only by the state it restored."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        x = torch.tensor([index, 1.0 - index, 1.0])
+        return {"x": x, "y": x.sum(0, keepdim=True) * 0.5}
+
+
+def _train_regression(output_dir, steps, resume=False):
+    torch.manual_seed(0)
+    module = _Regression()
+    # Warm-up longer than the run: the rate then does not depend on the run length (the cosine part does).
+    settings = TrainSettings(steps=steps, batch_size=2, lr=0.05, warmup_steps=10, ema_decay=0.9, checkpoint_every=3,
+                             log_every=100, log_with="none")
+    loader = torch.utils.data.DataLoader(_SameBatch(), batch_size=2, shuffle=True, drop_last=True)
+    train(module, list(module.parameters()), loader, settings, output_dir, resume=resume)
+    return module.linear.weight.detach().clone()
+
+
+def test_sharded_checkpoint_resumes_the_uninterrupted_trajectory(tmp_path, monkeypatch):
+    """The DeepSpeed branch (accelerator.save_state / load_state + our EMA and schedule files), run in one process
+    by forcing the branch: 3 steps + resume to 6 ends where 6 uninterrupted steps do (weights are the EMA's)."""
+    import lumiere.train.loop as loop
+
+    plain = _train_regression(tmp_path / "plain", 6)
+    monkeypatch.setattr(loop, "shards_optimizer_state", lambda accelerator: True)
+    uninterrupted = _train_regression(tmp_path / "uninterrupted", 6)
+    _train_regression(tmp_path / "resumed", 3)
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "checkpoint-0000003"
+    meta = json.loads((checkpoint / "training_state.json").read_text())
+    assert meta["sharded"] == "sharded" and meta["schedule"]["last_epoch"] == 3 and "ema" in meta
+    assert (checkpoint / "sharded" / "model.safetensors").is_file()
+    resumed = _train_regression(tmp_path / "resumed", 6, resume=True)
+    torch.testing.assert_close(resumed, uninterrupted, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(uninterrupted, plain, rtol=1e-6, atol=1e-7)
+    # Without the optimizer state (fresh AdamW moments) the same resume ends elsewhere: the check has teeth.
+    monkeypatch.setattr(loop, "load_sharded_training_state",
+                        lambda accelerator, checkpoint, ema, schedule: schedule.load_state_dict(
+                            json.loads((checkpoint / "training_state.json").read_text())["schedule"]))
+    _train_regression(tmp_path / "no_optimizer", 3)
+    assert not torch.allclose(_train_regression(tmp_path / "no_optimizer", 6, resume=True), uninterrupted)
+
+
+def test_checkpoints_refuse_the_other_launcher(tmp_path, monkeypatch):
+    """A DeepSpeed checkpoint is not resumed as a plain one (its optimizer state is in shards), nor the reverse."""
+    import lumiere.train.loop as loop
+    from lumiere.errors import InputError
+    from lumiere.train.checkpoint import load_training_state
+
+    _train_regression(tmp_path / "plain", 3)
+    monkeypatch.setattr(loop, "shards_optimizer_state", lambda accelerator: True)
+    with pytest.raises(InputError, match="without DeepSpeed"):
+        _train_regression(tmp_path / "plain", 6, resume=True)
+    _train_regression(tmp_path / "sharded", 3)
+    module = _Regression()
+    with pytest.raises(InputError, match="DeepSpeed ZeRO run"):
+        load_training_state(tmp_path / "sharded" / "checkpoints" / "checkpoint-0000003", module,
+                            torch.optim.AdamW(module.parameters()))
+
+
+@pytest.mark.parametrize("kind, zero_stage, sharded, refused", [
+    ("NO", None, False, None), ("MULTI_GPU", None, False, None), ("DEEPSPEED", 2, True, None),
+    ("DEEPSPEED", 3, True, "ZeRO stage 3"), ("FSDP", None, False, "FSDP is not supported")])
+def test_branch_selection_by_distributed_type(kind, zero_stage, sharded, refused):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lumiere.errors import InputError
+    from lumiere.train.checkpoint import shards_optimizer_state
+    from lumiere.train.loop import refuse_sharded_parameters
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType[kind],
+                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=zero_stage)))
+    assert shards_optimizer_state(accelerator) is sharded
+    if refused:
+        with pytest.raises(InputError, match=refused):
+            refuse_sharded_parameters(accelerator)
+    else:
+        refuse_sharded_parameters(accelerator)

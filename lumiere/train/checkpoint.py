@@ -1,18 +1,28 @@
-"""Resumable training state as safetensors + json (model, EMA, optimizer, LR schedule): no pickles anywhere."""
+"""Resumable training state as safetensors + json (model, EMA, optimizer, LR schedule): no pickles anywhere.
+
+Under DeepSpeed ZeRO-1/2 the optimizer state is sharded across ranks, so the main rank alone cannot write it:
+there the model and optimizer go through ``accelerator.save_state`` (every rank writes its shard, DeepSpeed's
+format) into ``sharded/`` inside the checkpoint, and EMA, LR schedule and step stay in our files.
+"""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import InputError
 from ..hub import read_json, read_safetensors
 
 STATE_FILE = "training_state.safetensors"
 META_FILE = "training_state.json"
+SHARDED_DIR = "sharded"  # accelerate.save_state's folder inside a checkpoint of a sharded run
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -47,14 +57,42 @@ def _schedule_state(schedule) -> dict:
     return state
 
 
+def shards_optimizer_state(accelerator) -> bool:
+    """Whether each rank holds only its shard of the optimizer state (DeepSpeed ZeRO): then checkpoints go
+    through ``accelerator.save_state`` / ``load_state``. (The training loop refuses FSDP and ZeRO-3, which
+    shard the parameters as well.)"""
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def _checkpoint_paths(directory: Path, step: int) -> tuple[Path, Path]:
+    final = Path(directory) / f"checkpoint-{step:07d}"
+    return final, final.with_name(final.name + ".tmp")
+
+
+def _add_ema_and_schedule(tensors: dict, meta: dict, ema, schedule) -> None:
+    if schedule is not None:
+        meta["schedule"] = _schedule_state(schedule)
+    if ema is not None:
+        ema_state = ema.state_dict()
+        for i, shadow in enumerate(ema_state.pop("shadow_params")):
+            tensors[f"ema.{i}"] = shadow.detach().cpu().contiguous()
+        meta["ema"] = {k: v for k, v in ema_state.items() if not torch.is_tensor(v)}
+
+
+def _write_and_publish(tmp: Path, final: Path, tensors: dict, meta: dict) -> None:
+    save_file(tensors, str(tmp / STATE_FILE))
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
 def save_training_state(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                         ema=None, extra: dict | None = None, schedule=None) -> Path:
     """Write checkpoint-<step>/ atomically (tmp dir + rename) so a kill mid-write never corrupts resume.
 
     ``schedule``: the LR scheduler, whose step count and base rates go into the json (resume continues
     the schedule where it stopped instead of restarting the warm-up)."""
-    final = Path(directory) / f"checkpoint-{step:07d}"
-    tmp = final.with_name(final.name + ".tmp")
+    final, tmp = _checkpoint_paths(directory, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     # Only what trains: a frozen pretrained T2I (gigabytes at full size) is already on disk.
@@ -63,18 +101,37 @@ def save_training_state(directory: Path, step: int, model: nn.Module, optimizer:
     optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
     tensors.update(optimizer_tensors)
     meta = {"step": step, "optimizer": optimizer_meta, **(extra or {})}
-    if schedule is not None:
-        meta["schedule"] = _schedule_state(schedule)
-    if ema is not None:
-        ema_state = ema.state_dict()
-        for i, shadow in enumerate(ema_state.pop("shadow_params")):
-            tensors[f"ema.{i}"] = shadow.detach().cpu().contiguous()
-        meta["ema"] = {k: v for k, v in ema_state.items() if not torch.is_tensor(v)}
-    save_file(tensors, str(tmp / STATE_FILE))
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    _add_ema_and_schedule(tensors, meta, ema, schedule)
+    _write_and_publish(tmp, final, tensors, meta)
     return final
+
+
+def save_sharded_training_state(accelerator, directory: Path, step: int, ema=None, extra: dict | None = None,
+                                schedule=None) -> Path:
+    """``save_training_state`` for a run whose optimizer state is sharded; every rank must call it.
+
+    The prepared model and optimizer go through ``accelerator.save_state`` into ``sharded/`` (each rank
+    writes its own shard); the main rank adds EMA, LR schedule and step in our format and publishes the
+    directory by renaming it, as the unsharded checkpoint does.
+    """
+    final, tmp = _checkpoint_paths(directory, step)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / SHARDED_DIR), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tensors, meta = {}, {"step": step, "sharded": SHARDED_DIR, **(extra or {})}
+        _add_ema_and_schedule(tensors, meta, ema, schedule)
+        _write_and_publish(tmp, final, tensors, meta)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint was written at (read before the model is prepared: the run's seeds depend on it)."""
+    return int(read_json(Path(checkpoint) / META_FILE)["step"])
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -95,11 +152,48 @@ def load_training_state(checkpoint: Path, model: nn.Module, optimizer: torch.opt
     resumes the schedule at the saved step."""
     tensors = read_safetensors(Path(checkpoint) / STATE_FILE)
     meta = read_json(Path(checkpoint) / META_FILE)
+    if meta.get("sharded"):
+        raise InputError(f"checkpoint {checkpoint} was written by a DeepSpeed ZeRO run (its optimizer state is in "
+                         f"per-rank shards): resume it under the same accelerate config and number of processes")
     _, unexpected = model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
                                           strict=False)
     if unexpected:
         raise ValueError(f"checkpoint {checkpoint} does not match the model: unexpected {unexpected[:5]}")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    _restore_ema_and_schedule(tensors, meta, ema, schedule)
+    return meta
+
+
+def load_sharded_training_state(accelerator, checkpoint: Path, ema=None, schedule=None) -> dict:
+    """Restore what ``save_sharded_training_state`` wrote, on every rank, after ``accelerator.prepare``:
+    the model and optimizer shards through ``accelerator.load_state``, EMA and schedule from our files.
+
+    The random generators are left as they were: ``load_state`` would restore the ones of the save, while the
+    loop seeds each (step, rank) itself, as it does on an unsharded resume.
+
+    Raises:
+        InputError: the checkpoint was written without sharding (its optimizer state is one full copy, which
+            DeepSpeed's optimizer cannot take).
+    """
+    tensors = read_safetensors(Path(checkpoint) / STATE_FILE)
+    meta = read_json(Path(checkpoint) / META_FILE)
+    if not meta.get("sharded"):
+        raise InputError(f"checkpoint {checkpoint} was written without DeepSpeed (one process or DDP): resume it "
+                         f"under that launcher config, or start the DeepSpeed run in a new output directory")
+    generators = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                  torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    accelerator.load_state(str(Path(checkpoint) / meta["sharded"]))
+    random.setstate(generators[0])
+    np.random.set_state(generators[1])
+    torch.set_rng_state(generators[2])
+    if generators[3] is not None:
+        torch.cuda.set_rng_state_all(generators[3])
+    _restore_ema_and_schedule(tensors, meta, ema, schedule)
+    return meta
+
+
+def _restore_ema_and_schedule(tensors: dict, meta: dict, ema, schedule) -> None:
+    """A checkpoint from before the schedule was saved resumes the schedule at the saved step."""
     if ema is not None and "ema" in meta:
         shadows = [tensors[f"ema.{i}"] for i in range(sum(k.startswith("ema.") for k in tensors))]
         ema.load_state_dict({**meta["ema"], "shadow_params": shadows})
@@ -108,4 +202,3 @@ def load_training_state(checkpoint: Path, model: nn.Module, optimizer: torch.opt
             schedule.load_state_dict(meta["schedule"])
         else:
             schedule.last_epoch = int(meta["step"])
-    return meta

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from ..components import flush_denormals
 from ..errors import InputError
 from ..options import from_mapping
-from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+from .checkpoint import (checkpoint_step, latest_checkpoint, load_sharded_training_state, load_training_state,
+                         prune_checkpoints, save_sharded_training_state, save_training_state, shards_optimizer_state)
 
 
 LOG_WITH = ("auto", "tensorboard", "wandb", "none")
@@ -203,6 +204,8 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         _NOTICES.add("auto")
         accelerator.print("training metrics are not tracked: `pip install tensorboard` to log them, or set "
                           "train.log_with to \"none\" to silence this")
+    refuse_sharded_parameters(accelerator)
+    sharded = shards_optimizer_state(accelerator)
     set_seed(process_seed(settings.seed, accelerator.process_index))
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": settings.lr * g.get("lr_scale", 1.0)}
@@ -217,7 +220,9 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
 
     step = 0
     checkpoint = latest_checkpoint(output_dir / "checkpoints") if resume else None
-    if checkpoint is not None:
+    if checkpoint is not None and sharded:
+        step = checkpoint_step(checkpoint)  # the shards load after prepare (below)
+    elif checkpoint is not None:
         meta = load_training_state(checkpoint, module, optimizer, ema, schedule)
         step = int(meta["step"])
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
@@ -234,6 +239,9 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     if ema is not None:
         ema.to(accelerator.device)
+    if checkpoint is not None and sharded:
+        load_sharded_training_state(accelerator, checkpoint, ema, schedule)
+        accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
     train_frozen_in_eval(module)
     # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's);
     # for streamed data (no length) in epoch ``step x grad_accum``, one no earlier run reached (an epoch
@@ -281,9 +289,13 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             paused = time.perf_counter()
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
+                if sharded:  # every rank writes its optimizer shard
+                    save_sharded_training_state(accelerator, output_dir / "checkpoints", step, ema, {"loss": running},
+                                                schedule)
+                elif accelerator.is_main_process:
                     save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer,
                                         ema, {"loss": running}, schedule)
+                if accelerator.is_main_process:
                     prune_checkpoints(output_dir / "checkpoints")
             if validation is not None and settings.validation_every and step % settings.validation_every == 0:
                 if accelerator.is_main_process:
@@ -303,6 +315,25 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
 
 
 _NOTICES: set[str] = set()  # one-time notices already printed by this process
+
+
+def refuse_sharded_parameters(accelerator: Accelerator) -> None:
+    """Raise InputError under FSDP or DeepSpeed ZeRO-3.
+
+    Why: they shard the parameters themselves. The loop keeps the trained parameters' list for EMA and
+    gradient clipping (under FSDP those become stale copies) and a stage writes its model's weights at its
+    end from the main process (one rank's shard there): both would be silently wrong.
+    """
+    advice = ("use DDP (configs/accelerate/multi_gpu.yaml) or DeepSpeed ZeRO-2 "
+              "(configs/accelerate/deepspeed_zero2.yaml), which shard only the optimizer state and gradients")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise InputError(f"FSDP is not supported: it shards the parameters, which the EMA and the weights a stage "
+                         f"writes need whole; {advice}")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = getattr(accelerator.state.deepspeed_plugin, "zero_stage", None)
+        if stage == 3:
+            raise InputError(f"DeepSpeed ZeRO stage 3 is not supported: it shards the parameters, which the EMA and "
+                             f"the weights a stage writes need whole; {advice}")
 
 
 def _log_with(settings: TrainSettings) -> str | None:
