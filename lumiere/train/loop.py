@@ -237,11 +237,11 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         loader = _OnDevice(loader, accelerator.device)
     else:
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
-    if ema is not None:
-        ema.to(accelerator.device)
     if checkpoint is not None and sharded:
         load_sharded_training_state(accelerator, checkpoint, ema, schedule)
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
+    if ema is not None:  # after any load: EMA shadows load on the CPU
+        ema.to(accelerator.device)
     train_frozen_in_eval(module)
     # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's);
     # for streamed data (no length) in epoch ``step x grad_accum``, one no earlier run reached (an epoch
