@@ -61,11 +61,31 @@ def test_training_masks_cover_every_kind_and_follow_the_convention():
     video[:, :, 4:8, :] = torch.linspace(-1, 1, 8)[None, :, None, None]  # something moves
     kinds = set()
     for _ in range(60):
-        c, m, kind = random_condition(video, rng)
+        c, m, kind, target = random_condition(video, rng)
         kinds.add(kind)
+        if kind != "cinemagraph":
+            assert target is video
         assert c.shape == (3, 8, 16, 16) and m.shape == (1, 8, 16, 16)
         if kind != "cinemagraph":  # the cinemagraph's C is the image on every frame (Sec. 4.2)
             assert torch.equal(c * m, c)  # unknown content (M = 0) is blank
         if kind in ("first_frame", "cinemagraph"):
             assert (m[:, 0] == 1).all()
     assert kinds == set(MASK_KINDS)
+
+
+def test_cinemagraph_training_targets_hold_the_still_region_on_frame_0():
+    """A user-like cinemagraph region may cut through a moving object: the clip the model is trained to
+    produce must then be frame 0 wherever M says "keep", and the clip itself inside the region."""
+    rng = np.random.default_rng(1)
+    video = torch.rand(3, 8, 16, 16) * 2 - 1  # everything moves, so any still region is a real change
+    user_drawn = 0
+    for _ in range(200):
+        c, m, kind, target = random_condition(video, rng)
+        if kind != "cinemagraph":
+            continue
+        keep = m[0].bool()
+        assert torch.equal(target[:, keep], c[:, keep])  # what M keeps is exactly what the target shows
+        region = ~keep[1]
+        assert torch.equal(target[:, 1:, region], video[:, 1:, region])
+        user_drawn += not torch.equal(target, video)
+    assert user_drawn > 5

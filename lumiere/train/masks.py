@@ -5,6 +5,8 @@ pipeline uses at inference, so training and sampling can never disagree on the c
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 import torch
@@ -36,6 +38,21 @@ def random_strokes(height: int, width: int, rng: np.random.Generator) -> torch.T
     return torch.from_numpy(canvas > 0)
 
 
+def random_half(height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
+    """One side of a random vertical or horizontal cut, like "animate the water on the right"."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    vertical_cut = bool(rng.integers(2))
+    size = width if vertical_cut else height
+    cut = int(rng.integers(size // 4, 3 * size // 4 + 1))
+    keep_first = bool(rng.integers(2))
+    side = slice(0, cut) if keep_first else slice(cut, size)
+    if vertical_cut:
+        mask[:, side] = True
+    else:
+        mask[side, :] = True
+    return mask
+
+
 def moving_region(video: torch.Tensor, margin: int = 2) -> torch.Tensor:
     """Where the clip changes over time (dilated): the region a cinemagraph animates."""
     changing = (video - video[:, :1]).abs().amax(dim=(0, 1)) > 0.1
@@ -45,17 +62,40 @@ def moving_region(video: torch.Tensor, margin: int = 2) -> torch.Tensor:
     return torch.from_numpy(cv2.dilate(changing.numpy().astype(np.uint8), kernel) > 0)
 
 
-def random_condition(video: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(C, M, kind) for a clip (3, T, H, W) in [-1, 1]; M = 1 marks known content."""
+class TrainingCondition(NamedTuple):
+    """One conditional-training draw: the paper's (C, M), the mask kind, and the clean clip the model
+    must produce (the input clip, except for cinemagraphs drawn with a user-like region)."""
+    condition: torch.Tensor
+    keep: torch.Tensor
+    kind: str
+    target: torch.Tensor
+
+
+def random_condition(video: torch.Tensor, rng: np.random.Generator,
+                     user_region_fraction: float = 0.5) -> TrainingCondition:
+    """A random (C, M) for a clip (3, T, H, W) in [-1, 1]; M = 1 marks known content.
+
+    Cinemagraphs: a share ``1 - user_region_fraction`` animate the clip's own moving region (the target
+    is the clip as rendered, static outside the region); the rest animate a box, brush strokes or half
+    the frame drawn like a user would, which may freeze part of a moving object. Their target is the
+    clip inside the region and frame 0 outside it, the cinemagraph that mask asks for. Why: trained on
+    moving regions only, the model never sees known pixels it must hold still against the prompt's
+    motion, and its raw output moved the still region (temporal std 16/255 there).
+    """
     kind = MASK_KINDS[int(rng.choice(len(MASK_KINDS), p=MASK_PROBABILITIES))]
     _, frames, height, width = video.shape
+    target = video
     if kind == "first_frame":
         c, m = cond.image_to_video_condition(video[:, 0], frames)
     elif kind == "cinemagraph":
-        # The target video must be static outside the region, which holds when the region covers all motion.
-        c, m = cond.cinemagraph_condition(video[:, 0], moving_region(video), frames)
+        if rng.random() < user_region_fraction:
+            region = (random_box, random_strokes, random_half)[int(rng.integers(3))](height, width, rng)
+            target = torch.where(region, video, video[:, :1])
+        else:  # the clip's own motion lies inside the region, so the clip is already a cinemagraph of it
+            region = moving_region(video)
+        c, m = cond.cinemagraph_condition(video[:, 0], region, frames)
     else:
         mask = {"box": random_box, "strokes": random_strokes}.get(kind)
         generate = mask(height, width, rng) if mask else cond.outpaint_mask(height, width, float(rng.uniform(0.15, 0.35)))
         c, m = cond.inpaint_condition(video, generate)
-    return c, m, kind
+    return TrainingCondition(c, m, kind, target)
