@@ -1,9 +1,10 @@
-"""Text-to-video at default settings for several pipelines, interleaved in one process.
+"""Text-to-video (or image-to-video) at default settings for several pipelines, interleaved in one process.
 
 Compares what a model change costs at inference (e.g. the motion architecture's conditioned temporal
 layers against the previous bundled model), base resolution alone and with SSR:
 
     PYTHONPATH=. python benchmarks/bench_t2v_models.py --models assets/lumiere-tiny /path/to/other --threads 2
+    PYTHONPATH=. python benchmarks/bench_t2v_models.py --task image_to_video --models ...   # the conditional model
 
 The best of ``--repeats`` is kept (wall and process CPU time); ratios are against the first model.
 """
@@ -15,8 +16,10 @@ import time
 import torch
 
 from lumiere import LumierePipeline
+from lumiere.data.world import render_clip, spec_from_prompt
 
 PROMPT = "a red circle moving to the right over the sea"
+TASKS = ("text_to_video", "image_to_video")
 
 
 def main() -> None:
@@ -24,20 +27,30 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True, help="pipeline directories (the first is the reference)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--task", choices=TASKS, default="text_to_video",
+                        help="image_to_video animates the first frame of the world's render of the prompt")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipes = {path: LumierePipeline.from_pretrained(path, device="cpu") for path in args.models}
     runs = [(path, ssr) for path in args.models for ssr in (False, True)]
     best = {run: (float("inf"), float("inf")) for run in runs}
+
+    def generate(pipe: LumierePipeline, ssr: bool):
+        if args.task == "image_to_video":
+            _, height, width = pipe.base_resolution
+            image = render_clip(spec_from_prompt(PROMPT, 0), 1, height, width)[0]
+            return pipe.image_to_video(image, PROMPT, seed=0, super_resolve=ssr)
+        return pipe.text_to_video(PROMPT, seed=0, super_resolve=ssr)
+
     for pipe in pipes.values():
-        pipe.text_to_video(PROMPT, seed=0, super_resolve=False)  # warm-up
+        generate(pipe, False)  # warm-up
     for _ in range(args.repeats):
         for path, ssr in runs:
             wall, cpu = time.perf_counter(), time.process_time()
-            pipes[path].text_to_video(PROMPT, seed=0, super_resolve=ssr)
+            generate(pipes[path], ssr)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             best[path, ssr] = (min(best[path, ssr][0], wall), min(best[path, ssr][1], cpu))
-    print(f"### text_to_video at default settings, {args.threads} thread(s), best of {args.repeats}\n")
+    print(f"### {args.task} at default settings, {args.threads} thread(s), best of {args.repeats}\n")
     print("| model | SSR | wall | CPU time | wall vs first model |")
     print("|---|---|---|---|---|")
     for path, ssr in runs:
