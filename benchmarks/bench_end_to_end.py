@@ -175,7 +175,8 @@ def stage_run(pipe, app: str, inputs: dict, prompt: str, device: str) -> dict:
     sync(device)
     wall1, cpu1 = time.perf_counter(), time.process_time()
     total_steps = clock.marks[-1][1] if clock.marks else 0
-    ssr_steps = int(pipe.config.get("ssr", {}).get("num_inference_steps", 20)) if pipe.has_component("ssr") else 0
+    # The SSR steps actually run (an SDEdit start runs only the last ``strength`` of its schedule).
+    ssr_steps = pipe.ssr_options.steps_run() if pipe.has_component("ssr") else 0
     base_steps = total_steps - ssr_steps
     if base_steps > 0:
         _, _, wall_b, cpu_b = clock.marks[base_steps - 1]
