@@ -44,8 +44,8 @@ def random_half(height: int, width: int, rng: np.random.Generator) -> torch.Tens
     vertical_cut = bool(rng.integers(2))
     size = width if vertical_cut else height
     cut = int(rng.integers(size // 4, 3 * size // 4 + 1))
-    keep_first = bool(rng.integers(2))
-    side = slice(0, cut) if keep_first else slice(cut, size)
+    before_cut = bool(rng.integers(2))
+    side = slice(0, cut) if before_cut else slice(cut, size)
     if vertical_cut:
         mask[:, side] = True
     else:

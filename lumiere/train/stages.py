@@ -223,17 +223,17 @@ class VideoModule(nn.Module):
 
     def forward(self, batch):
         pixels = batch["video"]
-        if self.kind == "conditional":  # draw (C, M) first: a cinemagraph draw may change the clip to produce
+        if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             draws = [random_condition(v.cpu(), self.rng) for v in pixels]
             pixels = torch.stack([d.target for d in draws]).to(pixels)
+            condition = torch.stack([d.condition for d in draws]).to(pixels)
+            keep = torch.stack([d.keep for d in draws]).to(pixels)
         video = _latents(self.vae, pixels)
         with torch.no_grad():
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(video)
         class_labels = None
         if self.kind == "conditional":
-            condition = torch.stack([d.condition for d in draws]).to(pixels)
-            keep = torch.stack([d.keep for d in draws]).to(pixels)
             if self.vae is not None:
                 with torch.no_grad():
                     condition, keep = latent_condition(self.vae, condition, keep)
