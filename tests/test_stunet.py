@@ -134,6 +134,39 @@ def test_conditional_input_expansion_equals_unconditional_at_init():
         assert torch.allclose(conditional(torch.cat([video, extra], 1), 3, text), base(video, 3, text), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["sd", "if"])
+def test_condition_at_every_level_starts_as_the_plain_conditional_model_and_reads_c_once_trained(tmp_path, family):
+    """The per-level (C, M) path is zero at init (the widened model is unchanged), makes the output depend
+    on C through every level once its convs are non-zero, and survives a save / load."""
+    import copy
+
+    base = inflate(perturbed(sd_unet() if family == "sd" else if_unet())).eval()
+    plain, every_level = copy.deepcopy(base), copy.deepcopy(base)
+    plain.expand_input_channels(4)
+    every_level.expand_input_channels(4, condition_every_level=True)
+    assert every_level.condition_injection is not None and plain.condition_injection is None
+    generator = torch.Generator().manual_seed(3)
+    text = torch.randn(1, 4, 20 if family == "if" else 24, generator=generator)
+    video, extra = torch.randn(1, 3, 8, 16, 16, generator=generator), torch.randn(1, 4, 8, 16, 16, generator=generator)
+    other_extra = torch.randn(1, 4, 8, 16, 16, generator=generator)
+    with torch.no_grad():
+        out = every_level(torch.cat([video, extra], 1), 500, text)
+        assert torch.allclose(out, plain(torch.cat([video, extra], 1), 500, text), atol=1e-5)
+        for p in every_level.condition_injection.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+        trained = every_level(torch.cat([video, extra], 1), 500, text)
+        assert (trained - out).abs().max().item() > 1e-2
+        assert (every_level(torch.cat([video, other_extra], 1), 500, text) - trained).abs().max().item() > 1e-2
+    # trained in the conditional stage (not part of the frozen T2I), and saved with the model
+    names = {id(p) for p in every_level.temporal_parameters()}
+    assert all(id(p) in names for p in every_level.condition_injection.parameters())
+    every_level.save_pretrained(tmp_path / "m")
+    loaded = STUNet.from_pretrained(tmp_path / "m")
+    assert loaded.condition_every_level and loaded.condition_injection is not None
+    with torch.no_grad():
+        assert torch.allclose(loaded(torch.cat([video, extra], 1), 500, text), trained, atol=1e-5)
+
+
 def test_bad_inputs_raise_clear_errors():
     stunet = inflate(sd_unet())
     with pytest.raises(ValueError, match="multiple of the temporal down-sampling factor N=4"):

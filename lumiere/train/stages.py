@@ -590,7 +590,8 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("conditional", **overrides)
     text_encoder = ws.text_encoder()
     conditional = ws.load_stunet("base")  # start from the trained temporal layers
-    conditional.expand_input_channels(conditional.in_channels + 1)
+    conditional.expand_input_channels(conditional.in_channels + 1,
+                                      ws.model.temporal.get("condition_every_level", False))
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
                          seed=ws.seed(settings), vae=ws.vae())
