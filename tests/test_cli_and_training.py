@@ -95,6 +95,7 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     for key in ("colour_accuracy", "shape_accuracy", "motion_accuracy"):
         assert 0.0 <= metrics["heldout"][key] <= 1.0
     assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
+    assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
     assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0
     assert metrics["ssr"]["ssr_seed_change"] > 0 and metrics["ssr"]["ssr_temporal_layers_change"] >= 0
 
