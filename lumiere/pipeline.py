@@ -549,7 +549,7 @@ class LumierePipeline:
 
         prediction = guided(predict, text, uncond, request.guidance_scale)
         if guide_known and condition is not None:
-            prediction = constrain_x0(prediction, scheduler, _known_pixels(*condition))
+            prediction = constrain_x0(prediction, scheduler, _known_content(*condition))
         with torch.inference_mode():
             return denoise(prediction, x, scheduler, timesteps, request.generator, progress)
 
@@ -717,15 +717,15 @@ class LumierePipeline:
         return str(url)
 
 
-def _known_pixels(condition: torch.Tensor, keep: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An x0 constraint (``constrain_x0``): the known content (M = 1) is C at every denoising step."""
-    def constrain(x0: torch.Tensor) -> torch.Tensor:
-        known = keep[None].to(x0.device, x0.dtype)
-        return known * condition[None].to(x0.device, x0.dtype) + (1 - known) * x0
-    return constrain
+def _known_content(condition: torch.Tensor, keep: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """video (B, C, T, H, W) -> video with the known content of (C, M) (unbatched) where M = 1: the
+    per-step x0 constraint of the applications and, applied once to the sample, ``_paste``."""
+    def with_known(video: torch.Tensor) -> torch.Tensor:
+        known = keep[None].to(video.device, video.dtype)
+        return known * condition[None].to(video.device, video.dtype) + (1 - known) * video
+    return with_known
 
 
 def _paste(video: torch.Tensor, condition: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``video`` (1, C, T, H, W) with the known content of (C, M) (unbatched) where M = 1."""
-    keep = keep[None].to(video.device, video.dtype)
-    return keep * condition[None].to(video.device, video.dtype) + (1 - keep) * video
+    return _known_content(condition, keep)(video)
