@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .conditioning import cinemagraph_condition, image_to_video_condition, inpaint_condition
-from .data.analysis import analyse, coherence_measures, is_coherent, world_coherence_bounds
+from .data.analysis import (analyse, classify_shape, coherence_measures, estimate_background, is_coherent, object_mask,
+                            world_coherence_bounds)
 from .data.world import (HELDOUT_COMBINATIONS, ClipSpec, ObjectSpec, canonical_prompt, caption, is_valid_object,
                          render_clip)
 from .multidiffusion import temporal_windows
@@ -59,13 +60,16 @@ def eval_prompt(colour: str, shape: str, motion: str, background: str, seed: int
 def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dict:
     """Colour / shape / motion accuracy and temporal coherence of text-to-video at base resolution.
 
-    Motion accuracy is also reported per motion class. ``world_coherence`` scores the world's own
-    renders of the same prompts with the same measure (the calibration: it should be ~1.0).
+    Motion accuracy is also reported per motion class, shape accuracy per shape. ``world_coherence``
+    scores the world's own renders of the same prompts with the same measure (the calibration: it
+    should be ~1.0); ``t2i_shape_accuracy`` scores one image per prompt and seed from the base's T2I
+    U-Net alone (``text_to_image``): the shape knowledge the video model's spatial weights bring.
     """
     frames, height, width = pipe.base_resolution
     bounds = world_coherence_bounds(frames, height, width)
-    hits = {"colour": 0, "shape": 0, "motion": 0, "coherence": 0, "world_coherence": 0}
+    hits = {"colour": 0, "shape": 0, "motion": 0, "coherence": 0, "world_coherence": 0, "t2i_shape": 0}
     per_motion: dict[str, list[int]] = {}
+    per_shape: dict[str, list[int]] = {}
     total = 0
     for i, (colour, shape, motion) in enumerate(combinations):
         background = _background_for(colour, shape, motion, i)
@@ -79,11 +83,16 @@ def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dic
             hits["coherence"] += is_coherent(coherence_measures(video), motion, bounds)
             truth = render_clip(ClipSpec((ObjectSpec(colour, shape, motion),), background, 500 + seed), frames, height, width)
             hits["world_coherence"] += is_coherent(coherence_measures(truth), motion, bounds)
+            image = pipe.text_to_image(prompt, seed=seed, num_inference_steps=steps)[None]
+            hits["t2i_shape"] += classify_shape(object_mask(image, estimate_background(image))) == shape
             per_motion.setdefault(motion, []).append(int(found.motion == motion))
+            per_shape.setdefault(shape, []).append(int(found.shape == shape))
             total += 1
-    return ({f"{k}_accuracy" if k in ("colour", "shape", "motion") else k: v / total for k, v in hits.items()}
-            | {"motion_accuracy_per_class": {m: float(np.mean(v)) for m, v in sorted(per_motion.items())},
-               "videos": total})
+    per_class = {"motion_accuracy_per_class": per_motion, "shape_accuracy_per_class": per_shape}
+    return ({f"{k}_accuracy" if k in ("colour", "shape", "motion", "t2i_shape") else k: v / total
+             for k, v in hits.items()}
+            | {name: {c: float(np.mean(v)) for c, v in sorted(rows.items())} for name, rows in per_class.items()}
+            | {"videos": total})
 
 
 def _eval_clip(index: int, frames: int, height: int, width: int) -> tuple[np.ndarray, str]:

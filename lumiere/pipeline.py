@@ -281,6 +281,32 @@ class LumierePipeline:
             return self._finish(self.decode_frames(video), request, progress)
 
     @documented
+    def text_to_image(self, prompt: str, *, num_inference_steps: int | None = None,
+                      guidance_scale: float | None = None, negative_prompt: str | None = None,
+                      sampler: str | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+                      callback: Callback | None = None) -> np.ndarray:
+        """One image from the base's T2I U-Net alone (no temporal layers): the spatial model every video
+        stage inflates, and what reference guidance draws frame 0 with. What it draws for a prompt
+        bounds what the video model can draw (the evaluation's ``t2i_shape_accuracy``).
+
+        Args:
+            prompt: what the image shows.
+            {options}
+
+        Returns:
+            uint8 (H, W, 3) RGB at ``base_resolution``.
+
+        Raises:
+            {raises}
+        """
+        request = self._request(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                negative_prompt=negative_prompt, sampler=sampler, seed=seed, generator=generator,
+                                super_resolve=False, callback=callback)
+        self._require("base")
+        with request.progress({"image": request.num_inference_steps}, self.progress_bar) as progress:
+            return tensor_to_uint8(self._sample_image(request, progress))
+
+    @documented
     def image_to_video(self, image, prompt: str, *, num_frames: int | None = None,
                        num_inference_steps: int | None = None, guidance_scale: float | None = None,
                        negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,

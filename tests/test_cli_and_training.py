@@ -94,6 +94,10 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     metrics = evaluate_pipeline(str(trained_run / "out" / "pipeline"), quick=True, device="cpu")
     for key in ("colour_accuracy", "shape_accuracy", "motion_accuracy"):
         assert 0.0 <= metrics["heldout"][key] <= 1.0
+    assert 0.0 <= metrics["heldout"]["t2i_shape_accuracy"] <= 1.0
+    from lumiere.data.world import HELDOUT_COMBINATIONS
+
+    assert set(metrics["heldout"]["shape_accuracy_per_class"]) == {shape for _, shape, _ in HELDOUT_COMBINATIONS[:2]}
     assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
     assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0

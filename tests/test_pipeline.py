@@ -38,6 +38,27 @@ def test_seeds_reproducible_and_independent(tiny_pipe):
         tiny_pipe.text_to_video("a blue square", seed=1, generator=torch.Generator())
 
 
+def test_text_to_image_is_the_t2i_unet_alone(tiny_pipe):
+    """One base-resolution image from the spatial weights only: seeded, and blind to the temporal layers."""
+    image = tiny_pipe.text_to_image("a red circle", seed=3, num_inference_steps=4)
+    assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+    assert np.array_equal(image, tiny_pipe.text_to_image("a red circle", seed=3, num_inference_steps=4))
+    assert not np.array_equal(image, tiny_pipe.text_to_image("a red circle", seed=4, num_inference_steps=4))
+    temporal = [p for n, p in tiny_pipe.base.named_parameters() if not n.startswith("t2i.")]
+    saved = [p.detach().clone() for p in temporal]
+    with torch.no_grad():
+        for p in temporal:
+            p.add_(torch.randn_like(p))
+    try:
+        assert np.array_equal(image, tiny_pipe.text_to_image("a red circle", seed=3, num_inference_steps=4))
+    finally:
+        with torch.no_grad():
+            for p, value in zip(temporal, saved):
+                p.copy_(value)
+    with pytest.raises(ValueError, match="guidance"):
+        tiny_pipe.text_to_image("a red circle", guidance_scale=-1)
+
+
 def test_sampling_leaves_denormal_flushing_as_it_was(tiny_pipe):
     from lumiere.components import _flushing_denormals
 

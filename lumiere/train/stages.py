@@ -32,7 +32,6 @@ from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import SSROptions
-from ..preprocessing import tensor_to_uint8
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, process_seed, train
 from .masks import random_condition
@@ -508,9 +507,7 @@ def _image_validation(ws: Workspace, module: T2IModule) -> Validation:
     def render(prompt: str, seed: int, steps: int) -> np.ndarray:
         pipe = _validation_pipeline(ws, {"text_encoder": module.text_encoder, "base": _ImageBase(module.unet),
                                          "vae": module.vae}, 1)
-        request = pipe._request(prompt, seed=seed, num_inference_steps=steps, super_resolve=False)
-        with request.progress({"image": steps}) as progress:
-            return tensor_to_uint8(pipe._sample_image(request, progress))
+        return pipe.text_to_image(prompt, seed=seed, num_inference_steps=steps)
 
     return Validation(render, fps=ws.model.fps)
 
