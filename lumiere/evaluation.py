@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .conditioning import cinemagraph_condition, image_to_video_condition, inpaint_condition
-from .data.analysis import (analyse, classify_shape, coherence_measures, estimate_background, is_coherent, object_mask,
+from .data.analysis import (analyse, classify_shape, coherence_measures, is_coherent, object_mask,
                             world_coherence_bounds)
 from .data.world import (HELDOUT_COMBINATIONS, ClipSpec, ObjectSpec, canonical_prompt, caption, is_valid_object,
                          render_clip)
@@ -86,7 +86,7 @@ def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dic
             truth = render_clip(ClipSpec((ObjectSpec(colour, shape, motion),), background, 500 + seed), frames, height, width)
             hits["world_coherence"] += is_coherent(coherence_measures(truth), motion, bounds)
             image = pipe.text_to_image(prompt, seed=seed, num_inference_steps=steps)[None]
-            hits["t2i_shape"] += classify_shape(object_mask(image, estimate_background(image))) == shape
+            hits["t2i_shape"] += classify_shape(object_mask(image)) == shape
             per_motion.setdefault(motion, []).append(int(found.motion == motion))
             per_shape.setdefault(shape, []).append(int(found.shape == shape))
             total += 1

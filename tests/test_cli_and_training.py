@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lumiere.cli import main
+from lumiere.data.world import HELDOUT_COMBINATIONS
 from lumiere.io import read_video, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +96,6 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     for key in ("colour_accuracy", "shape_accuracy", "motion_accuracy"):
         assert 0.0 <= metrics["heldout"][key] <= 1.0
     assert 0.0 <= metrics["heldout"]["t2i_shape_accuracy"] <= 1.0
-    from lumiere.data.world import HELDOUT_COMBINATIONS
-
     assert set(metrics["heldout"]["shape_accuracy_per_class"]) == {shape for _, shape, _ in HELDOUT_COMBINATIONS[:2]}
     assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
