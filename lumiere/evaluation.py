@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .conditioning import cinemagraph_condition, image_to_video_condition, inpaint_condition
-from .data.analysis import (analyse, classify_shape, coherence_measures, is_coherent, object_mask,
-                            world_coherence_bounds)
+from .data.analysis import (COHERENCE_CRITERIA, analyse, classify_shape, coherence_failures, coherence_measures,
+                            is_coherent, object_mask, world_coherence_bounds)
 from .data.world import (HELDOUT_COMBINATIONS, ClipSpec, ObjectSpec, canonical_prompt, caption, is_valid_object,
                          render_clip)
 from .multidiffusion import temporal_windows
@@ -62,7 +62,8 @@ def eval_prompt(colour: str, shape: str, motion: str, background: str, seed: int
 def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dict:
     """Colour / shape / motion accuracy and temporal coherence of text-to-video at base resolution.
 
-    Motion accuracy is also reported per motion class, shape accuracy per shape. ``world_coherence``
+    Motion accuracy is also reported per motion class, shape accuracy per shape, and
+    ``coherence_failures`` gives the share of videos failing each coherence criterion. ``world_coherence``
     scores the world's own renders of the same prompts with the same measure (the calibration: it
     should be ~1.0); ``t2i_shape_accuracy`` scores one image per prompt and seed from the base's T2I
     U-Net alone (``text_to_image``): the shape knowledge the video model's spatial weights bring.
@@ -72,6 +73,7 @@ def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dic
     hits = {"colour": 0, "shape": 0, "motion": 0, "coherence": 0, "world_coherence": 0, "t2i_shape": 0}
     per_motion: dict[str, list[int]] = {}
     per_shape: dict[str, list[int]] = {}
+    failures = dict.fromkeys(COHERENCE_CRITERIA, 0)
     total = 0
     for i, (colour, shape, motion) in enumerate(combinations):
         background = _background_for(colour, shape, motion, i)
@@ -82,7 +84,10 @@ def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dic
             hits["colour"] += found.colour == colour
             hits["shape"] += found.shape == shape
             hits["motion"] += found.motion == motion
-            hits["coherence"] += is_coherent(coherence_measures(video), motion, bounds)
+            failed = coherence_failures(coherence_measures(video), motion, bounds)
+            hits["coherence"] += not failed
+            for criterion in failed:
+                failures[criterion] += 1
             truth = render_clip(ClipSpec((ObjectSpec(colour, shape, motion),), background, 500 + seed), frames, height, width)
             hits["world_coherence"] += is_coherent(coherence_measures(truth), motion, bounds)
             image = pipe.text_to_image(prompt, seed=seed, num_inference_steps=steps)[None]
@@ -94,6 +99,7 @@ def attribute_accuracy(pipe, combinations, seeds: int, steps: int | None) -> dic
     return ({f"{k}_accuracy" if k in ("colour", "shape", "motion", "t2i_shape") else k: v / total
              for k, v in hits.items()}
             | {name: {c: float(np.mean(v)) for c, v in sorted(rows.items())} for name, rows in per_class.items()}
+            | {"coherence_failures": {criterion: n / total for criterion, n in failures.items()}}
             | {"videos": total})
 
 

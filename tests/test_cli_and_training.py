@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lumiere.cli import main
+from lumiere.data.analysis import COHERENCE_CRITERIA
 from lumiere.data.world import HELDOUT_COMBINATIONS
 from lumiere.io import read_video, write_video
 
@@ -96,6 +97,10 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     for key in ("colour_accuracy", "shape_accuracy", "motion_accuracy"):
         assert 0.0 <= metrics["heldout"][key] <= 1.0
     assert 0.0 <= metrics["heldout"]["t2i_shape_accuracy"] <= 1.0
+    failures = metrics["heldout"]["coherence_failures"]
+    incoherent = 1 - metrics["heldout"]["coherence"]  # every incoherent video fails at least one criterion
+    assert set(failures) == set(COHERENCE_CRITERIA)
+    assert max(failures.values()) <= incoherent + 1e-9 <= sum(failures.values()) + 2e-9
     assert set(metrics["heldout"]["shape_accuracy_per_class"]) == {shape for _, shape, _ in HELDOUT_COMBINATIONS[:2]}
     assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0

@@ -176,6 +176,12 @@ def test_coherence_measure_scores_world_renders_coherent_and_shuffled_frames_inc
     centre = int(np.nonzero(split[5].max(axis=(0, 2)))[0].mean())  # the object's middle column
     split[5, :, centre - 1: centre + 2] = 0
     assert not analysis.coherence_measures(split)["one_component"]
+    # and the failure is named for what went wrong
+    failures = {name: analysis.coherence_failures(analysis.coherence_measures(video), "moving right", bounds)
+                for name, video in [("clip", clip), ("gone", gone), ("split", split),
+                                    ("shuffled", clip[np.random.default_rng(0).permutation(len(clip))])]}
+    assert failures["clip"] == [] and "absent_in_a_frame" in failures["gone"]
+    assert "split_into_blobs" in failures["split"] and failures["shuffled"] == ["jumps"]
 
 
 def test_analysis_of_empty_video_returns_none():

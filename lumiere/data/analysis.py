@@ -261,13 +261,24 @@ def world_coherence_bounds(num_frames: int = 16, height: int = 32, width: int = 
     return bounds
 
 
+COHERENCE_CRITERIA = ("absent_in_a_frame", "split_into_blobs", "jumps", "area_pops")
+
+
+def coherence_failures(measures: dict, motion: str, bounds: dict) -> list[str]:
+    """The coherence criteria (``COHERENCE_CRITERIA``) a video fails: the object is missing from some
+    frame, splits into blobs, or its centroid jumps / its area changes more abruptly than the world's
+    renders of ``motion`` (plus a small margin). Reported per criterion so a miss says what went wrong."""
+    bound = bounds[motion]
+    failed = (not measures["present_every_frame"], not measures["one_component"],
+              measures["p90_jump"] > bound["p90_jump"] + COHERENCE_JUMP_MARGIN,
+              measures["max_area_change"] > bound["max_area_change"] + COHERENCE_AREA_MARGIN)
+    return [name for name, fails in zip(COHERENCE_CRITERIA, failed) if fails]
+
+
 def is_coherent(measures: dict, motion: str, bounds: dict) -> bool:
     """Coherent = one object present in every frame, moving and changing size no more abruptly than the
     world's renders of ``motion`` do (plus a small margin)."""
-    bound = bounds[motion]
-    return (measures["present_every_frame"] and measures["one_component"]
-            and measures["p90_jump"] <= bound["p90_jump"] + COHERENCE_JUMP_MARGIN
-            and measures["max_area_change"] <= bound["max_area_change"] + COHERENCE_AREA_MARGIN)
+    return not coherence_failures(measures, motion, bounds)
 
 
 def classify_background(background) -> str:
