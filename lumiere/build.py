@@ -21,7 +21,7 @@ from .errors import InputError, MissingFileError
 from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
 from .models.vae import VAE_KEYS, build_vae, check_resolution, config_scale_factor, scale_factor
-from .options import SSR_BUILD_KEYS, GenerationDefaults, SSROptions, check_keys
+from .options import SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, check_keys
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -51,6 +51,7 @@ class ModelConfig:
     ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
     scheduler: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
+    noise_prior: dict | None = None  # options.NoisePrior keys: the base video's noise across frames
     vae: dict | None = None       # models.vae.VAE_KEYS: a latent model's AutoencoderKL (None: pixel model)
 
     @property
@@ -68,6 +69,7 @@ class ModelConfig:
         if known.get("ssr") is not None:
             SSROptions.from_config(known["ssr"])
         GenerationDefaults.from_config(known.get("defaults"))
+        NoisePrior.from_config(known.get("noise_prior"))
         frames, height, width = (int(v) for v in known["base_resolution"])
         if known.get("vae") is not None:
             check_keys(known["vae"], VAE_KEYS, "model.vae")
@@ -162,6 +164,7 @@ def pipeline_config(config: ModelConfig | dict, temporal_downsampling_factor: in
         "temporal_downsampling_factor": temporal_downsampling_factor,
         "ssr": {k: v for k, v in (model.ssr or {}).items() if k not in SSR_BUILD_KEYS},
         "defaults": dataclasses.asdict(GenerationDefaults.from_config(model.defaults)),
+        "noise_prior": dataclasses.asdict(NoisePrior.from_config(model.noise_prior)),
     }
 
 

@@ -68,6 +68,36 @@ class GenerationDefaults:
         return from_mapping(cls, values, "defaults")
 
 
+NOISE_PRIOR_KINDS = ("independent", "mixed", "progressive")
+
+
+@dataclass(frozen=True)
+class NoisePrior:
+    """How a base video's diffusion noise is correlated across frames (PYoCo, Ge et al., 2023).
+
+    "independent": i.i.d. per frame (the Lumiere paper). "mixed": every frame's noise is a shared draw
+    plus its own, eps_f = (alpha * shared + own_f) / sqrt(1 + alpha^2). "progressive": each frame's noise
+    continues the previous one's, eps_f = (alpha * eps_{f-1} + own_f) / sqrt(1 + alpha^2). Every frame
+    stays N(0, I), so a T2I's per-frame input statistics do not change; any two frames correlate by
+    alpha^2 / (1 + alpha^2) (mixed), frames d apart by (alpha / sqrt(1 + alpha^2))^d (progressive). Why: a T2I inflated into video is fine-tuned on noise whose frames are as
+    alike as real frames are, which PYoCo reports makes video fine-tuning much cheaper. A model must
+    be trained and sampled with the same prior, so it is part of the model (``config["noise_prior"]``).
+    """
+
+    kind: str = "independent"
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in NOISE_PRIOR_KINDS:
+            raise InputError(f"noise_prior.kind must be one of {', '.join(NOISE_PRIOR_KINDS)}, got {self.kind!r}")
+        if not self.alpha >= 0:
+            raise InputError(f"noise_prior.alpha must be >= 0, got {self.alpha}")
+
+    @classmethod
+    def from_config(cls, values: dict | None) -> "NoisePrior":
+        return from_mapping(cls, values, "noise_prior")
+
+
 LOW_RES_CONSISTENCY_MODES = ("every_step", "final", "off")
 # Keys of a model config's "ssr" section that say how training builds the SSR U-Net, not how it runs.
 SSR_BUILD_KEYS = ("unet", "pretrained", "subfolder")
@@ -137,10 +167,12 @@ class PipelineConfig:
     temporal_downsampling_factor: int = 1   # N: num_frames must be a multiple of it
     ssr: SSROptions = SSROptions()
     defaults: GenerationDefaults = GenerationDefaults()
+    noise_prior: NoisePrior = NoisePrior()  # the base and conditional models' noise across frames
 
     @classmethod
     def from_config(cls, values: dict) -> "PipelineConfig":
-        """Parse ``values``; an unknown key in it or in its "ssr" / "defaults" sections is an InputError."""
+        """Parse ``values``; an unknown key in it or in its "ssr" / "defaults" / "noise_prior" sections is an
+        InputError."""
         values = check_keys(values, {f.name for f in dataclasses.fields(cls)}, "the pipeline config")
         if "base_resolution" not in values:
             raise InputError("the pipeline config has no 'base_resolution'")
@@ -148,4 +180,5 @@ class PipelineConfig:
         return cls(base_resolution=(frames, height, width), fps=float(values.get("fps", 8)),
                    temporal_downsampling_factor=int(values.get("temporal_downsampling_factor", 1)),
                    ssr=SSROptions.from_config(values.get("ssr")),
-                   defaults=GenerationDefaults.from_config(values.get("defaults")))
+                   defaults=GenerationDefaults.from_config(values.get("defaults")),
+                   noise_prior=NoisePrior.from_config(values.get("noise_prior")))

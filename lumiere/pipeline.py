@@ -553,7 +553,7 @@ class LumierePipeline:
         text, uncond = self._text_states(request.prompt, request.negative_prompt, request.guidance_scale, model)
         scheduler = make_scheduler(self.scheduler_config, request.sampler)
         shape = (1, channels, request.num_frames, height, width)
-        noise = initial_noise(shape, request.generator, device, dtype)
+        noise = initial_noise(shape, request.generator, device, dtype, self.settings.noise_prior)  # as trained
         if init_video is None:
             scheduler.set_timesteps(request.num_inference_steps, device=device)
             timesteps = scheduler.timesteps

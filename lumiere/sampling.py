@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import secrets
 from typing import Callable
 
@@ -214,6 +215,26 @@ def sdedit_start(scheduler, num_inference_steps: int, strength: float, source: t
     return scheduler.add_noise(source, noise, start.reshape(1)), timesteps
 
 
-def initial_noise(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
-    """Gaussian noise drawn on the CPU from the request's generator: same seed -> same video on any device."""
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+def initial_noise(shape, generator: torch.Generator | None, device, dtype, prior: options.NoisePrior | None = None) -> torch.Tensor:
+    """Gaussian noise, drawn on the CPU from the request's generator (same seed -> same video on any device).
+
+    ``prior`` correlates a video's (B, C, F, H, W) noise across frames (``options.NoisePrior``); the
+    training objective draws its noise through this function too, so a model is sampled with the prior
+    it was trained with. Without a generator (training) the noise is drawn on ``device`` directly.
+    """
+    draw_on = "cpu" if generator is not None else device
+
+    def draw(size):
+        return torch.randn(size, generator=generator, dtype=torch.float32, device=draw_on)
+
+    noise = draw(shape)
+    if prior is not None and prior.kind != "independent" and len(shape) == 5:
+        keep = 1.0 / math.sqrt(1.0 + prior.alpha**2)  # own-draw weight; alpha * keep for the correlated part
+        if prior.kind == "mixed":
+            noise = keep * (prior.alpha * draw((*shape[:2], 1, *shape[3:])) + noise)
+        else:  # progressive: an AR(1) chain along the frames, stationary at unit variance
+            frames = [noise[:, :, 0]]
+            for f in range(1, shape[2]):
+                frames.append(keep * (prior.alpha * frames[-1] + noise[:, :, f]))
+            noise = torch.stack(frames, dim=2)
+    return noise.to(device=device, dtype=dtype)

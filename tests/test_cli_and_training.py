@@ -1,5 +1,6 @@
 """Command line and training stages on tiny configs (each stage: 2 steps, a loadable checkpoint, resume)."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,62 @@ def test_diffusion_objective_options():
     assert (uniform.sample_timesteps(8000, "cpu") >= 990).float().mean() < 0.02
     with pytest.raises(ValueError, match="terminal_fraction"):
         DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=1.5)
+
+
+def _neighbour_correlation(noise: torch.Tensor) -> float:
+    """Mean correlation between consecutive frames of (B, C, F, H, W) noise."""
+    return float((noise[:, :, 1:] * noise[:, :, :-1]).mean() / noise.pow(2).mean())
+
+
+@pytest.mark.parametrize("kind", ["mixed", "progressive"])
+def test_noise_prior_keeps_unit_variance_and_correlates_frames(kind):
+    from lumiere.options import NoisePrior
+    from lumiere.sampling import initial_noise
+
+    shape = (4, 3, 8, 32, 32)
+    independent = initial_noise(shape, torch.Generator().manual_seed(0), "cpu", torch.float32, NoisePrior())
+    assert torch.equal(independent, torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # same seeds, same videos
+    for alpha in (1.0, 2.0):
+        noise = initial_noise(shape, torch.Generator().manual_seed(1), "cpu", torch.float32, NoisePrior(kind, alpha))
+        per_frame_variance = noise.transpose(0, 2).reshape(shape[2], -1).var(dim=1)
+        assert torch.allclose(per_frame_variance, torch.ones(shape[2]), atol=0.05)  # a T2I's input statistics per frame
+        expected = alpha**2 / (1 + alpha**2) if kind == "mixed" else alpha / math.sqrt(1 + alpha**2)
+        assert abs(_neighbour_correlation(noise) - expected) < 0.03
+    assert abs(_neighbour_correlation(independent)) < 0.03
+    images = initial_noise((2, 3, 16, 16), torch.Generator().manual_seed(0), "cpu", torch.float32, NoisePrior(kind))
+    assert torch.equal(images, torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(0)))  # no frames
+
+
+def test_noise_prior_is_the_same_in_training_and_sampling(tmp_path):
+    """The prior is part of the model: the video stages' objective noises with it, the pipeline it writes
+    samples with it, the SSR (another model) keeps independent noise, and a bad prior is refused."""
+    from conftest import TINY_CONFIG, TINY_WORDS
+
+    from lumiere import LumierePipeline
+    from lumiere.build import ModelConfig, build_pipeline
+    from lumiere.errors import InputError
+    from lumiere.options import NoisePrior
+    from lumiere.train.config import RunConfig
+    from lumiere.train.stages import Workspace
+
+    model = {**TINY_CONFIG, "noise_prior": {"kind": "mixed", "alpha": 1.0}}
+    config = RunConfig.from_dict({"output_dir": str(tmp_path / "run"), "data": {"type": "procedural"}, "model": model})
+    workspace = Workspace(config)
+    settings = workspace.settings("temporal")
+    objective = workspace.objective(settings, recipe=True)
+    assert objective.noise_prior == NoisePrior("mixed", 1.0)
+    assert workspace.objective(settings).noise_prior == NoisePrior()  # the SSR and image stages
+    torch.manual_seed(0)
+    noisy, _, _ = objective.noisy(torch.zeros(8, 3, 8, 16, 16), torch.full((8,), 999))
+    assert abs(_neighbour_correlation(noisy) - 0.5) < 0.05
+
+    torch.manual_seed(0)
+    pipe = build_pipeline(model, words=TINY_WORDS)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = LumierePipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.settings.noise_prior == NoisePrior("mixed", 1.0)
+    mixed = loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False)
+    loaded.config["noise_prior"] = {"kind": "independent", "alpha": 1.0}
+    assert not np.array_equal(mixed, loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False))
+    with pytest.raises(InputError, match="noise_prior.kind"):
+        ModelConfig.from_dict({**TINY_CONFIG, "noise_prior": {"kind": "pink"}})

@@ -31,7 +31,8 @@ from ..models.vae import check_resolution, encode_video, latent_condition, load_
 from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
-from ..options import SSROptions
+from ..options import NoisePrior, SSROptions
+from ..sampling import initial_noise
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, process_seed, train
 from .masks import random_condition
@@ -51,11 +52,16 @@ class DiffusionObjective(nn.Module):
     video itself tells which way the object goes; only in the top ~1% must the model choose the
     layout and the motion from the text, and that is where sampling starts. Uniform draws spend
     ~1% of the training there, and Min-SNR weighting (v-prediction) gives those draws ~0 weight.
+
+    ``noise_prior`` (``options.NoisePrior``) correlates a video's noise across frames; it is drawn by
+    ``sampling.initial_noise``, the function sampling draws with, so both see the same prior.
     """
 
     def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1, timestep_sampling: str = "uniform",
-                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, terminal_fraction: float = 0.0):
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, terminal_fraction: float = 0.0,
+                 noise_prior: NoisePrior | None = None):
         super().__init__()
+        self.noise_prior = noise_prior or NoisePrior()
         if not 0.0 <= terminal_fraction <= 1.0:
             raise ValueError(f"terminal_fraction must be in [0, 1], got {terminal_fraction}")
         self.terminal_fraction = terminal_fraction
@@ -73,7 +79,7 @@ class DiffusionObjective(nn.Module):
         return ["" if random.random() < self.caption_dropout else c for c in captions]
 
     def noisy(self, clean: torch.Tensor, timesteps: torch.Tensor | None = None):
-        noise = torch.randn_like(clean)
+        noise = initial_noise(clean.shape, None, clean.device, clean.dtype, self.noise_prior)
         if timesteps is None:
             timesteps = self.sample_timesteps(clean.shape[0], clean.device)
         noisy = self.schedule.add_noise(clean, noise, timesteps)
@@ -369,12 +375,14 @@ class Workspace:
         return self.config.settings(stage, phase, **overrides)
 
     def objective(self, settings: TrainSettings, recipe: bool = False) -> DiffusionObjective:
-        """The stage's diffusion objective; ``recipe`` applies the settings' timestep / loss switches
-        (the video stages), otherwise the paper's uniform timesteps and plain MSE."""
+        """The stage's diffusion objective; ``recipe`` applies the settings' timestep / loss switches and
+        the model's noise prior (the base and conditional video stages), otherwise the paper's uniform
+        timesteps, plain MSE and independent noise."""
         options = {} if not recipe else {"timestep_sampling": settings.timestep_sampling,
                                          "loss_weighting": settings.loss_weighting,
                                          "min_snr_gamma": settings.min_snr_gamma,
-                                         "terminal_fraction": settings.terminal_fraction}
+                                         "terminal_fraction": settings.terminal_fraction,
+                                         "noise_prior": NoisePrior.from_config(self.model.noise_prior)}
         return DiffusionObjective(self.scheduler_config, settings.caption_dropout, **options)
 
     def text_encoder(self) -> TextEncoder:
