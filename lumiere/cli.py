@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--export", default=None, help="after training, export the pipeline (fp16) here")
+    train.add_argument("--budget", type=float, default=None,
+                       help="seconds of training for the whole run: the config's per-stage time_budget shares, scaled")
+    train.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"],
+                       help="override every stage's mixed precision")
+    train.add_argument("--num-workers", type=int, default=None, help="override every stage's data loader workers")
+    train.add_argument("--pack", default=None, metavar="DIR",
+                       help="export the pipeline (fp16) and pack it as DIR/model.tar while training (every "
+                            "--pack-every seconds and at the end), with the per-stage log DIR/train_stages.json")
+    train.add_argument("--pack-every", type=float, default=60.0, help="seconds between packs (default 60)")
 
     export = sub.add_parser("export", help="export a trained pipeline directory (fp16 safetensors)")
     export.add_argument("--output-dir", required=True, help="the training run's output_dir")
@@ -141,6 +150,11 @@ def check_args(args) -> None:
             raise MissingFileError(f"--output-dir {args.output_dir}: no such directory (the training run's output_dir)")
     elif args.command == "train":
         _check_input_file("--config", args.config)
+        for option, value in (("--budget", args.budget), ("--pack-every", args.pack_every)):
+            if value is not None and not value > 0:
+                raise InputError(f"{option} must be a number of seconds > 0, got {value:g}")
+        if args.num_workers is not None and args.num_workers < 0:
+            raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
 
 
 def _load_pipeline(args):
@@ -233,17 +247,46 @@ def _inflate(args) -> int:
 
 
 def _train(args) -> int:
+    import time
+
     from .build import load_config
     from .train import STAGES, export_pipeline, run_stage
+    from .train.config import RunConfig
+    from .train.pack import Packer
+    from .train.stages import Workspace
 
     config = load_config(args.config)
     stages = STAGES if args.stage == "all" else (args.stage,)
+    run_config = RunConfig.from_dict(config)
+    time_scale = 1.0
+    if args.budget is not None:
+        total = run_config.time_budget(stages)
+        if not total:
+            raise InputError(f"--budget: {args.config} gives its stages no time_budget to scale (see configs/gpu.json)")
+        time_scale = args.budget / total
+    root = Workspace(run_config, args.output_dir).root
+    packer = Packer(root, args.pack, args.pack_every) if args.pack else None
+    if args.pack:
+        Path(args.pack).mkdir(parents=True, exist_ok=True)
+    log = {"config": str(args.config), "budget_seconds": args.budget, "time_scale": time_scale, "stages": {}}
+    started = time.perf_counter()
     for stage in stages:
-        result = run_stage(stage, config, args.output_dir, resume=args.resume, steps=args.steps,
-                           batch_size=args.batch_size)
+        stage_start = time.perf_counter()
+        result = run_stage(stage, config, args.output_dir, resume=args.resume, time_scale=time_scale, on_write=packer,
+                           steps=args.steps, batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+                           num_workers=args.num_workers)
         print(f"{stage}: {json.dumps(result, default=float)}")
+        log["stages"][stage] = {"result": result, "wall_seconds": round(time.perf_counter() - stage_start, 2)}
+        if packer is not None:
+            log["wall_seconds"] = round(time.perf_counter() - started, 2)
+            Path(args.pack, "train_stages.json").write_text(json.dumps(log, indent=2, default=float))
+    if packer is not None:
+        packer(force=True)
+        log.update(wall_seconds=round(time.perf_counter() - started, 2), packs=packer.packs)
+        Path(args.pack, "train_stages.json").write_text(json.dumps(log, indent=2, default=float))
+        print(f"packed the pipeline into {Path(args.pack) / 'model.tar'} ({packer.packs} packs)")
     if args.export:
-        print(f"exported to {export_pipeline(args.output_dir or config.get('output_dir'), args.export)}")
+        print(f"exported to {export_pipeline(root, args.export)}")
     return 0
 
 

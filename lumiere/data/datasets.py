@@ -46,23 +46,54 @@ def _check_style(style):
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
 
 
+def _world_item(spec, times: np.ndarray) -> dict:
+    """A clip's parameters as tensors (``render_torch.clip_parameters``): what a device-rendered item carries."""
+    from .render_torch import clip_parameters, parameters_to_tensors
+
+    return parameters_to_tensors(clip_parameters(spec, times))
+
+
+def _render_world(world: dict, height: int, width: int, style: str | None):
+    """uint8 (B, F, H, W, 3) frames of a batch of clip parameters -> float (B, 3, F, H, W) in [-1, 1], where
+    the parameters are (the same conversion as ``uint8_to_tensor``)."""
+    from .render_torch import render_parameters
+
+    frames = render_parameters(world, height, width, style).float() / 127.5 - 1.0
+    return frames.permute(0, 4, 1, 2, 3)
+
+
 class ProceduralVideoDataset(Dataset):
     """Clips of the procedural world.
 
     holdout=True (training) never yields a HELDOUT_COMBINATIONS triple. ``style`` renders every clip
     in that style and appends ", in <style> style" to the caption. ``return_lowres=(h, w)`` adds
     ``lowres_video``: the same clip rendered at (h, w), for super-resolution training.
+
+    ``render_on_device=True``: an item is the clip's parameters (``"world"``, small tensors) and its
+    caption; ``render_batch`` turns a batch of them into the same ``video`` (``lowres_video``) on whatever
+    device the batch is on (``render_torch``, equal to ``render_clip`` within its stated tolerance).
+    Why: rendering is the data cost; a GPU renders a whole batch in milliseconds.
     """
 
     def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
                  seed: int = 0, style: str | None = None, holdout: bool = True,
-                 return_lowres: tuple[int, int] | None = None):
+                 return_lowres: tuple[int, int] | None = None, render_on_device: bool = False):
         _check_style(style)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         self.num_frames, self.height, self.width = num_frames, height, width
         self.length, self.seed, self.style, self.holdout = length, seed, style, holdout
-        self.return_lowres = return_lowres
+        self.return_lowres, self.render_on_device = return_lowres, render_on_device
+
+    def render_batch(self, batch: dict) -> dict:
+        """A collated batch of ``render_on_device`` items with its pixels rendered: "world" -> "video"
+        (B, 3, T, H, W) and, with ``return_lowres``, "lowres_video"."""
+        batch = dict(batch)
+        world = batch.pop("world")
+        batch["video"] = _render_world(world, self.height, self.width, self.style)
+        if self.return_lowres is not None:
+            batch["lowres_video"] = _render_world(world, *self.return_lowres, self.style)
+        return batch
 
     def __len__(self):
         return self.length
@@ -76,6 +107,9 @@ class ProceduralVideoDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         spec, text = self.spec_and_caption(index)
+        if self.render_on_device:
+            times = np.linspace(0.0, 1.0, self.num_frames) if self.num_frames > 1 else np.zeros(1)
+            return {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
         item = {"video": video_to_tensor(render_clip(spec, self.num_frames, self.height, self.width, self.style)),
                 "caption": _style_caption(text, self.style)}
         if self.return_lowres is not None:
@@ -93,10 +127,18 @@ class ProceduralImageDataset(Dataset):
     """
 
     def __init__(self, height: int = 32, width: int = 32, length: int = 100_000, seed: int = 0,
-                 style: str | None = None, holdout: bool = True, include_motion: bool = False):
+                 style: str | None = None, holdout: bool = True, include_motion: bool = False,
+                 render_on_device: bool = False):
         _check_style(style)
         self.height, self.width, self.length = height, width, length
         self.seed, self.style, self.holdout, self.include_motion = seed, style, holdout, include_motion
+        self.render_on_device = render_on_device
+
+    def render_batch(self, batch: dict) -> dict:
+        """A collated batch of ``render_on_device`` items with "world" rendered as "image" (B, 3, H, W)."""
+        batch = dict(batch)
+        batch["image"] = _render_world(batch.pop("world"), self.height, self.width, self.style)[:, :, 0]
+        return batch
 
     def __len__(self):
         return self.length
@@ -109,6 +151,8 @@ class ProceduralImageDataset(Dataset):
         text = caption(spec, rng, include_motion=self.include_motion)
         frames = 16  # a random frame of the 16-frame clip, rendered alone
         moment = np.array([int(rng.integers(frames)) / (frames - 1)])
+        if self.render_on_device:
+            return {"world": _world_item(spec, moment), "caption": _style_caption(text, self.style)}
         frame = render_clip(spec, 1, self.height, self.width, self.style, times=moment)[0]
         return {"image": video_to_tensor(frame[None])[:, 0], "caption": _style_caption(text, self.style)}
 

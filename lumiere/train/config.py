@@ -44,6 +44,10 @@ class DataConfig:
     metadata: str | None = None  # real: CSV/JSONL with path,caption rows, or WebVid's own CSV
     fps: float | None = None   # real / webdataset: clip frame rate (None: the model's fps)
     shards: str | tuple[str, ...] | None = None  # webdataset: a brace pattern "dir/{00000..00099}.tar" or a list
+    # procedural: render the clips on the training device (``data.render_torch``): the loader's workers draw
+    # only each clip's parameters. Why: a core renders ~60 clips/s with numpy, a GPU trains on thousands.
+    # The SSR stage's crops are still rendered by the workers.
+    render_on_device: bool = False
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "DataConfig":
@@ -57,6 +61,8 @@ class DataConfig:
             raise InputError("data.type 'real' needs data.root and data.metadata")
         if data.type == "webdataset" and not data.shards:
             raise InputError("data.type 'webdataset' needs data.shards (e.g. \"shards/{00000..00099}.tar\")")
+        if data.render_on_device and data.type != "procedural":
+            raise InputError(f"data.render_on_device renders the procedural world; data.type is {data.type!r}")
         return data
 
 
@@ -111,13 +117,41 @@ class RunConfig:
     def stage(self, name: str) -> StageConfig:
         return self.stages.get(name, StageConfig())
 
-    def settings(self, stage: str, phase: str | None = None, **overrides) -> TrainSettings:
+    def settings(self, stage: str, phase: str | None = None, time_scale: float = 1.0, **overrides) -> TrainSettings:
         """TrainSettings of ``stage`` (its ``phase``, for the SSR stage's "image" / "video"): the
-        dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None."""
+        dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None;
+        a ``time_budget`` is multiplied by ``time_scale`` (``scale_to_budget``)."""
         section = self.stage(stage)
         values = {**self.train, **section.settings, **(getattr(section, phase) if phase else {}),
                   **{k: v for k, v in overrides.items() if v is not None}}
-        return TrainSettings.from_dict(values, f"the {stage} stage's settings")
+        settings = TrainSettings.from_dict(values, f"the {stage} stage's settings")
+        if settings.time_budget and time_scale != 1.0:
+            settings.time_budget = float(settings.time_budget) * time_scale
+        return settings
+
+    def time_budget(self, stages=STAGES) -> float:
+        """The seconds of training the config's time budgets add up to over ``stages`` (the SSR stage's two
+        phases, the style stage once per style); 0 when no stage has one.
+
+        Raises:
+            InputError: some of the stages have a budget and others not (a time-boxed run would then
+                spend an unknown time in those).
+        """
+        parts = {}
+        for stage in stages:
+            if stage == "t2i" and self.model.t2i.get("pretrained") and not self.stage("t2i").finetune_pretrained:
+                continue  # skipped: a pretrained T2I is used as it is
+            if stage == "ssr" and self.model.ssr is None:
+                continue
+            phases = ("image", "video") if stage == "ssr" else (None,)
+            repeat = max(1, len(self.stage("style").styles)) if stage == "style" else 1
+            for phase in phases:
+                parts[f"{stage}.{phase}" if phase else stage] = (self.settings(stage, phase).time_budget, repeat)
+        budgeted = {name for name, (seconds, _) in parts.items() if seconds}
+        if budgeted and budgeted != set(parts):
+            raise InputError(f"time_budget is set for {', '.join(sorted(budgeted))} but not for "
+                             f"{', '.join(sorted(set(parts) - budgeted))}: a time-boxed run needs one for every stage")
+        return float(sum(seconds * repeat for seconds, repeat in parts.values() if seconds))
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":

@@ -47,6 +47,10 @@ class TrainSettings:
     ema_decay: float | None = 0.999
     checkpoint_every: int = 200
     log_every: int = 20
+    # Wall-clock budget (seconds) of the stage: it ends at ``steps`` or at the budget, whichever comes first,
+    # and the learning-rate schedule runs over that (a time-boxed run still anneals). None: steps only.
+    time_budget: float | None = None
+    checkpoint_seconds: float | None = None  # also checkpoint whenever this much time passed since the last
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
@@ -80,6 +84,12 @@ class TrainSettings:
                              f"{self.validation_every} and {self.validation_steps}")
         if self.validation_every and not self.validation_prompts:
             raise InputError("validation_every is set but validation_prompts is empty: give the prompts to render")
+        for name in ("time_budget", "checkpoint_seconds"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise InputError(f"{name} must be a number of seconds > 0 (or null: none), got {value!r}")
+        if int(self.log_every) < 1:
+            raise InputError(f"log_every must be >= 1, got {self.log_every}")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":
@@ -161,17 +171,71 @@ class Validation:
     fps: float = 8.0
 
 
+class Progress:
+    """How far a stage is, in [0, 1]: by steps and, with ``settings.time_budget``, by wall-clock time.
+
+    The clock is read only at log steps (``sync``) and extrapolated in between at the seconds per step
+    of the last interval. Why: under DDP every rank must use the same learning rate and stop at the same
+    step, but each has its own clock; ``sync`` takes one agreed time (the slowest rank's), so the schedule
+    and the stop are pure functions of agreed numbers. Reading the clock every step would also need a
+    host-device sync per step to be exact; this needs none.
+    """
+
+    def __init__(self, settings: TrainSettings, step: int = 0, seconds: float = 0.0):
+        self.steps, self.budget = int(settings.steps), settings.time_budget
+        self.synced_step, self.synced_seconds, self.seconds_per_step = int(step), float(seconds), 0.0
+
+    def seconds(self, step: int) -> float:
+        """The training seconds at ``step`` (measured at the last sync, extrapolated since)."""
+        return self.synced_seconds + max(0, step - self.synced_step) * self.seconds_per_step
+
+    def fraction(self, step: int) -> float:
+        done = step / max(1, self.steps)
+        if self.budget:
+            done = max(done, self.seconds(step) / float(self.budget))
+        return min(1.0, done)
+
+    def sync(self, step: int, seconds: float) -> None:
+        if step > self.synced_step:
+            self.seconds_per_step = max(0.0, seconds - self.synced_seconds) / (step - self.synced_step)
+        self.synced_step, self.synced_seconds = int(step), float(seconds)
+
+    def due(self, step: int, interval: int) -> bool:
+        """Whether the clock should be read at ``step`` besides every ``interval`` steps: at steps 1, 2, 4, ...
+        (a first seconds-per-step before the first interval ends) and whenever the extrapolated time
+        reaches the budget, so a stage with slow steps stops within about one step of its budget."""
+        if not self.budget:
+            return False
+        early = step < interval and step & (step - 1) == 0
+        return early or self.seconds(step + 1) >= float(self.budget) > self.synced_seconds
+
+    def resume(self, step: int, seconds: float) -> None:
+        """Continue a run that had trained ``seconds`` by ``step`` (from its checkpoint)."""
+        self.synced_step, self.synced_seconds, self.seconds_per_step = int(step), float(seconds), 0.0
+
+    def finished(self, step: int) -> bool:
+        return step >= self.steps or (self.budget is not None and self.synced_seconds >= float(self.budget))
+
+
 def train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path,
-          resume: bool = False, description: str = "train", validation: Validation | None = None) -> dict:
-    """Train ``params`` of ``module``; returns {"step", "loss", "seconds"}. EMA weights are copied in at the end.
+          resume: bool = False, description: str = "train", validation: Validation | None = None,
+          on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """Train ``params`` of ``module``; returns {"step", "loss", "seconds", "batch_size", "clips_per_second"}.
+    EMA weights are copied in at the end.
 
     ``params`` is a list of parameters, or of optimizer parameter groups (dicts with "params" and an
     optional "lr_scale" relative to ``settings.lr``), e.g. temporal layers at full rate, spatial at 0.1x.
     Denormals are flushed for the duration of the run (tiny late-training values as denormals slow CPU
     math by 10x+); the previous setting is restored afterwards.
+
+    The stage ends at ``settings.steps`` or, with ``settings.time_budget``, when that many seconds have
+    passed (checkpoints included), whichever comes first (``Progress``). ``on_checkpoint(step)`` is called
+    on every process after each checkpoint with the EMA weights swapped into ``params`` (e.g. to write
+    the stage's model where a time-boxed run's latest usable result is picked up).
     """
     with flush_denormals():
-        return _train(module, params, loader, settings, Path(output_dir), resume, description, validation)
+        return _train(module, params, loader, settings, Path(output_dir), resume, description, validation,
+                      on_checkpoint)
 
 
 def train_frozen_in_eval(module: nn.Module) -> None:
@@ -195,7 +259,7 @@ def train_frozen_in_eval(module: nn.Module) -> None:
 
 
 def _train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path, resume: bool,
-           description: str, validation: Validation | None) -> dict:
+           description: str, validation: Validation | None, on_checkpoint: Callable[[int], None] | None) -> dict:
     log_with = _log_with(settings)
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision,
                               log_with=log_with, project_config=ProjectConfiguration(project_dir=str(output_dir),
@@ -214,9 +278,15 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError(f"{description}: nothing to train (no parameter requires grad)")
+    if accelerator.device.type == "cuda":  # fixed shapes: let cuDNN pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
-    ema = EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True, power=2 / 3) if settings.ema_decay else None
+    progress = Progress(settings)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings, progress.fraction(s)))
+    # foreach: one fused update over all EMA tensors (a loop over them costs a kernel launch each on a GPU).
+    ema = (EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True, power=2 / 3, foreach=True)
+           if settings.ema_decay else None)
 
     step = 0
     checkpoint = latest_checkpoint(output_dir / "checkpoints") if resume else None
@@ -225,6 +295,7 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     elif checkpoint is not None:
         meta = load_training_state(checkpoint, module, optimizer, ema, schedule)
         step = int(meta["step"])
+        progress.resume(step, float((meta or {}).get("seconds", 0.0)))
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
     # Each rank draws its own timesteps / noise; a resumed run draws fresh ones, not a replay of the start.
     set_seed(process_seed(settings.seed, accelerator.process_index, step, accelerator.num_processes))
@@ -238,7 +309,8 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     else:
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     if checkpoint is not None and sharded:
-        load_sharded_training_state(accelerator, checkpoint, ema, schedule)
+        meta = load_sharded_training_state(accelerator, checkpoint, ema, schedule)
+        progress.resume(step, float((meta or {}).get("seconds", 0.0)))
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
     if ema is not None:  # after any load: EMA shadows load on the CPU
         ema.to(accelerator.device)
@@ -255,11 +327,16 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
                                   config=_hparams(settings, description, accelerator.num_processes),
                                   init_kwargs={"wandb": {"name": description, "dir": str(output_dir)}})
     running, started = None, time.time()
-    # Throughput over each logging interval, less the time spent checkpointing and validating.
-    interval = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "excluded": 0.0}
-    bar = tqdm(total=settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
+    clock_start = time.perf_counter() - progress.synced_seconds  # a resumed run's budget counts its earlier time
+    # Throughput over each logging interval, less the time spent checkpointing and validating. The loss
+    # is summed on the device and read once per interval: reading it every step would wait for the GPU.
+    interval = {"loss": torch.zeros((), device=accelerator.device), "steps": 0, "start": time.perf_counter(),
+                "excluded": 0.0}
+    throughput = {"clips": 0, "seconds": 0.0}
+    last_checkpoint = progress.synced_seconds
+    bar = tqdm(total=None if settings.time_budget else settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
     try:
-        while step < settings.steps:
+        while not progress.finished(step):
             with accelerator.accumulate(module):
                 loss = module(next(batches))
                 accelerator.backward(loss)
@@ -277,26 +354,35 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             step += 1
             if ema is not None:
                 ema.step(params)
-            value = loss.detach().float().item()
-            running = value if running is None else 0.98 * running + 0.02 * value
-            interval["loss"] += value
+            interval["loss"] += loss.detach().float()
             interval["steps"] += 1
             bar.update(1)
-            if step % settings.log_every == 0 or step == settings.steps:
+            if step % settings.log_every == 0 or step >= settings.steps or progress.due(step, settings.log_every):
+                # The agreed clock (the slowest rank's) decides the schedule and the stop on every rank.
+                elapsed = torch.tensor(time.perf_counter() - clock_start, device=accelerator.device)
+                progress.sync(step, accelerator.reduce(elapsed, reduction="max").item())
+                value = _interval_metrics(accelerator, interval, throughput, settings)
+                running = value if running is None else 0.8 * running + 0.2 * value
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
                 if log_with:
-                    _log_metrics(accelerator, interval, step, applied_lr, settings)
+                    accelerator.log({"train/loss": value, "train/lr": applied_lr,
+                                     "train/clips_per_second": throughput["last"]}, step=step)
             paused = time.perf_counter()
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            stop = progress.finished(step)
+            due = settings.checkpoint_seconds and progress.seconds(step) - last_checkpoint >= settings.checkpoint_seconds
+            if step % settings.checkpoint_every == 0 or stop or due:
+                last_checkpoint = progress.seconds(step)
                 accelerator.wait_for_everyone()
+                meta = {"loss": running, "seconds": progress.seconds(step)}
                 if sharded:  # every rank writes its optimizer shard
-                    save_sharded_training_state(accelerator, output_dir / "checkpoints", step, ema, {"loss": running},
-                                                schedule)
+                    save_sharded_training_state(accelerator, output_dir / "checkpoints", step, ema, meta, schedule)
                 elif accelerator.is_main_process:
                     save_training_state(output_dir / "checkpoints", step, accelerator.unwrap_model(module), optimizer,
-                                        ema, {"loss": running}, schedule)
+                                        ema, meta, schedule)
                 if accelerator.is_main_process:
                     prune_checkpoints(output_dir / "checkpoints")
+                if on_checkpoint is not None:
+                    _with_ema_weights(ema, params, on_checkpoint, step)
             if validation is not None and settings.validation_every and step % settings.validation_every == 0:
                 if accelerator.is_main_process:
                     _validate(validation, settings, accelerator, module, params, ema, output_dir, step)
@@ -311,7 +397,9 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             tracker.finish()
     if ema is not None:
         ema.copy_to(params)
-    return {"step": step, "loss": running, "seconds": time.time() - started}
+    return {"step": step, "loss": running, "seconds": time.time() - started,
+            "batch_size": settings.batch_size * settings.grad_accum * accelerator.num_processes,
+            "clips_per_second": throughput["clips"] / throughput["seconds"] if throughput["seconds"] else None}
 
 
 _NOTICES: set[str] = set()  # one-time notices already printed by this process
@@ -361,16 +449,32 @@ def _hparams(settings: TrainSettings, description: str, num_processes: int) -> d
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
 
 
-def _log_metrics(accelerator: Accelerator, interval: dict, step: int, lr: float, settings: TrainSettings) -> None:
-    """Log the interval's mean loss (over every process), the learning rate and the throughput; reset the interval.
+def _interval_metrics(accelerator: Accelerator, interval: dict, throughput: dict, settings: TrainSettings) -> float:
+    """The interval's mean loss (over every process; one host-device sync) and its clips per second (also
+    added to the stage's totals in ``throughput``, its last value under "last"); resets the interval.
 
-    Called on every process (the loss is averaged across them); only the main process writes."""
-    loss = torch.tensor(interval["loss"] / max(1, interval["steps"]), device=accelerator.device)
-    loss = accelerator.reduce(loss, reduction="mean").item()
+    Called on every process (the loss is averaged across them)."""
+    steps = max(1, interval["steps"])
+    loss = accelerator.reduce(interval["loss"] / steps, reduction="mean").item()
     seconds = max(1e-9, time.perf_counter() - interval["start"] - interval["excluded"])
     clips = interval["steps"] * settings.batch_size * settings.grad_accum * accelerator.num_processes
-    accelerator.log({"train/loss": loss, "train/lr": lr, "train/clips_per_second": clips / seconds}, step=step)
-    interval.update(loss=0.0, steps=0, start=time.perf_counter(), excluded=0.0)
+    throughput.update(clips=throughput["clips"] + clips, seconds=throughput["seconds"] + seconds, last=clips / seconds)
+    interval.update(loss=torch.zeros((), device=accelerator.device), steps=0, start=time.perf_counter(), excluded=0.0)
+    return loss
+
+
+def _with_ema_weights(ema, params: list, action: Callable[[int], None], step: int) -> None:
+    """Run ``action(step)`` with the EMA weights in ``params`` (the ones a stage exports), then put the
+    training weights back."""
+    if ema is None:
+        action(step)
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        action(step)
+    finally:
+        ema.restore(params)
 
 
 def _validate(validation: Validation, settings: TrainSettings, accelerator: Accelerator, module: nn.Module,
@@ -454,9 +558,14 @@ def _sized(loader) -> bool:
         return False
 
 
-def _lr_factor(step: int, settings: TrainSettings) -> float:
-    """Linear warm-up then cosine decay to 10% (stable for the short from-scratch runs)."""
+def _lr_factor(step: int, settings: TrainSettings, fraction: float | None = None) -> float:
+    """Linear warm-up then cosine decay to 10% (stable for the short from-scratch runs).
+
+    The cosine runs over the steps after warm-up or, when ``fraction`` (the stage's ``Progress``, time
+    included) is further along, over that: a time-boxed stage anneals by its deadline."""
     if step < settings.warmup_steps:
         return (step + 1) / settings.warmup_steps
     progress = min(1.0, (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps))
+    if fraction is not None and settings.time_budget:
+        progress = max(progress, fraction)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))

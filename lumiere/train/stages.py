@@ -11,6 +11,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -200,12 +201,14 @@ class T2IModule(nn.Module):
     """The T2I / style stages: a U-Net on single images (latents with a ``vae``, which stays frozen)."""
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 train_text_encoder: bool, vae=None):
+                 train_text_encoder: bool, vae=None, render: Callable[[dict], dict] | None = None):
         super().__init__()
         self.unet, self.text_encoder, self.objective, self.vae = unet, text_encoder, objective, _frozen(vae)
         self.text_encoder.requires_grad_(train_text_encoder)
+        self.render = render
 
     def forward(self, batch):
+        batch = self.render(batch) if self.render is not None else batch
         images = _latents(self.vae, batch["image"][:, :, None])[:, :, 0]
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
             states = self.text_encoder(self.objective.captions(batch["caption"]))
@@ -219,14 +222,19 @@ class VideoModule(nn.Module):
     frozen VAE's latents and the conditional model on the encoded (C, M) sampling uses."""
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0, vae=None):
+                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0, vae=None,
+                 render: Callable[[dict], dict] | None = None):
+        """``render(batch)``: the batch's pixels from the clip parameters the loader gave (a dataset's
+        ``render_batch``, ``data.render_on_device``), on the device the batch is on."""
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
         self.vae = _frozen(vae)
         self.ssr = ssr or SSROptions()
         self.rng = np.random.default_rng(seed)
+        self.render = render
 
     def forward(self, batch):
+        batch = self.render(batch) if self.render is not None else batch
         pixels = batch["video"]
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             draws = [random_condition(v.cpu(), self.rng) for v in pixels]
@@ -295,16 +303,18 @@ class RandomCrop(_EpochWrapper):
 
 # ----------------------------------------------------------------------------- data
 def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
-                  lowres: tuple[int, int] | None = None, style: str | None = None):
+                  lowres: tuple[int, int] | None = None, style: str | None = None, on_device: bool = False):
     """The config's video data (procedural, real or webdataset shards) at (num_frames, height, width);
-    ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict."""
+    ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict.
+    ``on_device`` (procedural data with ``data.render_on_device``): items carry the clips' parameters, and
+    the dataset's ``render_batch`` renders a batch of them where it is (``device_renderer``)."""
     config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     data = config.data
     if data.type == "procedural":
         from ..data.datasets import ProceduralVideoDataset
 
         return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
-                                      return_lowres=lowres)
+                                      return_lowres=lowres, render_on_device=on_device and data.render_on_device)
     if data.type == "webdataset":
         from ..data.shards import ShardedVideoDataset
 
@@ -316,6 +326,14 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
     return RealVideoDataset(data.root, data.metadata, num_frames=num_frames, height=height, width=width,
                             fps=data.fps if data.fps is not None else config.model.fps, seed=data.seed,
                             return_lowres=lowres)
+
+
+def device_renderer(dataset) -> Callable[[dict], dict] | None:
+    """The ``render`` a stage module needs for ``dataset`` (under the stages' wrappers): its ``render_batch``
+    when it yields clip parameters to render on the device, else None (the items are pixels already)."""
+    while isinstance(dataset, _EpochWrapper):
+        dataset = dataset.dataset
+    return dataset.render_batch if getattr(dataset, "render_on_device", False) else None
 
 
 class FramesAsImages(_EpochWrapper):
@@ -331,12 +349,12 @@ class FramesAsImages(_EpochWrapper):
         return {"image": item["video"][:, frame], "caption": item["caption"]}
 
 
-def image_dataset(config: RunConfig, height: int, width: int, style: str | None = None):
+def image_dataset(config: RunConfig, height: int, width: int, style: str | None = None, on_device: bool = False):
     if config.data.type == "procedural":
         from ..data.datasets import ProceduralImageDataset
 
         return ProceduralImageDataset(height, width, length=config.data.length, seed=config.data.seed, style=style,
-                                      include_motion=True)
+                                      include_motion=True, render_on_device=on_device and config.data.render_on_device)
     return FramesAsImages(video_dataset(config, 1, height, width, style=style))
 
 
@@ -344,10 +362,15 @@ def image_dataset(config: RunConfig, height: int, width: int, style: str | None 
 class Workspace:
     """Where a training run keeps its stages' products (``output_dir``) and the assembled pipeline."""
 
-    def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None, process=None):
+    def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None, process=None,
+                 time_scale: float = 1.0, on_write: Callable[[], None] | None = None):
         """``config``: a RunConfig or a config dict, parsed (and checked for unknown keys) here.
-        ``process``: this process's accelerate state (default: ``PartialState()``, shared by the whole run)."""
+        ``process``: this process's accelerate state (default: ``PartialState()``, shared by the whole run).
+        ``time_scale`` multiplies every stage's ``time_budget`` (a whole run fitted to one budget).
+        ``on_write()`` runs on the main process after each write into the pipeline directory: a stage's
+        final model, and its EMA snapshot at every checkpoint (how a time-boxed run packs its latest model)."""
         self._process = process
+        self.time_scale, self.on_write = float(time_scale), on_write
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         self.model = self.config.model
         self.root = Path(output_dir or self.config.output_dir or "runs/default")
@@ -372,7 +395,12 @@ class Workspace:
         process.wait_for_everyone()
 
     def settings(self, stage: str, phase: str | None = None, **overrides) -> TrainSettings:
-        return self.config.settings(stage, phase, **overrides)
+        return self.config.settings(stage, phase, time_scale=self.time_scale, **overrides)
+
+    def snapshot(self, name: str, module) -> Callable[[int], None]:
+        """A training loop's ``on_checkpoint``: write ``module`` (the EMA weights then) as pipeline component
+        ``name``, so a run cut off mid-stage still leaves its latest model in the pipeline directory."""
+        return lambda step: self.write_component(name, module)
 
     def objective(self, settings: TrainSettings, recipe: bool = False) -> DiffusionObjective:
         """The stage's diffusion objective; ``recipe`` applies the settings' timestep / loss switches and
@@ -448,12 +476,16 @@ class Workspace:
         def write():
             pipeline_format.write_component(self.pipeline, name, module)
             self._write_index()
+            if self.on_write is not None:
+                self.on_write()
         self.on_main_process(write)
 
     def write_style(self, style: str, spatial_state: dict[str, torch.Tensor]) -> None:
         def write():
             pipeline_format.write_style(self.pipeline, style, spatial_state)
             self._write_index()
+            if self.on_write is not None:
+                self.on_write()
         self.on_main_process(write)
 
     def write_index(self) -> None:
@@ -533,10 +565,12 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
         return {"skipped": reason}
     text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
-    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=ws.vae())
-    _memory_settings(settings, unet)
     _, height, width = ws.model.base_resolution
-    result = train(module, list(module.parameters()), _loader(image_dataset(ws.config, height, width), settings),
+    data = image_dataset(ws.config, height, width, on_device=True)
+    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=ws.vae(),
+                       render=device_renderer(data))
+    _memory_settings(settings, unet)
+    result = train(module, list(module.parameters()), _loader(data, settings),
                    settings, ws.root / "t2i", resume, "t2i", validation=_image_validation(ws, module))
     final = ws.root / "t2i" / "final"
     ws.on_main_process(lambda: (unet.save_pretrained(str(final / "unet"), safe_serialization=True),
@@ -552,12 +586,15 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("temporal", **overrides)
     text_encoder = ws.text_encoder()
     base = _initial_stunet(ws, text_encoder)
-    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings),
-                         vae=ws.vae())
-    _memory_settings(settings, base)
     frames, height, width = ws.model.base_resolution
-    result = train(module, _video_parameters(base, settings), _loader(video_dataset(ws.config, frames, height, width), settings),
-                   settings, ws.root / "temporal", resume, "temporal", validation=_video_validation(ws, module))
+    data = video_dataset(ws.config, frames, height, width, on_device=True)
+    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings),
+                         vae=ws.vae(), render=device_renderer(data))
+    _memory_settings(settings, base)
+    ws.write_component("text_encoder", text_encoder)  # with each snapshot of the base, a loadable pipeline
+    result = train(module, _video_parameters(base, settings), _loader(data, settings),
+                   settings, ws.root / "temporal", resume, "temporal", validation=_video_validation(ws, module),
+                   on_checkpoint=ws.snapshot("base", base))
     base.t2i.requires_grad_(False)
     ws.write_component("text_encoder", text_encoder)
     ws.write_component("base", base)
@@ -598,13 +635,14 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     conditional.expand_input_channels(conditional.in_channels + 1,
                                       ws.model.temporal.get("condition_every_level", False))
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
-    module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
-                         seed=ws.seed(settings), vae=ws.vae())
-    _memory_settings(settings, conditional)
     frames, height, width = ws.model.base_resolution
+    data = video_dataset(ws.config, frames, height, width, on_device=True)
+    module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
+                         seed=ws.seed(settings), vae=ws.vae(), render=device_renderer(data))
+    _memory_settings(settings, conditional)
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
-    result = train(module, params, _loader(video_dataset(ws.config, frames, height, width), settings), settings,
-                   ws.root / "conditional", resume, "conditional")
+    result = train(module, params, _loader(data, settings), settings, ws.root / "conditional", resume, "conditional",
+                   on_checkpoint=ws.snapshot("conditional", conditional))
     conditional.t2i.requires_grad_(False)
     ws.write_component("conditional", conditional)
     return result
@@ -648,7 +686,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
     video_result = train(video_module, list(ssr.temporal_parameters()), _loader(video_data, video_settings),
-                         video_settings, ws.root / "ssr" / "video", resume, "ssr-video")
+                         video_settings, ws.root / "ssr" / "video", resume, "ssr-video", on_checkpoint=ws.snapshot("ssr", ssr))
     ws.write_component("ssr", ssr)
     return {"image": image_result, "video": video_result}
 
@@ -667,7 +705,8 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     ws.config.check_styles(styles)
     # Every folder checked before the first style trains (a typo in the last one fails now, not hours later).
     datasets = {style: ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
-                if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style))
+                if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style,
+                                                                                  on_device=True))
                 for style in styles}
     text_encoder = ws.text_encoder()
     results = {}
@@ -676,7 +715,8 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     original = ws.load_stunet("base").t2i if (ws.pipeline / "base" / "config.json").is_file() else ws.t2i_unet()
     for style in styles:
         unet = copy.deepcopy(original).requires_grad_(True)
-        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae())
+        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae(),
+                           render=device_renderer(datasets[style]))
         _memory_settings(settings, unet)
         results[style] = train(module, list(unet.parameters()), _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
@@ -699,10 +739,13 @@ class _PlainCaptions(_EpochWrapper):
 RUNNERS = {"t2i": run_t2i, "temporal": run_temporal, "conditional": run_conditional, "ssr": run_ssr, "style": run_style}
 
 
-def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, resume: bool = False, **overrides) -> dict:
+def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, resume: bool = False,
+              time_scale: float = 1.0, on_write: Callable[[], None] | None = None, **overrides) -> dict:
+    """Run one stage (``Workspace`` says what ``time_scale`` and ``on_write`` do; ``overrides`` are
+    TrainSettings values over every stage's, None = the config's)."""
     if stage not in RUNNERS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return RUNNERS[stage](Workspace(config, output_dir), resume, **overrides)
+    return RUNNERS[stage](Workspace(config, output_dir, time_scale=time_scale, on_write=on_write), resume, **overrides)
 
 
 def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16,
