@@ -24,18 +24,51 @@ SCHEDULER_CLASSES = {
 Callback = Callable[[int, int], None]
 
 
+def noise_schedule_config(config: dict) -> dict:
+    """The diffusers scheduler config a model's ``config`` means: Lumiere's ``snr_shift`` resolved into
+    ``trained_betas`` (every diffusers scheduler takes them), all other keys as they are.
+
+    ``snr_shift`` s multiplies the SNR of every noise level by 1 / s² (log-SNR - 2 ln s: "simple
+    diffusion", Hoogeboom et al., 2023; the timestep shift of SD3 and video models). Why: a 16-frame
+    clip carries so much redundant evidence that the noisy clip itself reveals its layout and motion up
+    to very high noise; s > 1 moves the schedule where the video is still undecided. The shift applies
+    to the base schedule (``beta_schedule`` / ``trained_betas``) before diffusers' own
+    ``rescale_betas_zero_snr``, so the two combine. The training objective and every sampler resolve the
+    config through this one function, so they cannot disagree; a config without ``snr_shift`` (every
+    pipeline saved before it existed) is returned unchanged.
+
+    Raises:
+        InputError: ``snr_shift`` not a number > 0.
+    """
+    resolved = {key: value for key, value in config.items() if key != "snr_shift"}
+    shift = config.get("snr_shift")
+    if shift is None:
+        return resolved
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not shift > 0:
+        raise InputError(f"scheduler snr_shift must be a number > 0 (1 = no shift), got {shift!r}")
+    if float(shift) == 1.0:
+        return resolved
+    base = DDPMScheduler.from_config({**resolved, "rescale_betas_zero_snr": False})
+    alphas = base.alphas_cumprod.double()
+    log_snr = torch.log(alphas) - torch.log1p(-alphas) - 2 * math.log(float(shift))
+    shifted = torch.sigmoid(log_snr)
+    previous = torch.cat([torch.ones(1, dtype=shifted.dtype), shifted[:-1]])
+    resolved["trained_betas"] = (1 - shifted / previous).tolist()
+    return resolved
+
+
 def make_scheduler(config: dict, sampler: str | None = None):
     """A fresh scheduler per request (schedulers keep per-run state, so they are never shared).
 
-    ``config`` is a diffusers scheduler config (training noise schedule, prediction type); ``sampler``
-    picks the solver class. Multistep DPM-Solver is run as DPM-Solver++ (the better few-step solver).
+    ``config`` is the model's scheduler config (training noise schedule, prediction type; resolved by
+    ``noise_schedule_config``); ``sampler`` picks the solver class. Multistep DPM-Solver is run as DPM-Solver++ (the better few-step solver).
     """
     name = sampler or config.get("_class_name", "DDIMScheduler")
     cls = SCHEDULER_CLASSES.get(name) or next((c for c in SCHEDULER_CLASSES.values() if c.__name__ == name), None)
     if cls is None:
         raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(options.SAMPLERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if cls is DPMSolverMultistepScheduler else {}
-    return cls.from_config(config, **extra)
+    return cls.from_config(noise_schedule_config(config), **extra)
 
 
 def random_seed() -> int:

@@ -19,6 +19,10 @@ the rest any of the 9 motions; ``--all-backgrounds`` also the bright ones), ``--
 configs/tiny-motion.json; the probe then also asks for "a yellow circle moving right/left at night".
 
     python -m scripts.motion_probe overfit --recipe motion --clips 256 --terminal-fraction 0.4 --steps 400
+
+``--snr-shift S`` / ``--zero-snr`` train and probe on the model's schedule shifted (``sampling.noise_schedule_config``)
+and/or rescaled to zero terminal SNR: where the noise schedule spends the training (with ``--terminal-fraction 0``,
+uniform draws over the shifted schedule).
 """
 from __future__ import annotations
 
@@ -101,7 +105,8 @@ def overfit(args) -> None:
         temporal = {"temporal_attention_depth": 2, "temporal_head_dim": 32,
                     "spatial_kernel_size": args.spatial_kernel_size, "text_pooling": args.pooling}
     model = inflate(copy.deepcopy(pipe.base.t2i), **temporal)
-    objective = DiffusionObjective(pipe.scheduler_config)
+    schedule = {**pipe.scheduler_config, "snr_shift": args.snr_shift, "rescale_betas_zero_snr": args.zero_snr}
+    objective = DiffusionObjective(schedule)  # trained and probed on this noise schedule
     video, captions = _training_clips(args, *pipe.base_resolution)
     probes = ["a white square moving right on black", "a white square moving left on black"]
     if args.clips:
@@ -149,6 +154,9 @@ def main() -> None:
     parser.add_argument("--terminal-fraction", type=float, default=1.0, help="overfit: share of t in [--min-timestep, 1000)")
     parser.add_argument("--recipe", choices=["plain", "motion"], default="plain",
                         help="overfit: temporal layers from --pooling/--spatial-kernel-size, or configs/tiny-motion.json")
+    parser.add_argument("--snr-shift", type=float, default=1.0,
+                        help="overfit: train (and probe) on the model's schedule with its SNR divided by this squared")
+    parser.add_argument("--zero-snr", action="store_true", help="overfit: rescale the schedule to zero terminal SNR")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@
 # OUT_DIR receives at most 5 files, each well under 16 MiB: model.tar (the fp16 pipeline; repacked about
 # every minute, so a run cut off still leaves its latest model), train_stages.json (per stage: steps,
 # batch, clips/s, loss, wall time), eval.json (python -m lumiere eval), train.log, eval.log.
-# Unpack with `tar xf OUT_DIR/model.tar -C DEST` (or `python -m lumiere.train.pack`-less: lumiere.train.pack.unpack).
+# Unpack with `tar xf OUT_DIR/model.tar -C DEST` (split parts: lumiere.train.pack.unpack(OUT_DIR, DEST)).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 smoke=0
@@ -18,7 +18,7 @@ budget=${2:-480}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$repo"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-15}  # progress bars: a line every 15 s in the log
 python=${PYTHON:-python3}
 
 # Offline dependencies: what the GPU image lacks travels as wheels in .whl/ (scripts/fetch_gpu_wheels.sh).
@@ -44,7 +44,7 @@ else
 fi
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu', torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/train.log"
 "$python" -m lumiere train --stage all --config configs/gpu.json --output-dir "$run" --pack "$out" "${train_args[@]}" 2>&1 \
-  | tr '\r' '\n' | grep -v -E '^\s*$|it/s\]$|s/it\]$' >> "$out/train.log" || { tail -n 30 "$out/train.log" >&2; exit 1; }
+  | tr '\r' '\n' | grep -v -E '^\s*$' >> "$out/train.log" || { tail -n 30 "$out/train.log" >&2; exit 1; }
 tail -n 12 "$out/train.log"
 # The evaluation of the exported pipeline (its time is capped by EVAL_TIMEOUT, seconds: the pack is already there).
 timeout "${EVAL_TIMEOUT:-1800}" "$python" -m lumiere eval --model "$run/export" --out "$out/eval.json" "${eval_args[@]}" \

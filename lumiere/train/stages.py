@@ -33,7 +33,7 @@ from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import NoisePrior, SSROptions
-from ..sampling import initial_noise
+from ..sampling import initial_noise, noise_schedule_config
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, process_seed, train
 from .masks import random_condition
@@ -70,7 +70,7 @@ class DiffusionObjective(nn.Module):
             raise ValueError(f"timestep_sampling must be 'uniform' or 'high_noise', got {timestep_sampling!r}")
         if loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting must be 'none' or 'min_snr', got {loss_weighting!r}")
-        self.schedule = DDPMScheduler.from_config(scheduler_config)
+        self.schedule = DDPMScheduler.from_config(noise_schedule_config(scheduler_config))
         self.prediction_type = self.schedule.config.prediction_type
         self.caption_dropout = caption_dropout
         self.timestep_sampling, self.loss_weighting, self.min_snr_gamma = timestep_sampling, loss_weighting, min_snr_gamma
