@@ -198,7 +198,7 @@ def run(args) -> int:
         if set(parts) - set(EVAL_PARTS):
             raise InputError(f"unknown evaluation parts {args.parts!r}; choose from {', '.join(EVAL_PARTS)}")
         metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick, parts=parts)
-        text = json.dumps(metrics, indent=2)
+        text = json.dumps(metrics, indent=2, allow_nan=False)
         print(text)
         if args.out:
             Path(args.out).write_text(text)

@@ -312,4 +312,16 @@ def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None 
     if "ssr" in parts and pipe.has_component("ssr"):
         metrics["ssr"] = ssr_metrics(pipe, 1 if quick else min(per_app, 4))
     metrics["seconds"] = round(time.time() - started, 1)
-    return metrics
+    return finite_or_none(metrics)
+
+
+def finite_or_none(value):
+    """``value`` with every non-finite float (the ground truth's PSNR to itself is infinite) as None, so
+    the metrics serialise as standard JSON (``null``), which every parser reads."""
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
