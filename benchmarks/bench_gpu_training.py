@@ -6,8 +6,12 @@ counted by torch's ``FlopCounterMode`` over one step (matmuls and convolutions, 
 the time is the mean of the timed steps after warm-up, device-synchronised. The peak it is compared to
 is measured in the same run (an 8192^3 bf16 matmul), next to the vendor's datasheet figure.
 
-    python benchmarks/bench_gpu_training.py --out gpu_step.json      # on the GPU
-    python benchmarks/bench_gpu_training.py --smoke                  # CPU, batch 2, fp32 (checks it runs)
+    PYTHONPATH=. python benchmarks/bench_gpu_training.py --out gpu_step.json        # on the GPU
+    PYTHONPATH=. python benchmarks/bench_gpu_training.py --batches 256 512 1024 --compile   # batch sweep, eager vs compiled
+    PYTHONPATH=. python benchmarks/bench_gpu_training.py --smoke                    # CPU, batch 2, fp32 (checks it runs)
+
+``--compile`` adds a row per batch with the stage's model under ``torch.compile`` (its first-call compile
+time reported apart): whether compiling pays back inside a stage budget of one to three minutes.
 """
 from __future__ import annotations
 
@@ -50,8 +54,9 @@ def matmul_peak(device: str, size: int = 8192, repeats: int = 10) -> float | Non
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def stage_step(config: RunConfig, stage: str, batch_size: int, device: str, bf16: bool):
-    """(step function, batch) for one optimizer step of ``stage``'s module."""
+def stage_step(config: RunConfig, stage: str, batch_size: int, device: str, bf16: bool, compile: bool = False):
+    """A function running one optimizer step of ``stage``'s module on one fixed batch (``compile``: its
+    U-Net / STUNet under ``torch.compile``)."""
     model = config.model
     frames, height, width = model.base_resolution
     text_encoder = build_text_encoder(model.text_encoder)
@@ -68,6 +73,11 @@ def stage_step(config: RunConfig, stage: str, batch_size: int, device: str, bf16
         module = VideoModule(base, text_encoder, objective, render=data.render_batch)
         params = [p for group in _video_parameters(base, config.settings(stage)) for p in group["params"]]
     module.to(device)
+    if compile:
+        if stage == "t2i":
+            module.unet = torch.compile(module.unet)
+        else:
+            module.model = torch.compile(module.model)
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     collated = default_collate([data[i] for i in range(batch_size)])
     batch = {"world": {k: v.to(device) for k, v in collated["world"].items()}, "caption": collated["caption"]}
@@ -82,11 +92,43 @@ def stage_step(config: RunConfig, stage: str, batch_size: int, device: str, bf16
     return step
 
 
+def time_stage(config, stage: str, batch_size: int, device: str, compiled: bool, args, peak, datasheet) -> dict:
+    """One row: warm-up (the first call's time apart: compilation, cuDNN autotuning), FLOPs of one step,
+    then the mean step time over the timed repeats."""
+    step = stage_step(config, stage, batch_size, device, bf16=device == "cuda", compile=compiled)
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    step()
+    synchronize()
+    first = time.perf_counter() - start
+    for _ in range(0 if args.smoke else 2):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    repeats = 1 if args.smoke else args.repeats
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    synchronize()
+    seconds = (time.perf_counter() - start) / repeats
+    tflops = flops / seconds / 1e12
+    return {"stage": stage, "batch": batch_size, "compiled": compiled, "first_step_s": round(first, 1),
+            "ms_per_step": round(seconds * 1e3, 1), "items_per_s": round(batch_size / seconds, 1),
+            "gflop_per_step": round(flops / 1e9, 1), "tflops": round(tflops, 2),
+            "of_measured_peak": round(tflops / peak, 4) if peak else None,
+            "of_datasheet_peak": round(tflops / datasheet, 4) if datasheet else None}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "gpu.json"))
     parser.add_argument("--stages", nargs="+", default=["t2i", "temporal"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="batch sizes to time (default: each stage's batch in the config)")
+    parser.add_argument("--compile", action="store_true", help="also time each batch with torch.compile")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     parser.add_argument("--smoke", action="store_true", help="CPU, batch 2, fp32, 1 repeat")
     args = parser.parse_args(argv)
@@ -97,31 +139,14 @@ def main(argv=None) -> int:
     datasheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in name), None)
     rows = []
     for stage in args.stages:
-        batch_size = 2 if args.smoke else config.settings(stage).batch_size
-        step = stage_step(config, stage, batch_size, device, bf16=device == "cuda")
-        for _ in range(1 if args.smoke else 3):  # warm-up (cuDNN autotuning, allocator)
-            step()
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        repeats = 1 if args.smoke else args.repeats
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / repeats
-        tflops = flops / seconds / 1e12
-        rows.append({"stage": stage, "batch": batch_size, "ms_per_step": round(seconds * 1e3, 1),
-                     "items_per_s": round(batch_size / seconds, 1), "gflop_per_step": round(flops / 1e9, 1),
-                     "tflops": round(tflops, 2),
-                     "of_measured_peak": round(tflops / peak, 4) if peak else None,
-                     "of_datasheet_peak": round(tflops / datasheet, 4) if datasheet else None})
+        batches = [2] if args.smoke else (args.batches or [config.settings(stage).batch_size])
+        for batch_size in batches:
+            for compiled in (False, True) if args.compile else (False,):
+                rows.append(time_stage(config, stage, batch_size, device, compiled, args, peak, datasheet))
     print(f"### {name}: one optimizer step per stage ({'bf16 autocast' if device == 'cuda' else 'fp32'}); "
           f"measured bf16 matmul peak {peak and round(peak, 1)} TFLOP/s, datasheet {datasheet}")
-    print(markdown_table(rows, [("stage", "stage"), ("batch", "batch"), ("ms/step", "ms_per_step"),
+    print(markdown_table(rows, [("stage", "stage"), ("batch", "batch"), ("compiled", "compiled"),
+                                ("first step s", "first_step_s"), ("ms/step", "ms_per_step"),
                                 ("items/s", "items_per_s"), ("GFLOP/step", "gflop_per_step"), ("TFLOP/s", "tflops"),
                                 ("of measured peak", "of_measured_peak"), ("of datasheet", "of_datasheet_peak")]))
     if args.out:
