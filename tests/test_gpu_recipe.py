@@ -123,7 +123,7 @@ def test_a_time_budget_stops_the_stage_and_anneals_its_learning_rate(tmp_path):
     module = _Slow(0.02)
     result = train(module, list(module.parameters()), _data(), settings, tmp_path, description="budget")
     elapsed = time.perf_counter() - started
-    assert 1.0 <= elapsed < 3.0, elapsed
+    assert 1.0 <= elapsed < 5.0, elapsed  # the budget, one step and the loop's set-up
     assert 10 <= result["step"] < 100
     meta = json.loads(next((tmp_path / "checkpoints").iterdir()).joinpath("training_state.json").read_text())
     assert meta["seconds"] >= 1.0  # a resumed run would count the time already spent
