@@ -210,3 +210,21 @@ def test_device_rendered_batches_are_the_numpy_datasets_clips():
     reference = default_collate([ProceduralImageDataset(16, 16, seed=3)[i] for i in range(4)])
     assert image_batch["image"].shape == reference["image"].shape == (4, 3, 16, 16)
     assert (image_batch["image"] - reference["image"]).abs().mean() * 127.5 <= tolerance
+
+
+def test_ssr_windows_render_only_their_frames_with_the_same_pixels():
+    """RandomCrop over procedural clips renders just the window's frames: the same crops as cropping the whole
+    clip, in every epoch (what keeps the SSR stage's data workers ahead of a GPU)."""
+    from lumiere.data.datasets import ProceduralVideoDataset
+    from lumiere.train.stages import RandomCrop, _EpochWrapper
+
+    crops = RandomCrop(ProceduralVideoDataset(8, 32, 32, seed=5, return_lowres=(16, 16)), crop=16, scale=2, window=3,
+                       seed=2)
+    for epoch in (0, 1):
+        crops.set_epoch(epoch)
+        for index in range(4):
+            fast, whole = crops[index], _EpochWrapper.__getitem__(crops, index)
+            assert fast["caption"] == whole["caption"]
+            for key in ("video", "lowres_video"):
+                assert torch.equal(fast[key], whole[key]), (epoch, index, key)
+    assert crops[0]["video"].shape == (3, 3, 16, 16) and crops[0]["lowres_video"].shape == (3, 3, 8, 8)

@@ -104,17 +104,24 @@ class ProceduralVideoDataset(Dataset):
         return spec, caption(spec, rng)
 
     def __getitem__(self, index: int) -> dict:
+        return self.item_frames(index)
+
+    def item_frames(self, index: int, frames: slice | None = None) -> dict:
+        """Item ``index`` with only its ``frames`` (a slice of the clip's ``num_frames``) rendered: the same
+        pixels as ``self[index]["video"][:, frames]``, at the cost of those frames alone (the SSR stage
+        trains on 4-frame windows of 16-frame clips)."""
         if not 0 <= index < self.length:
             raise IndexError(index)
         spec, text = self.spec_and_caption(index)
+        times = np.linspace(0.0, 1.0, self.num_frames) if self.num_frames > 1 else np.zeros(1)
+        times = times[frames] if frames is not None else times
         if self.render_on_device:
-            times = np.linspace(0.0, 1.0, self.num_frames) if self.num_frames > 1 else np.zeros(1)
             return {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
-        item = {"video": video_to_tensor(render_clip(spec, self.num_frames, self.height, self.width, self.style)),
+        item = {"video": video_to_tensor(render_clip(spec, len(times), self.height, self.width, self.style, times)),
                 "caption": _style_caption(text, self.style)}
         if self.return_lowres is not None:
             h, w = self.return_lowres
-            item["lowres_video"] = video_to_tensor(render_clip(spec, self.num_frames, h, w, self.style))
+            item["lowres_video"] = video_to_tensor(render_clip(spec, len(times), h, w, self.style, times))
         return item
 
 
