@@ -53,7 +53,7 @@ class LumierePipeline:
     def __init__(self, *, config: dict, scheduler_config: dict, components: dict[str, nn.Module | None],
                  component_dirs: dict[str, Path] | None = None, styles: dict[str, dict | Path] | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 source: str | os.PathLike | None = None):
+                 source: str | os.PathLike | None = None, training: dict | None = None):
         """
         Args:
             config: the inference config of ``model_index.json`` (``docs/pipeline-format.md``).
@@ -63,6 +63,7 @@ class LumierePipeline:
             styles: style name -> spatial weights, or the folder holding them (read on first use).
             device / dtype: where components are placed (default: best device, its default dtype).
             source: the directory the pipeline was read from (``push_to_hub`` copies its model card).
+            training: how the weights were made (``model_index.json``'s "training"), saved along with them.
         """
         self.config = config
         self.scheduler_config = dict(scheduler_config)
@@ -70,6 +71,7 @@ class LumierePipeline:
         self._store = ComponentStore(components, component_dirs, device, dtype or default_dtype(device))
         self._styles: dict[str, dict | Path] = dict(styles or {})
         self.source = Path(source) if source is not None else None
+        self.training = dict(training) if training else None
         self.progress_bar = False  # show a tqdm bar per call (the CLI turns it on)
         # Latent pipelines: frames per VAE encode / decode call (bounds memory; None = a clip at once).
         self.vae_frames_per_call: int | None = DEFAULT_FRAMES_PER_CALL
@@ -704,7 +706,7 @@ class LumierePipeline:
         directory = pipeline_format.read_pipeline_dir(resolve_pretrained(path_or_repo))
         pipe = cls(config=directory.config, scheduler_config=directory.scheduler_config, components={},
                    component_dirs=directory.component_dirs, styles=directory.style_dirs, device=device, dtype=dtype,
-                   source=directory.root)
+                   source=directory.root, training=directory.training)
         if not lazy:
             for name in pipe.component_names:
                 pipe.get_component(name)
@@ -722,7 +724,7 @@ class LumierePipeline:
         for name in self.component_names:
             components += pipeline_format.write_component(root, name, self.get_component(name), dtype)
         styles = {name: pipeline_format.write_style(root, name, self.style_state(name), dtype) for name in self.styles}
-        pipeline_format.write_index(root, self.config, self.scheduler_config, components, styles)
+        pipeline_format.write_index(root, self.config, self.scheduler_config, components, styles, self.training)
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
                     commit_message: str = "Upload Lumiere pipeline") -> str:

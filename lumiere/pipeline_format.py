@@ -50,6 +50,7 @@ class PipelineDirectory:
     scheduler_config: dict
     component_dirs: dict[str, Path] = field(default_factory=dict)
     style_dirs: dict[str, Path] = field(default_factory=dict)
+    training: dict | None = None  # how the weights were made (``write_index``'s ``training``), if recorded
 
 
 def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
@@ -80,7 +81,8 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
         style_dirs[name] = root / sub
     if "config" not in index:
         raise CheckpointError(f"{root / MODEL_INDEX} has no 'config'")
-    return PipelineDirectory(root, index["config"], read_json(root / SCHEDULER_CONFIG), component_dirs, style_dirs)
+    return PipelineDirectory(root, index["config"], read_json(root / SCHEDULER_CONFIG), component_dirs, style_dirs,
+                             index.get("training"))
 
 
 def write_component(root: Path, name: str, module: nn.Module, dtype: torch.dtype | None = None) -> list[str]:
@@ -121,11 +123,17 @@ def saved_parts(root: Path) -> tuple[list[str], dict[str, str]]:
     return components, styles
 
 
-def write_index(root: Path, config: dict, scheduler_config: dict, components: list[str], styles: dict[str, str]) -> None:
-    """Write ``model_index.json`` (listing ``components`` and ``styles``) and the scheduler config."""
+def write_index(root: Path, config: dict, scheduler_config: dict, components: list[str], styles: dict[str, str],
+                training: dict | None = None) -> None:
+    """Write ``model_index.json`` (listing ``components`` and ``styles``) and the scheduler config.
+
+    ``training``: how the weights were made (the training config's hash, the commit; ``train.stages``),
+    kept through loading and saving so an exported or packed model still says which recipe it came from."""
     root.mkdir(parents=True, exist_ok=True)
     index = {"_class_name": PIPELINE_CLASS, "components": {name: name for name in components}, "styles": styles,
              "config": config}
+    if training:
+        index["training"] = training
     (root / MODEL_INDEX).write_text(json.dumps(index, indent=2))
     (root / SCHEDULER_CONFIG).parent.mkdir(exist_ok=True)
     (root / SCHEDULER_CONFIG).write_text(json.dumps(scheduler_config, indent=2))

@@ -84,6 +84,27 @@ def test_smoke_pack_unpacks_to_a_pipeline_that_loads_and_samples(smoke_run, tmp_
     assert next(pipe.base.parameters()).dtype == torch.float32  # loaded fp32 from the fp16 pack
 
 
+def test_the_packed_model_records_the_recipe_that_made_it(smoke_run, tmp_path):
+    """model_index.json names the training config (hash) and the code (commit), through packing, loading
+    and saving again."""
+    from lumiere import LumierePipeline
+    from lumiere.train.stages import training_record
+
+    root, _ = smoke_run
+    pipe = LumierePipeline.from_pretrained(unpack(root / "out" / "model.tar", tmp_path / "model"), device="cpu")
+    expected = training_record(json.loads((ROOT / "configs" / "gpu.json").read_text()))
+    assert pipe.training["config_sha256"] == expected["config_sha256"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert pipe.training["commit"] == (head or None)
+    pipe.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "model_index.json").read_text())["training"] == pipe.training
+    # A config that differs only in a comment is the same recipe; any setting changes the hash.
+    config = json.loads((ROOT / "configs" / "gpu.json").read_text())
+    assert training_record({**config, "_comment": "other words"})["config_sha256"] == expected["config_sha256"]
+    config["stages"]["temporal"]["lr"] = 0.001
+    assert training_record(config)["config_sha256"] != expected["config_sha256"]
+
+
 def test_smoke_eval_has_every_metric(smoke_run):
     root, _ = smoke_run
     # Standard JSON only: the ground truth's infinite PSNR to itself is written as null, not Infinity.

@@ -387,6 +387,7 @@ class Workspace:
         final model, and its EMA snapshot at every checkpoint (how a time-boxed run packs its latest model)."""
         self._process = process
         self.time_scale, self.on_write = float(time_scale), on_write
+        self.training = training_record(config)
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         self.model = self.config.model
         self.root = Path(output_dir or self.config.output_dir or "runs/default")
@@ -513,7 +514,30 @@ class Workspace:
         base_config = self.pipeline / "base" / "config.json"
         factor = STUNet.downsampling_factor_of(json.loads(base_config.read_text())) if base_config.is_file() else 1
         pipeline_format.write_index(self.pipeline, pipeline_config(self.model, factor), self.scheduler_config,
-                                    components, styles)
+                                    components, styles, self.training)
+
+
+def training_record(config: RunConfig | dict) -> dict:
+    """What a pipeline records of the run that trained it (``model_index.json``'s "training"): the sha256
+    of the training config (canonical JSON; keys starting with "_" are comments and do not count) and the
+    git commit of the code, when it runs from a git checkout (None otherwise, e.g. a copied tree)."""
+    import dataclasses
+    import hashlib
+    import subprocess
+
+    values = config if isinstance(config, dict) else dataclasses.asdict(config)
+    strip = lambda v: ({k: strip(x) for k, x in v.items() if not str(k).startswith("_")}  # noqa: E731
+                       if isinstance(v, dict) else [strip(x) for x in v] if isinstance(v, (list, tuple)) else v)
+    canonical = json.dumps(strip(values), sort_keys=True, default=str, separators=(",", ":"))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    from .. import __version__
+
+    return {"config_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "commit": commit,
+            "lumiere_version": __version__}
 
 
 def _video_parameters(model: STUNet, settings: TrainSettings, also_full_rate: list | None = None) -> list[dict]:
