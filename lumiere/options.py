@@ -82,7 +82,7 @@ class NoisePrior:
     alpha^2 / (1 + alpha^2) (mixed), frames d apart by (alpha / sqrt(1 + alpha^2))^d (progressive).
     Why: a T2I inflated into video is then fine-tuned on noise whose frames are alike, as real frames
     are, which PYoCo reports makes video fine-tuning much cheaper (on the bundled model's recipe it did
-    not help: model card, runs P0-P3). A model must be trained and sampled with the same prior, so it
+    not help: docs/research/lumiere-tiny.md, runs P0-P3). A model must be trained and sampled with the same prior, so it
     is part of the model (``config["noise_prior"]``).
     """
 

@@ -1,5 +1,5 @@
-"""Where does a model decide the direction of motion? Two measurements behind the model card's
-"Motion research" section.
+"""Where does a model decide the direction of motion? Two measurements behind the research log's
+"Motion research" section (docs/research/lumiere-tiny.md).
 
     python -m scripts.motion_probe probe [--model DIR] [--timestep 999]
     python -m scripts.motion_probe overfit --pooling attention --min-timestep 990 --steps 200

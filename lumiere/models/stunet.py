@@ -453,7 +453,7 @@ class ConditionInjection(nn.Module):
     every up level, the last one after the output norm, right before ``conv_out`` (a norm-free path to
     the prediction). Zero init keeps the model equal to the plain widened one until trained. Measured
     on the bundled recipe it reads C more (21.0 vs 20.0 dB) but did not improve the application's
-    image-to-video, so the bundled model does not use it (model card, run C4).
+    image-to-video, so the bundled model does not use it (docs/research/lumiere-tiny.md, run C4).
     """
 
     def __init__(self, unet: UNet2DConditionModel, condition_channels: int):
