@@ -270,6 +270,12 @@ def _train(args) -> int:
         Path(args.pack).mkdir(parents=True, exist_ok=True)
     log = {"config": str(args.config), "budget_seconds": args.budget, "time_scale": time_scale, "stages": {}}
     started = time.perf_counter()
+
+    def write_log(**extra) -> None:  # the per-stage log next to the pack, rewritten after every stage
+        if packer is not None:
+            log.update(wall_seconds=round(time.perf_counter() - started, 2), **extra)
+            Path(args.pack, "train_stages.json").write_text(json.dumps(log, indent=2, default=float))
+
     for stage in stages:
         stage_start = time.perf_counter()
         result = run_stage(stage, config, args.output_dir, resume=args.resume, time_scale=time_scale, on_write=packer,
@@ -277,13 +283,10 @@ def _train(args) -> int:
                            num_workers=args.num_workers)
         print(f"{stage}: {json.dumps(result, default=float)}")
         log["stages"][stage] = {"result": result, "wall_seconds": round(time.perf_counter() - stage_start, 2)}
-        if packer is not None:
-            log["wall_seconds"] = round(time.perf_counter() - started, 2)
-            Path(args.pack, "train_stages.json").write_text(json.dumps(log, indent=2, default=float))
+        write_log()
     if packer is not None:
         packer(force=True)
-        log.update(wall_seconds=round(time.perf_counter() - started, 2), packs=packer.packs)
-        Path(args.pack, "train_stages.json").write_text(json.dumps(log, indent=2, default=float))
+        write_log(packs=packer.packs)
         print(f"packed the pipeline into {Path(args.pack) / 'model.tar'} ({packer.packs} packs)")
     if args.export:
         print(f"exported to {export_pipeline(root, args.export)}")

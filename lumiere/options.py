@@ -81,9 +81,9 @@ class NoisePrior:
     stays N(0, I), so a T2I's per-frame input statistics do not change; any two frames correlate by
     alpha^2 / (1 + alpha^2) (mixed), frames d apart by (alpha / sqrt(1 + alpha^2))^d (progressive).
     Why: a T2I inflated into video is then fine-tuned on noise whose frames are alike, as real frames
-    are, which PYoCo reports makes video fine-tuning much cheaper (on the bundled model's recipe it did
-    not help: docs/research/lumiere-tiny.md, runs P0-P3). A model must be trained and sampled with the same prior, so it
-    is part of the model (``config["noise_prior"]``).
+    are, which PYoCo reports makes video fine-tuning much cheaper (its effect on the bundled recipe:
+    docs/research/). A model must be trained and sampled with the same prior, so it is part of the
+    model (``config["noise_prior"]``).
     """
 
     kind: str = "independent"

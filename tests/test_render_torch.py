@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from lumiere.data import world
-from lumiere.data.render_torch import (
-    clip_parameters, default_times, parameters_to_tensors, render_clips, render_parameters,
-)
+from lumiere.data.render_torch import clip_parameters, parameters_to_tensors, render_clips, render_parameters
+from lumiere.data.world import default_times
 from lumiere.data.world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, ObjectSpec
 
 # Tolerances against world.render_clip, in grey levels. float32 vs float64 can put a sub-sample that lies

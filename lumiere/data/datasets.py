@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from lumiere.data.world import STYLES, caption, render_clip, sample_clip_spec
+from lumiere.data.world import STYLES, caption, default_times, render_clip, sample_clip_spec
 from lumiere.errors import InputError
 from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
 
@@ -113,7 +113,7 @@ class ProceduralVideoDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         spec, text = self.spec_and_caption(index)
-        times = np.linspace(0.0, 1.0, self.num_frames) if self.num_frames > 1 else np.zeros(1)
+        times = default_times(self.num_frames)
         times = times[frames] if frames is not None else times
         if self.render_on_device:
             return {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}

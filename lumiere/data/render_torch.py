@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import default_collate
 
 from lumiere.data.world import (
-    BACKGROUND_COLOURS, BACKGROUNDS, PALETTE, SHAPES, STYLES, ClipSpec, _grid, _placements,
+    BACKGROUND_COLOURS, BACKGROUNDS, PALETTE, SHAPES, STYLES, ClipSpec, _grid, _placements, default_times,
     _supersample_factor, object_state,
 )
 
@@ -55,13 +55,6 @@ _ENDS = np.array([[BACKGROUND_COLOURS[b][0], BACKGROUND_COLOURS[b][-1]] for b in
 
 
 # ----------------------------------------------------------------------------- parameters (CPU)
-def default_times(num_frames: int) -> np.ndarray:
-    """The clip times ``render_clip`` uses when given none: evenly spaced over [0, 1] (one frame: 0)."""
-    if num_frames < 1:
-        raise ValueError(f"need num_frames >= 1, got {num_frames}")
-    return np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
-
-
 def _wave_parameters(rng: np.random.Generator, count: int, max_freq: float) -> np.ndarray:
     """(count, 3) rows (fx, fy, phase) of ``world._waves``' plane waves.
 

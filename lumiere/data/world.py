@@ -471,6 +471,13 @@ def _pastel(colour, amount=0.45):
     return np.asarray(colour, float) * (1 - amount) + 255 * amount
 
 
+def default_times(num_frames: int) -> np.ndarray:
+    """The clip times ``render_clip`` uses when given none: evenly spaced over [0, 1] (one frame: 0)."""
+    if num_frames < 1:
+        raise ValueError(f"need num_frames >= 1, got {num_frames}")
+    return np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+
+
 def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: int = 32,
                 style: str | None = None, times: np.ndarray | None = None) -> np.ndarray:
     """Render ``spec`` as a uint8 (T, H, W, 3) video at any size and frame count.
@@ -497,7 +504,7 @@ def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: i
         paper = np.array([242.0, 236.0, 224.0])
         background = 0.55 * background + 0.45 * paper
     if times is None:
-        times = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+        times = default_times(num_frames)
     times = np.asarray(times, float)
     num_frames = len(times)
     frames = np.empty((num_frames, height, width, 3), np.uint8)

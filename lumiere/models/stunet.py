@@ -451,9 +451,8 @@ class ConditionInjection(nn.Module):
     on the way out. Here (C, M), average-pooled to each level's frames and size, is added through a
     zero-initialised 3x3 conv at the input of every down level below the first and at the output of
     every up level, the last one after the output norm, right before ``conv_out`` (a norm-free path to
-    the prediction). Zero init keeps the model equal to the plain widened one until trained. Measured
-    on the bundled recipe it reads C more (21.0 vs 20.0 dB) but did not improve the application's
-    image-to-video, so the bundled model does not use it (docs/research/lumiere-tiny.md, run C4).
+    the prediction). Zero init keeps the model equal to the plain widened one until trained. Off by
+    default (``condition_every_level``); what it measured on the bundled recipe is in docs/research/.
     """
 
     def __init__(self, unet: UNet2DConditionModel, condition_channels: int):

@@ -45,8 +45,8 @@ class DataConfig:
     fps: float | None = None   # real / webdataset: clip frame rate (None: the model's fps)
     shards: str | tuple[str, ...] | None = None  # webdataset: a brace pattern "dir/{00000..00099}.tar" or a list
     # procedural: render the clips on the training device (``data.render_torch``): the loader's workers draw
-    # only each clip's parameters. Why: a core renders ~60 clips/s with numpy, a GPU trains on thousands.
-    # The SSR stage's crops are still rendered by the workers.
+    # only each clip's parameters. Why: numpy rendering on the CPU cores, not the training step, would
+    # bound a GPU run. The SSR stage's crops are still rendered by the workers.
     render_on_device: bool = False
 
     @classmethod

@@ -7,6 +7,7 @@ by ``LumierePipeline.from_pretrained`` as soon as the temporal stage has run).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 import shutil
@@ -387,12 +388,17 @@ class Workspace:
         final model, and its EMA snapshot at every checkpoint (how a time-boxed run packs its latest model)."""
         self._process = process
         self.time_scale, self.on_write = float(time_scale), on_write
-        self.training = training_record(config)
+        self._raw_config = config
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         self.model = self.config.model
         self.root = Path(output_dir or self.config.output_dir or "runs/default")
         self.pipeline = self.root / "pipeline"
         self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.scheduler}
+
+    @functools.cached_property
+    def training(self) -> dict:
+        """``training_record`` of this run's config, made once, when the first index is written."""
+        return training_record(self._raw_config)
 
     @property
     def process(self):
@@ -636,7 +642,6 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
                    settings, ws.root / "temporal", resume, "temporal", validation=_video_validation(ws, module),
                    on_checkpoint=ws.snapshot("base", base))
     base.t2i.requires_grad_(False)
-    ws.write_component("text_encoder", text_encoder)
     ws.write_component("base", base)
     return result
 
@@ -726,7 +731,8 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
     video_result = train(video_module, list(ssr.temporal_parameters()), _loader(video_data, video_settings),
-                         video_settings, ws.root / "ssr" / "video", resume, "ssr-video", on_checkpoint=ws.snapshot("ssr", ssr))
+                         video_settings, ws.root / "ssr" / "video", resume, "ssr-video",
+                         on_checkpoint=ws.snapshot("ssr", ssr))
     ws.write_component("ssr", ssr)
     return {"image": image_result, "video": video_result}
 
