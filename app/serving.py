@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
+import json
 import logging
 import os
+import re
 
 import gradio as gr
 
@@ -30,16 +33,44 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def proxy_hops() -> int:
+    """How many reverse proxies in front of the app append to X-Forwarded-For (0: trust no header).
+
+    ``LUMIERE_PROXY_HOPS`` sets it; on a Hugging Face Space the default is 1 (the Space's proxy), elsewhere
+    0 (a header from a client that connects directly is never trusted)."""
+    value = os.environ.get("LUMIERE_PROXY_HOPS")
+    if value is not None:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+    return 1 if on_spaces() else 0
+
+
 def client_ip(request) -> str:
-    """The client's address; behind a Space's proxy, the first X-Forwarded-For hop (set by the proxy)."""
+    """The client's address as the trusted proxies saw it.
+
+    A proxy *appends* the address it received the connection from, so with N trusted proxies the client is
+    the N-th hop from the right; everything left of it was written by the client and may be forged. Without
+    trusted proxies the header is ignored and the socket's peer address is used."""
     if request is None:
         return "unknown"
-    forwarded = request.headers.get("x-forwarded-for") if (on_spaces() or os.environ.get("LUMIERE_TRUST_PROXY")) \
-        else None
+    hops = proxy_hops()
+    forwarded = request.headers.get("x-forwarded-for") if hops else None
     if forwarded:
-        return forwarded.split(",")[0].strip()
+        chain = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if chain:
+            return chain[-min(hops, len(chain))]
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
+
+
+def is_local(address: str) -> bool:
+    """A loopback address: a client on this machine (its owner), never a stranger sharing an address."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def param_names(block_fn) -> list[str]:
@@ -88,7 +119,12 @@ def describe_preprocess_error(block_fn, values: list, error: BaseException) -> s
 
 class ClientLimit:
     """At most ``per_session`` Generate jobs (queued or running) per browser session and ``per_ip`` per
-    address, on top of the global queue size, so that one client cannot lock everyone else out."""
+    address, on top of the global queue size, so that one client cannot lock everyone else out.
+
+    The session limit is the primary one (a browser tab keeps its session). The address limit is the
+    backstop against a script that opens a new session per request; it does not apply to loopback
+    clients (the machine's own users: many honest tabs share 127.0.0.1) and, behind a proxy, counts the
+    address the trusted proxy appended (see :func:`client_ip`), so forged headers do not escape it."""
 
     def __init__(self, per_session: int | None = None, per_ip: int | None = None):
         self.per_session = per_session or _env_int("LUMIERE_MAX_JOBS_PER_SESSION", 2)
@@ -113,7 +149,7 @@ class ClientLimit:
             return (f"You already have {same_session} generations waiting or running; each visitor may have "
                     f"{self.per_session} at a time so that everyone gets a turn. Wait for one to finish (or press "
                     "Stop), then generate again.")
-        if same_ip >= self.per_ip:
+        if same_ip >= self.per_ip and not is_local(ip):
             return (f"Your network address already has {same_ip} generations waiting or running (the limit is "
                     f"{self.per_ip} per address, so that everyone gets a turn). Wait for one to finish, then try again.")
         return None
@@ -161,6 +197,12 @@ class LumiereBlocks(gr.Blocks):
         self.__dict__["_lumiere_queue"] = queue
 
     async def preprocess_data(self, block_fn, inputs_, state, explicit_call: bool = False):
+        if inputs_ is not None and len(inputs_) > len(block_fn.inputs):  # Gradio ignores extras silently
+            names = param_names(block_fn)
+            message = (f"/{block_fn.api_name} takes {len(names)} values ({', '.join(names)}) but the request sent "
+                       f"{len(inputs_)}. Send exactly these, in this order, or call it by name.")
+            log.info("rejected %s request: %s", block_fn.api_name or "UI", message)
+            raise gr.Error(message, title="Check your input", print_exception=False)
         try:
             return await super().preprocess_data(block_fn, inputs_, state, explicit_call)
         except gr.Error:
@@ -169,3 +211,46 @@ class LumiereBlocks(gr.Blocks):
             message = describe_preprocess_error(block_fn, list(inputs_ or []), error)
             log.info("rejected %s request: %s", block_fn.api_name or "UI", message)
             raise gr.Error(message, title="Check your input", print_exception=False) from None
+
+    def launch(self, *args, app_kwargs: dict | None = None, **kwargs):
+        """``gr.Blocks.launch`` with :class:`UnknownEndpoint` in front of the app (Gradio answers a call to
+        an endpoint that does not exist with a 500 and a traceback in the log)."""
+        from starlette.middleware import Middleware
+
+        app_kwargs = dict(app_kwargs or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(UnknownEndpoint, blocks=self)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
+
+
+class UnknownEndpoint:
+    """ASGI middleware: ``POST …/call/NAME`` or ``…/run/NAME`` for a NAME the app does not serve is a 404
+    that lists the endpoints it does serve, before Gradio's router looks the name up."""
+
+    PATH = re.compile(r"/(?:call|run)/([^/]+)/?$")
+
+    def __init__(self, app, blocks: gr.Blocks):
+        self.app = app
+        self.blocks = blocks
+
+    def endpoints(self) -> tuple[set[str], list[str]]:
+        """(every name Gradio would route, the public ones to name in the message)."""
+        dependencies = (getattr(self.blocks, "config", None) or {}).get("dependencies", [])
+        names = {dep["api_name"] for dep in dependencies if dep.get("api_name")}
+        public = sorted(dep["api_name"] for dep in dependencies
+                        if dep.get("api_name") and dep.get("api_visibility", "public") == "public")
+        return names, public
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            match = self.PATH.search(scope.get("path", ""))
+            known, public = self.endpoints()
+            if match and known and match.group(1) not in known:
+                body = json.dumps({"error": f"There is no endpoint /{match.group(1)}. This app serves: "
+                                   + ", ".join(f"/{name}" for name in public) + "."}).encode()
+                log.info("refused a call to unknown endpoint /%s", match.group(1))
+                await send({"type": "http.response.start", "status": 404,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,123 @@
+"""The app as a hostile or crowded network sees it: forged proxy headers, many honest local clients,
+calls to endpoints that do not exist, and calls with extra values (app/serving.py)."""
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client  # noqa: E402
+
+from app.serving import client_ip, is_local, proxy_hops  # noqa: E402
+
+FAST = {"steps": 1, "super_resolve": False}
+SLOW = {"prompt": "a red circle bouncing", "steps": 100, "super_resolve": False}
+
+
+def fake_request(peer: str, forwarded: str | None = None):
+    headers = {} if forwarded is None else {"x-forwarded-for": forwarded}
+    return SimpleNamespace(headers=headers, client=SimpleNamespace(host=peer))
+
+
+def test_client_address_is_the_hop_the_trusted_proxy_appended(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("LUMIERE_PROXY_HOPS", raising=False)
+    # No trusted proxy: a client-written header is ignored.
+    assert proxy_hops() == 0
+    assert client_ip(fake_request("198.51.100.9", "1.2.3.4")) == "198.51.100.9"
+    # On a Space one proxy appends the address it saw; what the client wrote is left of it.
+    monkeypatch.setenv("SPACE_ID", "user/lumiere")
+    assert proxy_hops() == 1
+    assert client_ip(fake_request("10.0.0.2", "1.2.3.4, 5.6.7.8, 203.0.113.7")) == "203.0.113.7"
+    assert client_ip(fake_request("10.0.0.2", "203.0.113.7")) == "203.0.113.7"
+    assert client_ip(fake_request("10.0.0.2")) == "10.0.0.2"
+    monkeypatch.setenv("LUMIERE_PROXY_HOPS", "2")  # CDN + Space proxy: the client is second from the right
+    assert client_ip(fake_request("10.0.0.2", "1.2.3.4, 203.0.113.7, 198.51.100.1")) == "203.0.113.7"
+    monkeypatch.setenv("LUMIERE_PROXY_HOPS", "0")
+    assert client_ip(fake_request("10.0.0.2", "203.0.113.7")) == "10.0.0.2"
+    assert is_local("127.0.0.1") and is_local("::1") and not is_local("203.0.113.7") and not is_local("unknown")
+
+
+@pytest.fixture(scope="module")
+def served(app_server):
+    url, manager = app_server
+    return url.rstrip("/"), manager
+
+
+def wait_busy(manager, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not manager.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.busy
+
+
+def stop_all(manager, jobs, seconds=120):
+    """Stop whatever runs until every job is done (each stopped job ends with an error)."""
+    deadline = time.monotonic() + seconds
+    while not all(job.done() for job in jobs) and time.monotonic() < deadline:
+        manager.cancel()
+        time.sleep(0.1)
+    assert all(job.done() for job in jobs)
+
+
+def test_unknown_endpoint_is_a_404_that_lists_the_real_ones(served):
+    url, _ = served
+    for route in ("call", "run"):
+        response = httpx.post(f"{url}/gradio_api/{route}/text_to_vidoe", json={"data": ["a red circle"]}, timeout=30)
+        assert response.status_code == 404
+        message = response.json()["error"]
+        assert "no endpoint /text_to_vidoe" in message and "/text_to_video" in message
+        assert "/lambda" not in message  # internal UI events are not advertised
+    # A real endpoint is untouched by the check.
+    response = httpx.post(f"{url}/gradio_api/call/text_to_video", json={"data": ["a red circle"]}, timeout=30)
+    assert response.status_code == 200 and response.json()["event_id"]
+
+
+def test_extra_values_in_an_api_call_are_refused(served):
+    url, _ = served
+    base = f"{url}/gradio_api/call/text_to_video"
+    values = ["a red circle", "", False, 0, None, 1, None, False, None, None]
+    event = httpx.post(base, json={"data": values + ["surprise"]}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{base}/{event}", timeout=60) as response:
+        body = "".join(response.iter_text())
+    assert "event: error" in body and "takes 10 values" in body and "sent 11" in body
+
+
+def test_forged_forwarded_for_does_not_escape_the_address_limit(served, monkeypatch):
+    """On a Space (one trusted proxy) a script that opens a new session per request and writes a fresh
+    X-Forwarded-For each time is still counted by the address the proxy appended: 4 jobs, then refusals."""
+    url, manager = served
+    monkeypatch.setenv("LUMIERE_PROXY_HOPS", "1")
+    hog = Client(url, verbose=False)
+    running = hog.submit(**SLOW, api_name="/text_to_video")
+    try:
+        wait_busy(manager)
+        outcomes = []
+        for i in range(7):
+            forged = {"x-forwarded-for": f"192.0.2.{i}, 203.0.113.7"}  # client's lie, then the proxy's hop
+            event = httpx.post(f"{url}/gradio_api/call/text_to_video", headers=forged, timeout=30,
+                               json={"data": ["a green square", "", False, i, None, 1, None, False, None, None]})
+            outcomes.append((event.status_code, event.json()))
+        refused = [body for status, body in outcomes if status != 200 or "event_id" not in body]
+        accepted = [body["event_id"] for status, body in outcomes if status == 200 and "event_id" in body]
+        assert len(accepted) == 4, outcomes
+        assert len(refused) == 3 and all("network address already has 4" in str(body) for body in refused), refused
+    finally:
+        stop_all(manager, [running])
+
+
+def test_eight_honest_local_clients_are_all_served(served):
+    """Clients on this machine share 127.0.0.1: only the per-session limit applies to them."""
+    url, manager = served
+    hog = Client(url, verbose=False)
+    running = hog.submit(**SLOW, api_name="/text_to_video")
+    wait_busy(manager)
+    clients = [Client(url, verbose=False) for _ in range(8)]
+    jobs = [client.submit(prompt="a blue circle moving left", seed=i, api_name="/text_to_video", **FAST)
+            for i, client in enumerate(clients)]
+    time.sleep(1.0)
+    assert not any(job.done() for job in jobs)  # queued behind the hog, none refused
+    stop_all(manager, [running])
+    seeds = sorted(job.result(timeout=180)[1] for job in jobs)
+    assert seeds == list(range(8))
