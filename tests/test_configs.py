@@ -1,4 +1,5 @@
 """Configs are parsed once into dataclasses that reject unknown keys, naming the key and the allowed ones."""
+import copy
 import json
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 
 from lumiere.errors import InputError
 from lumiere.options import PipelineConfig
-from lumiere.train.config import RunConfig
+from lumiere.train.config import STAGES, RunConfig
 from lumiere.train.loop import TrainSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +88,25 @@ def test_the_bundled_models_index_config_is_what_its_training_config_gives():
     assert pipeline_config(ModelConfig.from_dict(model), 4) == index["config"]
     with pytest.raises(InputError, match="unknown key 'temporl' in model; allowed: "):
         ModelConfig.from_dict({**model, "temporl": {}})
+
+
+def test_every_stage_input_is_checked_before_the_first_step(tmp_path):
+    """configs/full_if.json ships without styles: `--stage all` skips the style stage up front instead of
+    training every other stage and then dying; asked for alone it is refused, as are missing inputs."""
+    config = json.loads((ROOT / "configs" / "full_if.json").read_text())
+    with pytest.raises(InputError, match="data.root: .* does not exist"):  # the videos are not here
+        RunConfig.from_dict(config).plan(STAGES)
+    (tmp_path / "videos.csv").write_text("path,caption\n")
+    config["data"].update(root=str(tmp_path), metadata=str(tmp_path / "videos.csv"))
+    run, skipped = RunConfig.from_dict(config).plan(STAGES)
+    assert "style" not in run and "stages.style.styles is empty" in skipped["style"]
+    with pytest.raises(InputError, match="--stage style: nothing to train"):
+        RunConfig.from_dict(config).plan(("style",))
+    missing = copy.deepcopy(config)
+    missing["stages"]["temporal"]["init_from"] = str(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="stages.temporal.init_from: no STUNet config.json"):
+        RunConfig.from_dict(missing).plan(STAGES)
+    folders = copy.deepcopy(config)
+    folders["stages"]["style"]["styles"] = {"ink": str(tmp_path / "no-ink")}
+    with pytest.raises(InputError, match="stages.style.styles.ink"):
+        RunConfig.from_dict(folders).plan(STAGES)

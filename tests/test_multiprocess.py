@@ -91,12 +91,11 @@ def test_only_the_main_process_writes_components(tmp_path, text_encoder):
     assert (tmp_path / "main" / "pipeline" / "text_encoder" / "config.json").is_file()
     assert (tmp_path / "main" / "pipeline" / "model_index.json").is_file()
     assert main.barriers == 1
-    assert Workspace(MICRO_CONFIG, tmp_path, process=FakeProcess(1)).seed(TrainSettings(seed=5)) == 6
 
 
 def test_a_non_main_rank_writes_no_pipeline_files(monkeypatch, tmp_path):
     """A whole stage run on a worker rank: it trains, but leaves the stage's products to the main process."""
-    monkeypatch.setattr(stages, "PartialState", lambda: FakeProcess(1))
+    monkeypatch.setattr(stages, "process_state", lambda: FakeProcess(1))
     config = dict(MICRO_CONFIG, output_dir=str(tmp_path / "out"))
     result = run_stage("t2i", config, steps=1, batch_size=1)
     assert result["step"] == 1
@@ -165,3 +164,82 @@ def test_two_real_processes_draw_different_noise(tmp_path):
     draws = [json.loads((tmp_path / f"draws{rank}.json").read_text()) for rank in (0, 1)]
     assert draws[0] != draws[1]
     assert (tmp_path / "ws" / "pipeline" / "text_encoder" / "config.json").is_file()
+
+
+LAUNCHED = '''
+import json, sys
+from lumiere.train.processes import process_state
+state = process_state()  # first, as the CLI does
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from lumiere.train import loop
+
+out = sys.argv[1]
+saver = loop.save_training_state
+def save(*args, **kwargs):  # record every writer of a checkpoint
+    with open(out + "/writers.txt", "a") as handle:
+        handle.write(f"{state.process_index}\\n")
+    return saver(*args, **kwargs)
+loop.save_training_state = save
+
+class Probe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight, self.seen, self.noise = nn.Parameter(torch.linspace(-1, 1, 4)), [], []
+    def forward(self, batch):
+        noise = torch.randn(4)
+        self.seen += batch.flatten().tolist()
+        self.noise.append(noise.tolist())
+        return ((self.weight - batch.mean() - noise) ** 2).mean()
+
+torch.manual_seed(0)
+probe = Probe()
+settings = loop.TrainSettings(steps=3, batch_size=2, lr=0.05, warmup_steps=1, ema_decay=0.9, checkpoint_every=1,
+                              log_every=1, seed=3, log_with="none")
+data = torch.arange(16, dtype=torch.float32)[:, None]
+loop.train(probe, [probe.weight], DataLoader(data, batch_size=2, shuffle=True, drop_last=True), settings, out + "/run")
+with open(f"{out}/rank{state.process_index}.json", "w") as handle:
+    json.dump({"world": state.num_processes, "seen": probe.seen, "noise": probe.noise,
+               "weight": probe.weight.tolist()}, handle)
+'''
+
+
+@pytest.mark.timeout(240)
+def test_two_cpu_processes_form_one_group_under_torchrun_and_accelerate(tmp_path):
+    """Launched as users launch: different data and noise per rank, identical weights, one writer, no hang.
+    And `accelerate launch --cpu --num_processes 2` (one process without MPI) is refused, not run alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    launchers = {
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"],
+        "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                       "--main_process_port", "29532"],
+    }
+    runs = {}
+    for name, command in launchers.items():
+        (tmp_path / name).mkdir()
+        runs[name] = subprocess.Popen([*command, str(script), str(tmp_path / name)], env=env, cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    refused = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                              str(script), str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=200)
+    assert refused.returncode != 0 and "starts one process" in refused.stdout + refused.stderr
+    assert not (tmp_path / "rank0.json").exists()
+    for name, run in runs.items():
+        output, _ = run.communicate(timeout=200)
+        assert run.returncode == 0, f"{name}:\n{output[-3000:]}"
+        ranks = [json.loads((tmp_path / name / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert [r["world"] for r in ranks] == [2, 2], name
+        assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"]), name  # each rank its own share of the data
+        assert ranks[0]["noise"] != ranks[1]["noise"], name
+        assert ranks[0]["weight"] == ranks[1]["weight"], name  # one model, averaged gradients
+        assert (tmp_path / name / "writers.txt").read_text().split() == ["0", "0", "0"], name  # 3 checkpoints, rank 0

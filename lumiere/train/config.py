@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..build import ModelConfig
 from ..errors import InputError
@@ -184,3 +185,39 @@ class RunConfig:
             raise InputError(f"stages.style.styles: with {self.data.type} data each style needs its own images; give "
                              f"a mapping style name -> image folder (e.g. {{\"{named[0]}\": \"data/styles/...\"}}) "
                              f"instead of a list of names (only the procedural data renders styles itself)")
+
+    def plan(self, stages) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The stages a run of ``stages`` trains, and why each other one is skipped, checked before the first
+        step: an input a later stage needs (a style list, a style's image folder, a STUNet to continue, the
+        real data's files) fails now, not after hours of the earlier stages.
+
+        A stage with nothing to do is skipped when it is one of several (``--stage all``): no model.ssr for the
+        SSR stage, an empty style list for the style stage; asked for alone, it is an error.
+
+        Raises:
+            InputError: naming the config key and what it needs.
+        """
+        stages = tuple(stages)
+        skipped = {}
+        if "ssr" in stages and self.model.ssr is None:
+            skipped["ssr"] = "the config has no model.ssr (an SSR model is optional)"
+        if "style" in stages and not self.stage("style").styles:
+            skipped["style"] = "stages.style.styles is empty"
+        alone = len(stages) == 1 and stages[0] in skipped
+        if alone:
+            raise InputError(f"--stage {stages[0]}: nothing to train: {skipped[stages[0]]}")
+        run = tuple(stage for stage in stages if stage not in skipped)
+        for stage in run:
+            init_from = self.stage(stage).init_from
+            if init_from and not (Path(init_from).expanduser() / "config.json").is_file():
+                raise InputError(f"stages.{stage}.init_from: no STUNet config.json in {init_from}")
+        if "style" in run:
+            for style, folder in self.stage("style").style_folders.items():
+                if not Path(folder).expanduser().is_dir():
+                    raise InputError(f"stages.style.styles.{style}: {folder} is not a folder of images")
+        if self.data.type == "real" and any(stage != "style" for stage in run):
+            for key in ("root", "metadata"):
+                path = Path(getattr(self.data, key)).expanduser()
+                if not path.exists():
+                    raise InputError(f"data.{key}: {path} does not exist")
+        return run, skipped

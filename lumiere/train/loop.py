@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import (DataLoaderConfiguration, DistributedType, GradientAccumulationPlugin,
+                              ProjectConfiguration, set_seed)
 from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
@@ -27,6 +28,7 @@ from ..errors import InputError
 from ..options import from_mapping
 from .checkpoint import (checkpoint_step, latest_checkpoint, load_sharded_training_state, load_training_state,
                          prune_checkpoints, save_sharded_training_state, save_training_state, shards_optimizer_state)
+from .processes import check_replicas, process_state
 
 
 LOG_WITH = ("auto", "tensorboard", "wandb", "none")
@@ -111,24 +113,40 @@ def process_seed(seed: int, process_index: int = 0, step: int = 0, num_processes
     return int(seed) + int(step) * int(num_processes) + int(process_index)
 
 
-def infinite(loader, epoch: int = 0):
+_END = object()
+
+
+def infinite(loader, epoch: int = 0, skip: int = 0, skip_batches: Callable | None = None):
     """The loader's batches, epoch after epoch (from ``epoch``), telling it each epoch (``set_epoch``:
     accelerate forwards it to the sampler and the dataset, whose per-epoch draws then differ; a plain
-    loader's dataset, e.g. streamed shards, is told directly).
+    loader's dataset, e.g. streamed shards, is told directly). ``skip`` batches of the first epoch are
+    passed over without being loaded (``skip_batches(loader, n)``: accelerate's), so a resumed run
+    continues at the batch it stopped at.
 
     Raises:
         InputError: an epoch without a single batch (which would otherwise loop forever).
     """
     dataset = getattr(loader, "dataset", None)
     while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        elif hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        empty = True
-        for batch in loader:
+        source = skip_batches(loader, skip) if skip and skip_batches is not None else loader
+        for each in {id(loader): loader, id(source): source}.values():
+            if hasattr(each, "set_epoch"):
+                each.set_epoch(epoch)
+            elif hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+        empty = not skip  # a skipped-into epoch may hold no batch after the skip
+        iterator = iter(source)
+        while True:
+            # Loading draws from torch's global generator (a new epoch's iterator draws its workers' base
+            # seed): kept out of the training step's stream, so its draws do not depend on where an epoch
+            # starts (or a resumed run restarts one) nor on the number of workers.
+            with torch.random.fork_rng(devices=[]):
+                batch = next(iterator, _END)
+            if batch is _END:
+                break
             empty = False
             yield batch
+        skip = 0
         if empty:
             raise InputError("the training data gave no batch in a whole epoch: the dataset is empty or smaller "
                              "than one batch per process (batch_size x processes; streamed shards: per data "
@@ -261,7 +279,16 @@ def train_frozen_in_eval(module: nn.Module) -> None:
 def _train(module: nn.Module, params: list, loader, settings: TrainSettings, output_dir: Path, resume: bool,
            description: str, validation: Validation | None, on_checkpoint: Callable[[int], None] | None) -> dict:
     log_with = _log_with(settings)
-    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision,
+    process_state()  # the process group first (see processes.py)
+    # Every optimizer step takes exactly grad_accum micro-batches, also across epoch ends (accelerate
+    # would otherwise cut the step at each end of the loader while still dividing the loss by grad_accum).
+    # The shuffle is a function of (seed, epoch), not of the global generator, so a resumed run sees
+    # the order the uninterrupted one saw.
+    accelerator = Accelerator(gradient_accumulation_plugin=GradientAccumulationPlugin(
+                                  num_steps=settings.grad_accum, sync_with_dataloader=False),
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                                        data_seed=int(settings.seed)),
+                              mixed_precision=settings.mixed_precision,
                               log_with=log_with, project_config=ProjectConfiguration(project_dir=str(output_dir),
                                                                                      logging_dir=str(output_dir)))
     if settings.log_with == "auto" and log_with is None and not _NOTICES:
@@ -269,6 +296,7 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         accelerator.print("training metrics are not tracked: `pip install tensorboard` to log them, or set "
                           "train.log_with to \"none\" to silence this")
     refuse_sharded_parameters(accelerator)
+    check_replicas(accelerator, module, description)
     sharded = shards_optimizer_state(accelerator)
     set_seed(process_seed(settings.seed, accelerator.process_index))
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
@@ -297,9 +325,6 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
         step = int(meta["step"])
         progress.resume(step, float((meta or {}).get("seconds", 0.0)))
         accelerator.print(f"{description}: resumed from {checkpoint} at step {step}")
-    # Each rank draws its own timesteps / noise; a resumed run draws fresh ones, not a replay of the start.
-    set_seed(process_seed(settings.seed, accelerator.process_index, step, accelerator.num_processes))
-
     check_enough_data(loader, settings, accelerator.num_processes, description)
     if getattr(loader.dataset, "splits_across_processes", False):
         # Streamed shards already give each rank its own share: accelerate would instead read them all on
@@ -315,12 +340,15 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     if ema is not None:  # after any load: EMA shadows load on the CPU
         ema.to(accelerator.device)
     train_frozen_in_eval(module)
-    # A resumed run continues in the epoch it stopped in (other windows / crops than the first epoch's);
-    # for streamed data (no length) in epoch ``step x grad_accum``, one no earlier run reached (an epoch
-    # has at least one batch).
+    # A resumed run continues at the batch it stopped at (the shuffle is a function of the epoch); streamed
+    # data (no length) continues in epoch ``step x grad_accum``, one no earlier run reached (an epoch has
+    # at least one batch).
     batches_done = step * settings.grad_accum
-    epoch = (batches_done // len(loader) if _sized(loader) else batches_done) if step else 0
-    batches = infinite(loader, epoch=epoch)
+    if _sized(loader):
+        epoch, skip = divmod(batches_done, len(loader))
+    else:
+        epoch, skip = (batches_done if step else 0), 0
+    batches = infinite(loader, epoch=epoch, skip=skip, skip_batches=accelerator.skip_first_batches)
     if log_with:
         # TensorBoard: events under <stage dir>/logs; W&B: project "lumiere", the run named after the stage.
         accelerator.init_trackers("logs" if log_with == "tensorboard" else "lumiere",
@@ -337,15 +365,20 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
     bar = tqdm(total=None if settings.time_budget else settings.steps, initial=step, desc=description, disable=not accelerator.is_local_main_process)
     try:
         while not progress.finished(step):
-            with accelerator.accumulate(module):
-                loss = module(next(batches))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-                optimizer.step()  # accelerate's wrapper skips it on accumulation micro-batches
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
+            # Every draw of a step (timesteps, noise, masks) comes from a seed of (step, rank): each rank
+            # draws its own, and a resumed run draws exactly what the uninterrupted one would have.
+            set_seed(process_seed(settings.seed, accelerator.process_index, step, accelerator.num_processes))
+            step_loss = torch.zeros((), device=accelerator.device)
+            for _ in range(settings.grad_accum):
+                with accelerator.accumulate(module):
+                    loss = module(next(batches))
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                    optimizer.step()  # accelerate's wrapper skips it on accumulation micro-batches
+                    optimizer.zero_grad(set_to_none=True)
+                step_loss += loss.detach().float() / settings.grad_accum
+            assert accelerator.sync_gradients, "an optimizer step must end on its last micro-batch"
             applied_lr = schedule.get_last_lr()[0]  # the rate this step used (logged to the tracker)
             # The schedule counts optimizer steps, not micro-batches (else warm-up ends grad_accum x early);
             # an fp16 step skipped for overflow does not advance it either.
@@ -354,7 +387,7 @@ def _train(module: nn.Module, params: list, loader, settings: TrainSettings, out
             step += 1
             if ema is not None:
                 ema.step(params)
-            interval["loss"] += loss.detach().float()
+            interval["loss"] += step_loss
             interval["steps"] += 1
             bar.update(1)
             if step % settings.log_every == 0 or step >= settings.steps or progress.due(step, settings.log_every):

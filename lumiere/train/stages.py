@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
+from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from torch.utils.data import DataLoader
@@ -36,7 +36,8 @@ from ..errors import InputError
 from ..options import NoisePrior, SSROptions
 from ..sampling import initial_noise, noise_schedule_config
 from .config import STAGES, RunConfig
-from .loop import TrainSettings, Validation, process_seed, train
+from .loop import TrainSettings, Validation, train
+from .processes import process_state
 from .masks import random_condition
 
 
@@ -125,6 +126,8 @@ def _loader(dataset, settings: TrainSettings) -> DataLoader:
     if _streamed(dataset):
         dataset = dataset if isinstance(dataset, torch.utils.data.IterableDataset) else _Stream(dataset)
     streamed = isinstance(dataset, torch.utils.data.IterableDataset)
+    from ..threads import configure  # torch's threads leave a CPU to each worker process (lumiere/threads.py)
+    configure(workers=settings.num_workers)
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=not streamed, num_workers=settings.num_workers,
                       drop_last=True, persistent_workers=settings.num_workers > 0 and not per_epoch)
 
@@ -223,7 +226,7 @@ class VideoModule(nn.Module):
     frozen VAE's latents and the conditional model on the encoded (C, M) sampling uses."""
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
-                 kind: str = "temporal", ssr: SSROptions | None = None, seed: int = 0, vae=None,
+                 kind: str = "temporal", ssr: SSROptions | None = None, vae=None,
                  render: Callable[[dict], dict] | None = None):
         """``render(batch)``: the batch's pixels from the clip parameters the loader gave (a dataset's
         ``render_batch``, ``data.render_on_device``), on the device the batch is on."""
@@ -231,14 +234,15 @@ class VideoModule(nn.Module):
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
         self.vae = _frozen(vae)
         self.ssr = ssr or SSROptions()
-        self.rng = np.random.default_rng(seed)
         self.render = render
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
         pixels = batch["video"]
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
-            draws = [random_condition(v.cpu(), self.rng) for v in pixels]
+            # Seeded from the global generator, which the loop seeds per (step, rank): reproducible on resume.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            draws = [random_condition(v.cpu(), rng) for v in pixels]
             pixels = torch.stack([d.target for d in draws]).to(pixels)
             condition = torch.stack([d.condition for d in draws]).to(pixels)
             keep = torch.stack([d.keep for d in draws]).to(pixels)
@@ -382,7 +386,7 @@ class Workspace:
     def __init__(self, config: RunConfig | dict, output_dir: str | Path | None = None, process=None,
                  time_scale: float = 1.0, on_write: Callable[[], None] | None = None):
         """``config``: a RunConfig or a config dict, parsed (and checked for unknown keys) here.
-        ``process``: this process's accelerate state (default: ``PartialState()``, shared by the whole run).
+        ``process``: this process's accelerate state (default: ``process_state()``, shared by the whole run).
         ``time_scale`` multiplies every stage's ``time_budget`` (a whole run fitted to one budget).
         ``on_write()`` runs on the main process after each write into the pipeline directory: a stage's
         final model, and its EMA snapshot at every checkpoint (how a time-boxed run packs its latest model)."""
@@ -403,11 +407,7 @@ class Workspace:
     @property
     def process(self):
         """The accelerate process state: ``is_main_process``, ``process_index``, ``wait_for_everyone``."""
-        return self._process if self._process is not None else PartialState()
-
-    def seed(self, settings: TrainSettings) -> int:
-        """This rank's seed for a stage's own draws (e.g. the conditional stage's masks): differs per rank."""
-        return process_seed(settings.seed, self.process.process_index)
+        return self._process if self._process is not None else process_state()
 
     def on_main_process(self, write, *args) -> None:
         """Run ``write(*args)`` on the main process only (under ``accelerate launch`` every rank would
@@ -607,7 +607,7 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     if pretrained and not ws.config.stage("t2i").finetune_pretrained:
         reason = (f"model.t2i.pretrained is set ({ws.model.t2i['pretrained']}): the video stages use it as it is; "
                   f"set stages.t2i.finetune_pretrained to true in the config to fine-tune it")
-        PartialState().print(f"t2i: skipped: {reason}")
+        process_state().print(f"t2i: skipped: {reason}")
         return {"skipped": reason}
     text_encoder = ws.text_encoder() if pretrained else build_text_encoder(ws.model.text_encoder)
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
@@ -634,7 +634,7 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     base = _initial_stunet(ws, text_encoder)
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
-    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal", seed=ws.seed(settings),
+    module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal",
                          vae=ws.vae(), render=device_renderer(data))
     _memory_settings(settings, base)
     ws.write_component("text_encoder", text_encoder)  # with each snapshot of the base, a loadable pipeline
@@ -683,7 +683,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
-                         seed=ws.seed(settings), vae=ws.vae(), render=device_renderer(data))
+                         vae=ws.vae(), render=device_renderer(data))
     _memory_settings(settings, conditional)
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(data, settings), settings, ws.root / "conditional", resume, "conditional",
@@ -699,7 +699,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
     ``model.ssr`` skips the stage with a log line (``--stage all`` runs through)."""
     if ws.model.ssr is None:  # SSR is optional (a latent model outputs at its decoded resolution)
         reason = "the config has no model.ssr section: the pipeline outputs at base_resolution"
-        PartialState().print(f"ssr: skipped: {reason}")
+        process_state().print(f"ssr: skipped: {reason}")
         return {"skipped": reason}
     options, stage = ws.model.ssr_options, ws.config.stage("ssr")
     scale, crop = int(options.scale), int(stage.crop)
@@ -715,10 +715,10 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
             raise InputError(f"stages.ssr.init_from: {stage.init_from} down-samples time "
                              f"(factor {ssr.temporal_downsampling_factor}): a base model, not an SSR")
         image_result = {"skipped": f"image phase: continuing the SSR in {stage.init_from}"}
-        PartialState().print(f"ssr: {image_result['skipped']}")
+        process_state().print(f"ssr: {image_result['skipped']}")
     else:
         unet = build_ssr_unet(ws.model.ssr, text_encoder.hidden_size)
-        image_module = SRImageModule(unet, text_encoder, objective, "ssr", options, seed=ws.seed(image_settings))
+        image_module = SRImageModule(unet, text_encoder, objective, "ssr", options)
         _memory_settings(image_settings, unet)
         image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
         image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings),
@@ -726,7 +726,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
         ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
 
     video_settings = ws.settings("ssr", "video", **overrides)
-    video_module = VideoModule(ssr, text_encoder, objective, "ssr", options, seed=ws.seed(video_settings))
+    video_module = VideoModule(ssr, text_encoder, objective, "ssr", options)
     _memory_settings(video_settings, ssr)
     window = int(stage.train_window if stage.train_window is not None else options.window)
     video_data = RandomCrop(video_dataset(ws.config, frames, *high, lowres=(height, width)), crop, scale, window, seed=2)
@@ -791,7 +791,12 @@ def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, re
     TrainSettings values over every stage's, None = the config's)."""
     if stage not in RUNNERS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return RUNNERS[stage](Workspace(config, output_dir, time_scale=time_scale, on_write=on_write), resume, **overrides)
+    process_state()  # the process group before anything else (processes.py)
+    ws = Workspace(config, output_dir, time_scale=time_scale, on_write=on_write)
+    # Weights drawn before training (a fresh T2I, inflate's temporal layers, the SSR's) follow the run's
+    # seed, identically on every rank: two runs of one config start from the same model.
+    set_seed(int(ws.settings(stage, **overrides).seed))
+    return RUNNERS[stage](ws, resume, **overrides)
 
 
 def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16,
@@ -799,9 +804,9 @@ def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torc
     """Copy the trained pipeline to ``destination`` with weights cast (fp16 halves the bundled size).
 
     Under ``accelerate launch`` only the main process writes; the others wait for it (``process``: the
-    accelerate state, default ``PartialState()``)."""
+    accelerate state, default ``process_state()``)."""
     destination = Path(destination)
-    process = process if process is not None else PartialState()
+    process = process if process is not None else process_state()
     if process.is_main_process:
         from ..pipeline import LumierePipeline
 
