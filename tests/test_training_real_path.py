@@ -297,8 +297,11 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
     from lumiere.train import run_stage
 
     root, config = pretrained_t2i_config
-    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--out", str(root / "inflated")]) == 0
+    (root / "inflate-config.json").write_text(json.dumps(config))
+    inflate_args = ["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--config", str(root / "inflate-config.json")]
+    assert main([*inflate_args, "--out", str(root / "inflated")]) == 0
     start = _nudged_and_saved(STUNet.from_pretrained(root / "inflated"), root / "inflated")
+    assert start.temporal_head_dim == config["model"]["temporal"]["temporal_head_dim"]  # the config's, not the default
 
     config = json.loads(json.dumps(config))
     config["output_dir"] = str(root / "from-inflated")
@@ -308,10 +311,14 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
     trained = STUNet.from_pretrained(root / "from-inflated" / "pipeline" / "base")
     assert _same_weights(start, trained)
 
-    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--conditional",
-                 "--out", str(root / "conditional")]) == 0
+    assert main([*inflate_args, "--conditional", "--out", str(root / "conditional")]) == 0
     config["stages"]["temporal"]["init_from"] = str(root / "conditional")
     with pytest.raises(InputError, match="stages.temporal.init_from: .* conditional model"):
+        run_stage("temporal", config, steps=1)
+    # Inflated with other temporal options than the config's (inflate's defaults): refused, not kept silently.
+    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--out", str(root / "default")]) == 0
+    config["stages"]["temporal"]["init_from"] = str(root / "default")
+    with pytest.raises(InputError, match="stages.temporal.init_from: .* temporal_head_dim 64 \\(config: 16\\)"):
         run_stage("temporal", config, steps=1)
 
 

@@ -665,6 +665,14 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
     if not (directory / "config.json").is_file():
         raise InputError(f"stages.{stage}.init_from: no STUNet config.json in {directory}")
     model = STUNet.from_pretrained(directory)
+    # The config's temporal options describe the model the run trains: a STUNet saved with others would be
+    # trained (and exported) as it is, under a config that says something else.
+    differ = {key: (value, model.config.get(key)) for key, value in ws.model.temporal.items()
+              if not key.startswith("_") and key in model.config and model.config[key] != value}
+    if differ:
+        listed = ", ".join(f"{key} {saved!r} (config: {wanted!r})" for key, (wanted, saved) in differ.items())
+        raise InputError(f"stages.{stage}.init_from: {directory} was saved with {listed}: inflate it with this "
+                         f"config (`python -m lumiere inflate --config ...`) or make model.temporal match")
     width = model.t2i.config.cross_attention_dim
     if width != text_encoder.hidden_size:
         raise InputError(f"stages.{stage}.init_from: {directory} attends to {width}-wide text states, "
