@@ -1,9 +1,11 @@
 """Server-side validation of everything a request can carry (API calls bypass the UI's sliders).
 
 Every check raises :class:`InputError` (a ValueError) with a sentence that names the field and says
-what to do; the UI turns it into ``gr.Error``. Files are checked from their headers *before* decoding,
-and videos are decoded only as far as the model will look (see :func:`load_video`), so a small upload
-cannot expand into gigabytes.
+what to do; the UI turns it into ``gr.Error``. The rules and limits are the library's, shared with the
+CLI and the Python API: uploads are read by ``lumiere.io`` (refused by their headers *before* decoding,
+videos decoded only as far as the model will look, see :func:`load_video`, so a small upload cannot
+expand into gigabytes), prompts and frame counts are checked by ``lumiere.request``. This module adds
+what is the app's own: Gradio's value shapes (FileData dicts, editor layers) and the field labels.
 """
 from __future__ import annotations
 
@@ -15,17 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from lumiere import errors
-from lumiere.io import mask_from_array
-from lumiere.options import MAX_SEED, SAMPLERS
+from lumiere.io import mask_from_array, read_video
+from lumiere.io import open_image as read_image_file
+# MAX_FRAMES_FACTOR, MAX_PROMPT_CHARS: the UI reads them from here.
+from lumiere.options import DEFAULT_INPUT_LIMITS, MAX_FRAMES_FACTOR, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS  # noqa: F401
+from lumiere.request import check_num_frames, check_text
 
-MAX_VIDEO_SECONDS = 20.0
-MAX_SIDE = 1920                      # longest side of an uploaded video
-MAX_DECODE_PIXELS = 1_300_000_000    # width x height x frames a video may hold (a 20 s 1080p30 clip: 1.24e9)
-MAX_IMAGE_SIDE = 4096                # phone photos (4032 x 3024) pass
-MAX_IMAGE_PIXELS = 4096 * 4096
+# The library's limits under the names the UI reads (one definition: lumiere.options).
+MAX_VIDEO_SECONDS = DEFAULT_INPUT_LIMITS.max_video_seconds
+MAX_SIDE = DEFAULT_INPUT_LIMITS.max_video_side
+MAX_DECODE_PIXELS = DEFAULT_INPUT_LIMITS.max_decode_pixels
+MAX_IMAGE_SIDE = DEFAULT_INPUT_LIMITS.max_image_side
+MAX_IMAGE_PIXELS = DEFAULT_INPUT_LIMITS.max_image_pixels
 MAX_STEPS = 100
-MAX_FRAMES_FACTOR = 4  # frames <= 4 x the base model's clip length
-MAX_PROMPT_CHARS = 500
 
 # API parameter -> the label a person sees; messages name both so either reader finds the field.
 FIELD_LABELS = {
@@ -37,8 +41,9 @@ FIELD_LABELS = {
 }
 
 
-class InputError(errors.InputError):
-    """A request the user can fix (a :class:`lumiere.errors.LumiereError`, so the UI catches one family)."""
+# A request the user can fix: the library's own class, so what lumiere.io and lumiere.request raise for an
+# upload or a value is caught as this (and, as a LumiereError, by the UI's one handler).
+InputError = errors.InputError
 
 
 def field(name: str) -> str:
@@ -58,10 +63,7 @@ def prompt_text(prompt, what: str = "the video", name: str = "prompt") -> str:
         raise InputError(f"{field(name)} must be text, got {_kind(prompt)}.")
     if prompt is None or not prompt.strip():
         raise InputError(f"The prompt is empty: describe {what}, e.g. \"a red circle bouncing on the grass\".")
-    prompt = prompt.strip()
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(f"The prompt is too long ({len(prompt)} characters); keep it under {MAX_PROMPT_CHARS}.")
-    return prompt
+    return check_text(prompt, field(name))
 
 
 def optional_text(text, name: str = "negative_prompt") -> str:
@@ -69,7 +71,7 @@ def optional_text(text, name: str = "negative_prompt") -> str:
         return ""
     if not isinstance(text, str):
         raise InputError(f"{field(name)} must be text, got {_kind(text)}.")
-    return text.strip()[:MAX_PROMPT_CHARS]
+    return check_text(text, field(name))
 
 
 def flag(value, name: str, default: bool) -> bool:
@@ -115,15 +117,7 @@ def seed_value(seed) -> int | None:
 def frames_value(num_frames, base_frames: int, factor: int) -> int:
     if num_frames is None or num_frames == "":
         return base_frames
-    frames = integer(num_frames, "num_frames")
-    limit = MAX_FRAMES_FACTOR * base_frames
-    factor = max(1, factor)
-    if frames < factor or frames > limit:
-        raise InputError(f"{field('num_frames')} must be between {factor} and {limit} for this model, got {frames}.")
-    if frames % factor:
-        raise InputError(f"{field('num_frames')} must be a multiple of {factor} for this model, got {frames} "
-                         f"(try {max(factor, frames - frames % factor)}).")
-    return frames
+    return check_num_frames(integer(num_frames, "num_frames"), base_frames, factor, field("num_frames"))
 
 
 def steps_value(steps, default: int) -> int:
@@ -176,93 +170,28 @@ def file_path(value, what: str) -> Path:
     return path
 
 
-def check_video(path: Path, num_frames: int, fps: float):
-    """Refuse a video by what its header says before any frame is decoded; returns its VideoInfo."""
-    from lumiere.io import probe_video
-
-    name = path.name
-    try:
-        info = probe_video(path)
-    except (ValueError, OSError):
-        raise InputError(f"Could not read the uploaded video '{name}': it is not a video file or it is damaged. "
-                         "Upload an mp4, webm, mov or gif file.") from None
-    if info.width < 1 or info.height < 1:
-        raise InputError(f"The uploaded video '{name}' has no picture; upload an mp4, webm, mov or gif file.")
-    if max(info.width, info.height) > MAX_SIDE:
-        raise InputError(f"The video is {info.width}x{info.height}; upload one at most {MAX_SIDE}x{MAX_SIDE} pixels.")
-    if info.seconds > MAX_VIDEO_SECONDS:
-        raise InputError(f"The video is {info.seconds:.0f} s long; upload a clip of at most "
-                         f"{MAX_VIDEO_SECONDS:.0f} s.")
-    total = info.width * info.height * info.frames
-    if total > MAX_DECODE_PIXELS:
-        raise InputError(
-            f"The video holds too many pixels to process: {info.width}x{info.height} at {info.fps:.0f} fps for "
-            f"{info.seconds:.0f} s is {total / 1e9:.1f} billion pixels, the limit is {MAX_DECODE_PIXELS / 1e9:.1f} "
-            "billion. Upload a shorter, smaller or lower-frame-rate clip (the model only uses the first "
-            f"{num_frames / fps:.0f} s at {fps:g} fps).")
-    return info
-
-
 def load_video(path, num_frames: int | None = None, fps: float | None = None,
                cover: tuple[int, int] | None = None) -> np.ndarray:
     """A user's uploaded video -> uint8 (T, H, W, 3), decoding only what the model will use.
 
     ``num_frames`` frames from the start of the clip resampled to ``fps`` (the model's rate), each frame
-    scaled down while decoding to just cover ``cover`` = (height, width) (the output resolution). The
-    header is checked first (:func:`check_video`), so memory stays bounded whatever the file holds.
+    scaled down while decoding to just cover ``cover`` = (height, width) (the output resolution):
+    :func:`lumiere.io.read_video`, which checks the header first, so memory stays bounded whatever the
+    file holds. The CLI reads ``--video`` the same way.
     """
-    from lumiere.io import read_video
-
     if path is None or path == "":
         raise InputError("Upload a video first (mp4, webm, mov or gif).")
-    path = file_path(path, "a video")
-    check_video(path, num_frames or 16, fps or 8.0)
-    try:
-        frames, _ = read_video(path, fps=fps, max_frames=num_frames, cover=cover)
-    except ValueError:
-        raise InputError(f"Could not decode the uploaded video '{path.name}': it is damaged or in an unsupported "
-                         "format. Upload an mp4, webm, mov or gif file.") from None
-    if frames.ndim != 4 or len(frames) == 0:
-        raise InputError(f"The uploaded video '{path.name}' has no frames.")
+    frames, _ = read_video(file_path(path, "a video"), fps=fps, max_frames=num_frames, cover=cover,
+                           name="the uploaded video")
     return frames
 
 
 def open_image(value, name: str = "image"):
     """A PIL image from an upload, refused by its header (not an image, too many pixels) before decoding,
-    then decoded (a truncated or damaged file is refused here). ``name`` is the API parameter."""
-    from PIL import Image, UnidentifiedImageError
-
+    then decoded and turned the way up it was taken: :func:`lumiere.io.open_image`. ``name`` is the API
+    parameter; messages start with its label."""
     label = FIELD_LABELS.get(name, name)
-    path = file_path(value, f"the {label.lower()}")
-    filename = path.name
-    try:
-        im = Image.open(path)
-    except Image.DecompressionBombError as error:
-        pixels = re.search(r"\((\d+) pixels\)", str(error))
-        size = f" ({int(pixels.group(1)) / 1e6:.0f} megapixels)" if pixels else ""
-        raise InputError(f"{label}: the picture '{filename}' is far too large{size}; upload one at most "
-                         f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels.") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InputError(f"{label}: the file '{filename}' is not an image file (or it is damaged): upload a png, "
-                         "jpg or webp picture.") from None
-    width, height = im.size
-    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-        im.close()
-        raise InputError(f"{label}: the picture '{filename}' is {width}x{height}; upload one at most "
-                         f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels.")
-    try:
-        im.load()
-    except Exception:  # Pillow raises OSError/SyntaxError/ValueError/... for damaged data
-        im.close()
-        raise InputError(f"{label}: the file '{filename}' is truncated or damaged: re-save it as png or jpg and "
-                         "upload it again.") from None
-    try:
-        from PIL import ImageOps
-
-        im = ImageOps.exif_transpose(im)  # phone photos: the way up they were taken
-    except Exception:
-        pass
-    return im
+    return read_image_file(file_path(value, f"the {label.lower()}"), name=label)
 
 
 def image_array(image, what: str = "an image") -> np.ndarray:

@@ -1,31 +1,41 @@
 """Command line: ``python -m lumiere {generate,i2v,inpaint,cinemagraph,v2v,inflate,train,eval,export}``.
 
-Generation commands show a tqdm bar. The library's own errors (``lumiere.errors.LumiereError``: a bad
-option, an unreadable input file, a missing or corrupt checkpoint) print one line and exit with
-status 2; anything else is a bug and keeps its traceback. Reference: ``docs/cli.md``.
+Generation commands show a tqdm bar and write ``--out`` (default: ``outputs/<command>-<time>-seed<seed>.mp4``).
+Input files are read by ``lumiere.io`` as the app reads uploads: refused by their headers before decoding,
+videos decoded only as far as the model will look. The library's own errors (``lumiere.errors.LumiereError``:
+a bad option, an unreadable or oversized input file, a missing or corrupt checkpoint, an unreachable Hub)
+print one line and exit with status 2; anything else is a bug and keeps its traceback. Reference:
+``docs/cli.md``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import InputError, LumiereError, MissingFileError
 from .io import WRITABLE_SUFFIXES
-from .options import DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_GUIDANCE_SCALE, MAX_SEED, SAMPLERS
+from .options import (DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_FRAMES_FACTOR, MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS,
+                      MAX_SEED, SAMPLERS)
+
+DEFAULT_OUT_DIR = "outputs"  # git-ignored; generation commands write here when --out is left out
 
 
 def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
     if needs_prompt:
         parser.add_argument("--prompt", required=True, help="what the video shows")
-    parser.add_argument("--out", required=True, help="output file (.mp4, .gif or .webm)")
+    parser.add_argument("--out", default=None,
+                        help=f"output file (.mp4, .gif or .webm; default: {DEFAULT_OUT_DIR}/<command>-<time>-seed<seed>.mp4)")
     parser.add_argument("--model", default=None, help="pipeline directory or Hub repo id (default: bundled model)")
-    parser.add_argument("--frames", type=int, default=None, help="number of frames (multiple of the model's factor)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="number of frames: a multiple of the model's temporal down-sampling factor, at most "
+                             f"{MAX_FRAMES_FACTOR} x its clip length (default: the clip length)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=None,
                         help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE_SCALE:g}]")
-    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--negative-prompt", default=None, help=f"at most {MAX_PROMPT_CHARS} characters")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random; printed)")
     parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the model's")
     parser.add_argument("--no-ssr", action="store_true", help="skip spatial super-resolution")
@@ -70,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     inflate.add_argument("--fixed-temporal-resolution", action="store_true",
                          help="conventional inflation without temporal down/up-sampling")
     inflate.add_argument("--conditional", action="store_true", help="widen conv_in for the (J, C, M) input")
+    inflate.add_argument("--config", default=None,
+                         help="training config whose model.temporal options to inflate with (default: inflate's "
+                              "defaults); use the config that will train it (stages.*.init_from checks they agree)")
 
     train = sub.add_parser("train", help="run a training stage (works under `accelerate launch`)")
     train.add_argument("--stage", required=True, choices=["t2i", "temporal", "conditional", "ssr", "style", "all"])
@@ -125,14 +138,28 @@ def _check_input_file(option: str, value: str) -> None:
         raise MissingFileError(f"{option} {value}: no such file")
 
 
+def default_out(command: str, seed: int) -> Path:
+    """Where a generation command writes when ``--out`` is left out: the git-ignored ``outputs/`` folder
+    (created), never the current directory itself."""
+    folder = Path(DEFAULT_OUT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}.mp4"
+
+
 def check_args(args) -> None:
     """Everything that can be checked without the model, so a mistake costs seconds rather than a whole
     generation (or evaluation) before it is reported. Raises InputError / MissingFileError."""
     if args.command in GENERATION_COMMANDS:
-        _check_output_file(args.out, WRITABLE_SUFFIXES)
+        from .request import check_text
+
+        if args.out is not None:
+            _check_output_file(args.out, WRITABLE_SUFFIXES)
         for option in ("image", "video", "mask"):
             if getattr(args, option, None) is not None:
                 _check_input_file(f"--{option}", getattr(args, option))
+        check_text(args.prompt, "--prompt")
+        if args.negative_prompt is not None:
+            check_text(args.negative_prompt, "--negative-prompt")
         if args.seed is not None and args.seed > MAX_SEED:
             raise InputError(f"--seed must be at most 2^63-1 = {MAX_SEED}, got {args.seed} "
                              "(leave it out, or pass -1, for a random seed)")
@@ -160,7 +187,10 @@ def check_args(args) -> None:
 def _load_pipeline(args):
     from .pipeline import LumierePipeline
 
-    pipe = LumierePipeline.from_pretrained(args.model, device=args.device)
+    try:
+        pipe = LumierePipeline.from_pretrained(args.model, device=args.device)
+    except MissingFileError as error:
+        raise MissingFileError(f"--model {args.model or 'bundled'}: {error}") from None
     pipe.progress_bar = True
     return pipe
 
@@ -171,15 +201,28 @@ def _generation_kwargs(args, seed: int) -> dict:
                 sampler=args.sampler, style=args.style or None, style_weight=args.style_weight)
 
 
-def _write(pipe, video, out: str, seed: int) -> None:
+def _write(pipe, video, out, seed: int) -> None:
     from .io import write_video
 
     write_video(out, video, pipe.fps)
     print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, seed {seed})")
 
 
+def _read_video(pipe, args):
+    """``--video`` as the app reads an upload (``lumiere.io.read_video``): the first ``--frames`` frames at
+    the model's fps, each scaled down while decoding to just cover the output size, so memory follows
+    what the model uses, not what the file holds."""
+    from .io import read_video
+
+    base_frames, height, width = pipe.base_resolution
+    if not args.no_ssr and pipe.has_component("ssr"):
+        _, height, width = pipe.output_resolution
+    return read_video(args.video, fps=pipe.fps, max_frames=args.frames or base_frames, cover=(height, width),
+                      name="--video")[0]
+
+
 def run(args) -> int:
-    from .io import read_image, read_mask, read_video
+    from .io import check_video, read_image, read_mask
 
     if args.command == "inflate":
         return _inflate(args)
@@ -204,15 +247,22 @@ def run(args) -> int:
             Path(args.out).write_text(text)
         return 0
 
+    from .request import check_num_frames
     from .sampling import random_seed
 
-    # Input files are read (and refused if unreadable) before the model loads.
-    image = read_image(args.image) if getattr(args, "image", None) else None
-    mask = read_mask(args.mask) if getattr(args, "mask", None) else None
-    video = read_video(args.video)[0] if getattr(args, "video", None) else None
+    # Input files are read, or a video's header checked, (and refused if unreadable or too large) before the
+    # model loads; the video is decoded once the model says how much of it a generation uses.
+    image = read_image(args.image, name="--image") if getattr(args, "image", None) else None
+    mask = read_mask(args.mask, name="--mask") if getattr(args, "mask", None) else None
+    if getattr(args, "video", None):
+        check_video(args.video, name="--video")
     pipe = _load_pipeline(args)
+    if args.frames is not None:
+        check_num_frames(args.frames, pipe.base_resolution[0], pipe.temporal_downsampling_factor, "--frames")
+    video = _read_video(pipe, args) if getattr(args, "video", None) else None
     # The CLI picks the seed when none is given, so it can print the one that reproduces the clip.
     seed = args.seed if args.seed is not None and args.seed >= 0 else random_seed()
+    out = args.out if args.out is not None else default_out(args.command, seed)
     kwargs = _generation_kwargs(args, seed)
     if args.command == "generate":
         video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, **kwargs)
@@ -224,21 +274,35 @@ def run(args) -> int:
         video = pipe.cinemagraph(image, mask, args.prompt, **kwargs)
     else:
         video = pipe.video_to_video(video, args.prompt, strength=args.strength, **kwargs)
-    _write(pipe, video, args.out, seed)
+    _write(pipe, video, out, seed)
     return 0
 
 
 def _inflate(args) -> int:
     from .build import load_t2i_unet
+    from .hub import resolve_folder
     from .models.stunet import inflate
 
+    prefix = f"{args.subfolder.strip('/')}/" if args.subfolder else ""
     try:
-        unet = load_t2i_unet(args.t2i, args.subfolder)
+        source = resolve_folder(args.t2i, [f"{prefix}config.json", f"{prefix}*.safetensors"], "diffusers U-Net")
+    except MissingFileError as error:
+        raise MissingFileError(f"--t2i {args.t2i}: {error}") from None
+    try:
+        unet = load_t2i_unet(source, args.subfolder)
     except OSError as error:  # diffusers' "not a directory / no such repo / no network": the caller can fix it
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MissingFileError(f"--t2i {args.t2i}: could not load a diffusers U-Net from it ({reason})") from None
-    stunet = inflate(unet, temporal_resize=not args.fixed_temporal_resolution,
-                     extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0)
+    temporal = {}
+    if args.config:
+        from .build import load_config
+        from .train.config import RunConfig
+
+        temporal = {k: v for k, v in RunConfig.from_dict(load_config(args.config)).model.temporal.items()
+                    if not k.startswith("_")}
+    resize = bool(temporal.pop("temporal_resize", True)) and not args.fixed_temporal_resolution
+    stunet = inflate(unet, temporal_resize=resize,
+                     extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0, **temporal)
     stunet.save_pretrained(args.out)
     trainable = sum(p.numel() for p in stunet.temporal_parameters())
     print(f"wrote STUNet to {args.out}: N={stunet.temporal_downsampling_factor}, "
@@ -247,17 +311,19 @@ def _inflate(args) -> int:
 
 
 def _train(args) -> int:
-    import time
-
     from .build import load_config
     from .train import STAGES, export_pipeline, run_stage
     from .train.config import RunConfig
     from .train.pack import Packer
+    from .train.processes import process_state
     from .train.stages import Workspace
 
+    process_state()  # under torchrun / accelerate launch: join the process group before anything else
     config = load_config(args.config)
-    stages = STAGES if args.stage == "all" else (args.stage,)
     run_config = RunConfig.from_dict(config)
+    stages, skipped = run_config.plan(STAGES if args.stage == "all" else (args.stage,))
+    for stage, reason in skipped.items():
+        print(f"{stage}: skipped: {reason}")
     time_scale = 1.0
     if args.budget is not None:
         total = run_config.time_budget(stages)
@@ -298,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         return run(args)
-    except LumiereError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except LumiereError as error:  # one line: the message may quote a multi-line upstream error
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

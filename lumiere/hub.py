@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from .errors import CheckpointError, MissingFileError
 
-__all__ = ["BUNDLED_MODEL_DIR", "CheckpointError", "read_json", "read_safetensors", "resolve_pretrained"]
+__all__ = ["BUNDLED_MODEL_DIR", "CheckpointError", "read_json", "read_safetensors", "resolve_folder", "resolve_pretrained"]
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "lumiere-tiny"
 
@@ -55,11 +55,13 @@ def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) 
         raise CheckpointError(f"corrupt safetensors file {path}: {error}") from None
 
 
+PIPELINE_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.model"]
+
+
 def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
     """A local pipeline directory for ``path_or_repo``.
 
-    None / "bundled" -> the model shipped in assets/; an existing directory -> itself; anything else
-    is a Hub repo id fetched with ``snapshot_download`` (which honours ``HF_HUB_OFFLINE``).
+    None / "bundled" -> the model shipped in assets/; anything else as :func:`resolve_folder`.
 
     Raises:
         MissingFileError: no bundled model, no such directory, or the repo could not be fetched.
@@ -72,20 +74,48 @@ def resolve_pretrained(path_or_repo: str | os.PathLike | None) -> Path:
                 "or pass a pipeline directory / Hub repo id"
             )
         return BUNDLED_MODEL_DIR
+    return resolve_folder(path_or_repo, PIPELINE_FILES, "pipeline")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE) or flag
+
+
+def resolve_folder(path_or_repo: str | os.PathLike, allow_patterns: list[str] | None = None,
+                   what: str = "model") -> Path:
+    """A local folder for ``path_or_repo``: an existing directory is itself; anything else is a Hub repo
+    id, fetched (only the files matching ``allow_patterns``) with ``snapshot_download``, which honours
+    ``HF_HUB_OFFLINE`` and answers from the local cache when the Hub cannot be reached.
+
+    Raises:
+        MissingFileError: no such directory, not a repo id, no such repo, or the Hub could not be reached
+            and the repo is not cached; the message is one line that says which and what to do.
+    """
     local = Path(path_or_repo).expanduser()
     if local.is_dir():
         return local
-    if local.exists() or str(path_or_repo).startswith((".", "/", "~")) or str(path_or_repo).count("/") > 1:
-        raise MissingFileError(f"no pipeline directory at {local}")
+    repo = str(path_or_repo)
+    if local.exists() or repo.startswith((".", "/", "~")) or repo.count("/") > 1:
+        raise MissingFileError(f"no {what} directory at {local}")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
 
     try:
-        return Path(snapshot_download(repo_id=str(path_or_repo), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md", "*.model"]))
-    except LocalEntryNotFoundError as error:
-        raise MissingFileError(
-            f"{path_or_repo!r} is not a local directory and could not be fetched from the Hugging Face Hub "
-            f"(offline or not cached): {error}"
-        ) from None
+        return Path(snapshot_download(repo_id=repo, allow_patterns=allow_patterns))
+    except HFValidationError:
+        raise MissingFileError(f"'{repo}' is neither a local folder nor a Hub repo id (owner/name)") from None
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if _offline() else "no network connection"
+        raise MissingFileError(f"'{repo}' is not a local folder and could not be fetched from the Hugging Face Hub: "
+                               f"the Hub could not be reached ({why}) and there is no cached copy; pass a local "
+                               f"{what} folder") from None
+    except RepositoryNotFoundError:
+        raise MissingFileError(f"'{repo}' is neither a local folder nor a model on the Hugging Face Hub (a private or "
+                               "gated one needs `hf auth login`)") from None
     except HfHubHTTPError as error:
-        raise MissingFileError(f"could not download {path_or_repo!r} from the Hugging Face Hub: {error}") from None
+        reason = " ".join(str(error).split())[:200]
+        raise MissingFileError(f"could not download '{repo}' from the Hugging Face Hub: {reason}") from None

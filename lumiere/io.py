@@ -4,18 +4,25 @@ Videos are ``uint8`` arrays ``(T, H, W, 3)`` RGB. Writing goes through the ffmpe
 with imageio-ffmpeg so results do not depend on the system: ``.mp4`` is H.264 yuv420p with
 ``+faststart`` (plays in every browser, unlike OpenCV's ``mp4v``), ``.webm`` is VP9, ``.gif``
 loops forever. yuv420p needs even sizes, so odd frames are padded by edge replication.
+
+Reading is the one bounded decoder of every front end (CLI, app, Python API): a file is refused from its
+header before decoding when it is over ``options.InputLimits``, and a video is decoded inside ffmpeg only
+as far as the caller keeps it (see :func:`read_video`).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, MissingFileError
+from .options import DEFAULT_INPUT_LIMITS, InputLimits
 
 WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")
 
@@ -102,6 +109,10 @@ def write_video(path, frames, fps: float) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
+# Every front end (the CLI, the app, the Python API) reads its files through the functions below: a
+# file is refused by its header before anything is decoded (``options.InputLimits``), videos are
+# decoded frame by frame inside ffmpeg keeping only the frames and the size asked for, and every
+# failure is one InputError sentence that names the input (``name``) and the file, never a decoder log.
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video file claims to hold, read from its header without decoding frames."""
@@ -117,17 +128,44 @@ class VideoInfo:
         return max(1, round(self.seconds * self.fps))
 
 
+_FFMPEG_BANNER = ("ffmpeg version", "built with", "configuration:", "lib")
+_LOG_PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
+
+
+def _ffmpeg_reason(log: str) -> str:
+    """The line of an ffmpeg log (or of an imageio-ffmpeg error that quotes one) that says what went
+    wrong, without the version banner and build configuration it starts with."""
+    lines = [line.strip() for line in str(log).split("=== stderr ===")[-1].splitlines()]
+    lines = [_LOG_PREFIX.sub("", line) for line in lines if line and not line.startswith(_FFMPEG_BANNER)]
+    return lines[-1][:200] if lines else "no details"
+
+
+def _subject(name: str, path: Path) -> str:
+    return f"{name} '{path.name}'"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def probe_video(path) -> VideoInfo:
-    """Size, frame rate and duration of a video file, from its header (cheap, decodes nothing)."""
+    """Size, frame rate and duration of a video file, from its header (cheap, decodes nothing).
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: not a video file, or damaged (the message gives ffmpeg's one-line reason).
+    """
     path = _existing_file(path)
     try:
         if path.suffix.lower() == ".gif":
             from PIL import Image
 
-            with Image.open(path) as im:
-                frames = getattr(im, "n_frames", 1)
-                duration_ms = im.info.get("duration", 100) or 100
-                return VideoInfo(im.width, im.height, 1000.0 / duration_ms, frames * duration_ms / 1000.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    frames = getattr(im, "n_frames", 1)
+                    duration_ms = im.info.get("duration", 100) or 100
+                    return VideoInfo(im.width, im.height, 1000.0 / duration_ms, frames * duration_ms / 1000.0)
         import imageio_ffmpeg
 
         reader = imageio_ffmpeg.read_frames(str(path))
@@ -138,8 +176,48 @@ def probe_video(path) -> VideoInfo:
         width, height = meta["size"]
         fps = float(meta.get("fps") or 0.0) or 25.0
         return VideoInfo(int(width), int(height), fps, float(meta.get("duration") or 0.0))
-    except Exception as err:  # decoders raise many types; the caller needs the file name
-        raise InputError(f"could not read video '{path}': {err}") from err
+    except Exception as err:  # decoders raise many types; the caller needs the file name, not the decoder log
+        raise _UnreadableVideo(path, _ffmpeg_reason(err)) from None
+
+
+class _UnreadableVideo(InputError):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"could not read video '{path.name}': it is not a video file or it is damaged ({reason})")
+        self.reason = reason
+
+
+def check_video(path, *, limits: InputLimits = DEFAULT_INPUT_LIMITS, name: str = "video") -> VideoInfo:
+    """Refuse a video file by what its header says, before any frame is decoded; returns its VideoInfo.
+
+    ``name`` is the input as the caller's user knows it ("--video", "the uploaded video"); messages start
+    with it and the file name.
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: not a video, no picture, or over one of ``limits`` (longest side, seconds, pixels).
+    """
+    path = _existing_file(path)
+    subject = _subject(name, path)
+    try:
+        info = probe_video(path)
+    except _UnreadableVideo as err:
+        raise InputError(f"Could not read {subject}: it is not a video file or it is damaged ({err.reason}). "
+                         "Use an mp4, webm, mov or gif file.") from None
+    if info.width < 1 or info.height < 1:
+        raise InputError(f"{_capitalized(subject)} has no picture; use an mp4, webm, mov or gif file.")
+    side = limits.max_video_side
+    if max(info.width, info.height) > side:
+        raise InputError(f"{_capitalized(subject)} is {info.width}x{info.height}; use one at most {side}x{side} pixels.")
+    if info.seconds > limits.max_video_seconds:
+        raise InputError(f"{_capitalized(subject)} is {info.seconds:.0f} s long; use a clip of at most "
+                         f"{limits.max_video_seconds:.0f} s.")
+    total = info.width * info.height * info.frames
+    if total > limits.max_decode_pixels:
+        raise InputError(
+            f"{_capitalized(subject)} holds too many pixels to decode: {info.width}x{info.height} at {info.fps:.0f} "
+            f"fps for {info.seconds:.0f} s is {total / 1e9:.1f} billion pixels, the limit is "
+            f"{limits.max_decode_pixels / 1e9:.1f} billion. Use a shorter, smaller or lower-frame-rate clip.")
+    return info
 
 
 def cover_size(width: int, height: int, cover: tuple[int, int] | None) -> tuple[int, int]:
@@ -154,21 +232,31 @@ def cover_size(width: int, height: int, cover: tuple[int, int] | None) -> tuple[
     return max(cover[1], math.ceil(width * scale)), max(cover[0], math.ceil(height * scale))
 
 
-def _read_gif(path: Path, fps: float | None, max_frames: int | None,
-              cover: tuple[int, int] | None) -> tuple[np.ndarray, float]:
+def _frame_cap(width: int, height: int, max_frames: int | None, limits: InputLimits) -> int:
+    """The most frames a read may return, whatever the stream really holds (a header can lie): the
+    caller's ``max_frames``, and never more than ``limits.max_decode_pixels`` at the kept size."""
+    cap = max(1, limits.max_decode_pixels // (width * height))
+    return min(cap, int(max_frames)) if max_frames is not None else cap
+
+
+def _read_gif(path: Path, info: VideoInfo, fps: float | None, max_frames: int | None,
+              cover: tuple[int, int] | None, limits: InputLimits) -> tuple[np.ndarray, float]:
     """Decode a GIF with Pillow frame by frame: resampled to ``fps`` by timestamps, each frame scaled
-    down as it is read, stopping after ``max_frames``."""
+    down as it is read, stopping after ``max_frames`` (or at the limits)."""
     from PIL import Image, ImageSequence
 
+    size = cover_size(info.width, info.height, cover)
+    cap = _frame_cap(*size, max_frames, limits)
     with Image.open(path) as im:
         durations = []
         frames = []
         clock, next_time = 0.0, 0.0
-        size = cover_size(im.width, im.height, cover)
         for frame in ImageSequence.Iterator(im):
             duration = (frame.info.get("duration", 100) or 100) / 1000.0
             durations.append(duration)
             keep = fps is None or clock + 1e-9 >= next_time
+            if clock >= limits.max_video_seconds:  # a header can lie about the length
+                break
             clock += duration
             if not keep:
                 continue
@@ -178,17 +266,30 @@ def _read_gif(path: Path, fps: float | None, max_frames: int | None,
             frames.append(np.asarray(rgb))
             if fps is not None:
                 next_time += 1.0 / fps
-            if max_frames is not None and len(frames) >= max_frames:
+            if len(frames) >= cap:
                 break
+    if not frames:
+        raise ValueError("no frames")
     source_fps = 1.0 / float(np.mean(durations))
     return np.stack(frames), (min(fps, source_fps) if fps is not None else source_fps)
 
 
-def _read_ffmpeg(path: Path, fps: float | None, max_frames: int | None,
-                 cover: tuple[int, int] | None) -> tuple[np.ndarray, float]:
-    """Decode with the ffmpeg binary; resampling (``fps`` filter), down-scaling (``scale``, area) and the
-    frame limit (``-frames:v``) all happen inside ffmpeg, so only the kept, small frames reach Python."""
-    info = probe_video(path)
+def _read_exactly(stream, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; returns the bytes read (fewer only at the end of the stream)."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_ffmpeg(path: Path, info: VideoInfo, fps: float | None, max_frames: int | None,
+                 cover: tuple[int, int] | None, limits: InputLimits) -> tuple[np.ndarray, float]:
+    """Decode with the ffmpeg binary; resampling (``fps`` filter), down-scaling (``scale``, area), the frame
+    limit (``-frames:v``) and the duration limit (``-t``) all happen inside ffmpeg, so only the kept, small
+    frames reach Python, straight into one preallocated array (no per-frame copies, no final stack)."""
     width, height = cover_size(info.width, info.height, cover)
     filters = []
     out_fps = info.fps
@@ -199,66 +300,116 @@ def _read_ffmpeg(path: Path, fps: float | None, max_frames: int | None,
         filters.append(f"scale={width}:{height}:flags=area")
     else:  # forces the size we read (also for rotated files whose header size is pre-rotation)
         filters.append(f"scale={width}:{height}")
-    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-an", "-sn",
-           "-vf", ",".join(filters)]
-    if max_frames is not None:
-        cmd += ["-frames:v", str(int(max_frames))]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    cap = _frame_cap(width, height, max_frames, limits)
+    expected = min(cap, math.ceil(info.seconds * out_fps) + 2 if info.seconds > 0 else 16)
+    cmd = [_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+           "-an", "-sn", "-vf", ",".join(filters), "-t", f"{limits.max_video_seconds:.6g}", "-frames:v", str(cap),
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = width * height * 3
-    frames = []
+    frames = np.empty((expected, height, width, 3), np.uint8)
+    count = 0
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        while max_frames is None or len(frames) < max_frames:
-            buf = proc.stdout.read(frame_bytes)
-            if len(buf) < frame_bytes:
+        while count < cap:
+            if count == len(frames):  # the header under-counted: grow (rare; amortised by doubling)
+                grown = np.empty((min(cap, 2 * len(frames)), height, width, 3), np.uint8)
+                grown[:count] = frames
+                frames = grown
+            if _read_exactly(proc.stdout, memoryview(frames[count]).cast("B")) < frame_bytes:
                 break
-            frames.append(np.frombuffer(buf, np.uint8).reshape(height, width, 3))
+            count += 1
     finally:
         proc.stdout.close()
         proc.kill()
         _, stderr = proc.communicate()
-    if not frames:
-        raise ValueError(f"no frames ({stderr.decode(errors='replace').strip()[-200:] or 'empty stream'})")
-    return np.stack(frames), out_fps
+    if not count:
+        raise ValueError(_ffmpeg_reason(stderr.decode(errors="replace")) if stderr.strip() else "no video frames")
+    return frames[:count], out_fps
 
 
 def read_video(path, *, fps: float | None = None, max_frames: int | None = None,
-               cover: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+               cover: tuple[int, int] | None = None, limits: InputLimits = DEFAULT_INPUT_LIMITS,
+               name: str = "video") -> tuple[np.ndarray, float]:
     """Read a video file (mp4/webm/gif/mov/...) into ``(uint8 (T,H,W,3) RGB, fps)``.
 
-    Memory is bounded by what is kept, not by the file: ``fps`` resamples to at most that frame rate,
+    The file is first refused by its header if it is over ``limits`` (:func:`check_video`). Memory is
+    then bounded by what is kept, not by the file: ``fps`` resamples to at most that frame rate,
     ``max_frames`` stops after that many frames (the start of the clip), and ``cover=(height, width)``
     scales each frame down as it is decoded to the smallest size covering it (aspect kept). With none
-    given, every frame is read at full size.
+    given, every frame is read at full size. The front ends read what a generation uses:
+    ``fps=pipe.fps, max_frames=num_frames, cover=`` the output's (height, width).
+
+    ``name`` is the input as the caller's user knows it ("--video", "the uploaded video"); messages
+    start with it and the file name.
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: not a video, damaged, over ``limits``, or a bad ``fps`` / ``max_frames``.
     """
     path = _existing_file(path)
     if fps is not None:
         fps = _validate_fps(fps)
     if max_frames is not None and int(max_frames) < 1:
         raise InputError(f"max_frames must be at least 1, got {max_frames}")
+    info = check_video(path, limits=limits, name=name)
     try:
         if path.suffix.lower() == ".gif":
-            return _read_gif(path, fps, max_frames, cover)
-        return _read_ffmpeg(path, fps, max_frames, cover)
+            return _read_gif(path, info, fps, max_frames, cover, limits)
+        return _read_ffmpeg(path, info, fps, max_frames, cover, limits)
     except Exception as err:  # decoders raise many types; the caller needs the file name
-        raise InputError(f"could not decode video '{path}': {err}") from err
+        raise InputError(f"Could not decode {_subject(name, path)}: it is damaged or in an unsupported format "
+                         f"({_ffmpeg_reason(err)}). Use an mp4, webm, mov or gif file.") from None
 
 
-def _open_image(path):
-    from PIL import Image, UnidentifiedImageError
+def open_image(path, *, limits: InputLimits = DEFAULT_INPUT_LIMITS, name: str = "image"):
+    """A decoded PIL image from a file, refused by its header (not an image, over ``limits``) before its
+    pixels are decoded, turned the way up it was taken (EXIF orientation, as phones store photos).
+
+    ``name`` is the input as the caller's user knows it ("--image", "Mask"); messages start with it.
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: not an image, too large, truncated or damaged.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = _existing_file(path)
+    side = limits.max_image_side
     try:
-        im = Image.open(path)
+        with warnings.catch_warnings():  # Pillow warns above its own limit; ours is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f" ({int(pixels.group(1)) / 1e6:.0f} megapixels)" if pixels else ""
+        raise InputError(f"{name}: the picture '{path.name}' is far too large{size}; use one at most "
+                         f"{side}x{side} pixels.") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(f"{name}: the file '{path.name}' is not an image file (or it is damaged): use a png, "
+                         "jpg or webp picture.") from None
+    width, height = im.size
+    if max(width, height) > side or width * height > limits.max_image_pixels:
+        im.close()
+        raise InputError(f"{name}: the picture '{path.name}' is {width}x{height}; use one at most "
+                         f"{side}x{side} pixels.")
+    try:
         im.load()
+    except Exception:  # Pillow raises OSError/SyntaxError/ValueError/... for damaged data
+        im.close()
+        raise InputError(f"{name}: the file '{path.name}' is truncated or damaged: re-save it as png or jpg.") from None
+    try:
+        transposed = ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block: keep the picture as stored
         return im
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"could not decode image '{path}': {err}") from err
+    if transposed is not im:
+        im.close()
+    return transposed
 
 
-def read_image(path) -> np.ndarray:
-    """Read an image file into uint8 (H,W,3) RGB (alpha is dropped)."""
-    return np.asarray(_open_image(path).convert("RGB")).copy()
+def read_image(path, *, limits: InputLimits = DEFAULT_INPUT_LIMITS, name: str = "image") -> np.ndarray:
+    """Read an image file into uint8 (H,W,3) RGB (alpha is dropped), checked as :func:`open_image` does."""
+    with open_image(path, limits=limits, name=name) as im:
+        return np.asarray(im.convert("RGB")).copy()
 
 
 def mask_from_array(array, threshold: int = 127) -> np.ndarray:
@@ -290,9 +441,12 @@ def mask_from_pil(image, threshold: int = 127) -> np.ndarray:
     return mask_from_array(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), threshold)
 
 
-def read_mask(path, threshold: int = 127) -> np.ndarray:
-    """Read a mask image file into bool (H, W) with :func:`mask_from_array`'s rules."""
-    return mask_from_pil(_open_image(path), threshold)
+def read_mask(path, threshold: int = 127, *, limits: InputLimits = DEFAULT_INPUT_LIMITS,
+              name: str = "mask") -> np.ndarray:
+    """Read a mask image file into bool (H, W) with :func:`mask_from_array`'s rules (the file is checked
+    as :func:`open_image` does)."""
+    with open_image(path, limits=limits, name=name) as im:
+        return mask_from_pil(im, threshold)
 
 
 def write_image(path, image) -> str:

@@ -18,6 +18,48 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt change its content
 DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)
+MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones are refused, not cut)
+MAX_FRAMES_FACTOR = 4  # num_frames <= 4 x the model's clip length (all frames are generated at once)
+
+
+def frame_counts(base_frames: int, factor: int) -> range:
+    """Every ``num_frames`` a model accepts: the multiples of its temporal down-sampling factor
+    (``PipelineConfig.temporal_downsampling_factor``), from the factor up to ``MAX_FRAMES_FACTOR`` x its
+    clip length ``base_frames``.
+
+    Why: the STUNet halves the frame count at each of its log2(factor) temporal down-sampling levels
+    and doubles it back, so a clip of any multiple of the factor comes back whole (the bundled model:
+    factor 4, so 4, 8, 12, ... 64 frames); the clip length itself is not a constraint.
+    ``request.check_num_frames`` applies this rule for every front end.
+    """
+    factor = max(1, int(factor))
+    return range(factor, max(factor, MAX_FRAMES_FACTOR * int(base_frames)) + 1, factor)
+
+
+def frame_rule(base_frames: int, factor: int) -> str:
+    """:func:`frame_counts` in words, for messages and UI hints: "multiples of 4 from 4 to 64 (...)"."""
+    counts = frame_counts(base_frames, factor)
+    return (f"multiples of {counts.step} from {counts.start} to {counts[-1]} (the model's temporal down-sampling "
+            f"factor is {counts.step}; at most {MAX_FRAMES_FACTOR} x its {base_frames}-frame clip)")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What an input file may hold; ``lumiere.io`` refuses a file over a limit from its header, before
+    decoding any of it, so a small file cannot expand into gigabytes.
+
+    The defaults are every front end's (CLI, app, ``lumiere.io.read_*``); a library caller who knows
+    its inputs can pass larger ones.
+    """
+
+    max_video_seconds: float = 20.0
+    max_video_side: int = 1920                # longest side of a video, pixels
+    max_decode_pixels: int = 1_300_000_000    # width x height x frames of the whole file (20 s of 1080p30: 1.24e9)
+    max_image_side: int = 4096                # phone photos (4032 x 3024) pass
+    max_image_pixels: int = 4096 * 4096
+
+
+DEFAULT_INPUT_LIMITS = InputLimits()
 
 
 def check_keys(values: dict | None, allowed, where: str) -> dict:

@@ -2,7 +2,9 @@
 
 Every application method of ``LumierePipeline`` turns its keyword arguments into a
 :class:`GenerationRequest` once (defaults filled from the model, every value checked); the sampling
-code then reads fields instead of re-checking options.
+code then reads fields instead of re-checking options. The rules every front end shares (prompt length,
+frame counts: :func:`check_text`, :func:`check_num_frames`) live here too, and importing this module is
+cheap (torch and diffusers load on first use), so the app and the CLI check values before a model loads.
 """
 from __future__ import annotations
 
@@ -11,14 +13,18 @@ import math
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from .errors import InputError, InputTypeError
-from .options import MAX_GUIDANCE_SCALE, MAX_SEED, SAMPLERS, GenerationDefaults
-from .sampling import Progress, random_seed
+from .options import (MAX_FRAMES_FACTOR, MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS, GenerationDefaults,
+                      frame_counts, frame_rule)
+
+if TYPE_CHECKING:
+    import torch
+
+    from .sampling import Progress
 
 Callback = Callable[[int, int], None]
 
@@ -31,6 +37,36 @@ def positive_int(value, name: str) -> int:
     if int(value) < 1:
         raise InputError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def check_text(text: str, name: str = "prompt") -> str:
+    """``text`` stripped, refused when longer than ``MAX_PROMPT_CHARS`` (never cut: a cut prompt would
+    silently generate something else). ``name`` is the field as the caller's user knows it ("prompt",
+    "--negative-prompt", "Negative prompt (negative_prompt)")."""
+    text = text.strip()
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"{name} is too long: {len(text)} characters, the limit is {MAX_PROMPT_CHARS}; shorten it.")
+    return text
+
+
+def check_num_frames(frames: int, base_frames: int, factor: int, name: str = "num_frames") -> int:
+    """The one frame rule (``options.frame_counts``): a multiple of the model's temporal down-sampling
+    factor, from the factor up to ``MAX_FRAMES_FACTOR`` x the model's clip length ``base_frames``.
+    ``name`` is the field as the caller's user knows it ("num_frames", "--frames").
+
+    Raises:
+        InputError: ``frames`` breaks the rule (the message gives the accepted values).
+    """
+    counts = frame_counts(base_frames, factor)
+    low, high, step = counts.start, counts[-1], counts.step
+    rule = f"this model takes {frame_rule(base_frames, factor)}"
+    if frames < low or frames > high:
+        raise InputError(f"{name} must be between {low} and {high} for this model, got {frames}: {rule}.")
+    if frames % step:
+        below = frames - frames % step
+        hint = f"{below} or {below + step}" if below >= low and below + step <= high else str(max(low, below))
+        raise InputError(f"{name} must be a multiple of {step} for this model, got {frames} (try {hint}): {rule}.")
+    return frames
 
 
 def guidance_value(value, default: float) -> float:
@@ -47,6 +83,10 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
     ``seed`` None or negative draws a fresh seed; above ``MAX_SEED`` is an InputError. A ``generator``
     must live on the CPU: every random draw happens there, so a seed gives the same video on any device.
     """
+    import torch
+
+    from .sampling import random_seed
+
     if generator is not None:
         if seed is not None:
             raise InputError("pass either seed or generator, not both")
@@ -107,16 +147,19 @@ class GenerationRequest:
 
         Raises:
             InputTypeError: a value of the wrong type (prompt, seed, generator, frames, steps).
-            InputError: a value out of range, an unknown sampler or style, or frames that are not a
-                multiple of ``frame_multiple``.
+            InputError: a value out of range, a prompt over ``MAX_PROMPT_CHARS``, an unknown sampler or
+                style, or frames outside the frame rule (:func:`check_num_frames`, ``frame_multiple`` is
+                the model's temporal down-sampling factor).
         """
         if not isinstance(prompt, str):
             raise InputTypeError(f"prompt must be a string, got {type(prompt).__name__}")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             raise InputTypeError("negative_prompt must be a string")
+        check_text(prompt, "prompt")
+        if negative_prompt is not None:
+            check_text(negative_prompt, "negative_prompt")
         frames = positive_int(num_frames if num_frames is not None else base_frames, "num_frames")
-        if frames % frame_multiple:
-            raise InputError(f"num_frames must be a multiple of {frame_multiple} for this model, got {frames}")
+        check_num_frames(frames, base_frames, frame_multiple)
         steps = positive_int(num_inference_steps if num_inference_steps is not None else defaults.num_inference_steps,
                              "num_inference_steps")
         guidance = guidance_value(guidance_scale, defaults.guidance_scale)
@@ -150,17 +193,20 @@ class GenerationRequest:
 
     def progress(self, plan: dict[str, int], bar: bool = False) -> Progress:
         """The call's single progress counter over ``plan`` (see :meth:`step_plan`)."""
+        from .sampling import Progress
+
         return Progress(sum(plan.values()), self.callback, bar)
 
 
 # The keyword arguments every generation method shares (``GenerationRequest`` documents each field).
 _OPTIONS_DOC = f"""\
 num_frames: frames to generate (default: the model's clip length); a multiple of
-    ``temporal_downsampling_factor``.
+    ``temporal_downsampling_factor`` up to {MAX_FRAMES_FACTOR} x the clip length (``options.frame_counts``).
 num_inference_steps: base-model denoising steps (default: ``defaults.num_inference_steps``).
 guidance_scale: classifier-free guidance in [0, {MAX_GUIDANCE_SCALE:g}] (default: ``defaults.guidance_scale``);
     1 turns guidance off and skips the unconditional pass.
-negative_prompt: text for the unconditional branch (default: ``defaults.negative_prompt``).
+negative_prompt: text for the unconditional branch (default: ``defaults.negative_prompt``); it and
+    the prompt are refused above {MAX_PROMPT_CHARS} characters.
 sampler: one of ``lumiere.options.SAMPLERS`` (default: ``defaults.sampler``).
 seed: an int gives the same video on any device; None or negative draws a fresh one.
 generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (not both); lets the

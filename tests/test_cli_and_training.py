@@ -140,7 +140,8 @@ def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
                  "--frames", "7"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: num_frames must be a multiple of 2 for this model, got 7"]
+    assert len(err) == 1 and err[0].startswith("error: --frames must be a multiple of 2 for this model, got 7 "
+                                               "(try 6 or 8): this model takes multiples of 2 from 2 to 32"), err
     assert main(["i2v", "--image", str(tmp_path / "missing.png"), "--prompt", "x", "--out", "o.mp4",
                  "--model", str(tiny_pipeline_dir)]) == 2
 
@@ -157,7 +158,10 @@ def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
      "--strength must be between 0 and 1, got 2"),
     (["i2v", "--image", "{tmp}/missing.png", "--prompt", "x", "--out", "o.mp4"], "--image {tmp}/missing.png: no such file"),
     (["inpaint", "--video", "assets/examples/green_square_sea.mp4", "--mask", "{tmp}/notes.png", "--prompt", "x",
-      "--out", "o.mp4"], "could not decode image"),
+      "--out", "o.mp4"], "--mask: the file 'notes.png' is not an image file"),
+    (["generate", "--prompt", "x" * 501, "--out", "o.mp4"], "--prompt is too long: 501 characters, the limit is 500"),
+    (["generate", "--prompt", "x", "--negative-prompt", "y" * 100_000, "--out", "o.mp4"],
+     "--negative-prompt is too long: 100000 characters, the limit is 500"),
     (["eval", "--out", "{tmp}/no/metrics.json"], "the directory '{tmp}/no' does not exist"),
     (["train", "--stage", "t2i", "--config", "{tmp}/missing.json"], "--config {tmp}/missing.json: no such file"),
 ])

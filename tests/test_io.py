@@ -153,3 +153,92 @@ def test_mask_pictures_decode_the_same_from_a_file_an_image_or_an_array(tmp_path
         assert from_file.sum() == 32
         for given in (picture, Image.open(tmp_path / "mask.png")):
             assert np.array_equal(mask_tensor(given, 1, 16, 16)[0].numpy(), from_file)
+
+
+# ----------------------------------------------------------------------------- bounded reading (issue 28)
+def lavfi_clip(path, source="testsrc2=size=320x180:rate=60:duration=2"):
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", source, "-c:v",
+                    "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def png_header_only(path, width, height):
+    """A PNG whose header claims width x height (a decompression bomb's first bytes; tiny on disk)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"x" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("limits, message", [
+    (dict(max_video_seconds=1), "--video 'fast.mp4' is 2 s long; use a clip of at most 1 s."),
+    (dict(max_video_side=100), "--video 'fast.mp4' is 320x180; use one at most 100x100 pixels."),
+    (dict(max_decode_pixels=1_000_000), "--video 'fast.mp4' holds too many pixels to decode: 320x180 at 60 fps "
+                                        "for 2 s is 0.0 billion pixels"),
+])
+def test_video_over_a_limit_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch, limits, message):
+    import lumiere.io
+    from lumiere.options import InputLimits
+
+    path = lavfi_clip(tmp_path / "fast.mp4")
+    monkeypatch.setattr(lumiere.io, "_read_ffmpeg", lambda *a, **k: pytest.fail("decoded a refused video"))
+    with pytest.raises(ValueError) as info:
+        read_video(path, fps=8, max_frames=4, limits=InputLimits(**limits), name="--video")
+    assert message in str(info.value)
+
+
+def test_a_lying_header_cannot_expand_the_read(tmp_path, monkeypatch):
+    """The frame count is capped inside ffmpeg by the pixel budget at the kept size, not by the header; a
+    header that under-counts still gets every frame it is allowed (the buffer grows)."""
+    import lumiere.io
+    from lumiere.options import InputLimits
+
+    path = lavfi_clip(tmp_path / "fast.mp4")  # 120 frames
+    monkeypatch.setattr(lumiere.io, "probe_video", lambda p: lumiere.io.VideoInfo(320, 180, 60.0, 1.0))
+    assert read_video(path)[0].shape == (120, 180, 320, 3)
+    frames, _ = read_video(path, limits=InputLimits(max_decode_pixels=320 * 180 * 70))
+    assert frames.shape == (70, 180, 320, 3)
+
+
+def test_unreadable_video_is_one_sentence_without_the_ffmpeg_banner(tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("shopping list: eggs, milk\n" * 20)
+    with pytest.raises(ValueError) as info:
+        read_video(notes, name="--video")
+    message = str(info.value)
+    assert "\n" not in message and "ffmpeg version" not in message and "configuration:" not in message
+    assert message.startswith("Could not read --video 'notes.mp4': it is not a video file") and "Invalid data" in message
+
+
+def test_images_are_refused_by_their_header_without_warnings(tmp_path):
+    import warnings
+
+    from lumiere.options import InputLimits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would be a second stderr line
+        with pytest.raises(ValueError, match=r"^--image: the picture 'huge.png' is far too large \(400 megapixels\); "
+                                             r"use one at most 4096x4096 pixels.$"):
+            read_image(png_header_only(tmp_path / "huge.png", 20000, 20000), name="--image")
+        with pytest.raises(ValueError, match=r"^mask: the picture 'big.png' is 10000x9000; use one at most 4096x4096"):
+            read_mask(png_header_only(tmp_path / "big.png", 10000, 9000))
+    image = smooth_video(1, 30, 40)[0]
+    write_image(tmp_path / "small.png", image)
+    with pytest.raises(ValueError, match="is 40x30; use one at most 32x32"):
+        read_image(tmp_path / "small.png", limits=InputLimits(max_image_side=32))
+    assert np.array_equal(read_image(tmp_path / "small.png"), image)
+
+
+def test_read_image_turns_photos_the_way_up_they_were_taken(tmp_path):
+    image = smooth_video(1, 10, 20)[0]  # 20 wide, 10 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(image).save(tmp_path / "phone.png", exif=exif)
+    shown = read_image(tmp_path / "phone.png")
+    assert shown.shape == (20, 10, 3) and np.array_equal(shown, np.rot90(image, k=-1))
