@@ -16,6 +16,7 @@ from lumiere.data.world import (
     BACKGROUNDS, HELDOUT_COMBINATIONS, MOTIONS, STYLES, ClipSpec, ObjectSpec, caption, heldout_prompts,
     is_valid_object, parse_prompt, render_clip, sample_clip, sample_clip_spec, spec_from_prompt,
 )
+from lumiere.errors import InputError
 from lumiere.io import write_video
 
 
@@ -244,20 +245,163 @@ def video_folder(tmp_path):
 
 
 @pytest.mark.parametrize("metadata", ["meta.csv", "meta.jsonl"])
-def test_real_video_dataset_skips_bad_files(video_folder, metadata):
-    data = RealVideoDataset(video_folder, video_folder / metadata, num_frames=6, height=32, width=32, fps=8,
-                            return_lowres=(16, 16))
-    assert len(data) == 5
+def test_real_video_dataset_leaves_out_unreadable_and_short_files_up_front(video_folder, metadata):
+    """Headers are read when the dataset is built: the corrupt and the too-short file never enter the index,
+    each kind reported by one warning with its count, a name and the length needed."""
+    with pytest.warns(RuntimeWarning) as caught:
+        data = RealVideoDataset(video_folder, video_folder / metadata, num_frames=6, height=32, width=32, fps=8,
+                                return_lowres=(16, 16))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "skipping 1 of 5 videos that cannot be opened" in messages[0] and "corrupt.mp4" in messages[0]
+    # 6 frames at 8 fps from a 24 fps source: stride 3, 16 source frames, needs 0.75 s; short.mp4 has 3 frames.
+    assert ("skipping 1 of 5 videos too short for 6 frames at 8 fps (needs ≥ 0.75 s at 8 fps)" in messages[1]
+            and "short.mp4 (0.12 s, 3 frames at 24 fps)" in messages[1])
+    assert len(data) == 3 and [row["path"] for row in data.rows] == ["good0.mp4", "good1.mp4", "good2.mp4"]
     item = data[0]
     assert item["video"].shape == (3, 6, 32, 32) and item["caption"] == "clip zero"
     assert item["lowres_video"].shape == (3, 6, 16, 16)
-    for bad_index, name in [(1, "corrupt.mp4"), (3, "short.mp4")]:
-        with pytest.warns(RuntimeWarning, match=name):
-            item = data[bad_index]
-        assert item["caption"].startswith("clip")  # another, good file was used
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # known-bad files are skipped silently the second time
-        assert data[1]["caption"].startswith("clip")
+        warnings.simplefilter("error")  # nothing left to warn about while training
+        assert [data[k]["caption"] for k in range(3)] == ["clip zero", "clip one", "clip two"]
+
+
+def test_without_the_header_check_bad_files_are_dropped_when_they_fail(video_folder):
+    data = RealVideoDataset(video_folder, "meta.csv", num_frames=6, height=16, width=16, fps=8,
+                            check_headers=False)
+    assert len(data) == 5
+    with pytest.warns(RuntimeWarning) as caught:
+        for _ in range(2):
+            for bad_index in (1, 3):
+                assert data[bad_index]["caption"].startswith("clip")  # another, good file stands in
+    dropped = sorted(str(w.message).split("'")[1] for w in caught if "for the rest of the run" in str(w.message))
+    assert dropped == ["corrupt.mp4", "short.mp4"]  # one warning a file
+    assert data.bad_paths == {"corrupt.mp4", "short.mp4"} and len(data) == 5
+
+
+def test_no_clip_long_enough_is_an_input_error(video_folder):
+    with pytest.raises(InputError, match=r"none of its 5 videos can give a clip of 80 frames at 16 fps "
+                                         r"\(needs ≥ 5.00 s at 16 fps\); the longest is 1.00 s"):
+        RealVideoDataset(video_folder, "meta.csv", num_frames=80, fps=16)
+
+
+def _grey_video(path, frames: int, fps: float, level: int = 100, size: int = 16):
+    """A uniformly grey clip (its level identifies it in any crop or window)."""
+    write_video(path, np.full((frames, size, size, 3), level, np.uint8), fps=fps)
+
+
+def _level(item) -> int:
+    return int(round((item["video"].mean().item() + 1) * 127.5))
+
+
+def test_data_fps_above_the_sources_is_warned_about_or_refused(tmp_path):
+    _grey_video(tmp_path / "fast.mp4", 24, 24)
+    _grey_video(tmp_path / "slow.mp4", 8, 8)
+    (tmp_path / "meta.csv").write_text("path,caption\nfast.mp4,fast\nslow.mp4,slow\n")
+    with pytest.warns(RuntimeWarning) as caught:
+        data = RealVideoDataset(tmp_path, "meta.csv", num_frames=4, height=8, width=8, fps=16)
+    (message,) = [str(w.message) for w in caught]
+    assert ("data.fps 16 is above the frame rate of 1 of 2 videos" in message and "'slow.mp4' at 8 fps" in message
+            and "2.0x faster than real time" in message)
+    assert len(data) == 2  # kept: warned, not dropped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at the sources' own rate: nothing to say
+        RealVideoDataset(tmp_path, "meta.csv", num_frames=4, height=8, width=8, fps=8)
+    (tmp_path / "slow.csv").write_text("path,caption\nslow.mp4,slow\n")
+    with pytest.raises(InputError, match=r"data.fps 16 .* above the frame rate of every video \(the fastest is "
+                                         r"8 fps\).* Set data.fps to at most 8"):
+        RealVideoDataset(tmp_path, "slow.csv", num_frames=4, height=8, width=8, fps=16)
+
+
+@pytest.fixture()
+def grey_folder(tmp_path):
+    """Eight 12-frame 8 fps clips of levels 20, 45, ..., listed in meta.csv (caption "clip k")."""
+    rows = ["path,caption"]
+    for k in range(8):
+        _grey_video(tmp_path / f"c{k}.mp4", 12, 8, level=20 + 25 * k)
+        rows.append(f"c{k}.mp4,clip {k}")
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def _corrupt(path):
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+
+
+def test_a_file_that_fails_to_decode_is_dropped_and_replaced_by_other_files(grey_folder):
+    """It is tried once and warned about once; its index keeps the length (every rank's sampler counts the
+    same items) and takes a replacement drawn from (seed, index, epoch): another file in other epochs, not
+    one fixed neighbour, and the same whichever process already knew the file was bad."""
+    data = RealVideoDataset(grey_folder, "meta.csv", num_frames=4, height=8, width=8, fps=8, seed=1)
+    _corrupt(grey_folder / "c3.mp4")  # broken after the index was built (a disk error, a partial copy)
+    with pytest.warns(RuntimeWarning, match="dropping video 'c3.mp4'") as caught:
+        first = data[3]
+    assert len(caught) == 1 and first["caption"] != "clip 3" and len(data) == 8
+    assert data.bad_paths == {"c3.mp4"}
+    loads = []
+    original = data._load
+    data._load = lambda index, rng: loads.append(index) or original(index, rng)
+    replacements = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: never again
+        for epoch in range(6):
+            data.set_epoch(epoch)
+            fresh = RealVideoDataset(grey_folder, "meta.csv", num_frames=4, height=8, width=8, fps=8, seed=1,
+                                     check_headers=False)
+            fresh.set_epoch(epoch)
+            with pytest.warns(RuntimeWarning, match="dropping video 'c3.mp4'"):
+                twin = fresh[3]  # a process that has not met the bad file yet
+            item = data[3]
+            assert torch.equal(item["video"], twin["video"]) and item["caption"] == twin["caption"]
+            replacements.append(item["caption"])
+            assert data[2]["caption"] == "clip 2"  # good files are themselves
+    assert 3 not in loads  # the dropped file is not tried again
+    assert "clip 3" not in replacements and len(set(replacements)) >= 3, replacements
+
+
+def test_a_bad_file_found_by_a_loader_worker_is_known_to_the_next_epochs_workers(grey_folder):
+    from torch.utils.data import DataLoader
+
+    data = RealVideoDataset(grey_folder, "meta.csv", num_frames=4, height=8, width=8, fps=8)
+    _corrupt(grey_folder / "c5.mp4")
+    loader = DataLoader(data, batch_size=4, num_workers=1)
+    batches = list(loader)
+    assert sum(len(batch["caption"]) for batch in batches) == 8  # the epoch keeps its length
+    assert "clip 5" not in [text for batch in batches for text in batch["caption"]]
+    assert data.bad_paths == {"c5.mp4"}  # found in the worker, flagged in shared memory
+
+
+def test_a_folder_of_videos_with_sidecar_captions(tmp_path):
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    _grey_video(tmp_path / "b.mp4", 12, 8, level=40)
+    (tmp_path / "b.txt").write_text("clip b\n")
+    _grey_video(tmp_path / "a" / "deep" / "x.mp4", 12, 8, level=160)
+    (tmp_path / "a" / "deep" / "x.txt").write_text("clip x")
+    _grey_video(tmp_path / "a" / "no_caption.mp4", 12, 8)
+    _grey_video(tmp_path / "a" / "empty.mp4", 12, 8)
+    (tmp_path / "a" / "empty.txt").write_text("  \n")
+    _grey_video(tmp_path / ".hidden" / "h.mp4", 12, 8)
+    (tmp_path / ".hidden" / "h.txt").write_text("hidden")
+    with pytest.warns(RuntimeWarning) as caught:
+        data = RealVideoDataset(tmp_path, num_frames=4, height=8, width=8, fps=8)
+    (message,) = [str(w.message) for w in caught]
+    assert "skipping 2 of 4 videos without a caption file" in message
+    assert "'a/empty.mp4'" in message and "'a/no_caption.mp4'" in message
+    assert [row["path"] for row in data.rows] == ["a/deep/x.mp4", "b.mp4"]  # sorted, recursive
+    assert [data[k]["caption"] for k in range(2)] == ["clip x", "clip b"]
+    assert abs(_level(data[0]) - 160) <= 3 and abs(_level(data[1]) - 40) <= 3  # each caption with its video
+
+    (tmp_path / "b.txt").unlink()
+    (tmp_path / "a" / "deep" / "x.txt").unlink()
+    with pytest.raises(InputError, match=r"data.root: none of the 4 videos in .* has a caption file next to it "
+                                         r"\(e.g. 'a/deep/x.mp4' needs 'a/deep/x.txt'\)"):
+        RealVideoDataset(tmp_path)
+    with pytest.raises(InputError, match=r"data.root: no videos .* in '.*empty_dir'"):
+        (tmp_path / "empty_dir").mkdir()
+        RealVideoDataset(tmp_path / "empty_dir")
+    with pytest.raises(InputError, match="data.root: '.*nowhere' is not a folder"):
+        RealVideoDataset(tmp_path / "nowhere")
 
 
 def test_real_video_dataset_frame_stride(video_folder):

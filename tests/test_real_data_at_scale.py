@@ -319,3 +319,47 @@ def test_every_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
         assert (tmp_path / "out" / stage / "checkpoints" / "checkpoint-0000002").is_dir(), stage
     files = list((tmp_path / "text-cache").rglob("*.safetensors"))
     assert len(encoded) == len(set(encoded)) == len(files) > 0  # each caption encoded once, then read back
+
+
+# ----------------------------------------------------------------------------- issue 26: a folder of videos
+def test_a_folder_config_trains_on_videos_with_sidecar_captions(tmp_path):
+    """data.type "folder": data.root's videos (sub-folders too) captioned by the .txt next to each; the
+    clip length comes from model.base_resolution at data.fps, too-short clips are left out when it is built."""
+    from lumiere.io import write_video
+    from lumiere.train.config import DataConfig, RunConfig
+    from lumiere.train.stages import image_dataset, video_dataset
+
+    from test_cli_and_training import MICRO_CONFIG
+
+    config = {"model": copy.deepcopy(MICRO_CONFIG["model"]), "data": {"type": "folder", "root": str(tmp_path / "videos"),
+                                                                     "fps": 8}}
+    frames = config["model"]["base_resolution"][0]
+    (tmp_path / "videos" / "day1").mkdir(parents=True)
+    write_video(tmp_path / "videos" / "day1" / "long.mp4", _grey_clip(60, frames=frames + 2), fps=8)
+    (tmp_path / "videos" / "day1" / "long.txt").write_text("a long clip")
+    write_video(tmp_path / "videos" / "short.mp4", _grey_clip(120, frames=frames - 1), fps=8)
+    (tmp_path / "videos" / "short.txt").write_text("a short clip")
+    with pytest.warns(RuntimeWarning, match=rf"skipping 1 of 2 videos too short for {frames} frames at 8 fps "
+                                            rf"\(needs ≥ {frames / 8:.2f} s at 8 fps\): 'short.mp4"):
+        videos = video_dataset(config, frames, 16, 16)
+    assert len(videos) == 1 and videos[0]["caption"] == "a long clip"
+    assert videos[0]["video"].shape == (3, frames, 16, 16)
+    images = image_dataset(RunConfig.from_dict(config), 16, 16)  # single frames: every clip is long enough
+    assert len(images) == 2 and images[1]["image"].shape == (3, 16, 16)
+
+    unchecked = dict(config, data=dict(config["data"], check_headers=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no header scan, no warning: files are dropped when they fail instead
+        assert len(video_dataset(unchecked, frames, 16, 16)) == 2
+
+    with pytest.raises(InputError, match="data.type 'folder' needs data.root"):
+        DataConfig.from_dict({"type": "folder"})
+    with pytest.raises(InputError, match="data.metadata is read by data.type 'real' only"):
+        DataConfig.from_dict({"type": "folder", "root": "videos", "metadata": "meta.csv"})
+    with pytest.raises(InputError, match="without a metadata file, data.type 'folder'"):
+        DataConfig.from_dict({"type": "real", "root": "videos"})
+    with pytest.raises(InputError, match="data.fps must be a positive number"):
+        DataConfig.from_dict({"type": "folder", "root": "videos", "fps": 0})
+    with pytest.raises(InputError, match=r"data.root: '.*nowhere' is not a folder"):
+        video_dataset(dict(config, data={"type": "folder", "root": str(tmp_path / "nowhere")}), frames, 16, 16)
+

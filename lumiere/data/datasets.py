@@ -10,14 +10,18 @@ import csv
 import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from lumiere.data.world import STYLES, caption, default_times, render_clip, sample_clip_spec
 from lumiere.errors import InputError
+from lumiere.options import InputLimits
 from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
 
 
@@ -209,6 +213,20 @@ class VideoDecodeError(ValueError):
     """A file that cannot give a training clip (corrupt, unreadable or too short)."""
 
 
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
+
+
+def frame_stride(source_fps: float, fps: float | None) -> int:
+    """Source frames per clip frame: clips are taken at ``fps`` by keeping every stride-th frame of a
+    ``source_fps`` video (1 when ``fps`` is None, the source's rate unknown, or ``fps`` above it)."""
+    return max(1, round(source_fps / fps)) if fps and source_fps > 0 else 1
+
+
+def frames_needed(num_frames: int, source_fps: float, fps: float | None) -> int:
+    """Source frames a clip of ``num_frames`` at ``fps`` spans in a ``source_fps`` video."""
+    return (num_frames - 1) * frame_stride(source_fps, fps) + 1
+
+
 def decode_clip(path, num_frames: int, fps: float | None, rng: np.random.Generator) -> np.ndarray:
     """Decode ``num_frames`` RGB frames at ``fps`` (frame stride from the source fps) from a random start."""
     capture = cv2.VideoCapture(os.fspath(path))
@@ -217,7 +235,7 @@ def decode_clip(path, num_frames: int, fps: float | None, rng: np.random.Generat
             raise VideoDecodeError(f"cannot open video '{path}'")
         source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        stride = max(1, round(source_fps / fps)) if fps and source_fps > 0 else 1
+        stride = frame_stride(source_fps, fps)
         needed = (num_frames - 1) * stride + 1
         if total and total < needed:
             raise VideoDecodeError(f"video '{path}' has {total} frames, needs {needed} "
@@ -256,36 +274,223 @@ def clip_item(path, text: str, rng: np.random.Generator, num_frames: int, height
     return item
 
 
+# ----------------------------------------------------------------------------- real video: listing, headers
+def folder_rows(root) -> list[dict]:
+    """Rows {"path", "caption"} of a folder of videos with sidecar captions (``data.type: "folder"``): every
+    video (``VIDEO_SUFFIXES``) under ``root``, in sub-folders too, captioned by the text file next to it
+    (``clip.mp4`` -> ``clip.txt``); sorted by path, so every rank lists the same clips in the same order.
+    Hidden files and folders are ignored; videos without a caption file (or an empty one) are left out with
+    one warning listing them.
+
+    Raises:
+        InputError: ``root`` is not a folder, holds no video, or no video with a caption.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"data.root: '{root}' is not a folder (data.type 'folder' reads the videos under it, "
+                         f"each with its caption in a .txt file of the same name next to it)")
+    videos = sorted(path.relative_to(root) for path in root.rglob("*")
+                    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+                    and not any(part.startswith(".") for part in path.relative_to(root).parts))
+    if not videos:
+        raise InputError(f"data.root: no videos ({', '.join(VIDEO_SUFFIXES)}) in '{root}' or its sub-folders")
+    rows, uncaptioned = [], []
+    for video in videos:
+        sidecar = root / video.with_suffix(".txt")
+        text = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
+        if text:
+            rows.append({"path": video.as_posix(), "caption": text})
+        else:
+            uncaptioned.append(video.as_posix())
+    if not rows:
+        raise InputError(f"data.root: none of the {len(videos)} videos in '{root}' has a caption file next to it "
+                         f"(e.g. '{uncaptioned[0]}' needs '{Path(uncaptioned[0]).with_suffix('.txt').as_posix()}'); "
+                         f"write each video's caption into <video name>.txt, or list videos and captions in a CSV "
+                         f"and use data.type 'real' with data.metadata")
+    if uncaptioned:
+        warnings.warn(f"data.root '{root}': skipping {len(uncaptioned)} of {len(videos)} videos without a caption "
+                      f"file (<video name>.txt, not empty) next to them: {_some(uncaptioned, 20)}",
+                      RuntimeWarning, stacklevel=3)
+    return rows
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """A few names of a list, and how many more: for one warning about many files."""
+    text = ", ".join(f"'{name}'" for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+@dataclass(frozen=True)
+class ClipHeader:
+    """What a video file's header says, as the decoder (OpenCV) reads it; 0 where it does not say."""
+
+    fps: float
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps if self.fps > 0 else 0.0
+
+
+def read_header(path) -> ClipHeader | None:
+    """The frame rate and frame count of a video file from its header (about 1 ms, nothing decoded), as
+    ``decode_clip`` will see them; None when the file cannot be opened."""
+    capture = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not capture.isOpened():
+            return None
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        return ClipHeader(fps if fps > 0 else 0.0, max(frames, 0))
+    except cv2.error:
+        return None
+    finally:
+        capture.release()
+
+
+def read_headers(paths: list[Path]) -> list[ClipHeader | None]:
+    """``read_header`` of each path, in order, on a few threads (OpenCV releases the GIL while it reads)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    if len(paths) < 16 or cpus < 2:
+        return [read_header(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=min(16, cpus)) as pool:
+        return list(pool.map(read_header, paths, chunksize=64))
+
+
+def _fps_text(fps: float) -> str:
+    return f"{fps:g}" if float(fps).is_integer() else f"{fps:.2f}"
+
+
+def check_clips(rows: list[dict], root: Path, num_frames: int, fps: float | None, where: str) -> list[dict]:
+    """The rows whose video can give a clip of ``num_frames`` at ``fps``, by each file's header: files that
+    cannot be opened and clips too short are left out, with one warning each saying how many and naming a
+    few; videos whose own frame rate is below ``fps`` are kept with one warning (their frames are taken
+    consecutively, so the clip moves faster than real time). Headers that do not say (frame count or rate
+    0) keep the file: decoding decides.
+
+    Raises:
+        InputError: no row left, or ``fps`` above the frame rate of every video.
+    """
+    headers = read_headers([_video_path(root, row) for row in rows])
+    unreadable = [row["path"] for row, header in zip(rows, headers) if header is None]
+    kept, short, slow = [], [], []
+    for row, header in zip(rows, headers):
+        if header is None:
+            continue
+        if header.frames and header.frames < frames_needed(num_frames, header.fps, fps):
+            short.append((row["path"], header))
+            continue
+        if num_frames > 1 and fps and header.fps and header.fps < 0.99 * fps:
+            slow.append((row["path"], header))
+        kept.append(row)
+    need = (f"{num_frames} frames at {_fps_text(fps)} fps (needs ≥ {num_frames / fps:.2f} s at "
+            f"{_fps_text(fps)} fps)" if fps else f"{num_frames} frames at the video's own frame rate")
+    if unreadable:
+        warnings.warn(f"{where}: skipping {len(unreadable)} of {len(rows)} videos that cannot be opened (not a "
+                      f"video or damaged): {_some(unreadable)}", RuntimeWarning, stacklevel=3)
+    if short:
+        names = [f"{path} ({header.seconds:.2f} s, {header.frames} frames at {_fps_text(header.fps)} fps)"
+                 for path, header in short]
+        warnings.warn(f"{where}: skipping {len(short)} of {len(rows)} videos too short for {need}: {_some(names)}",
+                      RuntimeWarning, stacklevel=3)
+    if not kept:
+        longest = max((header.seconds for _, header in short), default=0.0)
+        raise InputError(f"{where}: none of its {len(rows)} videos can give a clip of {need}"
+                         + (f"; the longest is {longest:.2f} s" if short else "")
+                         + (f"; {len(unreadable)} cannot be opened" if unreadable else "")
+                         + ". Use longer videos, or fewer frames (model.base_resolution) or a higher data.fps "
+                           "(at most the videos' own frame rate)")
+    if slow:
+        rates = sorted({header.fps for _, header in slow})
+        if len(slow) == len(kept):  # every clip left (whose header gives its rate) is slower than fps
+            raise InputError(f"{where}: data.fps {_fps_text(fps)} (default: model.fps) is above the frame rate of "
+                             f"every video (the fastest is {_fps_text(rates[-1])} fps): their clips would play "
+                             f"{fps / rates[-1]:.1f}x faster than real time or more. Set data.fps to at most "
+                             f"{_fps_text(rates[-1])}, or use videos of at least {_fps_text(fps)} fps")
+        path, header = min(slow, key=lambda pair: pair[1].fps)
+        warnings.warn(f"{where}: data.fps {_fps_text(fps)} is above the frame rate of {len(slow)} of {len(kept)} "
+                      f"videos ({', '.join(_fps_text(rate) for rate in rates[:5])} fps; e.g. '{path}' at "
+                      f"{_fps_text(header.fps)} fps): their frames are taken consecutively, so those clips play up to "
+                      f"{fps / header.fps:.1f}x faster than real time. Lower data.fps, or leave those videos out",
+                      RuntimeWarning, stacklevel=3)
+    return kept
+
+
+def _video_path(root: Path, row: dict) -> Path:
+    path = Path(row["path"])
+    return path if path.is_absolute() else root / path
+
+
+# ----------------------------------------------------------------------------- real video: the dataset
+_REPLACEMENT = 0x7265706C  # the stream of a bad file's replacement draws ("repl"), apart from epoch_rng's
+
+
 class RealVideoDataset(Dataset):
-    """WebVid-style folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}), or
-    WebVid's own CSV (``load_metadata``).
+    """Real videos: a folder of videos listed in a CSV (path,caption) or JSONL ({"path","caption"}), or
+    WebVid's own CSV (``load_metadata``); or, with ``metadata=None``, every video under ``root`` captioned
+    by the .txt file next to it (``folder_rows``, ``data.type: "folder"``).
 
     Paths are relative to ``root`` (or absolute); rows whose file is missing are left out with one
     warning. Clips of ``num_frames`` at ``fps`` are resized (shorter side) and centre-cropped to
-    (height, width). A corrupt or too-short file never stops training: it is skipped with a warning
-    naming it, and another index is used instead.
+    (height, width).
+
+    ``check_headers`` (default): when the dataset is built, every file's header is read (``check_clips``,
+    ~1 ms a file on a few threads) and files that cannot be opened or are too short for ``num_frames`` at
+    ``fps`` are left out with one summary warning each; ``fps`` above the videos' own rate is warned about
+    (refused when it is above every video's).
+
+    A file that fails to decode during training (``VideoDecodeError``, an OpenCV error) is dropped for the
+    rest of the run (one warning per file and process; the flags live in shared memory, so the data loader's
+    workers, also next epoch's, skip it without trying again) and its index takes a replacement: the first
+    decodable file of a sequence drawn from (seed, index, epoch) among the others. The length never changes,
+    so every rank's sampler keeps the same number of items per epoch and a resumed run the same batches; the
+    replacement depends only on (seed, index, epoch), not on which process found which file bad, and it is
+    another file for each bad index and each epoch, not always the same neighbour.
 
     Temporal augmentation: each epoch (``set_epoch``, which the training loop calls through
     accelerate's data loader) takes another window of each video, a pure function of (seed, index,
     epoch); epoch 0 takes the window a dataset without epochs always took.
+
+    Raises:
+        InputError: no video left to train on (``_existing_rows``, ``folder_rows``, ``check_clips``).
     """
 
-    def __init__(self, root, metadata, num_frames: int = 16, height: int = 64, width: int = 64,
+    def __init__(self, root, metadata=None, num_frames: int = 16, height: int = 64, width: int = 64,
                  fps: float | None = 8.0, seed: int = 0, return_lowres: tuple[int, int] | None = None,
-                 max_retries: int = 20):
+                 max_retries: int = 20, check_headers: bool = True):
         self.root = Path(root)
-        metadata = Path(metadata)
-        self.rows = load_metadata(metadata if metadata.is_absolute() or metadata.exists() else self.root / metadata)
-        if not self.rows:
-            raise ValueError(f"metadata '{metadata}' lists no videos")
-        self.rows = _existing_rows(self.rows, self.root, metadata)
+        if metadata is None:
+            self.rows = folder_rows(self.root)
+            where = f"data.root '{self.root}'"
+        else:
+            metadata = Path(metadata)
+            self.rows = load_metadata(metadata if metadata.is_absolute() or metadata.exists() else self.root / metadata)
+            if not self.rows:
+                raise ValueError(f"metadata '{metadata}' lists no videos")
+            self.rows = _existing_rows(self.rows, self.root, metadata)
+            where = f"'{metadata}'"
+        if check_headers:
+            self.rows = check_clips(self.rows, self.root, num_frames, fps, where)
+        # Only what an item needs (WebVid's CSV has 5 columns more): every data loader worker of every rank
+        # holds (and, touching it, copies) this list.
+        self.rows = [{"path": str(row["path"]), "caption": str(row["caption"])} for row in self.rows]
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
         self.seed, self.return_lowres, self.max_retries = seed, return_lowres, max_retries
-        self.bad_paths: set[str] = set()
+        # One flag a file, in shared memory: what a data loader worker finds, the main process (and so the
+        # workers of the next epoch) knows too.
+        self.bad = torch.zeros(len(self.rows), dtype=torch.bool).share_memory_()
         self.epoch = 0
 
     def __len__(self):
         return len(self.rows)
+
+    @property
+    def bad_paths(self) -> set[str]:
+        """The files dropped because they failed to decode (as far as this process and its workers know)."""
+        return {self.rows[int(i)]["path"] for i in torch.nonzero(self.bad).flatten()}
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's windows (reproducible from the seed: the same epoch gives the same clips)."""
@@ -293,32 +498,60 @@ class RealVideoDataset(Dataset):
 
     def _load(self, index: int, rng) -> dict:
         row = self.rows[index]
-        path = Path(row["path"])
-        path = path if path.is_absolute() else self.root / path
+        path = _video_path(self.root, row)
         if not path.is_file():
             raise VideoDecodeError(f"video file not found: '{path}'")
         return clip_item(path, str(row["caption"]), rng, self.num_frames, self.height, self.width, self.fps,
                          self.return_lowres)
 
+    def _try(self, candidate: int, index: int) -> dict | None:
+        """File ``candidate``'s clip with item ``index``'s window draws, or None when it is (now) known bad."""
+        if self.bad[candidate]:
+            return None
+        try:
+            return self._load(candidate, epoch_rng(self.seed, index, self.epoch))
+        except (VideoDecodeError, cv2.error) as err:
+            if not self.bad[candidate]:
+                self.bad[candidate] = True
+                warnings.warn(f"dropping video '{self.rows[candidate]['path']}' for the rest of the run, another "
+                              f"video takes its place: {err}", RuntimeWarning, stacklevel=3)
+            return None
+
+    def replacements(self, index: int):
+        """The files that stand in for a bad ``index`` this epoch, in the order they are tried: a sequence
+        drawn from (seed, index, epoch), known-bad files left out (so whichever process knows what, the first
+        decodable one is the same); if a long stretch of it is all bad, the files not known bad in an order
+        drawn from the same stream."""
+        rng = np.random.default_rng([self.seed, index, self.epoch, _REPLACEMENT])
+        for _ in range(4 * self.max_retries + 64):
+            candidate = int(rng.integers(len(self.rows)))
+            if not self.bad[candidate]:
+                yield candidate
+        good = torch.nonzero(~self.bad).flatten().numpy()
+        yield from (int(c) for c in good[rng.permutation(len(good))])
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.rows):
             raise IndexError(index)
-        for attempt in range(self.max_retries + 1):
-            candidate = (index + attempt * 7919) % len(self.rows)  # a prime step visits other files
-            path = self.rows[candidate]["path"]
-            if path in self.bad_paths:
-                continue
-            try:
-                return self._load(candidate, epoch_rng(self.seed, candidate, self.epoch))
-            except (VideoDecodeError, cv2.error) as err:
-                self.bad_paths.add(path)
-                warnings.warn(f"skipping video '{path}': {err}", RuntimeWarning, stacklevel=2)
-        raise RuntimeError(f"no decodable video found after {self.max_retries + 1} tries from index {index}; "
-                           f"check the files under '{self.root}'")
+        item = self._try(index, index)
+        failures = 0
+        if item is None:
+            for candidate in self.replacements(index):
+                item = self._try(candidate, index)
+                if item is not None:
+                    break
+                failures += 1
+                if failures > self.max_retries:
+                    break
+        if item is None:
+            raise RuntimeError(f"no decodable video found for item {index}: {int(self.bad.sum())} of "
+                               f"{len(self.rows)} files failed to decode so far; check the files under '{self.root}'")
+        return item
 
 
 # ----------------------------------------------------------------------------- style images
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+TRAINING_IMAGE_LIMITS = InputLimits(max_image_side=16384, max_image_pixels=16384 * 16384)
 FOLDER_CAPTION = "caption.txt"  # a style folder's default caption, for images without their own .txt
 
 
@@ -367,5 +600,7 @@ class ImageFolderDataset(Dataset):
         from lumiere.io import read_image
 
         path, text = self.items[index]
-        image = resize_center_crop(read_image(path), self.height, self.width, upscale_interpolation=cv2.INTER_LINEAR)
+        # A style's own images (print scans, renders) may exceed what the app accepts from a visitor.
+        image = resize_center_crop(read_image(path, limits=TRAINING_IMAGE_LIMITS, name=f"style image {path}"),
+                                   self.height, self.width, upscale_interpolation=cv2.INTER_LINEAR)
         return {"image": video_to_tensor(image[None])[:, 0], "caption": text}

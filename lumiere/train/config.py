@@ -23,7 +23,7 @@ from ..options import check_keys
 from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
-DATA_TYPES = ("procedural", "real", "webdataset")
+DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
 # stage's crop, window and two phases; the style list.
 STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
@@ -35,16 +35,21 @@ def _fields(cls) -> set[str]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training clips come from: the procedural world, a folder of real videos + a CSV, or
-    webdataset tar shards streamed shard by shard (``data.shards``)."""
+    """Where training clips come from: the procedural world, a folder of real videos + a CSV (``real``), a
+    folder of videos each with its caption in a .txt next to it (``folder``), or webdataset tar shards
+    streamed shard by shard (``data.shards``)."""
 
     type: str = "procedural"
     seed: int = 0
     length: int = 1_000_000   # procedural: items per epoch
-    root: str | None = None    # real: the folder the metadata's paths are relative to
+    root: str | None = None    # real: the folder the metadata's paths are relative to; folder: the videos' folder
     metadata: str | None = None  # real: CSV/JSONL with path,caption rows, or WebVid's own CSV
-    fps: float | None = None   # real / webdataset: clip frame rate (None: the model's fps)
+    fps: float | None = None   # real / folder / webdataset: clip frame rate (None: the model's fps)
     shards: str | tuple[str, ...] | None = None  # webdataset: a brace pattern "dir/{00000..00099}.tar" or a list
+    # real / folder: read every file's header when the dataset is built (~1 ms a file) and leave out the
+    # unreadable and too-short ones up front; false skips that scan (for millions of files), and such files
+    # are then dropped when they first fail to decode.
+    check_headers: bool = True
     # procedural: render the clips on the training device (``data.render_torch``): the loader's workers draw
     # only each clip's parameters. Why: numpy rendering on the CPU cores, not the training step, would
     # bound a GPU run. The SSR stage's crops are still rendered by the workers.
@@ -59,11 +64,24 @@ class DataConfig:
         if data.type not in DATA_TYPES:
             raise InputError(f"data.type must be one of {', '.join(DATA_TYPES)}, got {data.type!r}")
         if data.type == "real" and not (data.root and data.metadata):
-            raise InputError("data.type 'real' needs data.root and data.metadata")
+            raise InputError("data.type 'real' needs data.root and data.metadata (without a metadata file, "
+                             "data.type 'folder' reads each video's caption from the .txt file next to it)")
+        if data.type == "folder" and not data.root:
+            raise InputError("data.type 'folder' needs data.root: the folder of videos, each with its caption in "
+                             "a .txt file of the same name next to it (clip.mp4 + clip.txt)")
+        if data.type == "folder" and data.metadata:
+            raise InputError("data.metadata is read by data.type 'real' only; data.type 'folder' takes each "
+                             "video's caption from the .txt file next to it: remove data.metadata, or set "
+                             "data.type to 'real'")
         if data.type == "webdataset" and not data.shards:
             raise InputError("data.type 'webdataset' needs data.shards (e.g. \"shards/{00000..00099}.tar\")")
         if data.render_on_device and data.type != "procedural":
             raise InputError(f"data.render_on_device renders the procedural world; data.type is {data.type!r}")
+        if not isinstance(data.check_headers, bool):
+            raise InputError(f"data.check_headers must be true or false, got {data.check_headers!r}")
+        if data.fps is not None and (isinstance(data.fps, bool) or not isinstance(data.fps, (int, float))
+                                     or not data.fps > 0):
+            raise InputError(f"data.fps must be a positive number of frames per second, got {data.fps!r}")
         return data
 
 
@@ -215,8 +233,8 @@ class RunConfig:
             for style, folder in self.stage("style").style_folders.items():
                 if not Path(folder).expanduser().is_dir():
                     raise InputError(f"stages.style.styles.{style}: {folder} is not a folder of images")
-        if self.data.type == "real" and any(stage != "style" for stage in run):
-            for key in ("root", "metadata"):
+        if self.data.type in ("real", "folder") and any(stage != "style" for stage in run):
+            for key in ("root", "metadata") if self.data.type == "real" else ("root",):
                 path = Path(getattr(self.data, key)).expanduser()
                 if not path.exists():
                     raise InputError(f"data.{key}: {path} does not exist")

@@ -126,10 +126,10 @@ def _loader(dataset, settings: TrainSettings) -> DataLoader:
     if _streamed(dataset):
         dataset = dataset if isinstance(dataset, torch.utils.data.IterableDataset) else _Stream(dataset)
     streamed = isinstance(dataset, torch.utils.data.IterableDataset)
-    from ..threads import configure  # torch's threads leave a CPU to each worker process (lumiere/threads.py)
-    configure(workers=settings.num_workers)
-    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=not streamed, num_workers=settings.num_workers,
-                      drop_last=True, persistent_workers=settings.num_workers > 0 and not per_epoch)
+    from ..threads import count_workers  # torch's threads leave a CPU to each worker (lumiere/threads.py)
+    return count_workers(DataLoader(dataset, batch_size=settings.batch_size, shuffle=not streamed,
+                                    num_workers=settings.num_workers, drop_last=True,
+                                    persistent_workers=settings.num_workers > 0 and not per_epoch))
 
 
 def _streamed(dataset) -> bool:
@@ -325,7 +325,7 @@ class RandomCrop(_EpochWrapper):
 # ----------------------------------------------------------------------------- data
 def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
                   lowres: tuple[int, int] | None = None, style: str | None = None, on_device: bool = False):
-    """The config's video data (procedural, real or webdataset shards) at (num_frames, height, width);
+    """The config's video data (procedural, real, folder or webdataset shards) at (num_frames, height, width);
     ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict.
     ``on_device`` (procedural data with ``data.render_on_device``): items carry the clips' parameters, and
     the dataset's ``render_batch`` renders a batch of them where it is (``device_renderer``)."""
@@ -344,9 +344,10 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
                                    return_lowres=lowres)
     from ..data.datasets import RealVideoDataset
 
-    return RealVideoDataset(data.root, data.metadata, num_frames=num_frames, height=height, width=width,
-                            fps=data.fps if data.fps is not None else config.model.fps, seed=data.seed,
-                            return_lowres=lowres)
+    # "folder": no metadata, each video's caption is the .txt next to it.
+    return RealVideoDataset(data.root, data.metadata if data.type == "real" else None, num_frames=num_frames,
+                            height=height, width=width, fps=data.fps if data.fps is not None else config.model.fps,
+                            seed=data.seed, return_lowres=lowres, check_headers=data.check_headers)
 
 
 def device_renderer(dataset) -> Callable[[dict], dict] | None:
