@@ -32,7 +32,7 @@ EXAMPLES: dict[str, list[dict]] = {
         {"prompt": "a red circle bouncing on the grass"},
         {"prompt": "a blue square moving right in the sky"},
         {"prompt": "a yellow triangle rotating at night"},
-        {"prompt": "a white circle circling over the sea"},
+        {"prompt": "a purple circle moving right at night"},
     ],
     "image_to_video": [
         {"image": example_file("red_circle_grass.png"), "prompt": "a red circle moving right on the grass"},

@@ -114,10 +114,15 @@ def seed_value(seed) -> int | None:
     return number
 
 
-def frames_value(num_frames, base_frames: int, factor: int) -> int:
+def frames_value(num_frames, base_frames: int, factor: int, footage: bool = False) -> int | None:
+    """The frame count a request asks for: blank = the model's clip; for a tab on the user's video
+    (``footage``) blank or 0 = None, the video's own length (``LumierePipeline._footage_frames``)."""
     if num_frames is None or num_frames == "":
-        return base_frames
-    return check_num_frames(integer(num_frames, "num_frames"), base_frames, factor, field("num_frames"))
+        return None if footage else base_frames
+    frames = integer(num_frames, "num_frames")
+    if footage and frames == 0:
+        return None
+    return check_num_frames(frames, base_frames, factor, field("num_frames"))
 
 
 def steps_value(steps, default: int) -> int:

@@ -4,25 +4,65 @@ outputs the app shows as cached results (run once, committed).
     python -m app.make_examples            # the inputs
     python -m app.make_examples --outputs  # assets/examples/outputs/<tab>-<i>.mp4 with the bundled model
     python -m app.make_examples --mask-previews  # the pictures with their example masks blended in
+
+The example masks are computed from the rendered objects, not typed in: the inpainting mask is the box around
+the square's whole path (every frame, edges included, aligned to the 32x32 base grid), the cinemagraph's the
+band the circle bounces in.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from lumiere.data.world import render_clip, spec_from_prompt
+from lumiere.data.world import COLOURS, render_clip, spec_from_prompt
 from lumiere.io import write_video
 
 OUT = Path(__file__).resolve().parent.parent / "assets" / "examples"
 SIZE = 128
 FRAMES = 16
 FPS = 8
+BASE_CELL = 4  # output pixels per base-resolution pixel (128 / 32): mask boxes are aligned to it
+# The inpainting example: the object whose whole path the mask covers, in every frame.
+INPAINT_CLIP = ("a green square moving left over the sea", 4)
+INPAINT_MARGIN = 6  # pixels of sea around the path inside the mask
+# The cinemagraph example: the band the yellow circle bounces in (what a user would brush for "bouncing").
+CINEMAGRAPH_CLIP = ("a yellow circle at night", 3)
+CINEMAGRAPH_MARGIN = 8
 
 
 def clip(prompt: str, seed: int, frames: int = FRAMES) -> np.ndarray:
     return render_clip(spec_from_prompt(prompt, seed), frames, SIZE, SIZE)
+
+
+def object_path(prompt: str, seed: int, frames: int = FRAMES) -> np.ndarray:
+    """Where the clip's objects are, per frame: bool (T, H, W), True on every pixel an object touches (edges
+    included). The clip rendered again with other colours differs from it exactly there."""
+    spec = spec_from_prompt(prompt, seed)
+    path = np.zeros((frames, SIZE, SIZE), bool)
+    for shift in (1, 2):  # two other colours: a pixel an object barely touches differs in at least one
+        others = tuple(replace(o, colour=COLOURS[(COLOURS.index(o.colour) + shift) % len(COLOURS)])
+                       for o in spec.objects)
+        path |= (render_clip(spec, frames, SIZE, SIZE) != render_clip(replace(spec, objects=others), frames,
+                                                                       SIZE, SIZE)).any(-1)
+    return path
+
+
+def covering_box(path: np.ndarray, margin: int, cell: int = BASE_CELL) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a box around every True pixel of ``path`` in every frame, ``margin`` pixels
+    wider on each side and aligned outward to ``cell`` (so the box covers the path at base resolution too)."""
+    ys, xs = np.nonzero(path.any(axis=0))
+    top, left = (max(0, (v - margin) // cell * cell) for v in (ys.min(), xs.min()))
+    bottom, right = (min(SIZE, -(-(v + 1 + margin) // cell) * cell) for v in (ys.max(), xs.max()))
+    return int(top), int(left), int(bottom), int(right)
+
+
+def bounce_band(prompt: str, seed: int, margin: int) -> tuple[int, int, int, int]:
+    """The cinemagraph's region: the object's columns (plus ``margin``) over the full height it may bounce in."""
+    top, left, bottom, right = covering_box(object_path(prompt, seed, 1), margin)
+    return BASE_CELL, left, SIZE - BASE_CELL, right
 
 
 def brushed_layer(box: tuple[int, int, int, int]) -> Image.Image:
@@ -79,13 +119,13 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     Image.fromarray(clip("a red circle on the grass", 1, 1)[0]).save(OUT / "red_circle_grass.png")
     Image.fromarray(clip("a blue square in the sky", 2, 1)[0]).save(OUT / "blue_square_sky.png")
-    Image.fromarray(clip("a yellow circle at night", 3, 1)[0]).save(OUT / "yellow_circle_night.png")
-    sea = clip("a green square moving left over the sea", 4)
+    Image.fromarray(clip(*CINEMAGRAPH_CLIP, 1)[0]).save(OUT / "yellow_circle_night.png")
+    sea = clip(*INPAINT_CLIP)
     write_video(OUT / "green_square_sea.mp4", sea, FPS)
     Image.fromarray(sea[0]).save(OUT / "green_square_sea_frame0.png")
     write_video(OUT / "red_triangle_sky.mp4", clip("a red triangle moving right in the sky", 5), FPS)
-    brushed_layer((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4)).save(OUT / "inpaint_mask_layer.png")
-    brushed_layer((SIZE // 8, SIZE // 8, 7 * SIZE // 8, 7 * SIZE // 8)).save(OUT / "cinemagraph_mask_layer.png")
+    brushed_layer(covering_box(object_path(*INPAINT_CLIP), INPAINT_MARGIN)).save(OUT / "inpaint_mask_layer.png")
+    brushed_layer(bounce_band(*CINEMAGRAPH_CLIP, CINEMAGRAPH_MARGIN)).save(OUT / "cinemagraph_mask_layer.png")
     mask_previews()
     for path in sorted(OUT.iterdir()):
         print(f"{path.name}: {path.stat().st_size / 1024:.1f} KB")

@@ -9,6 +9,9 @@ parameters are on, so the manager only has to decide *where* each component live
   offloads a component to the CPU (GPU devices) or drops it (``unload_component``; it reloads from disk).
 * ``run(task, fn)`` serialises generation with a lock; on out-of-memory it frees memory, evicts every
   component the task does not need, retries once, then raises :class:`OutOfMemory` with advice.
+* Each browser session's latest generation has a :class:`LiveJob` (``live(session)``): the step reached,
+  a low-resolution preview of the clip as it denoises (``step_callback`` decodes the sampler's x0
+  estimate every few steps: :func:`preview_strip`) and, once it has ended, how.
 """
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lumiere.pipeline import default_device, default_dtype, module_device
+from lumiere.preprocessing import tensor_to_uint8
 
 log = logging.getLogger("lumiere.app")
 
@@ -34,6 +40,52 @@ class GenerationCancelled(Exception):
 
 class OutOfMemory(RuntimeError):
     """Generation failed for lack of memory even after freeing everything it does not need."""
+
+
+PREVIEW_FRAMES = 8  # frames of the clip shown side by side in the live preview
+PREVIEW_HEIGHT = 64  # pixels per preview frame
+PREVIEWS_PER_RUN = 10  # about this many previews over a whole generation (every few steps)
+LIVE_SESSIONS = 256  # sessions whose latest job is remembered for the UI
+
+
+@dataclass
+class LiveJob:
+    """A session's latest generation as its page sees it: requested (``expect``), then running (``step`` of
+    ``total`` denoising steps, ``preview``: a uint8 strip of frames of the current estimate), then ended
+    (``outcome``: "done", "cancelled", "out of memory" or "error"; None until then)."""
+
+    step: int = 0
+    total: int = 0
+    preview: np.ndarray | None = None
+    preview_step: int = 0
+    outcome: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+
+def preview_strip(pipe, x0: torch.Tensor, frames: int = PREVIEW_FRAMES, height: int = PREVIEW_HEIGHT) -> np.ndarray:
+    """The sampler's clean-sample estimate ``x0`` (1, C, T, h, w) (or (1, C, h, w): one image) as a small uint8
+    picture (H, W, 3): up to ``frames`` evenly spaced frames side by side, each ``height`` pixels high. Latents
+    are decoded (``pipe.decode_frames``) for the chosen frames only; pixels are used as they are."""
+    from PIL import Image
+
+    if x0.ndim == 4:
+        x0 = x0[:, :, None]
+    count = x0.shape[2]
+    picked = sorted({round(i * (count - 1) / max(1, frames - 1)) for i in range(min(frames, count))})
+    sample = x0[:1, :, picked]
+    if getattr(pipe, "is_latent", False) and tuple(sample.shape[-2:]) == tuple(pipe.model_sample_shape[1:]):
+        sample = pipe.decode_frames(sample)
+    pictures = tensor_to_uint8(sample[0])  # (T, H, W, 3)
+    width = max(1, round(pictures.shape[2] * height / pictures.shape[1]))
+    resample = Image.NEAREST if pictures.shape[1] < height else Image.BILINEAR
+    gap = np.full((height, 2, 3), 24, np.uint8)
+    parts = []
+    for picture in pictures:
+        parts += [np.asarray(Image.fromarray(picture).resize((width, height), resample)), gap]
+    return np.concatenate(parts[:-1], axis=1)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -114,6 +166,9 @@ class ModelManager:
         self._sizes: dict[str, int] = {}
         self._cancel = threading.Event()
         self._active_session: str | None = None
+        self._live: OrderedDict[str, LiveJob] = OrderedDict()  # by session, least recently requested first
+        self._job: LiveJob | None = None  # the running generation's
+        self._ended = threading.Condition()
         self.evictions = 0
         self.oom_recoveries = 0
         self.last_task: str | None = None
@@ -246,6 +301,7 @@ class ModelManager:
         with self._generation_lock:
             self._cancel.clear()
             self._active_session = session
+            self._job = self._live_job(session, fresh=False)
             started = time.perf_counter()
             outcome = "error"
             try:
@@ -278,17 +334,74 @@ class ModelManager:
                 self._active_session = None
                 self.last_task, self.last_outcome = task, outcome
                 self.last_duration = time.perf_counter() - started
+                self.end_job(session, outcome, self._job)
+                self._job = None
 
-    def step_callback(self, progress: Callable[[int, int], None] | None = None) -> Callable[[int, int], None]:
-        """A pipeline ``callback(step, total)``: reports progress and raises when Stop was pressed."""
+    def step_callback(self, progress: Callable[[int, int], None] | None = None,
+                      preview: bool = True) -> Callable[..., None]:
+        """A pipeline ``callback(step, total, x0)``: records the step (and, with ``preview``, every few steps a
+        :func:`preview_strip` of the estimate ``x0``) in the running job's :class:`LiveJob`, reports progress,
+        and raises :class:`GenerationCancelled` when Stop was pressed (the job then stopped after ``step``)."""
 
-        def callback(step: int, total: int) -> None:
+        def callback(step: int, total: int, x0: torch.Tensor | None = None) -> None:
+            job = self._job
+            if job is not None:
+                job.step, job.total = step, total
+                every = max(1, total // PREVIEWS_PER_RUN)
+                if preview and x0 is not None and (step % every == 0 or step == total):
+                    try:
+                        job.preview, job.preview_step = preview_strip(self.pipe, x0), step
+                    except Exception:  # a preview must never break the generation it shows
+                        log.exception("live preview failed")
             if self._cancel.is_set():
                 raise GenerationCancelled("generation stopped")
             if progress is not None:
                 progress(step, total)
 
         return callback
+
+    # ------------------------------------------------------------------ what a session's page shows
+    def _live_job(self, session: str | None, fresh: bool) -> LiveJob:
+        """The session's LiveJob (a new one if ``fresh`` or it has none); jobs without a session are not kept."""
+        with self._state_lock:
+            job = None if fresh or session is None else self._live.get(session)
+            if job is None or job.ended:
+                job = LiveJob()
+                if session is not None:
+                    self._live[session] = job
+                    self._live.move_to_end(session)
+                    while len(self._live) > LIVE_SESSIONS:
+                        self._live.popitem(last=False)
+            return job
+
+    def expect(self, session: str | None) -> None:
+        """The session asked for a generation (its page starts watching ``live``): a fresh LiveJob, unless its
+        generation already runs (the request overtook the page's notice)."""
+        running = self._job
+        if session is not None and session == self._active_session and running is self.live(session):
+            return
+        self._live_job(session, fresh=True)
+
+    def live(self, session: str | None) -> LiveJob | None:
+        """The session's latest generation (None if it has asked for none)."""
+        return None if session is None else self._live.get(session)
+
+    def end_job(self, session: str | None, outcome: str, job: LiveJob | None = None) -> None:
+        """Mark the session's job ended (``run`` does; a request refused before it ran calls this too)."""
+        job = job or self.live(session)
+        if job is not None and not job.ended:
+            with self._ended:
+                job.outcome = outcome
+                self._ended.notify_all()
+
+    def wait_ended(self, session: str | None, timeout: float) -> LiveJob | None:
+        """The session's running job (else its latest) once it has ended, waiting at most ``timeout`` s (then
+        as it is)."""
+        job = self._job if session is not None and self._active_session == session else None
+        job = job or self.live(session)
+        with self._ended:
+            self._ended.wait_for(lambda: job is None or job.ended, timeout)
+        return job
 
     def cancel(self, session: str | None = None) -> bool:
         """Stop the running generation (only the requesting session's, when sessions are given)."""

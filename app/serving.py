@@ -244,7 +244,8 @@ class UnknownEndpoint:
         if scope["type"] == "http" and scope.get("method") == "POST":
             match = self.PATH.search(scope.get("path", ""))
             known, public = self.endpoints()
-            if match and known and match.group(1) not in known:
+            # "predict" is the route the page itself posts its unqueued events to (by fn_index, not by name).
+            if match and known and match.group(1) not in known | {"predict"}:
                 body = json.dumps({"error": f"There is no endpoint /{match.group(1)}. This app serves: "
                                    + ", ".join(f"/{name}" for name in public) + "."}).encode()
                 log.info("refused a call to unknown endpoint /%s", match.group(1))

@@ -27,7 +27,7 @@ import gradio as gr
 import numpy as np
 
 from lumiere.errors import LumiereError
-from lumiere.options import MAX_GUIDANCE_SCALE, SAMPLERS, GenerationDefaults
+from lumiere.options import MAX_GUIDANCE_SCALE, ONE_PASS_FRAMES_FACTOR, SAMPLERS, GenerationDefaults, frame_counts
 
 from . import components as c
 from . import inputs
@@ -43,12 +43,16 @@ QUEUE_SIZE = 16
 DELETE_CACHE = (3600, 3600)  # every hour, delete generated files older than an hour
 HISTORY_SIZE = 24
 RANDOM_SEED_BITS = 31  # random seeds stay below 2^31 so every client displays them exactly
+PREVIEW_INTERVAL = 0.5  # seconds between a running tab's fetches of its live preview
+STOP_WAIT = 30.0  # seconds Stop waits for the current denoising step to finish, to say where it stopped
 
 ABOUT = """# Lumiere — text-to-video studio
-Space-time diffusion: the whole clip is generated at once, then super-resolved.
-The bundled model knows a small world: **red, green, blue, yellow, white, purple, orange**
-**circles, squares and triangles** that are **moving left/right/up/down, bouncing, rotating, growing,
-shrinking or circling** over the **sky, grass, sea, night or a plain (black or gray) background**."""
+Space-time diffusion: the whole clip is generated at once, then super-resolved."""
+
+# Only what the bundled model does well (its model card, assets/lumiere-tiny/README.md, has the measurements).
+BUNDLED_ABOUT = """The bundled model is a tiny demonstration trained on a CPU. It knows a small world of **red, green, blue,
+yellow, white, purple and orange circles, squares and triangles** (drawn as soft blobs) over the **sky, grass,
+sea, night or a plain background**, and moves them best **left, right, up or down**; about 120 words in all."""
 
 MASK_BRUSH = gr.Brush(colors=["#ff33cc"], default_color="#ff33cc", color_mode="fixed")
 
@@ -91,7 +95,7 @@ class Settings:
     """The advanced settings, checked; ``seed`` None = draw a random one."""
 
     seed: int | None
-    num_frames: int
+    num_frames: int | None  # None: the uploaded footage's own length (the video tabs)
     steps: int
     guidance_scale: float
     super_resolve: bool
@@ -137,11 +141,12 @@ class Studio:
         self.default_guidance = float(defaults.guidance_scale)
         self.default_sampler = defaults.sampler
 
-    def settings(self, advanced: Advanced) -> Settings:
-        """Check the shared settings (raises :class:`inputs.InputError` naming the field)."""
+    def settings(self, advanced: Advanced, footage: bool = False) -> Settings:
+        """Check the shared settings (raises :class:`inputs.InputError` naming the field); with ``footage``
+        (a tab on the user's video) frames 0 / blank = the video's own length."""
         return Settings(
             seed=inputs.seed_value(advanced.seed),
-            num_frames=inputs.frames_value(advanced.num_frames, self.base_frames, self.factor),
+            num_frames=inputs.frames_value(advanced.num_frames, self.base_frames, self.factor, footage),
             steps=inputs.steps_value(advanced.steps, self.default_steps),
             guidance_scale=inputs.float_value(advanced.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE_SCALE,
                                               self.default_guidance),
@@ -153,25 +158,28 @@ class Studio:
         return self.height * self.scale, self.width * self.scale
 
     def generate(self, name: str, prepare: Callable[[Settings], Job], advanced: Advanced, request=None,
-                 progress=None):
+                 progress=None, footage: bool = False):
         """Validate (``prepare`` checks the tab's own inputs), run on the device, save files.
         Returns (mp4, seed, result for the follow-up event)."""
         if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length)
             progress = lambda *args, **kwargs: None  # noqa: E731
+        session = getattr(request, "session_hash", None)
         try:
             self.manager.pipe  # noqa: B018 - opens the model, so a load failure is reported before validation
         except Exception as error:
+            self.manager.end_job(session, "error")
             raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable") from None
         try:
-            settings = self.settings(advanced)
+            settings = self.settings(advanced, footage)
             job = prepare(settings)
         except LumiereError as error:  # app.inputs.InputError included; anything else is a bug (logged below)
             log.info("rejected %s request: %s", name, error)
+            self.manager.end_job(session, "error")
             raise gr.Error(str(error), title="Check your input", print_exception=False) from None
+        warn_unknown_words(self.manager.pipe, job.text)
         seed = settings.seed if settings.seed is not None else secrets.randbelow(2**RANDOM_SEED_BITS)
         kwargs = settings.pipeline_kwargs(seed)
         kwargs["callback"] = self.manager.step_callback(eta_reporter(progress))
-        session = getattr(request, "session_hash", None)
         progress(0, desc="Waiting for the model" if self.manager.busy else "Loading the model")
         try:
             video = run_on_device(self.manager, job.task, lambda pipe: job.call(pipe, **kwargs),
@@ -194,6 +202,29 @@ class Studio:
         result = {"files": [f for f in (mp4, gif) if f], "seed": str(seed), "mp4": mp4,
                   "caption": f"{job.task.replace('_', ' ')} · seed {seed} · {job.text[:60]}"}
         return mp4, seed, result
+
+
+def unknown_words_note(pipe, prompt: str) -> str | None:
+    """A sentence naming the prompt's words the model's closed vocabulary lacks and listing those it knows;
+    None when every word is known or the model's tokenizer can spell any word (``LumierePipeline.known_words``)."""
+    unknown = pipe.unknown_words(prompt)
+    if not unknown:
+        return None
+    known = pipe.known_words() or []
+    quoted = ", ".join(f"“{word}”" for word in unknown)
+    return (f"This model does not know {quoted} and will ignore {'it' if len(unknown) == 1 else 'them'}. "
+            f"The {len(known)} words it knows: {', '.join(known)}.")
+
+
+def warn_unknown_words(pipe, prompt: str) -> None:
+    """A warning (not an error: the generation goes ahead) about words the model will ignore."""
+    try:
+        note = unknown_words_note(pipe, prompt)
+    except Exception:  # a tokenizer that cannot be read must not block generating
+        log.exception("could not check the prompt's words")
+        return
+    if note:
+        gr.Warning(note, duration=20, title="Unknown words")
 
 
 def eta_reporter(progress):
@@ -238,6 +269,9 @@ class ResultControls:
     seed_text: gr.Textbox
     reuse: gr.Button
     files: gr.File
+    status: gr.Markdown  # a line that stays: "Stopped after step k of n."
+    preview: gr.Image  # the clip's frames as it denoises (hidden between generations)
+    timer: gr.Timer  # ticks while a generation of this tab runs, to fetch the preview
 
 
 def _summary(studio: Studio, frames, fps, super_resolve) -> str:
@@ -247,13 +281,17 @@ def _summary(studio: Studio, frames, fps, super_resolve) -> str:
         return ""
     scale = studio.scale if super_resolve else 1
     size = f"{studio.width * scale}×{studio.height * scale}"
-    return (f"Output: **{frames} frames · {frames / fps:.1f} s at {fps:g} fps · {size} px**"
+    longest = frame_counts(studio.base_frames, studio.factor)[-1]
+    length = (f"as long as the uploaded video (up to {longest} frames = {longest / studio.fps:g} s)" if frames == 0
+              else f"{frames} frames · {frames / fps:.1f} s at {fps:g} fps")
+    return (f"Output: **{length} · {size} px**"
             + ("" if super_resolve or not studio.has_ssr else
                f" (×{studio.scale} with super-resolution)"))
 
 
-def _advanced(studio: Studio, name: str) -> AdvancedControls:
-    """The tab's own advanced settings (seed, duration, fps, steps, guidance, SSR, sampler)."""
+def _advanced(studio: Studio, name: str, footage: bool = False) -> AdvancedControls:
+    """The tab's own advanced settings (seed, duration, fps, steps, guidance, SSR, sampler); ``footage``:
+    the tab works on an uploaded video, whose own length is the default (frames 0)."""
     adv: dict = {}
     with gr.Accordion("Advanced settings", open=False, elem_id=f"{name}-advanced"):
         with gr.Row():
@@ -262,12 +300,17 @@ def _advanced(studio: Studio, name: str) -> AdvancedControls:
                                     info="A whole number 0 … 2^63−1; blank = random")
             randomize = gr.Checkbox(True, label="Randomize seed", elem_id=f"{name}-randomize", scale=1)
         base_seconds = studio.base_frames / studio.fps
+        counts = frame_counts(studio.base_frames, studio.factor)
+        one_pass = ONE_PASS_FRAMES_FACTOR * studio.base_frames
+        rule = (f"Multiples of {counts.step} (the model's temporal down-sampling factor) up to {counts[-1]}; the "
+                f"model was trained on {studio.base_frames} frames ({base_seconds:g} s) and motion may drift "
+                f"beyond that. Up to {one_pass} frames are generated at once, longer clips (and the "
+                f"super-resolution) in overlapping windows joined by temporal MultiDiffusion.")
         adv["num_frames"] = c.Slider(
-            studio.base_frames, inputs.MAX_FRAMES_FACTOR * studio.base_frames, value=studio.base_frames,
-            step=studio.base_frames, label="Frames (duration)",
-            info=(f"Multiples of the model's {studio.base_frames}-frame clip ({base_seconds:g} s). All frames are "
-                  "generated at once; beyond the trained length motion may drift. Super-resolution covers long "
-                  f"clips in overlapping {studio.ssr_window}-frame windows (temporal MultiDiffusion)."))
+            0 if footage else counts.start, counts[-1], value=0 if footage else studio.base_frames,
+            step=counts.step, label="Frames (duration)",
+            info=("0 = the uploaded video's own length (10 s in, 10 s out); otherwise its first frames. " + rule)
+            if footage else rule)
         adv["fps"] = c.Slider(1, 30, value=studio.fps, step=1, label="Playback fps",
                               info=f"The model's motion is made for {studio.fps:g} fps; other rates play it "
                                    "slower or faster")
@@ -279,20 +322,25 @@ def _advanced(studio: Studio, name: str) -> AdvancedControls:
             adv["super_resolve"] = c.Checkbox(studio.has_ssr, label=f"Super-resolution (×{studio.scale})",
                                               interactive=studio.has_ssr)
             adv["sampler"] = c.Dropdown(list(SAMPLERS), value=studio.default_sampler, label="Sampler")
-        summary = gr.Markdown(_summary(studio, studio.base_frames, studio.fps, studio.has_ssr))
+        summary = gr.Markdown(_summary(studio, 0 if footage else studio.base_frames, studio.fps, studio.has_ssr))
     return AdvancedControls(adv, randomize, summary)
 
 
 def _results(name: str) -> ResultControls:
-    video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=320,
+    video = gr.Video(label="Result", autoplay=True, loop=True, interactive=False, height=300,
                      elem_id=f"{name}-result")
+    status = gr.Markdown("", elem_id=f"{name}-status")
+    preview = gr.Image(label="Preview: the clip's frames as they denoise (low resolution)", type="numpy",
+                       interactive=False, visible=False, buttons=[], elem_id=f"{name}-preview")
+    timer = gr.Timer(PREVIEW_INTERVAL, active=False)
     with gr.Row():
         seed_text = c.Textbox("", label="Seed used", interactive=False, elem_id=f"{name}-seed-used",
                               placeholder="(after a run)", scale=3)
         reuse = gr.Button("♻ Reuse this seed", size="sm", scale=1, elem_id=f"{name}-reuse")
     seed = c.Number(None, label="Seed used (exact)", precision=0, visible=False)
-    files = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False)
-    return ResultControls(video, seed, seed_text, reuse, files)
+    files = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False, height=120,
+                    elem_id=f"{name}-files")
+    return ResultControls(video, seed, seed_text, reuse, files, status, preview, timer)
 
 
 def _buttons():
@@ -336,6 +384,7 @@ class Tab:
 
     name: str
     label: str
+    footage = False  # the tab edits the user's video: its result keeps the video's length by default
 
     def __init__(self, studio: Studio):
         self.studio = studio
@@ -349,7 +398,7 @@ class Tab:
     endpoint: Callable
 
     def generate(self, prepare: Callable[[Settings], Job], advanced: Advanced, request, progress):
-        return self.studio.generate(self.name, prepare, advanced, request, progress)
+        return self.studio.generate(self.name, prepare, advanced, request, progress, self.footage)
 
     def example_rows(self) -> list[dict]:
         """This tab's examples as {API parameter: value} (``app.examples``)."""
@@ -360,14 +409,16 @@ class Tab:
             with gr.Row():
                 with gr.Column():
                     own = self.layout()
-                    advanced = _advanced(self.studio, self.name)
+                    advanced = _advanced(self.studio, self.name, self.footage)
                     go, stop = _buttons()
                 with gr.Column():
+                    examples = gr.Column()  # filled below, once the results exist: on top, so in view
                     result = _results(self.name)
             components = {**own, **advanced.inputs}
             ui = TabUI(self.name, self.endpoint, input_order(self.endpoint, components), components, advanced,
                        result, go, stop)
-            self._examples(ui, bundled)
+            with examples:
+                self._examples(ui, bundled)
         return ui
 
     def _examples(self, ui: TabUI, bundled: bool) -> None:
@@ -378,19 +429,20 @@ class Tab:
         samples = [[row.get(k) for k in names] for row in rows]
         components = [ui.components[k] for k in names]
         if not (bundled and outputs_available(self.name)):
-            gr.Examples(samples, inputs=components, label="Examples")
+            gr.Examples(samples, inputs=components, label="Examples", elem_id=f"{self.name}-examples")
             return
         by_prompt = {row["prompt"]: i for i, row in enumerate(rows)}
         tab = self.name
 
         def cached(*values):
-            prompt = values[names.index("prompt")]
-            return str(output_path(tab, by_prompt[prompt])), str(EXAMPLE_SEED)
+            path = str(output_path(tab, by_prompt[values[names.index("prompt")]]))
+            return path, str(EXAMPLE_SEED), [path], ""
 
         # Pre-rendered, so no disk cache of Gradio's own (cache_examples=True): files it cached in an earlier
         # process are refused (403) by its file-access rules when a later process reuses them.
-        gr.Examples(samples, inputs=components, outputs=[ui.result.video, ui.result.seed_text], fn=cached,
-                    run_on_click=True, cache_examples=False, preprocess=False,
+        out = ui.result
+        gr.Examples(samples, inputs=components, outputs=[out.video, out.seed_text, out.files, out.status], fn=cached,
+                    run_on_click=True, cache_examples=False, preprocess=False, elem_id=f"{self.name}-examples",
                     label="Examples (click one to see its result)")
 
 
@@ -445,6 +497,7 @@ class ImageToVideoTab(Tab):
 
 class InpaintTab(Tab):
     name, label = "inpaint", "Inpainting"
+    footage = True
 
     def layout(self) -> dict:
         video = gr.Video(label="Video", sources=["upload"], height=220)
@@ -554,6 +607,7 @@ class StylizeTab(Tab):
 
 class VideoToVideoTab(Tab):
     name, label = "video_to_video", "Video to video"
+    footage = True
 
     def layout(self) -> dict:
         return {
@@ -590,13 +644,15 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
         and os.environ.get("LUMIERE_CACHED_EXAMPLES", "1") != "0"
 
     with LumiereBlocks(title="Lumiere", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(ABOUT)
+        gr.Markdown(ABOUT + ("\n\n" + BUNDLED_ABOUT if manager.model is None else ""))
         with gr.Tabs():
             tabs = [tab(studio).build(bundled) for tab in TABS]
 
         with gr.Accordion("Your results (this session)", open=True):
+            # Thumbnails, however few: fit_columns=False keeps one result from being stretched to the full
+            # width (a blurry enlargement of a 128 px clip); a click still enlarges one.
             history = gr.Gallery(label="Results", show_label=False, columns=6, height=200, object_fit="contain",
-                                 elem_id="history", allow_preview=True)
+                                 elem_id="history", allow_preview=True, preview=False, fit_columns=False)
             history_state = gr.State([])
 
         with gr.Accordion("System", open=False):
@@ -619,6 +675,11 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
     return demo
 
 
+def stopped_message(job) -> str:
+    return f"**Stopped after step {job.step} of {job.total}.** Generate again to start over." if job.total else \
+        "**Stopped before the first denoising step.**"
+
+
 def _show_result(result, history):
     """After a run: the seed as exact text, the download files, and the session gallery."""
     if not result:
@@ -634,8 +695,33 @@ def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
     adv, out = ui.advanced, ui.result
 
     def stop(request: gr.Request):
-        if manager.cancel(getattr(request, "session_hash", None)):
-            gr.Info("Stopping after the current denoising step…")
+        """Stop this session's generation after the current denoising step, then say where it stopped."""
+        session = getattr(request, "session_hash", None)
+        if not manager.cancel(session):  # not running: still queued (Stop takes it out of the queue) or done
+            job = manager.live(session)
+            if job is None or job.ended:
+                return gr.skip(), gr.skip(), gr.skip()
+            manager.end_job(session, "cancelled")
+            return stopped_message(job), gr.update(visible=False, value=None), gr.Timer(active=False)
+        job = manager.wait_ended(session, STOP_WAIT)
+        if job is None or not job.ended:
+            return "Stopping after the current denoising step…", gr.skip(), gr.skip()
+        return stopped_message(job), gr.update(visible=False, value=None), gr.Timer(active=False)
+
+    def start_live(request: gr.Request):
+        manager.expect(getattr(request, "session_hash", None))
+        return "", gr.update(visible=False, value=None), gr.Timer(active=True)
+
+    def tick(request: gr.Request):
+        """While the generation runs: its latest preview; once it has ended: stop ticking."""
+        job = manager.live(getattr(request, "session_hash", None))
+        if job is None or job.ended:
+            message = stopped_message(job) if job is not None and job.outcome == "cancelled" else gr.skip()
+            return message, gr.update(visible=False, value=None), gr.Timer(active=False)
+        if job.preview is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        label = f"Preview at step {job.preview_step} of {job.total}: the clip's frames, low resolution"
+        return gr.skip(), gr.update(value=job.preview, visible=True, label=label), gr.skip()
 
     def randomize_changed(randomize):
         # Ticked: blank and locked (= random). Unticked: editable, value kept. (A gr.skip() nested in gr.update
@@ -649,11 +735,16 @@ def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
         return gr.update(value=seed_text, interactive=True), False
 
     result = gr.State()
+    live = [out.status, out.preview, out.timer]
+    ui.go.click(start_live, None, live, queue=False, api_visibility="private")
     event = ui.go.click(ui.handler, ui.inputs, [out.video, out.seed, result], api_name=ui.name, concurrency_limit=1,
                         concurrency_id=GENERATE)
     event.success(_show_result, [result, history_state], [out.seed_text, out.files, history, history_state],
                   queue=False, api_visibility="private")
-    ui.stop.click(stop, None, None, cancels=[event], queue=False, api_visibility="private")
+    event.then(lambda: (gr.skip(), gr.update(visible=False, value=None), gr.Timer(active=False)), None, live,
+               queue=False, api_visibility="private")  # also when the queue refused the request
+    out.timer.tick(tick, None, live, queue=False, api_visibility="private", show_progress="hidden")
+    ui.stop.click(stop, None, live, cancels=[event], queue=False, api_visibility="private")
     adv.randomize.change(randomize_changed, adv.randomize, adv.inputs["seed"], queue=False, api_visibility="private")
     out.reuse.click(reuse_seed, out.seed_text, [adv.inputs["seed"], adv.randomize], queue=False,
                     api_visibility="private")

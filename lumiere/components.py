@@ -6,6 +6,7 @@ parameters are on, so a model manager may move or drop components between calls.
 """
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -127,6 +128,24 @@ class ComponentStore:
         return (list(TASK_COMPONENTS[task]) + (["vae"] if self.has("vae") else [])
                 + (["ssr"] if super_resolve and self.has("ssr") else []))
 
+    def tokenizer(self):
+        """The text encoder's tokenizer without loading the encoder's weights (the loaded encoder's own if it is
+        in memory, else read from the tokenizer folder once); None when there is none or it cannot be read."""
+        encoder = self._modules.get("text_encoder")
+        if encoder is not None:
+            return getattr(encoder, "tokenizer", None)
+        if not hasattr(self, "_tokenizer"):
+            directory = self._directories.get("tokenizer", self._directories.get("text_encoder"))
+            self._tokenizer = None
+            if directory is not None:
+                try:
+                    from transformers import AutoTokenizer
+
+                    self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
+                except Exception:  # e.g. a SentencePiece model without its packages: nothing to warn about
+                    self._tokenizer = None
+        return self._tokenizer
+
     def _place(self, module: nn.Module) -> nn.Module:
         # Inference only: eval mode (no dropout) and no gradients, on the pipeline's device and dtype.
         # nn.Module.to: diffusers' ModelMixin.to (the VAE) warns on every dtype cast, wrongly, in diffusers 0.42.
@@ -157,3 +176,43 @@ class ComponentStore:
     def _check_name(name: str) -> None:
         if name not in COMPONENTS:
             raise InputError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
+
+
+# ----------------------------------------------------------------------------- the prompt's vocabulary
+_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits: what a user calls a word
+_PROBE = "qzxvkj"  # spelled from letters by any sub-word tokenizer, unknown to any word-level one
+
+
+def known_words(tokenizer) -> list[str] | None:
+    """The words a **closed word-level** tokenizer knows, sorted (special tokens left out); None for every
+    tokenizer that can spell any word (BPE, byte-level, SentencePiece, WordPiece with "##" pieces), whose
+    prompts have no unknown words.
+
+    Why: a small model trained on a fixed vocabulary (the bundled model's word-level BERT knows ~120 words)
+    maps every other word to [UNK], i.e. ignores it silently; a UI or CLI can say so before generating.
+    """
+    unknown = getattr(tokenizer, "unk_token", None)
+    if tokenizer is None or not unknown:
+        return None
+    try:
+        if set(tokenizer.tokenize(_PROBE)) != {unknown}:
+            return None
+        vocabulary = tokenizer.get_vocab()
+    except Exception:
+        return None
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    return sorted(token for token in vocabulary if token not in special and _WORD.fullmatch(token))
+
+
+def unknown_words(tokenizer, prompt: str) -> list[str]:
+    """The words of ``prompt`` (as typed, first occurrence, in order) that a closed word-level tokenizer maps to
+    its unknown token; always [] for a tokenizer that can spell any word (``known_words`` is None)."""
+    if known_words(tokenizer) is None:
+        return []
+    unknown, seen = [], set()
+    for word in _WORD.findall(prompt or ""):
+        key = word.lower()
+        if key not in seen and tokenizer.unk_token in tokenizer.tokenize(word):
+            unknown.append(word)
+        seen.add(key)
+    return unknown

@@ -37,15 +37,36 @@ def inpaint_condition(video: torch.Tensor, generate: torch.Tensor) -> tuple[torc
     return video * keep, keep
 
 
-def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+# The cinemagraph application's soft edges (``cinemagraph_condition``'s defaults stay hard: training and the
+# evaluation build the paper's binary M). On the app's example (bundled model, seed 0, 128x128, 0-255 levels):
+# the step across the region's border (frames 1-15, less frame 0's own) 6.5 -> 0.0, the change from frame 0 to
+# frame 1 inside the region 22 -> 1 (later frame steps: ~12), outside it 0.2 -> 0.0; the largest step of the
+# fade-in stays below the later ones (tests/test_preview_and_vocabulary.py).
+CINEMAGRAPH_FEATHER = 0.06  # ramp width inside the region, as a fraction of min(H, W): 2 px at 32, 8 px at 128
+CINEMAGRAPH_FADE_FRAMES = 3  # frames 1..3 cross-fade from the still image into the generated motion
+
+
+def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames: int, *, feather: float = 0.0,
+                          fade_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Cinemagraph: C = the image on every frame; M = 1 on all of frame 0 and outside the region elsewhere.
 
     Keeping frame 0 whole anchors the appearance of the animated region to the input image.
+
+    ``feather`` > 0 (a fraction of min(H, W)) softens M inside the region: pixels within that distance of
+    its edge keep a share of the image falling linearly to 0, so the generated content meets the still
+    part without a seam. ``fade_frames`` > 0 holds frames 1..fade_frames of the region at (1 - k/(fade+1))² of
+    the image at least, so the motion fades in from frame 0 instead of jumping at frame 1. Pixels outside
+    the region stay exactly 1 (still) either way; M is then float rather than {0, 1}.
     """
     _, height, width = image.shape
     condition = image[:, None].expand(3, num_frames, height, width).clone()
     region = _broadcast_mask(region, num_frames, height, width)
     keep = (~region).to(image.dtype)[None]
+    ramp = round(feather * min(height, width))
+    if ramp >= 1:  # feathered_keep on the region (1 = region) ramps up into it; 1 - that ramps the keep down
+        keep = (1 - feathered_keep(region.to(image.dtype), ramp)).to(image.dtype)[None]
+    for k in range(1, min(int(fade_frames), num_frames - 1) + 1):  # quadratic: the model follows held pixels
+        keep[:, k] = keep[:, k].clamp(min=(1 - k / (fade_frames + 1)) ** 2)  # more than their share
     keep[:, 0] = 1
     return condition, keep
 

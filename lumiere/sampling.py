@@ -21,7 +21,7 @@ SCHEDULER_CLASSES = {
     "euler": EulerDiscreteScheduler,
 }
 
-Callback = Callable[[int, int], None]
+Callback = Callable[..., None]  # callback(step, total), or callback(step, total, x0) (``Progress``)
 
 
 def noise_schedule_config(config: dict) -> dict:
@@ -82,24 +82,35 @@ class Progress:
     The total is fixed up front from the call's step plan (e.g. base + SSR steps), so a UI can show
     one bar for the whole request. An exception raised by the callback propagates and cancels the
     generation.
+
+    A callback with a third positional parameter, ``callback(step, total, x0)``, also gets the step's
+    clean-sample estimate (for a live preview): the (1, C, ...) tensor the sampler currently predicts the
+    finished sample to be, in the space that stage denoises (pixels in [-1, 1], or latents before the
+    VAE: ``LumierePipeline.decode_frames``), read-only, computed only for such callbacks; None when the
+    step has none. Every other callback is called as ``callback(step, total)``, as always.
     """
 
     def __init__(self, total: int, callback: Callback | None = None, bar: bool = False, description: str = "denoising"):
         self.total = int(total)
         self.done = 0
         self.callback = callback
+        self.wants_estimate = callback is not None and _takes_third_argument(callback)
         self._bar = None
         if bar:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=description, leave=False)
 
-    def step(self) -> None:
+    def step(self, x0: torch.Tensor | None = None) -> None:
+        """One denoising step done; ``x0``: its clean-sample estimate (passed on only if the callback wants it)."""
         self.done += 1
         if self._bar is not None:
             self._bar.update(1)
         if self.callback is not None:
-            self.callback(self.done, self.total)
+            if self.wants_estimate:
+                self.callback(self.done, self.total, x0)
+            else:
+                self.callback(self.done, self.total)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -110,6 +121,34 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _takes_third_argument(callback) -> bool:
+    """Whether ``callback`` names a third positional parameter (``*args`` alone does not count: such a
+    callback may forward to a two-argument one)."""
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+def x0_estimate(scheduler, model_input: torch.Tensor, t, output: torch.Tensor) -> torch.Tensor:
+    """The clean sample a model ``output`` (the scheduler's ``prediction_type``: v, epsilon or x0) implies for
+    ``model_input`` at timestep ``t``, in float32. ``model_input`` is ``scheduler.scale_model_input(x, t)``:
+    the variance-preserving x_t for every solver (Euler's scaled sample included)."""
+    kind = scheduler.config.prediction_type
+    acp = scheduler.alphas_cumprod[int(round(float(t)))].to(torch.float32)
+    a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
+    xf, of = model_input.float(), output.float()
+    if kind == "v_prediction":
+        return a * xf - s * of
+    if kind == "epsilon":
+        return (xf - s * of) / a
+    if kind == "sample":
+        return of
+    raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
 def split_variance(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -170,9 +209,12 @@ def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x:
             output = prediction(model_input, t)
             if not keep_variance:
                 output, _ = split_variance(output, x.shape[1])
+            x0 = None
+            if progress is not None and progress.wants_estimate:  # a live preview: only when asked for
+                x0 = x0_estimate(scheduler, model_input, t, split_variance(output, x.shape[1])[0])
             x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
             if progress is not None:
-                progress.step()
+                progress.step(x0)
     return x
 
 
@@ -193,16 +235,8 @@ def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         out, variance = split_variance(prediction(x, t), x.shape[1])
         acp = alphas_cumprod[int(round(float(t)))].to(torch.float32)
         a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
-        xf, of = x.float(), out.float()
-        if kind == "v_prediction":
-            x0 = a * xf - s * of
-        elif kind == "epsilon":
-            x0 = (xf - s * of) / a
-        elif kind == "sample":
-            x0 = of
-        else:
-            raise ValueError(f"unsupported prediction_type {kind!r}")
-        x0 = constrain(x0)
+        xf = x.float()
+        x0 = constrain(x0_estimate(scheduler, x, t, out))
         if kind == "v_prediction":
             out = (a * xf - x0) / s
         elif kind == "epsilon":

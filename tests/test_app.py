@@ -145,6 +145,28 @@ def test_video_to_video(served):
     check_video(path, base_frames(manager))
 
 
+def test_a_long_upload_comes_back_as_long(served, tmp_path):
+    """Video to video and inpainting keep the upload's duration by default (3 clips in, 3 clips out); a
+    frame count given takes the video's first frames."""
+    from lumiere.io import write_video
+
+    client, manager, _ = served
+    frames, fps = 3 * base_frames(manager), manager.pipe.fps
+    video = np.full((frames, 32, 32, 3), 60, np.uint8)
+    video[:, 10:20, :] = np.linspace(0, 255, frames, dtype=np.uint8)[:, None, None, None]
+    write_video(tmp_path / "long.mp4", video, fps)
+    upload = handle_file(str(tmp_path / "long.mp4"))
+    path, _ = client.predict(video=upload, prompt="a white triangle", strength=0.3, seed=1,
+                             api_name="/video_to_video", **FAST)
+    check_video(path, frames)
+    path, _ = client.predict(video=upload, prompt="a white triangle", outpaint=True, seed=1,
+                             api_name="/inpaint", **FAST)
+    check_video(path, frames)
+    path, _ = client.predict(video=upload, prompt="a white triangle", strength=0.3, seed=1,
+                             num_frames=base_frames(manager), api_name="/video_to_video", **FAST)
+    check_video(path, base_frames(manager))
+
+
 # ----------------------------------------------------------------------------- invalid requests
 def expect_error(client, fragment: str, **kwargs):
     with pytest.raises(Exception) as info:
@@ -210,7 +232,7 @@ def test_bad_files_and_values_name_the_field_and_the_fix(served, tmp_path, capfd
     expect_error(client, "Image: the file 'notes.png' is not an image file", image=handle_file(str(text_as_png)), **i2v)
     expect_error(client, "Image: the file 'noise.png' is not an image file", image=handle_file(str(random_png)), **i2v)
     expect_error(client, "Image: the file 'truncated.png' is truncated or damaged", image=handle_file(str(truncated)), **i2v)
-    expect_error(client, "is far too large (400 megapixels); upload one at most 4096x4096", image=handle_file(str(huge)), **i2v)
+    expect_error(client, "is far too large (400 megapixels); use one at most 4096x4096", image=handle_file(str(huge)), **i2v)
     plain = {"background": handle_file(str(EXAMPLES / "yellow_circle_night.png")), "layers": [], "composite": None}
     expect_error(client, "Mask: the file 'noise.png' is not an image file", image=plain, mask=handle_file(str(random_png)),
                  prompt="a yellow circle bouncing", api_name="/cinemagraph", **FAST)
@@ -448,3 +470,60 @@ def test_outputs_are_unique_files_in_gradio_temp_dir():
     assert a[0] != b[0] and all(Path(p).is_file() for p in a + b)
     assert all(Path(p).resolve().is_relative_to(Path(get_upload_folder()).resolve()) for p in a)
     assert a[1].endswith(".gif") and "seed3" in Path(a[0]).name
+
+
+# ----------------------------------------------------------------------------- an honest app
+def test_header_and_examples_promise_only_what_the_bundled_model_does():
+    """Its model card measures growing / shrinking at 0 % and circling splitting into blobs; left, right, up,
+    down work."""
+    from app.examples import EXAMPLES
+    from app.ui import ABOUT, BUNDLED_ABOUT
+
+    header = " ".join((ABOUT + BUNDLED_ABOUT).split()).lower()
+    prompts = [row["prompt"].lower() for rows in EXAMPLES.values() for row in rows]
+    for motion in ("grow", "shrink", "circling"):
+        assert motion not in header and not any(motion in prompt for prompt in prompts), motion
+    assert "left, right, up or down" in header
+
+
+def test_unknown_prompt_words_are_named_with_the_words_the_model_knows(served):
+    from app.ui import unknown_words_note
+
+    pipe = served[1].pipe
+    note = unknown_words_note(pipe, "a red circle zooming on the grass")
+    assert "“zooming”" in note and "ignore it" in note
+    assert all(word in note for word in pipe.known_words())
+    assert unknown_words_note(pipe, "a red circle moving left on the grass") is None
+
+
+def test_inpaint_example_mask_covers_the_objects_path_in_every_frame():
+    """The example regenerates the square: its mask must hold the square in every frame, at the brush's
+    resolution and at the model's (the example's square used to poke out in frames 0-4 and 11-15)."""
+    from PIL import Image
+
+    from app.make_examples import INPAINT_CLIP, clip, object_path
+    from lumiere.io import read_video
+    from lumiere.preprocessing import mask_tensor
+
+    video, _ = read_video(EXAMPLES / "green_square_sea.mp4")
+    assert np.abs(video.astype(int) - clip(*INPAINT_CLIP).astype(int)).mean() < 3  # the clip the path is of
+    layer = np.asarray(Image.open(EXAMPLES / "inpaint_mask_layer.png").convert("RGBA"))
+    mask = inputs_mask(layer, video.shape[1:3])
+    path = object_path(*INPAINT_CLIP)
+    assert path.any(axis=(1, 2)).all()
+    assert [int((frame & ~mask).sum()) for frame in path] == [0] * len(path)
+    assert mask.mean() < 0.5  # still a region, not the whole frame
+    cell = video.shape[1] // 32  # the bundled model's base resolution: 32 x 32
+    base = mask_tensor(mask, 1, 32, 32)[0].numpy()
+    blocks = path.reshape(len(path), 32, cell, 32, cell).any(axis=(2, 4))
+    assert not (blocks & ~base).any()
+
+
+def inputs_mask(layer: np.ndarray, shape) -> np.ndarray:
+    """The mask the app makes of a brushed layer (``app.inputs.mask_from_editor``)."""
+    from app import inputs
+
+    background = np.zeros((*layer.shape[:2], 4), np.uint8)
+    background[..., 3] = 255
+    return np.asarray(inputs.mask_from_editor({"background": background, "layers": [layer], "composite": None},
+                                              tuple(shape)))

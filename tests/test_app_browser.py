@@ -1,14 +1,17 @@
 """Browser test of the app: Playwright driving Debian's Chromium (``apt-get install chromium``).
 
-Loads the page (no console errors; an example's mask shows in the brush editor), types a prompt and
-generates on the Text-to-video tab (seed blank before, shown after, reusable; the session gallery
-fills), uploads an image on the Cinemagraph tab, brushes a stroke and generates, and stops a long run
-(the progress text carries an ETA). Each generation waits for the result <video> to get a src.
+Loads the page (no console errors; an example's mask shows in the brush editor; every tab's examples in view
+of a 1280x900 window), clicks an example (its result and download), types a prompt and generates on the
+Text-to-video tab (seed blank before, shown after, reusable; the session gallery fills, at thumbnail size),
+uploads an image on the Cinemagraph tab, brushes a stroke and generates, and stops a long run (the progress
+text carries an ETA, a live preview shows the clip while it denoises, an unknown prompt word is warned
+about, and "Stopped after step k of n" stays). Each generation waits for the result <video> to get a src.
 ``LUMIERE_SCREENSHOT=1`` saves assets/screenshots/app.png and cinemagraph.png (for the README; regenerate
 them with the bundled model: ``LUMIERE_SCREENSHOT=1 pytest tests/test_app_browser.py``).
 Without Chromium the test skips locally but FAILS when ``CI`` is set.
 """
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -141,6 +144,26 @@ def test_page_loads_cleanly_and_example_masks_are_visible(page):
     page.get_by_role("tab", name="Text to video").click()
 
 
+TAB_IDS = ["text_to_video", "image_to_video", "inpaint", "cinemagraph", "stylize", "video_to_video"]
+
+
+def test_every_tabs_examples_are_in_view_without_scrolling(page):
+    """A visitor sees what to try on each tab at once: its examples lie inside the 1280x900 window."""
+    page.evaluate("window.scrollTo(0, 0)")
+    viewport = page.viewport_size
+    for name, tab_id in zip(TAB_NAMES, TAB_IDS):
+        page.get_by_role("tab", name=name, exact=True).click()
+        examples = page.locator(f"#{tab_id}-examples")
+        examples.wait_for(state="visible")
+        page.wait_for_timeout(300)  # thumbnails load
+        box = examples.bounding_box()
+        assert box["height"] > 40 and box["x"] >= 0 and box["y"] >= 0, (name, box)
+        assert box["x"] + box["width"] <= viewport["width"] and box["y"] + box["height"] <= viewport["height"], \
+            (name, box)
+        assert page.evaluate("window.scrollY") == 0
+    page.get_by_role("tab", name="Text to video", exact=True).click()
+
+
 def test_examples_show_their_prerendered_results(page, served):
     from app.examples import EXAMPLE_SEED, outputs_available
 
@@ -153,6 +176,9 @@ def test_examples_show_their_prerendered_results(page, served):
     assert "text_to_video-2" in video.get_attribute("src")
     page.wait_for_function("document.querySelector('#text_to_video-seed-used textarea, "
                            f"#text_to_video-seed-used input').value === '{EXAMPLE_SEED}'")
+    download = page.locator("#text_to_video-files a[download='text_to_video-2.mp4']")  # the Download box too
+    download.first.wait_for(state="attached", timeout=10_000)
+    assert "text_to_video-2.mp4" in download.first.get_attribute("href")
     assert not served[1].busy
 
 
@@ -180,6 +206,11 @@ def test_text_to_video_in_browser(page):
     seed_text = seed_used.input_value()
     assert seed_text.isdigit() and seed_text in src
     page.locator("#history").locator("video, img").first.wait_for(state="attached", timeout=30_000)
+    page.wait_for_timeout(500)
+    gallery, item = page.locator("#history").bounding_box(), page.locator("#history video, #history img").first
+    thumbnail = item.bounding_box()  # one result: a thumbnail, not stretched to the gallery's width
+    assert page.locator("#history video, #history img").count() == 1
+    assert 40 <= thumbnail["width"] <= gallery["width"] / 4 and thumbnail["height"] <= 220, (thumbnail, gallery)
     page.locator("#text_to_video-reuse").click()
     page.wait_for_function(f"document.querySelector('#text_to_video-seed textarea, #text_to_video-seed input')"
                            f".value === '{seed_text}'")
@@ -228,10 +259,15 @@ def test_stop_button_stops_a_running_generation(page, served):
     steps.fill("100")
     steps.press("Enter")
     try:
-        page.locator("#t2v-prompt textarea").fill("a blue square moving left in the sky")
+        page.locator("#t2v-prompt textarea").fill("a blue square zooming left in the sky")
         visible_button(page, "Generate").click()
+        page.get_by_text("does not know “zooming”").first.wait_for(timeout=30_000)  # warned, not refused
         page.get_by_text("Denoising (step").first.wait_for(timeout=GENERATION_TIMEOUT_MS)
         page.get_by_text(" s left").first.wait_for(timeout=GENERATION_TIMEOUT_MS)  # the ETA
+        preview = page.locator("#text_to_video-preview img")  # the clip, live, while it denoises
+        preview.wait_for(state="visible", timeout=GENERATION_TIMEOUT_MS)
+        box = preview.bounding_box()
+        assert box["width"] > 3 * box["height"] > 60  # a strip of frames
         assert manager.busy
         visible_button(page, "Stop").click()
         stopped = time.monotonic()
@@ -239,6 +275,13 @@ def test_stop_button_stops_a_running_generation(page, served):
             time.sleep(0.05)
         assert not manager.busy, "the generation kept running after Stop"
         assert manager.last_outcome == "cancelled"
+        status = page.locator("#text_to_video-status")
+        status.get_by_text("Stopped after step").wait_for(timeout=20_000)
+        page.wait_for_timeout(2000)  # it stays
+        text = status.inner_text()
+        found = re.search(r"Stopped after step (\d+) of (\d+)", text)
+        assert found and 1 <= int(found[1]) < 100 <= int(found[2]), text  # 100 base steps (+ SSR's)
+        assert not preview.is_visible()
     finally:
         steps.fill("2")
         steps.press("Enter")

@@ -12,8 +12,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import inputs  # noqa: E402
-from app.model_manager import (GenerationCancelled, ModelManager, OutOfMemory, is_out_of_memory,  # noqa: E402
-                               parse_bytes)
+from app.model_manager import (PREVIEW_FRAMES, PREVIEW_HEIGHT, GenerationCancelled, ModelManager,  # noqa: E402
+                               OutOfMemory, is_out_of_memory, parse_bytes, preview_strip)
 
 
 class FakeComponent(nn.Module):
@@ -174,6 +174,69 @@ def test_stop_cancels_a_running_generation_through_the_step_callback():
     assert mm.run("t2v", lambda p: "next job runs") == "next job runs"  # the flag was reset
 
 
+def test_a_sessions_page_sees_its_steps_previews_and_where_stop_stopped_it():
+    mm, _ = manager(SIZES, None)
+    clip = torch.linspace(-1, 1, 16).reshape(1, 1, 16, 1, 1).expand(1, 3, 16, 32, 32)  # frame k: grey level k
+    started, go_on = threading.Event(), threading.Event()
+
+    def generate(p):
+        callback = mm.step_callback()
+        for step in range(1, 101):
+            callback(step, 100, clip)
+            if step == 20:
+                started.set()
+                go_on.wait(10)
+        return "finished"
+
+    mm.expect("alice")
+    job = mm.live("alice")
+    assert job is not None and not job.ended and job.preview is None and mm.live("bob") is None
+    thread = threading.Thread(target=lambda: pytest.raises(GenerationCancelled, mm.run, "t2v", generate,
+                                                           session="alice"))
+    thread.start()
+    assert started.wait(10)
+    mm.expect("alice")  # the page's notice arriving after the job started does not orphan it
+    assert mm.live("alice") is job
+    assert (job.step, job.total) == (20, 100) and job.preview_step == 20  # a preview every 10 of 100 steps
+    strip = job.preview
+    assert strip.dtype == np.uint8 and strip.shape == (PREVIEW_HEIGHT, PREVIEW_FRAMES * 64 + 2 * 7, 3)
+    levels = [strip[0, k * 66, 0] for k in range(PREVIEW_FRAMES)]  # frames evenly spaced: first to last, in order
+    assert levels[0] == 0 and levels[-1] == 255 and levels == sorted(levels)
+    assert mm.cancel("alice")
+    go_on.set()
+    ended = mm.wait_ended("alice", 10)
+    thread.join(10)
+    assert ended is job and job.outcome == "cancelled" and job.step == 21  # stopped after step 21 of 100
+    mm.run("t2v", lambda p: mm.step_callback()(1, 1), session="alice")  # the next job gets a fresh record
+    assert mm.live("alice") is not job and mm.live("alice").outcome == "done"
+
+
+def test_a_request_refused_before_it_runs_ends_its_live_job():
+    mm, _ = manager(SIZES, None)
+    mm.expect("carol")
+    assert mm.wait_ended("carol", 0.01).outcome is None  # waits at most the timeout
+    mm.end_job("carol", "error")
+    assert mm.live("carol").ended and mm.wait_ended("carol", 10).outcome == "error"
+
+
+def test_preview_decodes_latents_for_the_shown_frames_only():
+    decoded = []
+
+    class LatentPipe:
+        is_latent, model_sample_shape = True, (4, 8, 8)
+
+        def decode_frames(self, sample):
+            decoded.append(tuple(sample.shape))
+            return torch.zeros(1, 3, sample.shape[2], 64, 64)
+
+    strip = preview_strip(LatentPipe(), torch.zeros(1, 4, 80, 8, 8))
+    assert decoded == [(1, 4, PREVIEW_FRAMES, 8, 8)] and strip.shape[0] == PREVIEW_HEIGHT
+    ssr_pixels = preview_strip(LatentPipe(), torch.zeros(1, 3, 16, 128, 128))  # pixels are not decoded
+    assert len(decoded) == 1 and ssr_pixels.shape == (PREVIEW_HEIGHT, PREVIEW_FRAMES * 64 + 2 * 7, 3)
+    image = preview_strip(LatentPipe(), torch.zeros(1, 3, 32, 32))  # reference-guided: the first frame's image
+    assert image.shape == (PREVIEW_HEIGHT, 64, 3)
+
+
 def test_generation_is_serialised():
     mm, _ = manager(SIZES, None)
     running, peak = [0], [0]
@@ -223,8 +286,14 @@ def test_input_validation_messages():
     assert inputs.frames_value(16, base_frames=16, factor=8) == 16
     with pytest.raises(inputs.InputError, match="multiple of 8"):
         inputs.frames_value(12, base_frames=16, factor=8)
-    with pytest.raises(inputs.InputError, match="between 8 and 64"):
-        inputs.frames_value(128, base_frames=16, factor=8)
+    with pytest.raises(inputs.InputError, match="between 8 and 160"):
+        inputs.frames_value(168, base_frames=16, factor=8)
+    assert inputs.frames_value(None, base_frames=16, factor=8) == 16  # blank: the model's clip
+    # A tab on the user's video: blank or 0 = its own length (None), any other count as asked.
+    assert inputs.frames_value(0, 16, 8, footage=True) is None and inputs.frames_value("", 16, 8, footage=True) is None
+    assert inputs.frames_value(24, 16, 8, footage=True) == 24
+    with pytest.raises(inputs.InputError, match="between 8 and 160"):
+        inputs.frames_value(0, base_frames=16, factor=8)
     with pytest.raises(inputs.InputError, match="between 1 and 100"):
         inputs.steps_value(101, 25)
     with pytest.raises(inputs.InputError, match="prompt is empty"):

@@ -69,6 +69,9 @@ def test_unknown_endpoint_is_a_404_that_lists_the_real_ones(served):
         message = response.json()["error"]
         assert "no endpoint /text_to_vidoe" in message and "/text_to_video" in message
         assert "/lambda" not in message  # internal UI events are not advertised
+    # The page's own unqueued events (Stop, Reuse seed, ...) post to /run/predict by fn_index: untouched.
+    response = httpx.post(f"{url}/gradio_api/run/predict", json={"data": [], "fn_index": 10**6}, timeout=30)
+    assert response.status_code != 404
     # A real endpoint is untouched by the check.
     response = httpx.post(f"{url}/gradio_api/call/text_to_video", json={"data": ["a red circle"]}, timeout=30)
     assert response.status_code == 200 and response.json()["event_id"]
