@@ -208,17 +208,35 @@ def _write(pipe, video, out, seed: int) -> None:
     print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, seed {seed})")
 
 
+def _warn_unknown_words(pipe, prompt: str) -> None:
+    """One warning line (not an error) for prompt words a closed-vocabulary model reads as unknown, with the
+    words it knows; silent for open vocabularies (``LumierePipeline.unknown_words``)."""
+    unknown = pipe.unknown_words(prompt)
+    if unknown:
+        known = pipe.known_words() or []
+        print(f"warning: this model does not know {', '.join(repr(w) for w in unknown)} and ignores "
+              f"{'it' if len(unknown) == 1 else 'them'}; it knows {len(known)} words: {' '.join(known)}",
+              file=sys.stderr)
+
+
 def _read_video(pipe, args):
-    """``--video`` as the app reads an upload (``lumiere.io.read_video``): the first ``--frames`` frames at
-    the model's fps, each scaled down while decoding to just cover the output size, so memory follows
-    what the model uses, not what the file holds."""
+    """``--video`` as the app reads an upload (``lumiere.io.read_video``): the whole clip at the model's fps
+    (the first ``--frames`` frames when given), each frame scaled down while decoding to just cover the
+    output size, so memory follows what the model uses, not what the file holds."""
     from .io import read_video
+
+    from .options import frame_counts
 
     base_frames, height, width = pipe.base_resolution
     if not args.no_ssr and pipe.has_component("ssr"):
         _, height, width = pipe.output_resolution
-    return read_video(args.video, fps=pipe.fps, max_frames=args.frames or base_frames, cover=(height, width),
-                      name="--video")[0]
+    longest = frame_counts(base_frames, pipe.temporal_downsampling_factor)[-1]
+    video = read_video(args.video, fps=pipe.fps, max_frames=args.frames or longest + 1, cover=(height, width),
+                       name="--video")[0]
+    if args.frames is None and len(video) > longest:  # the whole clip unless it is longer than the model takes
+        raise InputError(f"--video: {args.video} is longer than this model takes ({longest} frames = "
+                         f"{longest / pipe.fps:g} s at {pipe.fps:g} fps): trim it, or pass --frames to use its start")
+    return video
 
 
 def run(args) -> int:
@@ -257,6 +275,7 @@ def run(args) -> int:
     if getattr(args, "video", None):
         check_video(args.video, name="--video")
     pipe = _load_pipeline(args)
+    _warn_unknown_words(pipe, args.prompt)
     if args.frames is not None:
         check_num_frames(args.frames, pipe.base_resolution[0], pipe.temporal_downsampling_factor, "--frames")
     video = _read_video(pipe, args) if getattr(args, "video", None) else None

@@ -19,7 +19,11 @@ DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt change its content
 DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)
 MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones are refused, not cut)
-MAX_FRAMES_FACTOR = 4  # num_frames <= 4 x the model's clip length (all frames are generated at once)
+# num_frames <= 10 x the model's clip length (the bundled model: 160 frames = 20 s, the longest video the
+# front ends accept). Up to ONE_PASS_FRAMES_FACTOR x the clip every frame is generated in one pass; longer
+# clips in overlapping windows of that length joined by temporal MultiDiffusion, so memory stays bounded.
+MAX_FRAMES_FACTOR = 10
+ONE_PASS_FRAMES_FACTOR = 4
 
 
 def frame_counts(base_frames: int, factor: int) -> range:
@@ -41,6 +45,16 @@ def frame_rule(base_frames: int, factor: int) -> str:
     counts = frame_counts(base_frames, factor)
     return (f"multiples of {counts.step} from {counts.start} to {counts[-1]} (the model's temporal down-sampling "
             f"factor is {counts.step}; at most {MAX_FRAMES_FACTOR} x its {base_frames}-frame clip)")
+
+
+def base_windows(num_frames: int, base_frames: int) -> list[tuple[int, int]]:
+    """The [start, end) frame windows the base model samples ``num_frames`` in: one window up to
+    ``ONE_PASS_FRAMES_FACTOR`` x its clip length ``base_frames``, beyond that windows of that length
+    overlapping by one clip length (temporal MultiDiffusion, as the SSR's windows)."""
+    from .multidiffusion import temporal_windows
+
+    window = ONE_PASS_FRAMES_FACTOR * int(base_frames)
+    return temporal_windows(int(num_frames), window, min(int(base_frames), window - 1))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import conditioning as cond
 from . import pipeline_format
+from . import components as _components
 from .components import ComponentStore, default_device, default_dtype, module_device
 from .errors import InputError
 from .hub import read_safetensors, resolve_pretrained
@@ -32,7 +33,9 @@ from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
 from .models.vae import DEFAULT_FRAMES_PER_CALL, check_resolution, decode_latents, encode_video, latent_condition
 from .models.vae import scale_factor as vae_scale_factor
-from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions
+from .multidiffusion import windowed_prediction
+from .options import (DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions,
+                      base_windows, frame_counts)
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
 from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start, sdedit_steps
@@ -127,6 +130,17 @@ class LumierePipeline:
     @property
     def text_encoder(self) -> TextEncoder:
         return self.get_component("text_encoder")
+
+    def known_words(self) -> list[str] | None:
+        """The words the text encoder's tokenizer knows when its vocabulary is closed and word-level (the
+        bundled model's), sorted; None when it can spell any word (BPE, SentencePiece, sub-word WordPiece) or
+        the pipeline has no text encoder. Reads only the tokenizer (``components.known_words``)."""
+        return _components.known_words(self._store.tokenizer())
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The words of ``prompt`` the model's closed vocabulary does not know (it reads them as [UNK], i.e.
+        ignores them), as typed and in order; always [] when ``known_words()`` is None."""
+        return _components.unknown_words(self._store.tokenizer(), prompt)
 
     @property
     def base(self) -> STUNet:
@@ -344,8 +358,9 @@ class LumierePipeline:
         """Fill the masked region of a video; outpainting is a mask over the border.
 
         Args:
-            video: uint8 (T, H, W, 3) array or list of frames; frames are resampled evenly to
-                ``num_frames`` and each resized + centre-cropped.
+            video: uint8 (T, H, W, 3) array or list of frames at the model's fps, each resized +
+                centre-cropped; the result keeps its length (``_footage_frames``) unless ``num_frames``
+                is given, to which its frames are then resampled evenly.
             mask: True / white = generate, False = keep: bool or uint8 (H, W) for every frame or
                 (T, H, W) per frame, or a PIL image; same crop as the video, nearest-neighbour.
                 Outside the mask the result is the user's pixels (exactly, beyond ``ssr.feather``
@@ -359,7 +374,8 @@ class LumierePipeline:
         Raises:
             {raises}
         """
-        request = self._request(prompt, num_frames=num_frames, num_inference_steps=num_inference_steps,
+        request = self._request(prompt, num_frames=self._footage_frames(video, num_frames),
+                                num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, sampler=sampler,
                                 seed=seed, generator=generator, style=style, style_weight=style_weight,
                                 super_resolve=super_resolve, callback=callback)
@@ -394,7 +410,8 @@ class LumierePipeline:
                                 super_resolve=super_resolve, callback=callback)
         frames = request.num_frames
         return self._conditional(request, lambda h, w: cond.cinemagraph_condition(
-            image_tensor(image, h, w), mask_tensor(mask, 1, h, w)[0], frames))
+            image_tensor(image, h, w), mask_tensor(mask, 1, h, w)[0], frames, feather=cond.CINEMAGRAPH_FEATHER,
+            fade_frames=cond.CINEMAGRAPH_FADE_FRAMES))
 
     @documented
     def video_to_video(self, video, prompt: str, *, strength: float = DEFAULT_STRENGTH, num_frames: int | None = None,
@@ -405,7 +422,7 @@ class LumierePipeline:
         """SDEdit: noise every frame of the input to the timestep set by ``strength``, then denoise.
 
         Args:
-            video: uint8 (T, H, W, 3) array or list of frames (resampled / resized as for ``inpaint``).
+            video: uint8 (T, H, W, 3) array or list of frames (length, resampling and resizing as for ``inpaint``).
             prompt: the new video.
             strength: in [0, 1]; 0 returns the input (resized), 1 ignores it; runs
                 round(strength x num_inference_steps) steps.
@@ -417,7 +434,8 @@ class LumierePipeline:
         Raises:
             {raises}
         """
-        request = self._request(prompt, num_frames=num_frames, num_inference_steps=num_inference_steps,
+        request = self._request(prompt, num_frames=self._footage_frames(video, num_frames),
+                                num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, sampler=sampler,
                                 seed=seed, generator=generator, style=style, style_weight=style_weight,
                                 super_resolve=super_resolve, callback=callback)
@@ -526,6 +544,25 @@ class LumierePipeline:
             frame_multiple=self.temporal_downsampling_factor, styles=self.styles,
             ssr_steps=self.ssr_options.steps_run() if self.has_component("ssr") else None, **options)
 
+    def _footage_frames(self, video, num_frames: int | None) -> int | None:
+        """``num_frames`` for a call on the user's footage: as given, else the footage's own length rounded
+        down to the frame rule's multiple, so a clip comes back as long as it went in (not squashed into the
+        model's clip length).
+
+        Raises:
+            InputError: the footage is longer than the model takes (said before any work: trim it, or pass
+                ``num_frames`` to resample it).
+        """
+        if num_frames is not None:
+            return num_frames
+        length = len(video) if isinstance(video, (list, tuple)) else int(np.shape(video)[0])
+        counts = frame_counts(self.base_resolution[0], self.temporal_downsampling_factor)
+        if length > counts[-1]:
+            raise InputError(f"the video has {length} frames ({length / self.fps:.1f} s at the model's {self.fps:g} fps); "
+                             f"this model takes at most {counts[-1]} ({counts[-1] / self.fps:.1f} s): trim it, or pass "
+                             f"num_frames to resample it evenly")
+        return max(counts.start, length - length % counts.step)
+
     def _require(self, name: str) -> None:
         if not self.has_component(name):
             raise InputError(f"this pipeline has no {name!r} model")
@@ -548,8 +585,10 @@ class LumierePipeline:
                       condition: tuple[torch.Tensor, torch.Tensor] | None = None,
                       init_video: torch.Tensor | None = None, strength: float | None = None,
                       guide_known: bool = False) -> torch.Tensor:
-        """Sample a base-resolution clip with the whole clip in one pass: pixels (1, 3, T, H, W) in [-1, 1],
-        or latents (1, C, T, h, w) for a latent pipeline (``condition`` and ``init_video`` are in the same space)."""
+        """Sample a base-resolution clip: pixels (1, 3, T, H, W) in [-1, 1], or latents (1, C, T, h, w) for a
+        latent pipeline (``condition`` and ``init_video`` are in the same space). The whole clip in one pass,
+        or, beyond ``ONE_PASS_FRAMES_FACTOR`` x the model's clip, its windows (``options.base_windows``)
+        averaged every step."""
         device, dtype = module_device(model), model.dtype
         channels, height, width = self.model_sample_shape
         text, uncond = self._text_states(request.prompt, request.negative_prompt, request.guidance_scale, model)
@@ -570,10 +609,18 @@ class LumierePipeline:
             condition_video, keep = condition
             extra = torch.cat([condition_video, keep], dim=0)[None].to(device, dtype)
 
-        def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        windows = base_windows(request.num_frames, self.base_resolution[0])
+
+        def predict_window(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor, start: int, end: int):
             if extra is not None:
-                x_in = torch.cat([x_in, extra.expand(x_in.shape[0], -1, -1, -1, -1)], dim=1)
+                x_in = torch.cat([x_in, extra[:, :, start:end].expand(x_in.shape[0], -1, -1, -1, -1)], dim=1)
             return model(x_in, t, states)
+
+        def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+            if len(windows) == 1:
+                return predict_window(x_in, t, states, 0, x_in.shape[2])
+            return windowed_prediction(lambda part, start, end: predict_window(part, t, states, start, end),
+                                       x_in, windows)
 
         prediction = guided(predict, text, uncond, request.guidance_scale)
         if guide_known and condition is not None:

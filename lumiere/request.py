@@ -117,7 +117,8 @@ class GenerationRequest:
         style / style_weight: style name (None = none) and its interpolation alpha in [0, 1].
         super_resolve: whether SSR runs after the base model (False when the model has none).
         ssr_steps: SSR denoising steps (0 when ``super_resolve`` is False).
-        callback: ``callback(step, total)`` after every denoising step of every stage.
+        callback: ``callback(step, total)`` after every denoising step of every stage, or
+            ``callback(step, total, x0)`` with the step's clean-sample estimate (``sampling.Progress``).
     """
 
     prompt: str
@@ -172,7 +173,7 @@ class GenerationRequest:
         if not 0.0 <= weight <= 1.0:
             raise InputError(f"style_weight must be in [0, 1], got {style_weight}")
         if callback is not None and not callable(callback):
-            raise InputTypeError("callback must be callable as callback(step, total)")
+            raise InputTypeError("callback must be callable as callback(step, total) or callback(step, total, x0)")
         rng, used_seed = make_generator(seed, generator)
         super_resolve = bool(super_resolve) and ssr_steps is not None
         return cls(prompt=prompt, negative_prompt=negative_prompt if negative_prompt is not None else defaults.negative_prompt,

@@ -141,7 +141,7 @@ def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --frames must be a multiple of 2 for this model, got 7 "
-                                               "(try 6 or 8): this model takes multiples of 2 from 2 to 32"), err
+                                               "(try 6 or 8): this model takes multiples of 2 from 2 to 80"), err
     assert main(["i2v", "--image", str(tmp_path / "missing.png"), "--prompt", "x", "--out", "o.mp4",
                  "--model", str(tiny_pipeline_dir)]) == 2
 

@@ -43,14 +43,15 @@ def peak_rss_mb(argv: list[str]) -> int:
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
 def test_cli_v2v_on_a_60fps_memory_bomb_stays_near_the_small_clip_baseline(tiny_pipeline_dir, tmp_path):
     """A 1280x720 / 60 fps / 19 s clip of a few tens of KB passes the header limits (1.05 billion pixels) and
-    would decode to 3.1 GB of RGB frames. The CLI must decode only what the model uses (8 frames at 8 fps,
-    scaled to cover 16x16), like the app: its peak RSS stays within 300 MB of the same command on a tiny
+    would decode to 3.1 GB of RGB frames. The CLI must decode only what the model uses (here --frames 8 at
+    8 fps, scaled to cover 16x16), like the app: its peak RSS stays within 300 MB of the same command on a tiny
     clip (measured: 486 vs 487 MB; before the fix, 6384 MB)."""
     bomb = lavfi_clip(tmp_path / "bomb.mp4", "color=c=blue:size=1280x720:rate=60:duration=19",
                       "drawbox=x='mod(t*600,1200)':y=300:w=80:h=80:color=red:t=fill")
     small = lavfi_clip(tmp_path / "small.mp4", "color=c=blue:size=64x64:rate=8:duration=1")
     assert bomb.stat().st_size < 300_000
-    common = ["--prompt", "a red circle", "--model", str(tiny_pipeline_dir), "--steps", "1", "--no-ssr", "--seed", "0"]
+    common = ["--prompt", "a red circle", "--model", str(tiny_pipeline_dir), "--steps", "1", "--no-ssr", "--seed", "0",
+              "--frames", "8"]
     baseline = peak_rss_mb(["v2v", "--video", str(small), "--out", str(tmp_path / "small_out.mp4"), *common])
     peak = peak_rss_mb(["v2v", "--video", str(bomb), "--out", str(tmp_path / "bomb_out.mp4"), *common])
     assert (tmp_path / "bomb_out.mp4").is_file()
@@ -112,7 +113,7 @@ def test_cli_frame_rule_error_is_one_line(tiny_pipeline_dir, tmp_path):
     result = run_cli(["generate", "--prompt", "x", "--frames", "7", "--out", str(tmp_path / "o.mp4"),
                       "--model", str(tiny_pipeline_dir)])
     assert_one_line_error(result, "--frames must be a multiple of 2 for this model, got 7",
-                          "multiples of 2 from 2 to 32")
+                          "multiples of 2 from 2 to 80")
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -136,12 +137,12 @@ def test_over_long_prompts_are_refused_everywhere_not_cut(tiny_pipe, capsys, tmp
 
 # ----------------------------------------------------------------------------- frames
 def test_one_frame_rule_for_the_library_the_app_and_the_cli():
-    """Multiples of the temporal down-sampling factor up to 4 x the clip: the bundled model (16-frame clip,
+    """Multiples of the temporal down-sampling factor up to 10 x the clip: the bundled model (16-frame clip,
     factor 4) takes 4 and 20 frames, not only multiples of 16; every front end agrees on every count."""
     from app import inputs
     from lumiere.options import GenerationDefaults
 
-    assert list(frame_counts(16, 4)) == list(range(4, 65, 4))
+    assert list(frame_counts(16, 4)) == list(range(4, 161, 4))
     def accepts(check, *args, **kwargs) -> bool:
         try:
             check(*args, **kwargs)
@@ -151,13 +152,13 @@ def test_one_frame_rule_for_the_library_the_app_and_the_cli():
 
     for base, factor in ((16, 4), (8, 2)):
         accepted = set(frame_counts(base, factor))
-        for frames in range(1, 4 * base + 8):
+        for frames in range(1, 10 * base + 8):
             verdicts = [accepts(check_num_frames, frames, base, factor, "--frames"),
                         accepts(inputs.frames_value, frames, base, factor),
                         accepts(GenerationRequest.create, "x", defaults=GenerationDefaults(), base_frames=base,
                                 frame_multiple=factor, styles=[], ssr_steps=None, num_frames=frames)]
             assert verdicts == [frames in accepted] * 3, (base, factor, frames, verdicts)
-    with pytest.raises(InputError, match=r"got 7 \(try 4 or 8\): this model takes multiples of 4 from 4 to 64"):
+    with pytest.raises(InputError, match=r"got 7 \(try 4 or 8\): this model takes multiples of 4 from 4 to 160"):
         check_num_frames(7, 16, 4)
 
 
@@ -181,3 +182,15 @@ def test_cli_writes_to_the_ignored_outputs_folder_by_default(tiny_pipeline_dir, 
     assert f"wrote {Path('outputs') / written[0].name}" in capsys.readouterr().out
     ignored = subprocess.run(["git", "check-ignore", "-q", "outputs/generate-x.mp4"], cwd=ROOT)
     assert ignored.returncode == 0  # the repo's outputs/ folder is git-ignored
+
+
+def test_cli_warns_about_words_the_model_does_not_know(tiny_pipeline_dir, tmp_path, capsys):
+    """A closed-vocabulary model ignores unknown words: the CLI says which, and which words it knows, and
+    still generates; a prompt of known words prints no warning."""
+    common = ["--model", str(tiny_pipeline_dir), "--seed", "0", "--steps", "1", "--no-ssr"]
+    assert main(["generate", "--prompt", "a red circle wobbling", "--out", str(tmp_path / "a.mp4"), *common]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]  # not tqdm's bars
+    assert len(warnings) == 1 and warnings[0].startswith("warning: this model does not know 'wobbling'"), warnings
+    assert "bouncing" in warnings[0] and (tmp_path / "a.mp4").is_file()
+    assert main(["generate", "--prompt", "a red circle", "--out", str(tmp_path / "b.mp4"), *common]) == 0
+    assert "warning" not in capsys.readouterr().err
