@@ -13,13 +13,11 @@ Without Chromium the test skips locally but FAILS when ``CI`` is set.
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 pytestmark = pytest.mark.browser
 

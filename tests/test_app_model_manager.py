@@ -1,18 +1,14 @@
 """Unit tests of app.model_manager and app.inputs with fake components and a fake memory budget (CPU only)."""
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import inputs  # noqa: E402
-from app.model_manager import (PREVIEW_FRAMES, PREVIEW_HEIGHT, GenerationCancelled, ModelManager,  # noqa: E402
+from app import inputs
+from app.model_manager import (PREVIEW_FRAMES, PREVIEW_HEIGHT, GenerationCancelled, ModelManager,
                                OutOfMemory, is_out_of_memory, parse_bytes, preview_strip)
 
 
