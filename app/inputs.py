@@ -37,7 +37,7 @@ FIELD_LABELS = {
     "steps": "Denoising steps", "guidance_scale": "Guidance scale", "super_resolve": "Super-resolution",
     "sampler": "Sampler", "fps": "Playback fps", "reference_guided": "Reference-guided", "outpaint": "Outpaint",
     "outpaint_border": "Outpaint border", "style": "Style", "style_weight": "Style weight",
-    "strength": "Strength", "image": "Image", "video": "Video", "mask": "Mask",
+    "strength": "Strength", "image": "Image", "video": "Video", "mask": "Mask", "loop": "Loop",
 }
 
 

@@ -446,6 +446,12 @@ class Tab:
                     label="Examples (click one to see its result)")
 
 
+def _loop_checkbox(tab: str):
+    """The "Loop" option of the tabs that generate a whole clip (API parameter ``loop``)."""
+    return c.Checkbox(False, label="Loop: the last frame flows into the first (seamless when played on repeat)",
+                      elem_id=f"{tab}-loop")
+
+
 class TextToVideoTab(Tab):
     name, label = "text_to_video", "Text to video"
 
@@ -456,20 +462,23 @@ class TextToVideoTab(Tab):
             "negative_prompt": c.Textbox("", label="Negative prompt", placeholder="(optional)"),
             "reference_guided": c.Checkbox(
                 False, label="Reference-guided: draw the first frame with the image model, then animate it"),
+            "loop": _loop_checkbox(self.name),
         }
 
-    def prepare(self, settings, prompt=None, negative_prompt="", reference_guided=False) -> Job:
+    def prepare(self, settings, prompt=None, negative_prompt="", reference_guided=False, loop=False) -> Job:
         text = inputs.prompt_text(prompt)
         negative = inputs.optional_text(negative_prompt) or None
+        looped = inputs.flag(loop, "loop", False)
         if inputs.flag(reference_guided, "reference_guided", False):
             return Job("reference_guided", lambda pipe, **kw: pipe.text_to_video(
-                text, negative_prompt=negative, reference_image="t2i", **kw), text)
-        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, negative_prompt=negative, **kw), text)
+                text, negative_prompt=negative, reference_image="t2i", loop=looped, **kw), text)
+        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, negative_prompt=negative, loop=looped, **kw),
+                   text)
 
-    def endpoint(self, prompt, negative_prompt="", reference_guided=False, seed="", num_frames=None, steps=None,
-                 guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
-                 progress=gr.Progress()):
-        return self.generate(lambda s: self.prepare(s, prompt, negative_prompt, reference_guided),
+    def endpoint(self, prompt, negative_prompt="", reference_guided=False, loop=False, seed="", num_frames=None,
+                 steps=None, guidance_scale=None, super_resolve=True, sampler=None, fps=None,
+                 request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, prompt, negative_prompt, reference_guided, loop),
                              Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
                              request, progress)
 
@@ -548,9 +557,9 @@ class CinemagraphTab(Tab):
         prompt = c.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
         with gr.Accordion("Or upload a mask (white = moves)", open=False):
             mask = c.Image(label="Mask", type="filepath", image_mode=None, height=160)
-        return {"image": image, "prompt": prompt, "mask": mask}
+        return {"image": image, "prompt": prompt, "mask": mask, "loop": _loop_checkbox(self.name)}
 
-    def prepare(self, settings, image=None, prompt=None, mask=None) -> Job:
+    def prepare(self, settings, image=None, prompt=None, mask=None, loop=False) -> Job:
         text = inputs.prompt_text(prompt, "the motion of the brushed region")
         picture = inputs.image_array(image, "an image")
         shape = picture.shape[:2]
@@ -562,11 +571,13 @@ class CinemagraphTab(Tab):
         if region is None:
             raise inputs.InputError("The mask is empty: brush over the part of the image that should move "
                                     "(or upload a mask where white = moves).")
-        return Job(self.name, lambda pipe, **kw: pipe.cinemagraph(picture, region, text, **kw), text)
+        looped = inputs.flag(loop, "loop", False)
+        return Job(self.name, lambda pipe, **kw: pipe.cinemagraph(picture, region, text, loop=looped, **kw), text)
 
-    def endpoint(self, image, prompt, mask=None, seed="", num_frames=None, steps=None, guidance_scale=None,
-                 super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return self.generate(lambda s: self.prepare(s, image, prompt, mask),
+    def endpoint(self, image, prompt, mask=None, loop=False, seed="", num_frames=None, steps=None,
+                 guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, image, prompt, mask, loop),
                              Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
                              request, progress)
 
@@ -582,25 +593,27 @@ class StylizeTab(Tab):
                                 info=None if styles else "This model has no styles."),
             "style_weight": c.Slider(0.0, 1.0, value=0.75, step=0.05, label="Style weight α (useful range 0.5–1)",
                                      info="0 = the plain model, 1 = the full style"),
+            "loop": _loop_checkbox(self.name),
         }
 
-    def prepare(self, settings, prompt=None, style=None, style_weight=0.75) -> Job:
+    def prepare(self, settings, prompt=None, style=None, style_weight=0.75, loop=False) -> Job:
         text = inputs.prompt_text(prompt)
         if not self.studio.styles:
             raise inputs.InputError("This model has no styles; use the Text to video tab.")
         name = inputs.choice(style, "style", self.studio.styles)
         weight = inputs.float_value(style_weight, "style_weight", 0.0, 1.0, 0.75)
-        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, style=name, style_weight=weight, **kw),
-                   text)
+        looped = inputs.flag(loop, "loop", False)
+        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, style=name, style_weight=weight, loop=looped,
+                                                                    **kw), text)
 
     def example_rows(self) -> list[dict]:
         styles = self.studio.styles
         return [{**row, "style": styles[0]} for row in EXAMPLES[self.name]] if styles else EXAMPLES[self.name]
 
-    def endpoint(self, prompt, style=None, style_weight=0.75, seed="", num_frames=None, steps=None,
+    def endpoint(self, prompt, style=None, style_weight=0.75, loop=False, seed="", num_frames=None, steps=None,
                  guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
                  progress=gr.Progress()):
-        return self.generate(lambda s: self.prepare(s, prompt, style, style_weight),
+        return self.generate(lambda s: self.prepare(s, prompt, style, style_weight, loop),
                              Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
                              request, progress)
 

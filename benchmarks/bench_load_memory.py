@@ -57,7 +57,9 @@ def main():
     directory = Path(args.dir) / args.save_dtype
     if not (directory / "config.json").is_file():
         build(directory, args.save_dtype)
-    weights = directory / "diffusion_pytorch_model.safetensors"
+    from lumiere.models.stunet import STUNet
+
+    weights = STUNet.weights_file(directory)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", CHILD, str(directory), args.dtype], env=env, check=True,
                          capture_output=True, text=True).stdout.split()

@@ -22,7 +22,7 @@ from .models.stunet import inflate
 from .models.text_encoder import TextEncoder
 from .models.vae import VAE_KEYS, build_vae, check_resolution, config_scale_factor, scale_factor
 from .options import SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, check_keys
-from .sampling import noise_schedule_config
+from .sampling import noise_schedule_config, scheduler_sampler
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -71,7 +71,8 @@ class ModelConfig:
             SSROptions.from_config(known["ssr"])
         GenerationDefaults.from_config(known.get("defaults"))
         NoisePrior.from_config(known.get("noise_prior"))
-        noise_schedule_config(known.get("scheduler") or {})  # a bad snr_shift fails when the run starts
+        noise_schedule_config(known.get("scheduler") or {})  # a bad snr_shift fails when the run starts,
+        scheduler_sampler(known.get("scheduler") or {})  # so does a scheduler class no sampler runs
         frames, height, width = (int(v) for v in known["base_resolution"])
         if known.get("vae") is not None:
             check_keys(known["vae"], VAE_KEYS, "model.vae")

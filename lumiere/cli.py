@@ -21,6 +21,7 @@ from .options import (DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_FRAMES_FACTOR,
                       MAX_SEED, SAMPLERS)
 
 DEFAULT_OUT_DIR = "outputs"  # git-ignored; generation commands write here when --out is left out
+EXPORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # export --dtype -> torch dtype name
 
 
 def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
@@ -45,6 +46,9 @@ def _common(parser: argparse.ArgumentParser, needs_prompt: bool = True) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
 
+LOOP_HELP = "a seamless loop: the last frame flows into the first (for GIFs / videos played on repeat)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lumiere", description="Lumiere text-to-video")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="text to video")
     _common(generate)
     generate.add_argument("--reference", action="store_true", help="reference-guided: T2I first frame, then animate")
+    generate.add_argument("--loop", action="store_true", help=LOOP_HELP)
 
     i2v = sub.add_parser("i2v", help="image to video")
     i2v.add_argument("--image", required=True)
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     cinemagraph.add_argument("--image", required=True)
     cinemagraph.add_argument("--mask", required=True)
     _common(cinemagraph)
+    cinemagraph.add_argument("--loop", action="store_true", help=LOOP_HELP)
 
     v2v = sub.add_parser("v2v", help="SDEdit video-to-video")
     v2v.add_argument("--video", required=True)
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a trained pipeline directory (fp16 safetensors)")
     export.add_argument("--output-dir", required=True, help="the training run's output_dir")
     export.add_argument("--out", required=True)
+    export.add_argument("--dtype", default="fp16", choices=sorted(EXPORT_DTYPES),
+                        help="the weights' precision (default fp16; modules transformers keeps in fp32 stay fp32)")
 
     evaluate = sub.add_parser("eval", help="evaluate a pipeline on held-out prompts of the procedural world")
     evaluate.add_argument("--model", default=None)
@@ -249,7 +257,10 @@ def run(args) -> int:
     if args.command == "export":
         from .train import export_pipeline
 
-        print(f"exported to {export_pipeline(args.output_dir, args.out)}")
+        import torch
+
+        dtype = getattr(torch, EXPORT_DTYPES[args.dtype])
+        print(f"exported to {export_pipeline(args.output_dir, args.out, dtype=dtype)}")
         return 0
     if args.command == "eval":
         from .errors import InputError
@@ -275,22 +286,23 @@ def run(args) -> int:
     if getattr(args, "video", None):
         check_video(args.video, name="--video")
     pipe = _load_pipeline(args)
-    _warn_unknown_words(pipe, args.prompt)
     if args.frames is not None:
         check_num_frames(args.frames, pipe.base_resolution[0], pipe.temporal_downsampling_factor, "--frames")
     video = _read_video(pipe, args) if getattr(args, "video", None) else None
+    _warn_unknown_words(pipe, args.prompt)  # once every input is accepted: a refusal stays one line
     # The CLI picks the seed when none is given, so it can print the one that reproduces the clip.
     seed = args.seed if args.seed is not None and args.seed >= 0 else random_seed()
     out = args.out if args.out is not None else default_out(args.command, seed)
     kwargs = _generation_kwargs(args, seed)
     if args.command == "generate":
-        video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, **kwargs)
+        video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, loop=args.loop,
+                                   **kwargs)
     elif args.command == "i2v":
         video = pipe.image_to_video(image, args.prompt, **kwargs)
     elif args.command == "inpaint":
         video = pipe.inpaint(video, mask, args.prompt, **kwargs)
     elif args.command == "cinemagraph":
-        video = pipe.cinemagraph(image, mask, args.prompt, **kwargs)
+        video = pipe.cinemagraph(image, mask, args.prompt, loop=args.loop, **kwargs)
     else:
         video = pipe.video_to_video(video, args.prompt, strength=args.strength, **kwargs)
     _write(pipe, video, out, seed)

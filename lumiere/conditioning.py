@@ -47,7 +47,7 @@ CINEMAGRAPH_FADE_FRAMES = 3  # frames 1..3 cross-fade from the still image into 
 
 
 def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames: int, *, feather: float = 0.0,
-                          fade_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                          fade_frames: int = 0, loop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Cinemagraph: C = the image on every frame; M = 1 on all of frame 0 and outside the region elsewhere.
 
     Keeping frame 0 whole anchors the appearance of the animated region to the input image.
@@ -56,7 +56,9 @@ def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames:
     its edge keep a share of the image falling linearly to 0, so the generated content meets the still
     part without a seam. ``fade_frames`` > 0 holds frames 1..fade_frames of the region at (1 - k/(fade+1))² of
     the image at least, so the motion fades in from frame 0 instead of jumping at frame 1. Pixels outside
-    the region stay exactly 1 (still) either way; M is then float rather than {0, 1}.
+    the region stay exactly 1 (still) either way; M is then float rather than {0, 1}. ``loop`` (a seamless
+    loop): the fade mirrors at the end too (frames T-1..T-fade_frames), so the motion also fades back into
+    frame 0.
     """
     _, height, width = image.shape
     condition = image[:, None].expand(3, num_frames, height, width).clone()
@@ -67,6 +69,8 @@ def cinemagraph_condition(image: torch.Tensor, region: torch.Tensor, num_frames:
         keep = (1 - feathered_keep(region.to(image.dtype), ramp)).to(image.dtype)[None]
     for k in range(1, min(int(fade_frames), num_frames - 1) + 1):  # quadratic: the model follows held pixels
         keep[:, k] = keep[:, k].clamp(min=(1 - k / (fade_frames + 1)) ** 2)  # more than their share
+        if loop:
+            keep[:, -k] = keep[:, -k].clamp(min=(1 - k / (fade_frames + 1)) ** 2)
     keep[:, 0] = 1
     return condition, keep
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .errors import InputError
 
 # Solver names a request may pick (``lumiere.sampling.make_scheduler`` maps them to diffusers classes).
-SAMPLERS = ("dpm++", "ddim", "ddpm", "euler")
+SAMPLERS = ("dpm++", "ddim", "ddpm", "euler", "unipc")
 # Classifier-free guidance above ~20 only saturates colours on pixel-space models: the library's cap.
 MAX_GUIDANCE_SCALE = 20.0
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -47,14 +47,15 @@ def frame_rule(base_frames: int, factor: int) -> str:
             f"factor is {counts.step}; at most {MAX_FRAMES_FACTOR} x its {base_frames}-frame clip)")
 
 
-def base_windows(num_frames: int, base_frames: int) -> list[tuple[int, int]]:
+def base_windows(num_frames: int, base_frames: int, circular: bool = False) -> list[tuple[int, int]]:
     """The [start, end) frame windows the base model samples ``num_frames`` in: one window up to
     ``ONE_PASS_FRAMES_FACTOR`` x its clip length ``base_frames``, beyond that windows of that length
-    overlapping by one clip length (temporal MultiDiffusion, as the SSR's windows)."""
+    overlapping by one clip length (temporal MultiDiffusion, as the SSR's windows); ``circular`` (a loop):
+    the windows go around the clip (``multidiffusion.temporal_windows``)."""
     from .multidiffusion import temporal_windows
 
     window = ONE_PASS_FRAMES_FACTOR * int(base_frames)
-    return temporal_windows(int(num_frames), window, min(int(base_frames), window - 1))
+    return temporal_windows(int(num_frames), window, min(int(base_frames), window - 1), circular)
 
 
 @dataclass(frozen=True)

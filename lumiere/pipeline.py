@@ -13,9 +13,11 @@ contract is ``docs/api.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -33,12 +35,13 @@ from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
 from .models.vae import DEFAULT_FRAMES_PER_CALL, check_resolution, decode_latents, encode_video, latent_condition
 from .models.vae import scale_factor as vae_scale_factor
-from .multidiffusion import windowed_prediction
+from .multidiffusion import take_window, windowed_prediction
 from .options import (DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, GenerationDefaults, PipelineConfig, SSROptions,
                       base_windows, frame_counts)
 from .preprocessing import image_tensor, mask_tensor, tensor_to_uint8, to_numpy_video, video_tensor
 from .request import Callback, GenerationRequest, documented, guidance_value, make_generator, positive_int
-from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start, sdedit_steps
+from .sampling import (Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, scheduler_sampler,
+                       sdedit_start, sdedit_steps)
 from .styles import styled
 from .super_resolution import low_res_projection, sample_ssr
 
@@ -75,10 +78,11 @@ class LumierePipeline:
         self._styles: dict[str, dict | Path] = dict(styles or {})
         self.source = Path(source) if source is not None else None
         self.training = dict(training) if training else None
-        self.progress_bar = False  # show a tqdm bar per call (the CLI turns it on)
+        self.progress_bar: bool | dict = False  # a tqdm bar per call (the CLI's on); a dict: its tqdm options
         # Latent pipelines: frames per VAE encode / decode call (bounds memory; None = a clip at once).
         self.vae_frames_per_call: int | None = DEFAULT_FRAMES_PER_CALL
         PipelineConfig.from_config(config)  # a mistyped key fails when the pipeline opens, not mid-call
+        scheduler_sampler(self.scheduler_config)  # so does a scheduler class no sampler can run
 
     # ------------------------------------------------------------------ components
     @property
@@ -126,6 +130,12 @@ class LumierePipeline:
         """Move every loaded component (and future loads) to ``device`` / ``dtype``; returns self."""
         self._store.to(torch.device(device) if device is not None else self.device, dtype or self.dtype)
         return self
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Show a tqdm bar per call with these tqdm options (as diffusers pipelines take them: ``desc``,
+        ``file``, ``leave``, ...); ``disable=True`` shows none. A pipeline shows none until this is called
+        (``progress_bar``; the CLI turns it on)."""
+        self.progress_bar = dict(kwargs)
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -242,8 +252,14 @@ class LumierePipeline:
 
     @property
     def defaults(self) -> GenerationDefaults:
-        """What a call uses for options it leaves out (``config["defaults"]`` over the library's)."""
-        return self.settings.defaults
+        """What a call uses for options it leaves out (``config["defaults"]`` over the library's). A config
+        whose "defaults" name no sampler samples with the class ``scheduler_config`` names in ``_class_name``."""
+        defaults = self.settings.defaults
+        if "sampler" not in (self.config.get("defaults") or {}):
+            sampler = scheduler_sampler(self.scheduler_config)
+            if sampler is not None:
+                defaults = dataclasses.replace(defaults, sampler=sampler)
+        return defaults
 
     def add_style(self, name: str, spatial_state: dict[str, torch.Tensor]) -> None:
         """Register a style: the style fine-tuned T2I weights under their diffusers names (copied to CPU)."""
@@ -268,7 +284,7 @@ class LumierePipeline:
                       guidance_scale: float | None = None, negative_prompt: str | None = None,
                       sampler: str | None = None, seed: int | None = None, generator: torch.Generator | None = None,
                       style: str | None = None, style_weight: float = 1.0, super_resolve: bool = True,
-                      callback: Callback | None = None, reference_image=None) -> np.ndarray:
+                      callback: Callback | None = None, reference_image=None, loop: bool = False) -> np.ndarray:
         """Generate a whole clip from text with the base STUNet, then (optionally) super-resolve it.
 
         Args:
@@ -287,7 +303,7 @@ class LumierePipeline:
         request = self._request(prompt, num_frames=num_frames, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, sampler=sampler,
                                 seed=seed, generator=generator, style=style, style_weight=style_weight,
-                                super_resolve=super_resolve, callback=callback)
+                                super_resolve=super_resolve, callback=callback, loop=loop)
         if reference_image is not None:
             return self._reference_guided(request, reference_image)
         self._require("base")
@@ -388,7 +404,7 @@ class LumierePipeline:
                     num_inference_steps: int | None = None, guidance_scale: float | None = None,
                     negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
                     generator: torch.Generator | None = None, style: str | None = None, style_weight: float = 1.0,
-                    super_resolve: bool = True, callback: Callback | None = None) -> np.ndarray:
+                    super_resolve: bool = True, callback: Callback | None = None, loop: bool = False) -> np.ndarray:
         """Animate only the masked region of an image; everything else stays still.
 
         Args:
@@ -407,11 +423,11 @@ class LumierePipeline:
         request = self._request(prompt, num_frames=num_frames, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, sampler=sampler,
                                 seed=seed, generator=generator, style=style, style_weight=style_weight,
-                                super_resolve=super_resolve, callback=callback)
+                                super_resolve=super_resolve, callback=callback, loop=loop)
         frames = request.num_frames
         return self._conditional(request, lambda h, w: cond.cinemagraph_condition(
             image_tensor(image, h, w), mask_tensor(mask, 1, h, w)[0], frames, feather=cond.CINEMAGRAPH_FEATHER,
-            fade_frames=cond.CINEMAGRAPH_FADE_FRAMES))
+            fade_frames=cond.CINEMAGRAPH_FADE_FRAMES, loop=loop))
 
     @documented
     def video_to_video(self, video, prompt: str, *, strength: float = DEFAULT_STRENGTH, num_frames: int | None = None,
@@ -594,7 +610,8 @@ class LumierePipeline:
         text, uncond = self._text_states(request.prompt, request.negative_prompt, request.guidance_scale, model)
         scheduler = make_scheduler(self.scheduler_config, request.sampler)
         shape = (1, channels, request.num_frames, height, width)
-        noise = initial_noise(shape, request.generator, device, dtype, self.settings.noise_prior)  # as trained
+        noise = initial_noise(shape, request.generator, device, dtype, self.settings.noise_prior,  # as trained
+                              circular=request.loop)
         if init_video is None:
             scheduler.set_timesteps(request.num_inference_steps, device=device)
             timesteps = scheduler.timesteps
@@ -609,11 +626,11 @@ class LumierePipeline:
             condition_video, keep = condition
             extra = torch.cat([condition_video, keep], dim=0)[None].to(device, dtype)
 
-        windows = base_windows(request.num_frames, self.base_resolution[0])
+        windows = base_windows(request.num_frames, self.base_resolution[0], circular=request.loop)
 
         def predict_window(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor, start: int, end: int):
             if extra is not None:
-                x_in = torch.cat([x_in, extra[:, :, start:end].expand(x_in.shape[0], -1, -1, -1, -1)], dim=1)
+                x_in = torch.cat([x_in, take_window(extra, start, end).expand(x_in.shape[0], -1, -1, -1, -1)], dim=1)
             return model(x_in, t, states)
 
         def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -625,7 +642,8 @@ class LumierePipeline:
         prediction = guided(predict, text, uncond, request.guidance_scale)
         if guide_known and condition is not None:
             prediction = constrain_x0(prediction, scheduler, _known_content(*condition))
-        with torch.inference_mode():
+        # A loop in one pass: the model wraps around in time; in windows, the windows wrap (each is a stretch).
+        with torch.inference_mode(), model.looping() if request.loop and len(windows) == 1 else nullcontext():
             return denoise(prediction, x, scheduler, timesteps, request.generator, progress)
 
     def _sample_image(self, request: GenerationRequest, progress: Progress) -> torch.Tensor:
@@ -714,22 +732,22 @@ class LumierePipeline:
                 known: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
         if request.super_resolve:
             video = self._super_resolve_tensor(video.clamp(-1, 1), request.prompt, request.negative_prompt,
-                                               request.generator, progress, known=known)
+                                               request.generator, progress, known=known, loop=request.loop)
         return tensor_to_uint8(video[0])
 
     def _super_resolve_tensor(self, low: torch.Tensor, prompt: str, negative_prompt: str, generator, progress,
                               window: int | None = None, overlap: int = DEFAULT_SSR_OVERLAP, multidiffusion: bool = True,
                               steps: int | None = None, guidance: float | None = None,
-                              known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                              known: tuple[torch.Tensor, torch.Tensor] | None = None, loop: bool = False) -> torch.Tensor:
         """SSR of ``low`` (1, 3, T, H, W) in [-1, 1] with this model's settings (``super_resolution.sample_ssr``);
-        ``known`` = (C, M) at output resolution: user pixels."""
+        ``known`` = (C, M) at output resolution: user pixels; ``loop``: ``low`` is a seamless loop."""
         ssr, options = self.ssr, self.ssr_options
         guidance = float(guidance if guidance is not None else options.guidance_scale)
         text, uncond = self._text_states(prompt, negative_prompt, guidance, ssr)
         return sample_ssr(ssr, low, text, uncond, options=options, scheduler_config=self.scheduler_config,
                           sampler=options.sampler or self.defaults.sampler, guidance=guidance, generator=generator,
                           progress=progress, window=window, overlap=overlap, multidiffusion=multidiffusion,
-                          steps=steps, known=known)
+                          steps=steps, known=known, loop=loop)
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod

@@ -8,7 +8,7 @@ functions, so a trained run and an exported pipeline are the same format::
     scheduler/scheduler_config.json       diffusers scheduler config (noise schedule, prediction type)
     text_encoder/, tokenizer/             transformers model + tokenizer files
     vae/                                  latent pipelines only: diffusers AutoencoderKL (config.json + safetensors)
-    base/, conditional/, ssr/             STUNet: config.json + diffusion_pytorch_model.safetensors
+    base/, conditional/, ssr/             STUNet: config.json + stunet.safetensors (before: diffusion_pytorch_model.*)
     styles/<slug>/style.json              {"name": ...}
     styles/<slug>/diffusion_pytorch_model.safetensors   spatial (T2I) weights of the style fine-tune
 

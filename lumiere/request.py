@@ -116,6 +116,7 @@ class GenerationRequest:
         generator: CPU generator every random draw of this request comes from.
         style / style_weight: style name (None = none) and its interpolation alpha in [0, 1].
         super_resolve: whether SSR runs after the base model (False when the model has none).
+        loop: generate a seamless loop (the last frame flows into the first; see ``STUNet.looping``).
         ssr_steps: SSR denoising steps (0 when ``super_resolve`` is False).
         callback: ``callback(step, total)`` after every denoising step of every stage, or
             ``callback(step, total, x0)`` with the step's clean-sample estimate (``sampling.Progress``).
@@ -133,6 +134,7 @@ class GenerationRequest:
     style_weight: float = 1.0
     super_resolve: bool = False
     ssr_steps: int = 0
+    loop: bool = False
     callback: Callback | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -141,7 +143,8 @@ class GenerationRequest:
                num_inference_steps: int | None = None, guidance_scale: float | None = None,
                negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
                generator: torch.Generator | None = None, style: str | None = None, style_weight: float = 1.0,
-               super_resolve: bool = True, callback: Callback | None = None) -> "GenerationRequest":
+               super_resolve: bool = True, callback: Callback | None = None,
+               loop: bool = False) -> "GenerationRequest":
         """Fill the model's ``defaults`` and check every value.
 
         ``ssr_steps`` None means the model has no SSR, so ``super_resolve`` is ignored.
@@ -174,12 +177,14 @@ class GenerationRequest:
             raise InputError(f"style_weight must be in [0, 1], got {style_weight}")
         if callback is not None and not callable(callback):
             raise InputTypeError("callback must be callable as callback(step, total) or callback(step, total, x0)")
+        if not isinstance(loop, (bool, np.bool_)):
+            raise InputTypeError(f"loop must be True or False, got {loop!r}")
         rng, used_seed = make_generator(seed, generator)
         super_resolve = bool(super_resolve) and ssr_steps is not None
         return cls(prompt=prompt, negative_prompt=negative_prompt if negative_prompt is not None else defaults.negative_prompt,
                    num_frames=frames, num_inference_steps=steps, guidance_scale=guidance, sampler=sampler,
                    seed=used_seed, generator=rng, style=style, style_weight=weight, super_resolve=super_resolve,
-                   ssr_steps=ssr_steps if super_resolve else 0, callback=callback)
+                   ssr_steps=ssr_steps if super_resolve else 0, callback=callback, loop=bool(loop))
 
     def step_plan(self, base_steps: int | None = None, reference_steps: int = 0) -> dict[str, int]:
         """Denoising steps per stage of this call, in order; their sum is the progress total.
@@ -215,6 +220,10 @@ generator: a CPU ``torch.Generator`` to draw from instead of ``seed`` (not both)
 style: a name from ``styles`` (None: no style).
 style_weight: the style's interpolation alpha in [0, 1]; 0 is exactly the un-styled model.
 super_resolve: run SSR to ``output_resolution`` (ignored when the model has no SSR).
+loop: a seamless loop: the last frame flows into the first (played on repeat, the clip has no
+    seam). The models treat the clip as circular in time (``STUNet.looping``: wrap-around temporal
+    convs and resampling, no frame positions; the SSR's windows wrap too); False is bit-identical
+    to a call without the option.
 callback: ``callback(step, total)`` after every denoising step of every stage; an exception
     it raises cancels the call."""
 

@@ -7,18 +7,22 @@ import secrets
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       UniPCMultistepScheduler)
 
 from . import options
 from .components import flush_denormals
 from .errors import InputError
 
-# The diffusers solver behind each name of ``options.SAMPLERS`` (tests check the two agree).
+# The diffusers solver behind each name of ``options.SAMPLERS`` (tests check the two agree). These classes
+# are also the ones a pipeline's scheduler/scheduler_config.json may name in ``_class_name``
+# (``scheduler_sampler``); any other class is refused when the pipeline opens.
 SCHEDULER_CLASSES = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
 }
 
 Callback = Callable[..., None]  # callback(step, total), or callback(step, total, x0) (``Progress``)
@@ -57,14 +61,36 @@ def noise_schedule_config(config: dict) -> dict:
     return resolved
 
 
+def scheduler_sampler(config: dict) -> str | None:
+    """The sampler name (a key of ``SCHEDULER_CLASSES``) of the diffusers class a scheduler config names in
+    ``_class_name``; None when it names none.
+
+    Raises:
+        InputError: ``_class_name`` is not one of the supported classes (the message names it and them).
+    """
+    name = config.get("_class_name")
+    if name is None:
+        return None
+    sampler = next((key for key, cls in SCHEDULER_CLASSES.items() if cls.__name__ == name), None)
+    if sampler is None:
+        supported = ", ".join(f"{cls.__name__} ({key})" for key, cls in SCHEDULER_CLASSES.items())
+        raise InputError(f"the scheduler config names an unsupported scheduler class {name!r}; supported: {supported}")
+    return sampler
+
+
 def make_scheduler(config: dict, sampler: str | None = None):
     """A fresh scheduler per request (schedulers keep per-run state, so they are never shared).
 
     ``config`` is the model's scheduler config (training noise schedule, prediction type; resolved by
-    ``noise_schedule_config``); ``sampler`` picks the solver class. Multistep DPM-Solver is run as DPM-Solver++ (the better few-step solver).
+    ``noise_schedule_config``); ``sampler`` (a key of ``SCHEDULER_CLASSES``) picks the solver class, None the
+    class the config names in ``_class_name`` (``scheduler_sampler``; DDIM when it names none). Multistep
+    DPM-Solver is run as DPM-Solver++ (the better few-step solver).
+
+    Raises:
+        InputError: an unknown ``sampler``, or a ``_class_name`` that is not a supported class.
     """
-    name = sampler or config.get("_class_name", "DDIMScheduler")
-    cls = SCHEDULER_CLASSES.get(name) or next((c for c in SCHEDULER_CLASSES.values() if c.__name__ == name), None)
+    name = sampler or scheduler_sampler(config) or "ddim"
+    cls = SCHEDULER_CLASSES.get(name)
     if cls is None:
         raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(options.SAMPLERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if cls is DPMSolverMultistepScheduler else {}
@@ -90,16 +116,19 @@ class Progress:
     step has none. Every other callback is called as ``callback(step, total)``, as always.
     """
 
-    def __init__(self, total: int, callback: Callback | None = None, bar: bool = False, description: str = "denoising"):
+    def __init__(self, total: int, callback: Callback | None = None, bar: bool | dict = False,
+                 description: str = "denoising"):
+        """``bar``: True shows a tqdm bar, a dict one with those tqdm options over the defaults
+        (``LumierePipeline.set_progress_bar_config``; ``{"disable": True}`` shows none)."""
         self.total = int(total)
         self.done = 0
         self.callback = callback
         self.wants_estimate = callback is not None and _takes_third_argument(callback)
         self._bar = None
-        if bar:
+        if bar is True or isinstance(bar, dict):
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=description, leave=False)
+            self._bar = tqdm(total=total, **{"desc": description, "leave": False, **(bar if bar is not True else {})})
 
     def step(self, x0: torch.Tensor | None = None) -> None:
         """One denoising step done; ``x0``: its clean-sample estimate (passed on only if the callback wants it)."""
@@ -282,12 +311,17 @@ def sdedit_start(scheduler, num_inference_steps: int, strength: float, source: t
     return scheduler.add_noise(source, noise, start.reshape(1)), timesteps
 
 
-def initial_noise(shape, generator: torch.Generator | None, device, dtype, prior: options.NoisePrior | None = None) -> torch.Tensor:
+def initial_noise(shape, generator: torch.Generator | None, device, dtype, prior: options.NoisePrior | None = None,
+                  circular: bool = False) -> torch.Tensor:
     """Gaussian noise, drawn on the CPU from the request's generator (same seed -> same video on any device).
 
     ``prior`` correlates a video's (B, C, F, H, W) noise across frames (``options.NoisePrior``); the
     training objective draws its noise through this function too, so a model is sampled with the prior
     it was trained with. Without a generator (training) the noise is drawn on ``device`` directly.
+    ``circular`` (a seamless loop): the "progressive" prior becomes a circular AR(1) process, each frame
+    ``sum_k rho^k e[t-k mod F]`` normalised to unit variance (rho = alpha / sqrt(1 + alpha^2), the chain's
+    neighbour correlation; a short loop's neighbours are a little more correlated), so every two frames are correlated by their distance around the loop alone:
+    frames F-1 and 0 as much as any neighbours. Independent and "mixed" noise are already circular.
     """
     draw_on = "cpu" if generator is not None else device
 
@@ -299,6 +333,11 @@ def initial_noise(shape, generator: torch.Generator | None, device, dtype, prior
         keep = 1.0 / math.sqrt(1.0 + prior.alpha**2)  # own-draw weight; alpha * keep for the correlated part
         if prior.kind == "mixed":
             noise = keep * (prior.alpha * draw((*shape[:2], 1, *shape[3:])) + noise)
+        elif circular:  # progressive around a loop: circular AR(1) (see above)
+            rho = prior.alpha * keep
+            weights = rho ** torch.arange(shape[2], dtype=torch.float64)
+            noise = sum(float(w) * torch.roll(noise, k, dims=2) for k, w in enumerate(weights))
+            noise = noise / float(weights.square().sum().sqrt())
         else:  # progressive: an AR(1) chain along the frames, stationary at unit variance
             frames = [noise[:, :, 0]]
             for f in range(1, shape[2]):

@@ -6,6 +6,8 @@ model's conditioning input is ``conditioning.ssr_condition``, the function train
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +15,7 @@ from .components import module_device
 from .conditioning import feathered_keep, ssr_condition
 from .models.stunet import STUNet
 from .models.temporal import frames_to_video, video_to_frames
-from .multidiffusion import temporal_windows, windowed_prediction
+from .multidiffusion import take_window, temporal_windows, windowed_prediction
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
 from .request import positive_int
 from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start
@@ -23,7 +25,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
                options: SSROptions, scheduler_config: dict, sampler: str, guidance: float,
                generator: torch.Generator, progress: Progress, window: int | None = None,
                overlap: int = DEFAULT_SSR_OVERLAP, multidiffusion: bool = True, steps: int | None = None,
-               known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               known: tuple[torch.Tensor, torch.Tensor] | None = None, loop: bool = False) -> torch.Tensor:
     """Super-resolve ``low`` (1, 3, T, H, W) in [-1, 1] by ``options.scale``; returns (1, 3, T, sH, sW).
 
     Args:
@@ -40,13 +42,15 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
         steps: the schedule's steps (default ``options.num_inference_steps``); the last
             ``options.strength`` of them run (``options.steps_run``).
         known: (C, M) at output resolution: the user's pixels, kept where M = 1.
+        loop: ``low`` is a seamless loop: the windows go around it (one may span the last and the first
+            frames), and a single window covering the clip runs the model in ``looping`` mode.
     """
     device, dtype = module_device(ssr), ssr.dtype
     scale = int(options.scale)
     window = positive_int(window if window is not None else options.window, "window")
     overlap = min(int(overlap), window - 1)  # the paper's 2-frame overlap, capped for very short windows
     _, _, frames, height, width = low.shape
-    windows = temporal_windows(frames, window, overlap if multidiffusion else 0)
+    windows = temporal_windows(frames, window, overlap if multidiffusion else 0, circular=loop)
 
     # Condition on the bilinearly up-sampled low-res video, noise-augmented (shared with training).
     low = low.to(device, torch.float32)
@@ -72,7 +76,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
         batch = x_in.shape[0]
 
         def window_prediction(x_window, start, end):
-            conditioning = upsampled[:, :, start:end].expand(batch, -1, -1, -1, -1)
+            conditioning = take_window(upsampled, start, end).expand(batch, -1, -1, -1, -1)
             return ssr(torch.cat([x_window, conditioning], dim=1), t, states, class_labels=noise_level.expand(batch))
 
         return windowed_prediction(window_prediction, x_in, windows)
@@ -94,7 +98,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     prediction = guided(predict, text, uncond, guidance)
     if every_step or in_loop:
         prediction = constrain_x0(prediction, scheduler, constrain)
-    with torch.inference_mode():
+    with torch.inference_mode(), ssr.looping() if loop and len(windows) == 1 else nullcontext():
         high = denoise(prediction, x, scheduler, timesteps, generator, progress)
         if options.low_res_consistency == "final":
             high = low_res_projection(high.float(), low, scale, options.detail_gain).to(dtype)

@@ -26,6 +26,7 @@ def main() -> None:
         "t2v_red_circle_right": lambda: pipe.text_to_video("a red circle moving to the right over the sea", seed=1),
         "t2v_blue_square_bouncing": lambda: pipe.text_to_video("a blue square bouncing on the grass", seed=2),
         "t2v_two_yellow_triangles": lambda: pipe.text_to_video("two yellow triangles circling on a night sky", seed=3),
+        "t2v_loop_yellow_circle": lambda: pipe.text_to_video("a yellow circle bouncing at night", seed=0, loop=True),
         "i2v_yellow_triangle": lambda: pipe.image_to_video(still[0], "a yellow triangle moving down at night", seed=4),
         "cinemagraph_triangle": lambda: pipe.cinemagraph(still[0], region, "a yellow triangle rotating at night", seed=5),
         **{f"style_{name.replace(' ', '_')}": (lambda name=name: pipe.text_to_video(

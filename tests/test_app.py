@@ -272,7 +272,7 @@ def test_too_few_values_in_a_raw_api_call_is_explained(served):
     with httpx.stream("GET", f"{base}/{event}", timeout=60) as response:
         body = "".join(response.iter_text())
     assert "event: error" in body
-    assert "/text_to_video takes 10 values (prompt, negative_prompt, reference_guided, seed" in body
+    assert "/text_to_video takes 11 values (prompt, negative_prompt, reference_guided, loop, seed" in body
     assert "the request sent 1" in body
 
 
@@ -422,11 +422,11 @@ def test_ffmpeg_probes_do_not_run_python_between_fork_and_exec(served):
 
 ADVANCED_PARAMS = ["seed", "num_frames", "steps", "guidance_scale", "super_resolve", "sampler", "fps"]
 API = {  # the public contract (docs/api.md): each endpoint's parameters, in order
-    "/text_to_video": ["prompt", "negative_prompt", "reference_guided"] + ADVANCED_PARAMS,
+    "/text_to_video": ["prompt", "negative_prompt", "reference_guided", "loop"] + ADVANCED_PARAMS,
     "/image_to_video": ["image", "prompt"] + ADVANCED_PARAMS,
     "/inpaint": ["video", "prompt", "mask", "outpaint", "outpaint_border"] + ADVANCED_PARAMS,
-    "/cinemagraph": ["image", "prompt", "mask"] + ADVANCED_PARAMS,
-    "/stylize": ["prompt", "style", "style_weight"] + ADVANCED_PARAMS,
+    "/cinemagraph": ["image", "prompt", "mask", "loop"] + ADVANCED_PARAMS,
+    "/stylize": ["prompt", "style", "style_weight", "loop"] + ADVANCED_PARAMS,
     "/video_to_video": ["video", "prompt", "strength"] + ADVANCED_PARAMS,
 }
 

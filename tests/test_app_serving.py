@@ -80,11 +80,11 @@ def test_unknown_endpoint_is_a_404_that_lists_the_real_ones(served):
 def test_extra_values_in_an_api_call_are_refused(served):
     url, _ = served
     base = f"{url}/gradio_api/call/text_to_video"
-    values = ["a red circle", "", False, 0, None, 1, None, False, None, None]
+    values = ["a red circle", "", False, False, 0, None, 1, None, False, None, None]
     event = httpx.post(base, json={"data": values + ["surprise"]}, timeout=30).json()["event_id"]
     with httpx.stream("GET", f"{base}/{event}", timeout=60) as response:
         body = "".join(response.iter_text())
-    assert "event: error" in body and "takes 10 values" in body and "sent 11" in body
+    assert "event: error" in body and "takes 11 values" in body and "sent 12" in body
 
 
 def test_forged_forwarded_for_does_not_escape_the_address_limit(served, monkeypatch):
@@ -100,7 +100,7 @@ def test_forged_forwarded_for_does_not_escape_the_address_limit(served, monkeypa
         for i in range(7):
             forged = {"x-forwarded-for": f"192.0.2.{i}, 203.0.113.7"}  # client's lie, then the proxy's hop
             event = httpx.post(f"{url}/gradio_api/call/text_to_video", headers=forged, timeout=30,
-                               json={"data": ["a green square", "", False, i, None, 1, None, False, None, None]})
+                               json={"data": ["a green square", "", False, False, i, None, 1, None, False, None, None]})
             outcomes.append((event.status_code, event.json()))
         refused = [body for status, body in outcomes if status != 200 or "event_id" not in body]
         accepted = [body["event_id"] for status, body in outcomes if status == 200 and "event_id" in body]

@@ -338,7 +338,7 @@ def test_reference_guided_text_to_video(tiny_pipe):
 def test_save_load_identical_output(tiny_pipe, tmp_path):
     expected = tiny_pipe.text_to_video("a red circle", seed=5)
     tiny_pipe.save_pretrained(tmp_path / "copy")
-    for name in ("model_index.json", "base/config.json", "base/diffusion_pytorch_model.safetensors",
+    for name in ("model_index.json", "base/config.json", "base/stunet.safetensors",
                  "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
         assert (tmp_path / "copy" / name).is_file(), name
     assert not list((tmp_path / "copy").rglob("*.bin")) and not list((tmp_path / "copy").rglob("*.pt"))
@@ -349,9 +349,9 @@ def test_save_load_identical_output(tiny_pipe, tmp_path):
 
 def test_missing_and_corrupt_checkpoints_name_the_file(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "p")
-    (tmp_path / "p" / "ssr" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
+    (tmp_path / "p" / "ssr" / "stunet.safetensors").write_bytes(b"\x00" * 64)
     pipe = LumierePipeline.from_pretrained(tmp_path / "p", device="cpu")
-    with pytest.raises(CheckpointError, match="ssr/diffusion_pytorch_model.safetensors"):
+    with pytest.raises(CheckpointError, match="ssr/stunet.safetensors"):
         pipe.text_to_video("x", seed=0)
     (tmp_path / "p" / "base" / "config.json").unlink()
     with pytest.raises(CheckpointError, match="base/config.json"):

@@ -198,8 +198,8 @@ def test_save_load_roundtrip_and_corrupt_file(tmp_path):
     video, text = torch.randn(1, 3, 8, 16, 16), torch.randn(1, 4, 24)
     with torch.no_grad():
         assert torch.equal(loaded(video, 5, text), stunet(video, 5, text))
-    (tmp_path / "m" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="corrupt safetensors file .*diffusion_pytorch_model.safetensors"):
+    (tmp_path / "m" / "stunet.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt safetensors file .*stunet.safetensors"):
         STUNet.from_pretrained(tmp_path / "m")
 
 
@@ -289,7 +289,7 @@ def test_from_pretrained_loads_the_exact_weights_with_nothing_left_on_meta(tmp_p
 
     from safetensors.torch import load_file, save_file
 
-    weights = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
+    weights = tmp_path / "m" / "stunet.safetensors"
     state = load_file(str(weights))
     save_file({k: v for k, v in state.items() if not k.startswith("down_temporal.0.")}, str(weights))
     with pytest.raises(CheckpointError, match=r"does not match its config: missing \['down_temporal\.0\."):

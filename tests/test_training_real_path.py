@@ -79,7 +79,7 @@ def learned_variance_pipe():
 
 
 @pytest.mark.parametrize("scheduler_config", [None, IF_LIKE_SCHEDULER], ids=["v-prediction", "if-like"])
-@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "ddpm", "euler"])
+@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "ddpm", "euler", "unipc"])
 def test_every_sampler_runs_on_a_learned_variance_unet(learned_variance_pipe, sampler, scheduler_config):
     from lumiere.options import SAMPLERS
 
@@ -98,7 +98,7 @@ def test_every_sampler_runs_on_a_learned_variance_unet(learned_variance_pipe, sa
         pipe.scheduler_config = original
 
 
-@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "euler", "ddpm"])
+@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "euler", "ddpm", "unipc"])
 def test_solvers_without_variance_use_the_first_channels(sampler):
     """A 2C-channel prediction samples exactly like its first C channels (guidance and x0 constraints
     included), except with DDPM's learned variance, which reads the other C."""

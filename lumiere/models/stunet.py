@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..hub import read_json, read_safetensors
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
-                       TextAttentionPool, clip_time_features, frames_to_video, video_to_frames)
+                       TextAttentionPool, clip_time_features, frames_to_video, looping, video_to_frames)
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D")
 SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D")
@@ -39,7 +39,11 @@ SUPPORTED_MID_BLOCKS = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAtt
 
 CONFIG_NAME = "config.json"
 CLIP_TIME_FEATURES = 16  # Fourier features of a frame's place in the clip (motion_conditioning)
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+# STUNet weights go under their own name, so diffusers' loaders find no weights of theirs in the folder and
+# raise, instead of UNet2DConditionModel.from_pretrained building a random full-size U-Net from it (it would
+# ignore config.json's STUNet keys). Folders written before keep the diffusers name, read as they are.
+WEIGHTS_NAME = "stunet.safetensors"
+LEGACY_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
 def _check_supported(unet: UNet2DConditionModel) -> None:
@@ -79,6 +83,8 @@ def _per_frame(x: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
 
 class STUNet(nn.Module):
     """A T2I U-Net inflated to video with temporal blocks and (optionally) temporal down/up-sampling."""
+
+    circular = False  # inside ``looping()``: the clip is a seamless loop
 
     def __init__(
         self,
@@ -187,6 +193,12 @@ class STUNet(nn.Module):
     def disable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = False
 
+    def looping(self):
+        """Context manager: within it the model generates a seamless loop (``temporal.looping``: circular
+        temporal convs and resampling, no frame positions), exactly time-shift equivariant by
+        ``temporal_downsampling_factor`` frames; restored on exit."""
+        return looping(self)
+
     # ------------------------------------------------------------------ parameters
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters added by inflation (the ones trained in the temporal stage)."""
@@ -292,7 +304,8 @@ class STUNet(nn.Module):
             if frames not in cache:
                 frame_cond = temporal_cond
                 if self.clip_time_proj is not None:
-                    times = clip_time_features(frames, CLIP_TIME_FEATURES, sample.device, temporal_cond.dtype)
+                    times = clip_time_features(frames, CLIP_TIME_FEATURES, sample.device, temporal_cond.dtype,
+                                               circular=self.circular)
                     frame_cond = temporal_cond[:, None] + self.clip_time_proj(times)[None]
                 cache[frames] = (_per_frame(emb, frames), _per_frame(context, frames), frame_cond)
             return cache[frames]
@@ -403,18 +416,32 @@ class STUNet(nn.Module):
         options.setdefault("text_pooling", "mean")
         return cls(unet, **options)
 
+    @staticmethod
+    def weights_file(directory: str | os.PathLike) -> Path:
+        """The weights file of a saved STUNet folder: ``stunet.safetensors``, or in a folder written before it
+        existed (no such file, a ``diffusion_pytorch_model.safetensors``) that one."""
+        directory = Path(directory)
+        legacy = directory / LEGACY_WEIGHTS_NAME
+        if not (directory / WEIGHTS_NAME).is_file() and legacy.is_file():
+            return legacy
+        return directory / WEIGHTS_NAME
+
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        """Write ``config.json`` + ``diffusion_pytorch_model.safetensors`` (optionally cast, e.g. fp16)."""
+        """Write ``config.json`` + ``stunet.safetensors`` (optionally cast, e.g. fp16). A
+        ``diffusion_pytorch_model.safetensors`` left in the folder by an older save is removed (it would be
+        stale, and diffusers would load it as a U-Net)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True))
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        (directory / LEGACY_WEIGHTS_NAME).unlink(missing_ok=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "STUNet":
-        """Load what ``save_pretrained`` wrote, floating weights cast to ``dtype``, in eval mode.
+        """Load what ``save_pretrained`` wrote (or an older save's ``diffusion_pytorch_model.safetensors``:
+        ``weights_file``), floating weights cast to ``dtype``, in eval mode.
 
         Memory: the model is built without weights (parameters on the meta device, accelerate's
         ``init_empty_weights``) and the file's tensors become its parameters (``assign=True``; memory-mapped,
@@ -427,18 +454,19 @@ class STUNet(nn.Module):
         """
         directory = Path(directory)
         config = read_json(directory / CONFIG_NAME)
-        state = read_safetensors(directory / WEIGHTS_NAME, dtype=dtype)
+        weights = cls.weights_file(directory)
+        state = read_safetensors(weights, dtype=dtype)
         with init_empty_weights(include_buffers=False):
             model = cls.from_config(config)
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if missing or unexpected:
             raise CheckpointError(
-                f"checkpoint {directory / WEIGHTS_NAME} does not match its config: "
+                f"checkpoint {weights} does not match its config: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         empty = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
         if empty:  # a tensor neither in the file nor built with the model (cannot happen without missing keys)
-            raise CheckpointError(f"checkpoint {directory / WEIGHTS_NAME}: no weights for {empty[:5]}")
+            raise CheckpointError(f"checkpoint {weights}: no weights for {empty[:5]}")
         return model.to(dtype).eval()
 
 

@@ -12,6 +12,8 @@ every N-th frame:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +46,14 @@ class TemporalConv(nn.Conv3d):
     slow im2col Conv3d on CPU (1.2-2.8x faster per conv, see benchmarks/RESULTS.md).
     """
 
+    circular = False  # wrap around in time (a seamless loop; set by ``looping``) instead of zero padding
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        out = F.conv2d(x.reshape(b, c, t, h * w), self.weight.squeeze(-1), self.bias,
-                       stride=(self.stride[0], 1), padding=(self.padding[0], 0))
+        x, pad = x.reshape(b, c, t, h * w), self.padding[0]
+        if self.circular and pad:
+            x, pad = F.pad(x, (0, 0, pad, pad), mode="circular"), 0  # frame -1 is the last frame
+        out = F.conv2d(x, self.weight.squeeze(-1), self.bias, stride=(self.stride[0], 1), padding=(pad, 0))
         return out.view(b, out.shape[1], out.shape[2], h, w)
 
 
@@ -179,17 +185,46 @@ def _with_plane_positions(cond: torch.Tensor, position_proj: nn.Linear, height: 
     return cond[:, :, None] + position_proj(positions)[None, None]
 
 
-def clip_time_features(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
+def clip_time_features(num_frames: int, dim: int, device, dtype, circular: bool = False) -> torch.Tensor:
     """(T, dim) Fourier features of each frame's place in the clip, s = t / (T - 1) in [0, 1].
 
     Relative (not frame-index) time: the same motion spans the clip at every level of the
-    temporal pyramid (16, 8, 4 frames) and at any clip length.
+    temporal pyramid (16, 8, 4 frames) and at any clip length. ``circular`` (a seamless loop, where
+    no frame is first or last): every frame gets the features' mean over the clip.
     """
     s = torch.linspace(0.0, 1.0, num_frames, device=device, dtype=torch.float32) if num_frames > 1 else \
         torch.zeros(1, device=device)
     freqs = math.pi * torch.arange(1, dim // 2 + 1, device=device, dtype=torch.float32)
     angles = s[:, None] * freqs[None]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(dtype)
+    features = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    if circular:
+        features = features.mean(dim=0, keepdim=True).expand(num_frames, -1)
+    return features.to(dtype)
+
+
+@contextmanager
+def looping(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s temporal layers treat the clip as a loop (frame T-1 precedes frame 0).
+
+    Temporal convolutions (incl. the temporal down/up-sampling convs) pad circularly instead of with
+    zeros, and temporal attention, already global, sees no frame positions; with that the model commutes
+    with a roll of the clip by its temporal down-sampling factor, so no frame is an edge and the last
+    frame flows into the first. Sets a ``circular`` attribute on ``model`` too (``STUNet`` drops its
+    clip-time features with it). The previous modes are restored on exit, also after an exception;
+    outside the block the model is exactly as before.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (TemporalConv, TemporalAttentionBlock))]
+    saved = [(m, m.__dict__.get("circular")) for m in (model, *layers)]
+    try:
+        for module, _ in saved:
+            module.circular = True
+        yield model
+    finally:
+        for module, previous in saved:
+            if previous is None:
+                module.__dict__.pop("circular", None)  # back to the class default
+            else:
+                module.circular = previous
 
 
 def sinusoidal_positions(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
@@ -216,6 +251,8 @@ class TemporalAttentionBlock(nn.Module):
     at initialisation still holds. Why: the paper's temporal attention sees neither the text nor
     the timestep, and a frozen T2I gives motion words no other way into the temporal layers.
     """
+
+    circular = False  # seamless-loop mode (``looping``): frame positions are dropped (made constant)
 
     def __init__(self, channels: int, head_dim: int = 64, cond_channels: int | None = None,
                  context_channels: int | None = None):
@@ -255,7 +292,10 @@ class TemporalAttentionBlock(nn.Module):
             modulation = self.modulation(F.silu(cond)).transpose(1, 2).reshape(b * hw, cond.shape[1], 2 * c)
             scale, shift = modulation.chunk(2, dim=-1)
             hidden = hidden * (1 + scale) + shift
-        hidden = hidden + sinusoidal_positions(num_frames, c, x.device, x.dtype)
+        positions = sinusoidal_positions(num_frames, c, x.device, x.dtype)
+        if self.circular:  # a loop has no first frame: every frame gets the same (mean) position
+            positions = positions.mean(dim=0, keepdim=True)
+        hidden = hidden + positions
         q, k, v = self.to_qkv(hidden).view(b * hw, num_frames, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v)
         tokens = tokens + self.to_out(attended.transpose(1, 2).reshape(b * hw, num_frames, c))

@@ -192,11 +192,24 @@ class TextEncoder(nn.Module):
 
     def save_pretrained(self, encoder_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
                         dtype: torch.dtype | None = None) -> None:
+        """Write the model (safetensors) and tokenizer, the model's weights cast to ``dtype`` (None: as they are).
+
+        The modules a transformers model keeps in fp32 when loaded in reduced precision stay float32, as
+        ``from_pretrained(dtype=...)`` keeps them: ``_keep_in_fp32_modules`` under fp16 (T5's ``wo``, whose
+        activations overflow fp16), ``_keep_in_fp32_modules_strict`` under fp16 and bf16.
+        """
         model = self.model
         if dtype is not None:
             import copy
 
             model = copy.deepcopy(model).to(dtype)
+            keep = set(_fp32_modules(self.model, dtype))
+            if keep:
+                originals = dict(self.model.state_dict())
+                with torch.no_grad():
+                    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+                        if tensor.is_floating_point() and keep & set(name.split(".")):
+                            tensor.data = originals[name].detach().to(torch.float32).clone()
         setattr(model.config, MAX_LENGTH_KEY, self.max_length)  # reloads pad to the same length
         model.save_pretrained(str(encoder_dir), safe_serialization=True)
         self.tokenizer.model_max_length = self.max_length
@@ -264,3 +277,13 @@ def _encoder_only(model: nn.Module) -> nn.Module:
     wrapper.shared = model.get_input_embeddings()
     wrapper.encoder = model.get_encoder()
     return wrapper.to(next(model.parameters()).dtype)
+
+
+def _fp32_modules(model: nn.Module, dtype: torch.dtype) -> list[str]:
+    """Module names transformers keeps in float32 when ``model`` is loaded as ``dtype`` (see ``save_pretrained``)."""
+    keep = []
+    if dtype == torch.float16:
+        keep += list(getattr(model, "_keep_in_fp32_modules", None) or ())
+    if dtype in (torch.float16, torch.bfloat16):
+        keep += list(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    return keep

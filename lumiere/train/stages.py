@@ -810,7 +810,9 @@ def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, re
 
 def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16,
                     process=None) -> Path:
-    """Copy the trained pipeline to ``destination`` with weights cast (fp16 halves the bundled size).
+    """Copy the trained pipeline to ``destination`` with weights cast to ``dtype`` (fp16, the default, halves
+    the bundled size; bf16 or fp32 as ``python -m lumiere export --dtype`` asks; the text encoder's modules
+    transformers keeps in fp32 stay fp32: ``TextEncoder.save_pretrained``).
 
     Under ``accelerate launch`` only the main process writes; the others wait for it (``process``: the
     accelerate state, default ``process_state()``)."""
