@@ -33,7 +33,7 @@ EXAMPLES: dict[str, list[dict]] = {
         {"prompt": "a blue square moving right in the sky"},
         {"prompt": "a yellow triangle rotating at night"},
         {"prompt": "a purple circle moving right at night"},
-        {"prompt": "a yellow circle bouncing at night", "loop": True},  # a seamless loop
+        {"prompt": "a white circle bouncing at night", "loop": True},  # a seamless loop
     ],
     "image_to_video": [
         {"image": example_file("red_circle_grass.png"), "prompt": "a red circle moving right on the grass"},
