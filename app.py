@@ -58,6 +58,8 @@ def create_demo(model: str | None = None, memory_budget: str | None = None):
 
 
 def main(argv=None) -> None:
+    from lumiere.threads import configure  # before torch loads: threads that behave on a shared CPU
+    configure()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = create_demo(args.model, args.memory_budget)

@@ -5,6 +5,10 @@ The library has no UI imports. Heavy submodules are imported lazily so that
 """
 from importlib import import_module
 
+from . import threads as _threads
+
+_threads.env_defaults()  # before torch is imported: its OpenMP reads the environment once, on load
+
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -1,8 +1,12 @@
 """Shared fixtures: a tiny random pipeline (seconds to build) saved once per test session."""
 from __future__ import annotations
 
-import pytest
-import torch
+import lumiere.threads  # first: its OpenMP defaults must be in the environment before torch loads
+
+lumiere.threads.configure()  # thread count and wait policy for this process and its subprocesses
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 TINY_WORDS = ["a", "an", "red", "green", "blue", "yellow", "circle", "square", "triangle", "moving", "left", "right",
               "bouncing", "on", "the", "grass", "sea", "sky", "night", "two"]
