@@ -14,7 +14,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
 out=${1:?usage: bash scripts/train_on_gpu.sh [--smoke] OUT_DIR [BUDGET_SECONDS]}
-budget=${2:-480}
+budget=${2:-$([ "$smoke" = 1 ] && echo 30 || echo 480)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$repo"
@@ -34,9 +34,10 @@ fi
 
 run=${LUMIERE_RUN_DIR:-$(mktemp -d)/run}
 if [ "$smoke" = 1 ]; then
-  # CPU, a 30 s budget, batches of 2, no workers, fp32: every stage runs, packs and is evaluated in ~1.5 min.
+  # CPU, a 30 s budget (or BUDGET_S), batches of 2, no workers, fp32: every stage runs, packs and is
+  # evaluated in ~1.5 min.
   export CUDA_VISIBLE_DEVICES=""
-  train_args=(--budget 30 --batch-size 2 --num-workers 0 --mixed-precision no --pack-every 10)
+  train_args=(--budget "$budget" --batch-size 2 --num-workers 0 --mixed-precision no --pack-every 10)
   eval_args=(--quick --steps 2)
 else
   train_args=(--budget "$budget")

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ABSENT_ON_THE_GPU_IMAGE = ("gradio", "moviepy", "imageio_ffmpeg")
 
 
+SMOKE_BUDGET = 12  # seconds of training over all stages (the script's own smoke default is 30)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """``bash scripts/train_on_gpu.sh --smoke OUT`` with the GPU image's missing packages made unimportable."""
@@ -41,7 +44,8 @@ def smoke_run(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}", "LUMIERE_RUN_DIR": str(root / "run"),
            "PYTHON": sys.executable, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     started = time.perf_counter()
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "train_on_gpu.sh"), "--smoke", str(root / "out")],
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "train_on_gpu.sh"), "--smoke", str(root / "out"),
+                             str(SMOKE_BUDGET)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root, time.perf_counter() - started
@@ -57,11 +61,11 @@ def test_smoke_run_trains_every_stage_within_its_budget(smoke_run):
         assert stages[name]["result"]["clips_per_second"] > 0
     assert stages["ssr"]["result"]["image"]["step"] >= 1 and stages["ssr"]["result"]["video"]["step"] >= 1
     assert set(stages["style"]["result"]) == {"line drawing", "watercolor"}
-    # The 30 s budget is what the stages trained (each stops at its share; one step may overrun it).
+    # The budget is what the stages trained (each stops at its share; one step of each of the 7 may overrun it).
     trained = sum(r["seconds"] for r in (stages["t2i"]["result"], stages["temporal"]["result"],
                                          stages["conditional"]["result"], *stages["ssr"]["result"].values(),
                                          *stages["style"]["result"].values()))
-    assert trained < 30 * 1.3, trained
+    assert trained < SMOKE_BUDGET * 1.3 + 3, trained
     assert log["packs"] >= 1
 
 
