@@ -448,7 +448,7 @@ class Tab:
 
 def _loop_checkbox(tab: str):
     """The "Loop" option of the tabs that generate a whole clip (API parameter ``loop``)."""
-    return c.Checkbox(False, label="Loop: the last frame flows into the first (seamless when played on repeat)",
+    return c.Checkbox(False, label="Loop", info="the last frame flows into the first (seamless when played on repeat)",
                       elem_id=f"{tab}-loop")
 
 
