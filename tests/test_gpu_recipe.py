@@ -51,6 +51,7 @@ def smoke_run(tmp_path_factory):
     return root, time.perf_counter() - started
 
 
+@pytest.mark.slow  # ~1 min: run before any GPU call (docs/training.md)
 def test_smoke_run_trains_every_stage_within_its_budget(smoke_run):
     root, seconds = smoke_run
     log = json.loads((root / "out" / "train_stages.json").read_text())
@@ -69,6 +70,7 @@ def test_smoke_run_trains_every_stage_within_its_budget(smoke_run):
     assert log["packs"] >= 1
 
 
+@pytest.mark.slow  # ~1 min: run before any GPU call (docs/training.md)
 def test_smoke_run_output_obeys_the_hand_back_limits(smoke_run):
     root, _ = smoke_run
     out = root / "out"
@@ -109,6 +111,7 @@ def test_the_packed_model_records_the_recipe_that_made_it(smoke_run, tmp_path):
     assert training_record(config)["config_sha256"] != expected["config_sha256"]
 
 
+@pytest.mark.slow  # ~1 min: run before any GPU call (docs/training.md)
 def test_smoke_eval_has_every_metric(smoke_run):
     root, _ = smoke_run
     # Standard JSON only: the ground truth's infinite PSNR to itself is written as null, not Infinity.
