@@ -78,6 +78,7 @@ def test_smoke_run_output_obeys_the_hand_back_limits(smoke_run):
     assert {"model.tar", "eval.json", "train_stages.json", "train.log"} <= {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 def test_smoke_pack_unpacks_to_a_pipeline_that_loads_and_samples(smoke_run, tmp_path):
     from lumiere import LumierePipeline
 
@@ -90,6 +91,7 @@ def test_smoke_pack_unpacks_to_a_pipeline_that_loads_and_samples(smoke_run, tmp_
     assert next(pipe.base.parameters()).dtype == torch.float32  # loaded fp32 from the fp16 pack
 
 
+@pytest.mark.slow
 def test_the_packed_model_records_the_recipe_that_made_it(smoke_run, tmp_path):
     """model_index.json names the training config (hash) and the code (commit), through packing, loading
     and saving again."""
