@@ -243,3 +243,19 @@ def test_two_cpu_processes_form_one_group_under_torchrun_and_accelerate(tmp_path
         assert ranks[0]["noise"] != ranks[1]["noise"], name
         assert ranks[0]["weight"] == ranks[1]["weight"], name  # one model, averaged gradients
         assert (tmp_path / name / "writers.txt").read_text().split() == ["0", "0", "0"], name  # 3 checkpoints, rank 0
+
+
+def test_the_replica_fingerprint_tells_models_apart():
+    from lumiere.train.processes import parameter_checksum
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    same = parameter_checksum(model)
+    assert torch.equal(same, parameter_checksum(model))
+    swapped = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    swapped[0].load_state_dict(model[1].state_dict())
+    swapped[1].load_state_dict(model[0].state_dict())
+    assert not torch.equal(same, parameter_checksum(swapped))  # same values, other places
+    with torch.no_grad():
+        model[1].bias[0] += 1e-3
+    assert not torch.equal(same, parameter_checksum(model))

@@ -13,14 +13,11 @@ import os
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 from ..errors import InputError
 
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def _true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
 
 
 def launched_world_size() -> int | None:
@@ -45,13 +42,13 @@ def process_state() -> PartialState:
             process; or a group smaller or larger than the launcher's world size.
     """
     if not PartialState._shared_state:
-        requested = _true("ACCELERATE_USE_CPU") and os.environ.get("MASTER_ADDR") and launched_world_size() is None
+        requested = parse_flag_from_env("ACCELERATE_USE_CPU") and os.environ.get("MASTER_ADDR") and launched_world_size() is None
         if requested:  # accelerate's simple launcher sets MASTER_ADDR only when asked for more than one process
             raise InputError("`accelerate launch --cpu --num_processes N` starts one process (accelerate runs several "
                              "CPU processes only through mpirun). On one machine without a GPU use `torchrun "
                              "--nproc_per_node N -m lumiere train ...` or `accelerate launch --multi_gpu "
                              "--num_processes N -m lumiere train ...` (the processes then train on the CPU)")
-        cpu = _true("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+        cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
         PartialState(cpu=cpu)
     state = PartialState()
     expected = launched_world_size()
@@ -63,13 +60,15 @@ def process_state() -> PartialState:
 
 
 def parameter_checksum(module: torch.nn.Module) -> torch.Tensor:
-    """A float64 fingerprint of every parameter and buffer (sum and sum of squares, in order-sensitive halves)."""
-    values = [t.detach().double().flatten() for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
-    if not values:
-        return torch.zeros(3, dtype=torch.float64)
-    flat = torch.cat([v.cpu() for v in values])
-    half = flat.numel() // 2
-    return torch.stack([flat.sum(), flat.pow(2).sum(), flat[:half].sum() - flat[half:].sum()])
+    """A float64 fingerprint of every parameter and buffer: the sum, the sum of squares and a position-weighted
+    sum of the tensors' sums. Reduced tensor by tensor where each lives (no float64 copy of the whole model:
+    for a real T2I that would be gigabytes of host memory)."""
+    tensors = [t.detach() for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+    total = torch.zeros(3, dtype=torch.float64)
+    for position, tensor in enumerate(tensors, start=1):
+        value = tensor.sum(dtype=torch.float64)
+        total += torch.stack([value, tensor.double().square().sum(), position * value]).cpu()
+    return total
 
 
 def check_replicas(accelerator, module: torch.nn.Module, description: str = "train") -> None:
