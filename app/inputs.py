@@ -20,8 +20,12 @@ from lumiere import errors
 from lumiere.io import mask_from_array, read_video
 from lumiere.io import open_image as read_image_file
 # MAX_FRAMES_FACTOR, MAX_PROMPT_CHARS: the UI reads them from here.
-from lumiere.options import DEFAULT_INPUT_LIMITS, MAX_FRAMES_FACTOR, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS  # noqa: F401
+from lumiere.options import (  # noqa: F401
+    DEFAULT_INPUT_LIMITS, DEFAULT_OUTPAINT_BORDER, DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_FPS, MAX_FRAMES_FACTOR,
+    MAX_PROMPT_CHARS, MAX_SEED, MIN_FPS, SAMPLERS, STRENGTH_RANGE, STYLE_WEIGHT_RANGE)
 from lumiere.request import check_num_frames, check_text
+
+from .components import local_path
 
 # The library's limits under the names the UI reads (one definition: lumiere.options).
 MAX_VIDEO_SECONDS = DEFAULT_INPUT_LIMITS.max_video_seconds
@@ -29,7 +33,9 @@ MAX_SIDE = DEFAULT_INPUT_LIMITS.max_video_side
 MAX_DECODE_PIXELS = DEFAULT_INPUT_LIMITS.max_decode_pixels
 MAX_IMAGE_SIDE = DEFAULT_INPUT_LIMITS.max_image_side
 MAX_IMAGE_PIXELS = DEFAULT_INPUT_LIMITS.max_image_pixels
-MAX_STEPS = 100
+MAX_STEPS = 100  # a shared server's cap on denoising steps per request (the library has none)
+# The part of outpaint_mask's open range (0, 0.5) the slider offers.
+OUTPAINT_BORDER_RANGE = (0.05, 0.45)
 
 # API parameter -> the label a person sees; messages name both so either reader finds the field.
 FIELD_LABELS = {
@@ -116,7 +122,7 @@ def seed_value(seed) -> int | None:
 
 def frames_value(num_frames, base_frames: int, factor: int, footage: bool = False) -> int | None:
     """The frame count a request asks for: blank = the model's clip; for a tab on the user's video
-    (``footage``) blank or 0 = None, the video's own length (``LumierePipeline._footage_frames``)."""
+    (``footage``) blank or 0 = None, the video's own length (``request.ModelFacts.footage_frames``)."""
     if num_frames is None or num_frames == "":
         return None if footage else base_frames
     frames = integer(num_frames, "num_frames")
@@ -165,8 +171,7 @@ def sampler_value(sampler) -> str | None:
 # ----------------------------------------------------------------------------- files
 def file_path(value, what: str) -> Path:
     """The local path of an uploaded file (a path string, or the FileData dict raw API payloads carry)."""
-    if isinstance(value, dict):
-        value = value.get("path") or (value.get("video") or {}).get("path")
+    value = local_path(value)
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise InputError(f"Upload {what} first.")
     path = Path(os.fspath(value))

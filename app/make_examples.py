@@ -101,7 +101,7 @@ def render_outputs() -> None:
             started = time.perf_counter()
             settings = studio.settings(Advanced(seed=EXAMPLE_SEED))
             job = tab.prepare(settings, **row)
-            video = job.call(studio.manager.pipe, **settings.pipeline_kwargs(EXAMPLE_SEED))
+            video = studio.manager.pipe.generate(job.with_settings(settings, EXAMPLE_SEED))
             write_video(output_path(tab.name, index), video, settings.fps)
             print(f"{output_path(tab.name, index).name}: {video.shape}, {time.perf_counter() - started:.1f} s, "
                   f"{output_path(tab.name, index).stat().st_size / 1024:.1f} KB")

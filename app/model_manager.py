@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lumiere.errors import LumiereError
 from lumiere.pipeline import default_device, default_dtype, module_device
 from lumiere.preprocessing import tensor_to_uint8
 
@@ -41,6 +42,12 @@ class GenerationCancelled(Exception):
 class OutOfMemory(RuntimeError):
     """Generation failed for lack of memory even after freeing everything it does not need."""
 
+
+# What opening a model can raise for a reason outside the app's code: a missing or damaged checkpoint or config
+# (LumiereError, ValueError: JSON, safetensors headers), files or the Hub unreachable (OSError: huggingface_hub's
+# HTTP errors are OSErrors), weights torch cannot load (RuntimeError), a model needing a package that is not
+# installed (ImportError). Anything else is a bug and keeps its traceback.
+LOAD_ERRORS = (LumiereError, OSError, ValueError, RuntimeError, ImportError)
 
 PREVIEW_FRAMES = 8  # frames of the clip shown side by side in the live preview
 PREVIEW_HEIGHT = 64  # pixels per preview frame
@@ -134,7 +141,7 @@ def default_budget(device: torch.device) -> int | None:
         try:
             index = device.index if device.index is not None else torch.cuda.current_device()
             return int(0.8 * torch.cuda.get_device_properties(index).total_memory)
-        except Exception:  # ZeroGPU: no device is attached at start-up
+        except (RuntimeError, AssertionError):  # ZeroGPU: no device is attached at start-up
             return None
     return None
 
@@ -185,7 +192,7 @@ class ModelManager:
                     try:
                         self._pipe = self._open()
                         self._load_error = None
-                    except Exception as error:
+                    except LOAD_ERRORS as error:
                         self._load_error = error
                         raise
         return self._pipe
@@ -201,7 +208,7 @@ class ModelManager:
         """The pipeline, or None if it cannot be opened (the error is kept for the status panel)."""
         try:
             return self.pipe
-        except Exception as error:  # shown to the user, never crashes the UI build
+        except LOAD_ERRORS as error:  # shown to the user, never crashes the UI build
             log.error("could not open model %r: %s", self.model or "bundled", error)
             return None
 
@@ -316,7 +323,7 @@ class ModelManager:
                     except GenerationCancelled:
                         outcome = "cancelled"
                         raise
-                    except Exception as error:
+                    except (RuntimeError, MemoryError) as error:  # torch's OutOfMemoryError is a RuntimeError
                         if not is_out_of_memory(error):
                             raise
                         if attempt == 1:
@@ -351,7 +358,7 @@ class ModelManager:
                 if preview and x0 is not None and (step % every == 0 or step == total):
                     try:
                         job.preview, job.preview_step = preview_strip(self.pipe, x0), step
-                    except Exception:  # a preview must never break the generation it shows
+                    except (RuntimeError, ValueError, OSError):  # torch / Pillow: a preview must not break the run
                         log.exception("live preview failed")
             if self._cancel.is_set():
                 raise GenerationCancelled("generation stopped")

@@ -1,9 +1,17 @@
-"""The app's Blocks: a per-client limit on queued generations, and clear messages for malformed requests.
+"""Serving the app: a per-client limit on queued generations, refusal of calls to unknown endpoints, and clear
+messages for requests Gradio cannot unpack.
 
-Why a subclass: both happen before any endpoint function runs. Gradio's queue only caps the total
-(one client could fill every slot for half an hour), and requests it cannot even unpack (too few values,
-a string where a file goes) fail inside ``Blocks.preprocess_data`` with a bare "Error".
-Rejections log one line each; only real faults log a traceback.
+Public Gradio API only, except two touches that no public API covers (each isolated in one function below,
+with a test in tests/test_app_serving.py that fails loudly when Gradio changes them):
+
+* :func:`generate_jobs` reads which Generate jobs are queued or running (Gradio lists a queue's size per
+  client nowhere public), for the per-client limit.
+* :meth:`LumiereBlocks.preprocess_data` turns the errors Gradio raises while unpacking a request (too few or
+  extra values, a server path where an upload goes) into a sentence that names the field; Gradio has no
+  public hook between reading a request and calling the handler.
+
+The limit and the unknown-endpoint check are ASGI middleware (:class:`RequestGuard`), passed to Gradio
+through ``launch(app_kwargs=...)``. Rejections log one line each; only real faults log a traceback.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import os
 import re
 
 import gradio as gr
+from starlette.requests import Request
 
 from . import inputs
 from .gpu import on_spaces
@@ -105,7 +114,7 @@ def describe_preprocess_error(block_fn, values: list, error: BaseException) -> s
             continue
         try:
             model.model_validate(values[index], context={"validate_meta": True})
-        except Exception:
+        except ValueError:  # pydantic's ValidationError: the value is not this component's file data
             value = repr(values[index])
             value = value if len(value) <= 60 else value[:57] + "..."
             return (f"{inputs.field(names[index])} got {value}, which is not an uploaded file: upload it first "
@@ -129,22 +138,14 @@ class ClientLimit:
     def __init__(self, per_session: int | None = None, per_ip: int | None = None):
         self.per_session = per_session or _env_int("LUMIERE_MAX_JOBS_PER_SESSION", 2)
         self.per_ip = per_ip or _env_int("LUMIERE_MAX_JOBS_PER_IP", 4)
-        self.lock = asyncio.Lock()
 
-    @staticmethod
-    def _events(queue):
-        for event_queue in queue.event_queue_per_concurrency_id.values():
-            yield from event_queue.queue
-        for job in queue.active_jobs:
-            yield from job or ()
-
-    def refusal(self, queue, session: str | None, ip: str) -> str | None:
+    def refusal(self, jobs, session: str | None, ip: str) -> str | None:
+        """Why a new job from (``session``, ``ip``) is refused, given the (session, ip) of every Generate job
+        queued or running (:func:`generate_jobs`); None: it may join the queue."""
         same_session = same_ip = 0
-        for event in self._events(queue):
-            if event.concurrency_id != GENERATE:
-                continue
-            same_session += session is not None and event.session_hash == session
-            same_ip += client_ip(event.request) == ip
+        for job_session, job_ip in jobs:
+            same_session += session is not None and job_session == session
+            same_ip += job_ip == ip
         if same_session >= self.per_session:
             return (f"You already have {same_session} generations waiting or running; each visitor may have "
                     f"{self.per_session} at a time so that everyone gets a turn. Wait for one to finish (or press "
@@ -154,49 +155,45 @@ class ClientLimit:
                     f"{self.per_ip} per address, so that everyone gets a turn). Wait for one to finish, then try again.")
         return None
 
-    def install(self, queue) -> None:
-        """Wrap ``queue.push`` (Gradio's join-the-queue step) with the per-client check."""
-        if getattr(queue, "_lumiere_limited", False):
-            return
-        original = queue.push
-        from gradio import route_utils
 
-        async def push(body, request, username):
-            try:
-                fn = route_utils.get_fn(queue.blocks, None, body)
-            except Exception:
-                return await original(body, request, username)
-            if fn.concurrency_id != GENERATE:
-                return await original(body, request, username)
-            async with self.lock:  # the check and the append must not interleave with another push
-                message = self.refusal(queue, body.session_hash, client_ip(request))
-                if message is None:
-                    return await original(body, request, username)
-            log.info("refused a %s job from %s: per-client limit", fn.api_name, client_ip(request))
-            detail = [{"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "queue"}]
-            return False, detail, "validator_error"
+def generate_jobs(blocks: gr.Blocks) -> list[tuple[str | None, str]]:
+    """(session hash, client address) of every Generate job queued or running in ``blocks``' queue.
 
-        queue.push = push
-        queue._lumiere_limited = True
+    PRIVATE GRADIO TOUCH (read-only; the only one besides :meth:`LumiereBlocks.preprocess_data`): Gradio has
+    no public API that lists the jobs in its queue or counts them per client (``queue(max_size=...)`` caps the
+    total only; ``/queue/status`` is the total too), and a count kept by the app itself would drift, because
+    Gradio drops queued jobs silently when a client disconnects or calls ``/cancel``. Reads
+    ``Blocks._queue.event_queue_per_concurrency_id[*].queue`` and ``.active_jobs`` and each event's
+    ``session_hash``, ``concurrency_id`` and ``request``. If Gradio renames any of these this raises (and
+    ``tests/test_app_serving.py::test_generate_jobs_reads_gradios_queue`` fails) instead of letting every
+    client through."""
+    try:
+        queue = blocks._queue
+        events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
+        events += [event for job in queue.active_jobs if job for event in job]
+        return [(event.session_hash, client_ip(event.request)) for event in events
+                if event.concurrency_id == GENERATE]
+    except AttributeError as error:
+        raise RuntimeError(f"gradio {gr.__version__} changed its queue's internals ({error}); the per-client "
+                           "limit in app/serving.py (generate_jobs) must be updated") from error
 
 
 class LumiereBlocks(gr.Blocks):
-    """gr.Blocks with the per-client queue limit and readable errors for requests that cannot be unpacked."""
+    """gr.Blocks with readable errors for requests that cannot be unpacked, launched behind
+    :class:`RequestGuard`. ``generate_endpoints`` ({event id: api name}) lists the events the per-client
+    limit applies to (``app.ui.connect`` registers each tab's Generate event)."""
 
     def __init__(self, *args, client_limit: ClientLimit | None = None, **kwargs):
-        self._client_limit = client_limit or ClientLimit()
+        self.client_limit = client_limit or ClientLimit()
+        self.generate_endpoints: dict[int, str] = {}
         super().__init__(*args, **kwargs)
 
-    @property
-    def _queue(self):
-        return self.__dict__.get("_lumiere_queue")
-
-    @_queue.setter
-    def _queue(self, queue) -> None:  # Blocks() and every .queue() call build a new Queue
-        self._client_limit.install(queue)
-        self.__dict__["_lumiere_queue"] = queue
-
     async def preprocess_data(self, block_fn, inputs_, state, explicit_call: bool = False):
+        """PRIVATE GRADIO TOUCH: an override of an undocumented Blocks method, the one step between reading a
+        request and calling its handler (no public hook exists there). Gradio ignores extra values silently
+        and fails on too few, or on a server path where an upload goes, with a bare "Error"; here each gets
+        a sentence naming the field. ``tests/test_app_serving.py::test_preprocess_hook_is_still_gradios``
+        fails if Gradio renames it or changes its parameters."""
         if inputs_ is not None and len(inputs_) > len(block_fn.inputs):  # Gradio ignores extras silently
             names = param_names(block_fn)
             message = (f"/{block_fn.api_name} takes {len(names)} values ({', '.join(names)}) but the request sent "
@@ -207,30 +204,46 @@ class LumiereBlocks(gr.Blocks):
             return await super().preprocess_data(block_fn, inputs_, state, explicit_call)
         except gr.Error:
             raise
-        except Exception as error:
+        except (ValueError, TypeError, KeyError) as error:  # Gradio's errors (and pydantic's) for a malformed value
             message = describe_preprocess_error(block_fn, list(inputs_ or []), error)
             log.info("rejected %s request: %s", block_fn.api_name or "UI", message)
             raise gr.Error(message, title="Check your input", print_exception=False) from None
 
     def launch(self, *args, app_kwargs: dict | None = None, **kwargs):
-        """``gr.Blocks.launch`` with :class:`UnknownEndpoint` in front of the app (Gradio answers a call to
-        an endpoint that does not exist with a 500 and a traceback in the log)."""
+        """``gr.Blocks.launch`` with :class:`RequestGuard` in front of the app (through the public
+        ``app_kwargs``)."""
         from starlette.middleware import Middleware
 
         app_kwargs = dict(app_kwargs or {})
-        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(UnknownEndpoint, blocks=self)]
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, blocks=self)]
         return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
-class UnknownEndpoint:
-    """ASGI middleware: ``POST …/call/NAME`` or ``…/run/NAME`` for a NAME the app does not serve is a 404
-    that lists the endpoints it does serve, before Gradio's router looks the name up."""
+def _json_response(status: int, payload) -> tuple[dict, dict]:
+    body = json.dumps(payload).encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
+            {"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """ASGI middleware in front of Gradio's routes.
+
+    * ``POST …/call/NAME`` or ``…/run/NAME`` for a NAME the app does not serve is a 404 that lists the
+      endpoints it does serve (Gradio answers it with a 500 and a traceback in the log).
+    * A request to queue a Generate job (``…/queue/join`` with its event id, or ``…/call/NAME``) is refused
+      when the client already has its share of jobs (:class:`ClientLimit`), with Gradio's own validation
+      error (HTTP 422, so ``gradio_client`` raises ``ValidationError`` with the message). The check and the
+      joining happen under one lock, so two requests of one client cannot both slip under the limit.
+    """
 
     PATH = re.compile(r"/(?:call|run)/([^/]+)/?$")
+    CALL = re.compile(r"/call/(?:v2/)?([^/]+)/?$")
 
-    def __init__(self, app, blocks: gr.Blocks):
+    def __init__(self, app, blocks: LumiereBlocks):
         self.app = app
         self.blocks = blocks
+        self.lock: asyncio.Lock | None = None
 
     def endpoints(self) -> tuple[set[str], list[str]]:
         """(every name Gradio would route, the public ones to name in the message)."""
@@ -241,17 +254,62 @@ class UnknownEndpoint:
         return names, public
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("method") == "POST":
-            match = self.PATH.search(scope.get("path", ""))
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        match = self.PATH.search(path)
+        if match:
             known, public = self.endpoints()
             # "predict" is the route the page itself posts its unqueued events to (by fn_index, not by name).
-            if match and known and match.group(1) not in known | {"predict"}:
-                body = json.dumps({"error": f"There is no endpoint /{match.group(1)}. This app serves: "
-                                   + ", ".join(f"/{name}" for name in public) + "."}).encode()
+            if known and match.group(1) not in known | {"predict"}:
                 log.info("refused a call to unknown endpoint /%s", match.group(1))
-                await send({"type": "http.response.start", "status": 404,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                for message in _json_response(404, {"error": f"There is no endpoint /{match.group(1)}. This app "
+                                                    "serves: " + ", ".join(f"/{name}" for name in public) + "."}):
+                    await send(message)
                 return
-        await self.app(scope, receive, send)
+        call = self.CALL.search(path)
+        generate = set(getattr(self.blocks, "generate_endpoints", {}).values())
+        if not (path.endswith("/queue/join") or (call and call.group(1) in generate)):
+            return await self.app(scope, receive, send)
+        body, receive = await _buffered(receive)
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = {}
+        payload = payload if isinstance(payload, dict) else {}
+        name = call.group(1) if call else self.blocks.generate_endpoints.get(payload.get("fn_index"))
+        if name not in generate:
+            return await self.app(scope, receive, send)
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        ip = client_ip(Request(scope))
+        async with self.lock:  # the check and Gradio's append to its queue must not interleave with another
+            message = self.blocks.client_limit.refusal(generate_jobs(self.blocks), payload.get("session_hash"), ip)
+            if message is None:
+                return await self.app(scope, receive, send)
+        log.info("refused a %s job from %s: per-client limit", name, ip)
+        detail = [{"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "queue"}]
+        for reply in _json_response(422, {"detail": detail}):
+            await send(reply)
+
+
+async def _buffered(receive):
+    """The request's body, and a ``receive`` that hands it (then the rest of the connection) to the app."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay

@@ -13,12 +13,14 @@ the gallery entry) travels in a gr.State and is shown by a follow-up private eve
 
 No `from __future__ import annotations` here: Gradio finds ``gr.Request`` parameters by annotation.
 """
+import dataclasses
 import inspect
 import logging
 import os
 import secrets
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -27,13 +29,13 @@ import gradio as gr
 import numpy as np
 
 from lumiere.errors import LumiereError
+from lumiere.request import Cinemagraph, ImageToVideo, Inpaint, Options, Request, TextToVideo, VideoToVideo
 from lumiere.options import MAX_GUIDANCE_SCALE, ONE_PASS_FRAMES_FACTOR, SAMPLERS, GenerationDefaults, frame_counts
 
-from . import components as c
 from . import inputs
 from .examples import EXAMPLE_SEED, EXAMPLES, output_path, outputs_available
 from .gpu import gpu
-from .model_manager import GenerationCancelled, ModelManager, OutOfMemory
+from .model_manager import LOAD_ERRORS, GenerationCancelled, ModelManager, OutOfMemory
 from .outputs import save_outputs
 from .serving import GENERATE, SPECIAL_PARAMS, LumiereBlocks
 
@@ -102,19 +104,30 @@ class Settings:
     sampler: str | None
     fps: float
 
-    def pipeline_kwargs(self, seed: int) -> dict:
+    def options(self, seed: int) -> dict:
+        """The request options these settings decide (fields of ``lumiere.request.Options``)."""
         return dict(seed=seed, num_frames=self.num_frames, num_inference_steps=self.steps,
                     guidance_scale=self.guidance_scale, super_resolve=self.super_resolve, sampler=self.sampler)
 
 
 @dataclass(frozen=True)
 class Job:
-    """A validated request: ``call(pipe, **settings)`` returns the video; ``task`` names the components the
-    model manager makes resident (``pipe.components_for``); ``text`` is the prompt, for the caption."""
+    """A tab's inputs as a library request (``lumiere.request``), before the shared advanced settings are
+    filled in (:meth:`Studio.generate`); ``task`` names the components the model manager makes resident
+    (``pipe.components_for``)."""
 
     task: str
-    call: Callable
-    text: str
+    request: Request
+
+    @property
+    def text(self) -> str:
+        """The prompt, for the caption and the unknown-words note."""
+        return self.request.prompt
+
+    def with_settings(self, settings: Settings, seed: int) -> Request:
+        """The complete request: the tab's own options with the advanced settings over them."""
+        options = dataclasses.replace(self.request.options, **settings.options(seed))
+        return dataclasses.replace(self.request, options=options)
 
 
 class Studio:
@@ -152,7 +165,7 @@ class Studio:
                                               self.default_guidance),
             super_resolve=inputs.flag(advanced.super_resolve, "super_resolve", True),
             sampler=inputs.sampler_value(advanced.sampler),
-            fps=inputs.float_value(advanced.fps, "fps", 1.0, 60.0, self.fps))
+            fps=inputs.float_value(advanced.fps, "fps", inputs.MIN_FPS, inputs.MAX_FPS, self.fps))
 
     def output_cover(self) -> tuple[int, int]:
         return self.height * self.scale, self.width * self.scale
@@ -164,44 +177,62 @@ class Studio:
         if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length)
             progress = lambda *args, **kwargs: None  # noqa: E731
         session = getattr(request, "session_hash", None)
+        with error_boundary(name, lambda: self.manager.end_job(session, "error")):
+            return self._generate(prepare, advanced, session, progress, footage)
+
+    def _generate(self, prepare: Callable[[Settings], Job], advanced: Advanced, session, progress, footage: bool):
         try:
             self.manager.pipe  # noqa: B018 - opens the model, so a load failure is reported before validation
-        except Exception as error:
-            self.manager.end_job(session, "error")
-            raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable") from None
-        try:
-            settings = self.settings(advanced, footage)
-            job = prepare(settings)
-        except LumiereError as error:  # app.inputs.InputError included; anything else is a bug (logged below)
-            log.info("rejected %s request: %s", name, error)
-            self.manager.end_job(session, "error")
-            raise gr.Error(str(error), title="Check your input", print_exception=False) from None
+        except LOAD_ERRORS as error:
+            raise gr.Error(f"The model could not be loaded: {error}", title="Model unavailable",
+                           print_exception=False) from None
+        settings = self.settings(advanced, footage)
+        job = prepare(settings)
         warn_unknown_words(self.manager.pipe, job.text)
         seed = settings.seed if settings.seed is not None else secrets.randbelow(2**RANDOM_SEED_BITS)
-        kwargs = settings.pipeline_kwargs(seed)
-        kwargs["callback"] = self.manager.step_callback(eta_reporter(progress))
+        request = job.with_settings(settings, seed)
+        callback = self.manager.step_callback(eta_reporter(progress))
         progress(0, desc="Waiting for the model" if self.manager.busy else "Loading the model")
-        try:
-            video = run_on_device(self.manager, job.task, lambda pipe: job.call(pipe, **kwargs),
-                                  settings.super_resolve, session)
-        except GenerationCancelled:
-            raise gr.Error("Generation stopped.", title="Stopped", print_exception=False) from None
-        except OutOfMemory as error:
-            log.warning("%s ran out of memory", name)
-            raise gr.Error(str(error), title="Out of memory", print_exception=False) from None
-        except LumiereError as error:
-            log.info("rejected %s request: %s", name, error)
-            raise gr.Error(str(error), title="Check your input", print_exception=False) from None
-        except Exception:
-            log.exception("%s failed", name)
-            raise gr.Error("Generation failed unexpectedly; the details are in the server log. "
-                           "Please try again, perhaps with fewer frames.", title="Error",
-                           print_exception=False) from None
+        video = run_on_device(self.manager, job.task, lambda pipe: pipe.generate(request, callback=callback),
+                              settings.super_resolve, session)
         progress(1.0, desc="Encoding the video")
         mp4, gif = save_outputs(video, settings.fps, job.task, seed)
         result = {"files": [f for f in (mp4, gif) if f], "seed": str(seed), "mp4": mp4,
                   "caption": f"{job.task.replace('_', ' ')} · seed {seed} · {job.text[:60]}"}
         return mp4, seed, result
+
+
+INTERNAL_ERROR = ("Something went wrong inside the app (a fault, not your input); the details are in the server "
+                  "log. Please try again, perhaps with fewer frames.")
+
+
+@contextmanager
+def error_boundary(name: str, on_error: Callable[[], None] | None = None):
+    """The app's one error boundary (every Generate endpoint runs inside it, see :meth:`Studio.generate`).
+
+    A :class:`~lumiere.errors.LumiereError` (``app.inputs.InputError`` included) is something the user can fix:
+    its own message, one log line. Stop and out-of-memory have their own messages. Anything else is a bug:
+    the full traceback goes to the log and the user sees :data:`INTERNAL_ERROR`, never "check your input".
+    A ``gr.Error`` raised inside passes through as it is. ``on_error`` runs first on any error."""
+    try:
+        yield
+    except BaseException as error:
+        if on_error is not None:
+            on_error()
+        if isinstance(error, gr.Error):
+            raise
+        if isinstance(error, GenerationCancelled):
+            raise gr.Error("Generation stopped.", title="Stopped", print_exception=False) from None
+        if isinstance(error, OutOfMemory):
+            log.warning("%s ran out of memory", name)
+            raise gr.Error(str(error), title="Out of memory", print_exception=False) from None
+        if isinstance(error, LumiereError):
+            log.info("rejected %s request: %s", name, error)
+            raise gr.Error(str(error), title="Check your input", print_exception=False) from None
+        if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit, a cancelled task: not ours
+            raise
+        log.exception("%s failed", name)
+        raise gr.Error(INTERNAL_ERROR, title="Internal error", print_exception=False) from None
 
 
 def unknown_words_note(pipe, prompt: str) -> str | None:
@@ -220,7 +251,7 @@ def warn_unknown_words(pipe, prompt: str) -> None:
     """A warning (not an error: the generation goes ahead) about words the model will ignore."""
     try:
         note = unknown_words_note(pipe, prompt)
-    except Exception:  # a tokenizer that cannot be read must not block generating
+    except (LumiereError, OSError, ValueError, KeyError):  # a tokenizer that cannot be read must not block generating
         log.exception("could not check the prompt's words")
         return
     if note:
@@ -295,7 +326,7 @@ def _advanced(studio: Studio, name: str, footage: bool = False) -> AdvancedContr
     adv: dict = {}
     with gr.Accordion("Advanced settings", open=False, elem_id=f"{name}-advanced"):
         with gr.Row():
-            adv["seed"] = c.Textbox("", label="Seed", placeholder="random", max_lines=1, interactive=False,
+            adv["seed"] = gr.Textbox("", label="Seed", placeholder="random", max_lines=1, interactive=False,
                                     elem_id=f"{name}-seed", scale=2,
                                     info="A whole number 0 … 2^63−1; blank = random")
             randomize = gr.Checkbox(True, label="Randomize seed", elem_id=f"{name}-randomize", scale=1)
@@ -306,22 +337,22 @@ def _advanced(studio: Studio, name: str, footage: bool = False) -> AdvancedContr
                 f"model was trained on {studio.base_frames} frames ({base_seconds:g} s) and motion may drift "
                 f"beyond that. Up to {one_pass} frames are generated at once, longer clips (and the "
                 f"super-resolution) in overlapping windows joined by temporal MultiDiffusion.")
-        adv["num_frames"] = c.Slider(
+        adv["num_frames"] = gr.Slider(
             0 if footage else counts.start, counts[-1], value=0 if footage else studio.base_frames,
             step=counts.step, label="Frames (duration)",
             info=("0 = the uploaded video's own length (10 s in, 10 s out); otherwise its first frames. " + rule)
             if footage else rule)
-        adv["fps"] = c.Slider(1, 30, value=studio.fps, step=1, label="Playback fps",
+        adv["fps"] = gr.Slider(inputs.MIN_FPS, inputs.MAX_FPS, value=studio.fps, step=1, label="Playback fps",
                               info=f"The model's motion is made for {studio.fps:g} fps; other rates play it "
                                    "slower or faster")
         with gr.Row():
-            adv["steps"] = c.Slider(1, inputs.MAX_STEPS, value=studio.default_steps, step=1, label="Denoising steps")
-            adv["guidance_scale"] = c.Slider(0.0, MAX_GUIDANCE_SCALE, value=studio.default_guidance, step=0.5,
+            adv["steps"] = gr.Slider(1, inputs.MAX_STEPS, value=studio.default_steps, step=1, label="Denoising steps")
+            adv["guidance_scale"] = gr.Slider(0.0, MAX_GUIDANCE_SCALE, value=studio.default_guidance, step=0.5,
                                              label="Guidance scale")
         with gr.Row():
-            adv["super_resolve"] = c.Checkbox(studio.has_ssr, label=f"Super-resolution (×{studio.scale})",
+            adv["super_resolve"] = gr.Checkbox(studio.has_ssr, label=f"Super-resolution (×{studio.scale})",
                                               interactive=studio.has_ssr)
-            adv["sampler"] = c.Dropdown(list(SAMPLERS), value=studio.default_sampler, label="Sampler")
+            adv["sampler"] = gr.Dropdown(list(SAMPLERS), value=studio.default_sampler, label="Sampler")
         summary = gr.Markdown(_summary(studio, 0 if footage else studio.base_frames, studio.fps, studio.has_ssr))
     return AdvancedControls(adv, randomize, summary)
 
@@ -334,10 +365,10 @@ def _results(name: str) -> ResultControls:
                        interactive=False, visible=False, buttons=[], elem_id=f"{name}-preview")
     timer = gr.Timer(PREVIEW_INTERVAL, active=False)
     with gr.Row():
-        seed_text = c.Textbox("", label="Seed used", interactive=False, elem_id=f"{name}-seed-used",
+        seed_text = gr.Textbox("", label="Seed used", interactive=False, elem_id=f"{name}-seed-used",
                               placeholder="(after a run)", scale=3)
         reuse = gr.Button("♻ Reuse this seed", size="sm", scale=1, elem_id=f"{name}-reuse")
-    seed = c.Number(None, label="Seed used (exact)", precision=0, visible=False)
+    seed = gr.Number(None, label="Seed used (exact)", precision=0, visible=False)
     files = gr.File(label="Download (mp4, GIF)", file_count="multiple", interactive=False, height=120,
                     elem_id=f"{name}-files")
     return ResultControls(video, seed, seed_text, reuse, files, status, preview, timer)
@@ -448,7 +479,7 @@ class Tab:
 
 def _loop_checkbox(tab: str):
     """The "Loop" option of the tabs that generate a whole clip (API parameter ``loop``)."""
-    return c.Checkbox(False, label="Loop", info="the last frame flows into the first (seamless when played on repeat)",
+    return gr.Checkbox(False, label="Loop", info="the last frame flows into the first (seamless when played on repeat)",
                       elem_id=f"{tab}-loop")
 
 
@@ -457,10 +488,10 @@ class TextToVideoTab(Tab):
 
     def layout(self) -> dict:
         return {
-            "prompt": c.Textbox(label="Prompt", lines=2, elem_id="t2v-prompt",
+            "prompt": gr.Textbox(label="Prompt", lines=2, elem_id="t2v-prompt",
                                 placeholder="a red circle bouncing on the grass"),
-            "negative_prompt": c.Textbox("", label="Negative prompt", placeholder="(optional)"),
-            "reference_guided": c.Checkbox(
+            "negative_prompt": gr.Textbox("", label="Negative prompt", placeholder="(optional)"),
+            "reference_guided": gr.Checkbox(
                 False, label="Reference-guided: draw the first frame with the image model, then animate it"),
             "loop": _loop_checkbox(self.name),
         }
@@ -469,11 +500,10 @@ class TextToVideoTab(Tab):
         text = inputs.prompt_text(prompt)
         negative = inputs.optional_text(negative_prompt) or None
         looped = inputs.flag(loop, "loop", False)
+        options = Options(negative_prompt=negative, loop=looped)
         if inputs.flag(reference_guided, "reference_guided", False):
-            return Job("reference_guided", lambda pipe, **kw: pipe.text_to_video(
-                text, negative_prompt=negative, reference_image="t2i", loop=looped, **kw), text)
-        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, negative_prompt=negative, loop=looped, **kw),
-                   text)
+            return Job("reference_guided", TextToVideo(text, options, reference_image="t2i"))
+        return Job(self.name, TextToVideo(text, options))
 
     def endpoint(self, prompt, negative_prompt="", reference_guided=False, loop=False, seed="", num_frames=None,
                  steps=None, guidance_scale=None, super_resolve=True, sampler=None, fps=None,
@@ -488,14 +518,14 @@ class ImageToVideoTab(Tab):
 
     def layout(self) -> dict:
         return {
-            "image": c.Image(label="First frame", type="filepath", image_mode=None, height=260, elem_id="i2v-image"),
-            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right"),
+            "image": gr.Image(label="First frame", type="filepath", image_mode=None, height=260, elem_id="i2v-image"),
+            "prompt": gr.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right"),
         }
 
     def prepare(self, settings, image=None, prompt=None) -> Job:
         text = inputs.prompt_text(prompt, "how the image should move")
         picture = inputs.image_array(image, "an image to animate")
-        return Job(self.name, lambda pipe, **kw: pipe.image_to_video(picture, text, **kw), text)
+        return Job(self.name, ImageToVideo(picture, text))
 
     def endpoint(self, image, prompt, seed="", num_frames=None, steps=None, guidance_scale=None, super_resolve=True,
                  sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
@@ -510,21 +540,24 @@ class InpaintTab(Tab):
 
     def layout(self) -> dict:
         video = gr.Video(label="Video", sources=["upload"], height=220)
-        mask = c.ImageEditor(
+        mask = gr.ImageEditor(
             type="filepath", label="Brush the region to regenerate (on the first frame; applies to every frame)",
             image_mode="RGBA", sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False,
             height=300, elem_id="inpaint-editor")
-        prompt = c.Textbox(label="Prompt", lines=2, placeholder="a green square moving left")
+        prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a green square moving left")
         with gr.Row():
-            outpaint = c.Checkbox(False, label="Outpaint: generate a border around the video instead")
-            border = c.Slider(0.05, 0.45, value=0.2, step=0.05, label="Border (fraction of each side)")
+            outpaint = gr.Checkbox(False, label="Outpaint: generate a border around the video instead")
+            border = gr.Slider(*inputs.OUTPAINT_BORDER_RANGE, value=inputs.DEFAULT_OUTPAINT_BORDER, step=0.05,
+                               label="Border (fraction of each side)")
         video.upload(_first_frame, video, mask, api_visibility="private")  # brush on the upload's first frame
         return {"video": video, "prompt": prompt, "mask": mask, "outpaint": outpaint, "outpaint_border": border}
 
-    def prepare(self, settings, video=None, prompt=None, mask=None, outpaint=False, outpaint_border=0.2) -> Job:
+    def prepare(self, settings, video=None, prompt=None, mask=None, outpaint=False,
+                outpaint_border=inputs.DEFAULT_OUTPAINT_BORDER) -> Job:
         text = inputs.prompt_text(prompt, "what should appear in the region")
         outpaint = inputs.flag(outpaint, "outpaint", False)
-        border = inputs.float_value(outpaint_border, "outpaint_border", 0.05, 0.45, 0.2)
+        border = inputs.float_value(outpaint_border, "outpaint_border", *inputs.OUTPAINT_BORDER_RANGE,
+                                    inputs.DEFAULT_OUTPAINT_BORDER)
         frames = inputs.load_video(video, settings.num_frames, self.studio.fps, self.studio.output_cover())
         height, width = frames.shape[1:3]
         if outpaint:
@@ -536,9 +569,10 @@ class InpaintTab(Tab):
             if region is None:
                 raise inputs.InputError("The mask is empty: brush over the region of the first frame that "
                                         "should be regenerated, or tick 'Outpaint'.")
-        return Job(self.name, lambda pipe, **kw: pipe.inpaint(frames, region, text, **kw), text)
+        return Job(self.name, Inpaint(frames, region, text))
 
-    def endpoint(self, video, prompt, mask=None, outpaint=False, outpaint_border=0.2, seed="", num_frames=None,
+    def endpoint(self, video, prompt, mask=None, outpaint=False, outpaint_border=inputs.DEFAULT_OUTPAINT_BORDER,
+                 seed="", num_frames=None,
                  steps=None, guidance_scale=None, super_resolve=True, sampler=None, fps=None,
                  request: gr.Request = None, progress=gr.Progress()):
         return self.generate(lambda s: self.prepare(s, video, prompt, mask, outpaint, outpaint_border),
@@ -550,13 +584,13 @@ class CinemagraphTab(Tab):
     name, label = "cinemagraph", "Cinemagraph"
 
     def layout(self) -> dict:
-        image = c.ImageEditor(
+        image = gr.ImageEditor(
             type="filepath", label="Upload an image, then brush the region that should move", image_mode="RGBA",
             sources=["upload"], brush=MASK_BRUSH, transforms=(), layers=False, height=320,
             elem_id="cinemagraph-editor")
-        prompt = c.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
+        prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a yellow circle bouncing")
         with gr.Accordion("Or upload a mask (white = moves)", open=False):
-            mask = c.Image(label="Mask", type="filepath", image_mode=None, height=160)
+            mask = gr.Image(label="Mask", type="filepath", image_mode=None, height=160)
         return {"image": image, "prompt": prompt, "mask": mask, "loop": _loop_checkbox(self.name)}
 
     def prepare(self, settings, image=None, prompt=None, mask=None, loop=False) -> Job:
@@ -572,7 +606,7 @@ class CinemagraphTab(Tab):
             raise inputs.InputError("The mask is empty: brush over the part of the image that should move "
                                     "(or upload a mask where white = moves).")
         looped = inputs.flag(loop, "loop", False)
-        return Job(self.name, lambda pipe, **kw: pipe.cinemagraph(picture, region, text, loop=looped, **kw), text)
+        return Job(self.name, Cinemagraph(picture, region, text, Options(loop=looped)))
 
     def endpoint(self, image, prompt, mask=None, loop=False, seed="", num_frames=None, steps=None,
                  guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
@@ -588,29 +622,29 @@ class StylizeTab(Tab):
     def layout(self) -> dict:
         styles = self.studio.styles
         return {
-            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="an orange circle bouncing"),
-            "style": c.Dropdown(styles, value=styles[0] if styles else None, label="Style",
+            "prompt": gr.Textbox(label="Prompt", lines=2, placeholder="an orange circle bouncing"),
+            "style": gr.Dropdown(styles, value=styles[0] if styles else None, label="Style",
                                 info=None if styles else "This model has no styles."),
-            "style_weight": c.Slider(0.0, 1.0, value=0.75, step=0.05, label="Style weight α (useful range 0.5–1)",
+            "style_weight": gr.Slider(*inputs.STYLE_WEIGHT_RANGE, value=inputs.DEFAULT_STYLE_WEIGHT, step=0.05, label="Style weight α (useful range 0.5–1)",
                                      info="0 = the plain model, 1 = the full style"),
             "loop": _loop_checkbox(self.name),
         }
 
-    def prepare(self, settings, prompt=None, style=None, style_weight=0.75, loop=False) -> Job:
+    def prepare(self, settings, prompt=None, style=None, style_weight=inputs.DEFAULT_STYLE_WEIGHT,
+                loop=False) -> Job:
         text = inputs.prompt_text(prompt)
         if not self.studio.styles:
             raise inputs.InputError("This model has no styles; use the Text to video tab.")
         name = inputs.choice(style, "style", self.studio.styles)
-        weight = inputs.float_value(style_weight, "style_weight", 0.0, 1.0, 0.75)
+        weight = inputs.float_value(style_weight, "style_weight", *inputs.STYLE_WEIGHT_RANGE, inputs.DEFAULT_STYLE_WEIGHT)
         looped = inputs.flag(loop, "loop", False)
-        return Job(self.name, lambda pipe, **kw: pipe.text_to_video(text, style=name, style_weight=weight, loop=looped,
-                                                                    **kw), text)
+        return Job(self.name, TextToVideo(text, Options(style=name, style_weight=weight, loop=looped)))
 
     def example_rows(self) -> list[dict]:
         styles = self.studio.styles
         return [{**row, "style": styles[0]} for row in EXAMPLES[self.name]] if styles else EXAMPLES[self.name]
 
-    def endpoint(self, prompt, style=None, style_weight=0.75, loop=False, seed="", num_frames=None, steps=None,
+    def endpoint(self, prompt, style=None, style_weight=inputs.DEFAULT_STYLE_WEIGHT, loop=False, seed="", num_frames=None, steps=None,
                  guidance_scale=None, super_resolve=True, sampler=None, fps=None, request: gr.Request = None,
                  progress=gr.Progress()):
         return self.generate(lambda s: self.prepare(s, prompt, style, style_weight, loop),
@@ -625,18 +659,18 @@ class VideoToVideoTab(Tab):
     def layout(self) -> dict:
         return {
             "video": gr.Video(label="Video", sources=["upload"], height=220),
-            "prompt": c.Textbox(label="Prompt", lines=2, placeholder="a purple square moving right"),
-            "strength": c.Slider(0.0, 1.0, value=0.6, step=0.05,
+            "prompt": gr.Textbox(label="Prompt", lines=2, placeholder="a purple square moving right"),
+            "strength": gr.Slider(*inputs.STRENGTH_RANGE, value=inputs.DEFAULT_STRENGTH, step=0.05,
                                  label="Strength (0 = keep the input, 1 = ignore it)"),
         }
 
-    def prepare(self, settings, video=None, prompt=None, strength=0.6) -> Job:
+    def prepare(self, settings, video=None, prompt=None, strength=inputs.DEFAULT_STRENGTH) -> Job:
         text = inputs.prompt_text(prompt, "the new video")
-        amount = inputs.float_value(strength, "strength", 0.0, 1.0, 0.6)
+        amount = inputs.float_value(strength, "strength", *inputs.STRENGTH_RANGE, inputs.DEFAULT_STRENGTH)
         frames = inputs.load_video(video, settings.num_frames, self.studio.fps, self.studio.output_cover())
-        return Job(self.name, lambda pipe, **kw: pipe.video_to_video(frames, text, strength=amount, **kw), text)
+        return Job(self.name, VideoToVideo(frames, text, amount))
 
-    def endpoint(self, video, prompt, strength=0.6, seed="", num_frames=None, steps=None, guidance_scale=None,
+    def endpoint(self, video, prompt, strength=inputs.DEFAULT_STRENGTH, seed="", num_frames=None, steps=None, guidance_scale=None,
                  super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
         return self.generate(lambda s: self.prepare(s, video, prompt, strength),
                              Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
@@ -675,7 +709,8 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                 free = gr.Button("Free model memory", size="sm")
 
         for ui in tabs:
-            connect(studio, ui, history, history_state)
+            generate = connect(studio, ui, history, history_state)
+            demo.generate_endpoints[generate["id"]] = ui.name  # the per-client limit applies to these
         refresh.click(manager.status_markdown, None, status, queue=False, api_visibility="private")
 
         def free_memory():
@@ -701,9 +736,9 @@ def _show_result(result, history):
     return result["seed"], result["files"], history, history
 
 
-def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
+def connect(studio: Studio, ui: TabUI, history, history_state):
     """A tab's events: Generate (its public endpoint ``/<name>``), then the result's follow-up; Stop; the
-    seed controls; the output summary (all private)."""
+    seed controls; the output summary (all private). Returns the Generate event."""
     manager = studio.manager
     adv, out = ui.advanced, ui.result
 
@@ -750,8 +785,12 @@ def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
     result = gr.State()
     live = [out.status, out.preview, out.timer]
     ui.go.click(start_live, None, live, queue=False, api_visibility="private")
+    # preprocess=False: the handler gets each value as the request sent it (files as Gradio's FileData, already
+    # in its upload cache), so app.inputs checks and converts it with messages that name the field: the
+    # components' own preprocessing coerces (a list into its str(), 3.7 into 4) or decodes whole uploads
+    # (a 20000x20000 PNG) before any check could run.
     event = ui.go.click(ui.handler, ui.inputs, [out.video, out.seed, result], api_name=ui.name, concurrency_limit=1,
-                        concurrency_id=GENERATE)
+                        concurrency_id=GENERATE, preprocess=False)
     event.success(_show_result, [result, history_state], [out.seed_text, out.files, history, history_state],
                   queue=False, api_visibility="private")
     event.then(lambda: (gr.skip(), gr.update(visible=False, value=None), gr.Timer(active=False)), None, live,
@@ -765,6 +804,7 @@ def connect(studio: Studio, ui: TabUI, history, history_state) -> None:
     for component in summary_inputs:
         component.change(lambda f, r, s: _summary(studio, f, r, s), summary_inputs, adv.summary, queue=False,
                          api_visibility="private")
+    return event
 
 
 def _first_frame(video):

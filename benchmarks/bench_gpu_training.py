@@ -69,7 +69,7 @@ def stage_step(config: RunConfig, stage: str, batch_size: int, device: str, bf16
         params = list(module.parameters())
     else:
         data = ProceduralVideoDataset(frames, height, width, render_on_device=True)
-        base = inflate(unet, **model.temporal)
+        base = inflate(unet, model.temporal)
         module = VideoModule(base, text_encoder, objective, render=data.render_batch)
         params = [p for group in _video_parameters(base, config.settings(stage)) for p in group["params"]]
     module.to(device)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import UNet2DConditionModel
 
 from .errors import InputError, MissingFileError
-from .models.stunet import inflate
+from .models.stunet import TemporalConfig, inflate
 from .models.text_encoder import TextEncoder
-from .models.vae import VAE_KEYS, build_vae, check_resolution, config_scale_factor, scale_factor
-from .options import SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, check_keys
-from .sampling import noise_schedule_config, scheduler_sampler
+from .models.vae import build_vae, check_resolution, config_scale_factor, scale_factor
+from .options import (SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, bounded, check_keys, check_types,
+                      from_mapping)
+from .sampling import SCHEDULER_CLASSES, make_scheduler
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -33,59 +37,176 @@ DEFAULT_SCHEDULER = {
     "clip_sample": False,
     "timestep_spacing": "trailing",
 }
-# Keys of the "text_encoder" and "t2i" sections (build_text_encoder / build_t2i_unet read them).
-TEXT_ENCODER_KEYS = ("hidden_size", "num_layers", "num_heads", "max_length", "pretrained", "tokenizer", "subfolder",
-                     "tokenizer_subfolder", "architecture")
-T2I_KEYS = ("unet", "pretrained", "subfolder")
+
+
+@functools.lru_cache(maxsize=None)
+def scheduler_keys() -> frozenset[str]:
+    """The keys a "scheduler" section may hold: every ``__init__`` argument of the diffusers classes a
+    sampler can run (``sampling.SCHEDULER_CLASSES``; what their ``from_config`` reads) and Lumiere's
+    ``snr_shift``. diffusers' own "_" keys (``_class_name``, ``_diffusers_version``) are allowed too."""
+    keys = {"snr_shift"}
+    for cls in SCHEDULER_CLASSES.values():
+        keys.update(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                    if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD))
+    return frozenset(keys)
+
+
+def check_scheduler_config(values: dict | None, where: str = "model.scheduler") -> dict:
+    """A scheduler section checked and returned whole (a copy, "_" keys kept: ``_class_name`` picks the
+    default sampler): every key one ``scheduler_keys``, ``snr_shift`` a number > 0, ``_class_name`` a class a
+    sampler runs, and the section one diffusers builds. Why here: a typo would otherwise be kept silently
+    (diffusers ignores unknown keys) and a bad value found only when sampling starts.
+
+    Raises:
+        InputError: naming ``where`` and the key.
+    """
+    check_keys(values, scheduler_keys(), where)
+    values = dict(values or {})
+    try:  # _class_name (scheduler_sampler), snr_shift (noise_schedule_config), then diffusers' own checks
+        make_scheduler({**DEFAULT_SCHEDULER, **values})
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+    except (TypeError, ValueError, KeyError, NotImplementedError) as error:  # diffusers refusing a value
+        raise InputError(f"{where}: diffusers cannot build a scheduler from it: {error}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class T2IConfig:
+    """``model.t2i``: the text-to-image U-Net the STUNets inflate."""
+
+    unet: dict | None = None        # UNet2DConditionModel constructor config, handed whole to diffusers
+    pretrained: str | None = None   # or a diffusers U-Net directory / Hub repo (wins over ``unet``)
+    subfolder: str | None = None    # of ``pretrained``, e.g. "unet"
+
+    def __post_init__(self):
+        if self.unet is None and not self.pretrained:
+            raise InputError("model.t2i needs 'unet' (UNet2DConditionModel constructor arguments) or 'pretrained' "
+                             "(a diffusers U-Net directory or Hub repo)")
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """``model.text_encoder``: a pretrained transformers encoder, or one built from the procedural world's
+    words (``TextEncoder.from_vocabulary``; an unset size is its default)."""
+
+    hidden_size: int | None = bounded(None, min=1)
+    num_layers: int | None = bounded(None, min=1)
+    num_heads: int | None = bounded(None, min=1)
+    max_length: int | None = bounded(None, min=1)  # prompt tokens (also sets a pretrained encoder's)
+    architecture: str | None = None  # "bert" or "clip"
+    pretrained: str | None = None
+    tokenizer: str | None = None
+    subfolder: str = ""
+    tokenizer_subfolder: str = ""
+
+    VOCABULARY_KEYS: ClassVar[tuple[str, ...]] = ("hidden_size", "num_layers", "num_heads", "max_length",
+                                                  "architecture")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """``model.vae``: a latent model's AutoencoderKL (``models.vae.build_vae``)."""
+
+    pretrained: str | None = None
+    subfolder: str | None = None
+    autoencoder: dict | None = None  # AutoencoderKL constructor config, handed whole to diffusers
+    seed: int = 0                    # the generator of ``autoencoder``'s initial weights
+
+    def __post_init__(self):
+        if self.autoencoder is None and not self.pretrained:
+            raise InputError("model.vae needs 'pretrained' (a diffusers AutoencoderKL directory or Hub id) "
+                             "or 'autoencoder' (AutoencoderKL constructor arguments)")
+
+    def to_dict(self) -> dict:
+        """The section as ``models.vae`` reads it (unset keys left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SSRConfig:
+    """``model.ssr``: the super-resolution stage's inference options and how training builds its U-Net."""
+
+    options: SSROptions = SSROptions()
+    unet: dict | None = None        # the image SR U-Net's UNet2DConditionModel config (diffusers checks it)
+    pretrained: str | None = None   # or a diffusers U-Net directory / Hub repo
+    subfolder: str | None = None
+    option_keys: tuple[str, ...] = ()  # the options the section sets: the pipeline config records those
+
+    def __post_init__(self):
+        if self.unet is None and not self.pretrained:
+            raise InputError("model.ssr needs 'unet' (UNet2DConditionModel constructor arguments) or 'pretrained' "
+                             "(a diffusers U-Net directory or Hub repo)")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "model.ssr") -> "SSRConfig":
+        values = check_keys(values, {f.name for f in dataclasses.fields(SSROptions)} | set(SSR_BUILD_KEYS), where)
+        build = check_types(cls, {k: v for k, v in values.items() if k in SSR_BUILD_KEYS}, where)
+        settings = {k: v for k, v in values.items() if k not in SSR_BUILD_KEYS}
+        return cls(options=SSROptions.from_config(settings, where), option_keys=tuple(settings), **build)
+
+    def pipeline_options(self) -> dict:
+        """The options as the pipeline config stores them (``options.PipelineConfig.ssr``)."""
+        return {key: getattr(self.options, key) for key in self.option_keys}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model config (a training config's "model" section), checked: what ``build_pipeline`` and the
-    training stages build. Sub-sections handed whole to a constructor stay dicts."""
+    """A model config (a training config's "model" section), parsed once and checked: what
+    ``build_pipeline`` and the training stages build. Sections handed whole to diffusers (``t2i.unet``,
+    ``vae.autoencoder``, ``ssr.unet``, ``scheduler``) stay dicts; the scheduler's keys are checked
+    (``check_scheduler_config``)."""
 
     base_resolution: tuple[int, int, int]  # (frames, height, width) in pixels, also for a latent model
-    t2i: dict
-    fps: float = 8
-    text_encoder: dict = field(default_factory=dict)
-    temporal: dict = field(default_factory=dict)
-    ssr: dict | None = None       # SSROptions keys + how to build its U-Net (SSR_BUILD_KEYS)
-    scheduler: dict = field(default_factory=dict)
-    defaults: dict = field(default_factory=dict)
-    noise_prior: dict | None = None  # options.NoisePrior keys: the base video's noise across frames
-    vae: dict | None = None       # models.vae.VAE_KEYS: a latent model's AutoencoderKL (None: pixel model)
+    t2i: T2IConfig
+    fps: float = bounded(8, above=0)
+    text_encoder: TextEncoderConfig = TextEncoderConfig()
+    temporal: TemporalConfig = TemporalConfig()  # the STUNets' options (extra_input_channels: set per model)
+    ssr: SSRConfig | None = None   # None: no super-resolution model
+    scheduler: dict = field(default_factory=dict)  # diffusers scheduler keys + snr_shift, over DEFAULT_SCHEDULER
+    defaults: GenerationDefaults = GenerationDefaults()
+    noise_prior: NoisePrior = NoisePrior()  # the base video's noise across frames
+    vae: VAEConfig | None = None   # a latent model's AutoencoderKL (None: pixel model)
 
     @property
     def ssr_options(self) -> SSROptions:
-        return SSROptions.from_config(self.ssr)
+        return self.ssr.options if self.ssr is not None else SSROptions()
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """Parse a "model" section: every key, type and range checked, each section named in the message.
+
+        Raises:
+            InputError: an unknown key, a missing required one, a bad value.
+        """
         known = check_keys(values, {f.name for f in dataclasses.fields(cls)}, "model")
         for name in ("base_resolution", "t2i"):
             if name not in known:
                 raise InputError(f"model.{name} is required")
-        check_keys(known["t2i"], T2I_KEYS, "model.t2i")
-        check_keys(known.get("text_encoder"), TEXT_ENCODER_KEYS, "model.text_encoder")
-        if known.get("ssr") is not None:
-            SSROptions.from_config(known["ssr"])
-        GenerationDefaults.from_config(known.get("defaults"))
-        NoisePrior.from_config(known.get("noise_prior"))
-        noise_schedule_config(known.get("scheduler") or {})  # a bad snr_shift fails when the run starts,
-        scheduler_sampler(known.get("scheduler") or {})  # so does a scheduler class no sampler runs
-        frames, height, width = (int(v) for v in known["base_resolution"])
-        if known.get("vae") is not None:
-            check_keys(known["vae"], VAE_KEYS, "model.vae")
-            factor = config_scale_factor(known["vae"])
+        top = check_types(cls, {k: known[k] for k in ("base_resolution", "fps") if k in known}, "model")
+        frames, height, width = top["base_resolution"]
+        if min(frames, height, width) < 1:
+            raise InputError(f"model.base_resolution must be positive (frames, height, width), got {list(top['base_resolution'])}")
+        t2i = from_mapping(T2IConfig, known["t2i"], "model.t2i")
+        vae = from_mapping(VAEConfig, known["vae"], "model.vae") if known.get("vae") is not None else None
+        if vae is not None:
+            factor = config_scale_factor(vae.to_dict())
             if factor is not None:  # a pretrained VAE's factor is checked when it is loaded (build_latent_vae)
                 check_resolution(height, width, factor)
-            autoencoder, unet = known["vae"].get("autoencoder"), known["t2i"].get("unet")
-            if autoencoder is not None and unet is not None and not known["t2i"].get("pretrained"):
-                latent, inputs = autoencoder.get("latent_channels", 4), unet.get("in_channels", 4)
+            if vae.autoencoder is not None and t2i.unet is not None and not t2i.pretrained:
+                latent, inputs = vae.autoencoder.get("latent_channels", 4), t2i.unet.get("in_channels", 4)
                 if latent != inputs:
                     raise InputError(f"model.t2i.unet.in_channels ({inputs}) must equal model.vae.autoencoder."
                                      f"latent_channels ({latent}): the U-Net denoises the VAE's latents")
-        return cls(**{**known, "base_resolution": (frames, height, width)})
+        return cls(
+            base_resolution=(frames, height, width), t2i=t2i, fps=top.get("fps", 8),
+            text_encoder=from_mapping(TextEncoderConfig, known.get("text_encoder"), "model.text_encoder"),
+            temporal=TemporalConfig.from_dict(known.get("temporal"), "model.temporal", exclude=("extra_input_channels",)),
+            ssr=SSRConfig.from_dict(known["ssr"]) if known.get("ssr") is not None else None,
+            scheduler=check_scheduler_config(known.get("scheduler")),
+            defaults=GenerationDefaults.from_config(known.get("defaults"), "model.defaults"),
+            noise_prior=NoisePrior.from_config(known.get("noise_prior"), "model.noise_prior"),
+            vae=vae)
 
     @classmethod
     def of(cls, config: "ModelConfig | dict") -> "ModelConfig":
@@ -114,40 +235,47 @@ def build_latent_vae(model: ModelConfig):
     """
     if model.vae is None:
         return None
-    vae = build_vae(model.vae)
+    vae = build_vae(model.vae.to_dict())
     _, height, width = model.base_resolution
     check_resolution(height, width, scale_factor(vae))
     return vae
 
 
-def build_text_encoder(config: dict, words: list[str] | None = None) -> TextEncoder:
-    if config.get("pretrained"):
-        return TextEncoder.from_pretrained(config["pretrained"], config.get("tokenizer"),
-                                           subfolder=config.get("subfolder", ""),
-                                           tokenizer_subfolder=config.get("tokenizer_subfolder", ""))
+def build_text_encoder(config: TextEncoderConfig | dict, words: list[str] | None = None) -> TextEncoder:
+    """The config's text encoder (``config``: a ``model.text_encoder`` section, parsed or as a dict)."""
+    if not isinstance(config, TextEncoderConfig):
+        config = from_mapping(TextEncoderConfig, config, "model.text_encoder")
+    if config.pretrained:
+        return TextEncoder.from_pretrained(config.pretrained, config.tokenizer, subfolder=config.subfolder,
+                                           tokenizer_subfolder=config.tokenizer_subfolder)
     if words is None:
         from .data.world import vocabulary
 
         words = vocabulary()
-    options = {k: config[k] for k in ("hidden_size", "num_layers", "num_heads", "max_length", "architecture")
-               if k in config}
+    options = {k: getattr(config, k) for k in config.VOCABULARY_KEYS if getattr(config, k) is not None}
     return TextEncoder.from_vocabulary(words, **options)
 
 
-def build_t2i_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionModel:
-    if config.get("pretrained"):
-        return load_t2i_unet(config["pretrained"], config.get("subfolder"))
-    kwargs = copy.deepcopy(config["unet"])
+def build_t2i_unet(config: T2IConfig | dict, cross_attention_dim: int) -> UNet2DConditionModel:
+    """The config's T2I U-Net (``config``: a ``model.t2i`` section, parsed or as a dict)."""
+    if not isinstance(config, T2IConfig):
+        config = from_mapping(T2IConfig, config, "model.t2i")
+    if config.pretrained:
+        return load_t2i_unet(config.pretrained, config.subfolder)
+    kwargs = copy.deepcopy(config.unet)
     kwargs.setdefault("cross_attention_dim", cross_attention_dim)
     return UNet2DConditionModel(**kwargs)
 
 
-def build_ssr_unet(config: dict, cross_attention_dim: int) -> UNet2DConditionModel:
+def build_ssr_unet(config: SSRConfig | dict, cross_attention_dim: int) -> UNet2DConditionModel:
     """Image SR U-Net: input = noisy high-res (3) + up-sampled low-res (3); the noise-augmentation
-    level enters as a timestep-style class embedding (as in DeepFloyd-IF stage II / Imagen SR)."""
-    if config.get("pretrained"):
-        return load_t2i_unet(config["pretrained"], config.get("subfolder"))
-    kwargs = copy.deepcopy(config["unet"])
+    level enters as a timestep-style class embedding (as in DeepFloyd-IF stage II / Imagen SR).
+    ``config``: a ``model.ssr`` section, parsed or as a dict."""
+    if not isinstance(config, SSRConfig):
+        config = SSRConfig.from_dict(config)
+    if config.pretrained:
+        return load_t2i_unet(config.pretrained, config.subfolder)
+    kwargs = copy.deepcopy(config.unet)
     kwargs.update(in_channels=6, out_channels=3, class_embed_type="timestep")
     kwargs.setdefault("cross_attention_dim", cross_attention_dim)
     return UNet2DConditionModel(**kwargs)
@@ -158,16 +286,16 @@ def pipeline_config(config: ModelConfig | dict, temporal_downsampling_factor: in
     read back as ``options.PipelineConfig``).
 
     ``defaults`` are written out in full (``options.GenerationDefaults`` filled by the config's), so a
-    pipeline directory states the settings it runs with.
+    pipeline directory states the settings it runs with; ``ssr`` holds the options the config sets.
     """
     model = ModelConfig.of(config)
     return {
         "base_resolution": list(model.base_resolution),
         "fps": model.fps,
         "temporal_downsampling_factor": temporal_downsampling_factor,
-        "ssr": {k: v for k, v in (model.ssr or {}).items() if k not in SSR_BUILD_KEYS},
-        "defaults": dataclasses.asdict(GenerationDefaults.from_config(model.defaults)),
-        "noise_prior": dataclasses.asdict(NoisePrior.from_config(model.noise_prior)),
+        "ssr": model.ssr.pipeline_options() if model.ssr is not None else {},
+        "defaults": dataclasses.asdict(model.defaults),
+        "noise_prior": dataclasses.asdict(model.noise_prior),
     }
 
 
@@ -179,18 +307,18 @@ def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None
 
     model = ModelConfig.of(config)
     text_encoder = text_encoder or build_text_encoder(model.text_encoder, words)
-    temporal = model.temporal
     unet = t2i_unet or build_t2i_unet(model.t2i, text_encoder.hidden_size)
-    base = inflate(unet, **temporal)
+    base = inflate(unet, model.temporal)
     components = {"text_encoder": text_encoder, "base": base}
     vae = build_latent_vae(model)
     if vae is not None:
         components["vae"] = vae
     if with_conditional:
-        components["conditional"] = inflate(unet, copy=True, extra_input_channels=unet.config.in_channels + 1, **temporal)
+        components["conditional"] = inflate(unet, model.temporal, copy=True,
+                                            extra_input_channels=unet.config.in_channels + 1)
     if with_ssr and model.ssr is not None:
         ssr_unet = build_ssr_unet(model.ssr, text_encoder.hidden_size)
-        components["ssr"] = inflate(ssr_unet, temporal_resize=False, **temporal)
+        components["ssr"] = inflate(ssr_unet, model.temporal, temporal_resize=False)  # the SSR keeps every frame
     return LumierePipeline(config=pipeline_config(model, base.temporal_downsampling_factor),
                            scheduler_config={**DEFAULT_SCHEDULER, **model.scheduler},
                            components=components, device=device, dtype=dtype)

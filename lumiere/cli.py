@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import InputError, LumiereError, MissingFileError
 from .io import WRITABLE_SUFFIXES
 from .options import (DEFAULT_STRENGTH, DEFAULT_STYLE_WEIGHT, MAX_FRAMES_FACTOR, MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS,
-                      MAX_SEED, SAMPLERS)
+                      SAMPLERS)
 
 DEFAULT_OUT_DIR = "outputs"  # git-ignored; generation commands write here when --out is left out
 EXPORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # export --dtype -> torch dtype name
@@ -158,26 +158,14 @@ def check_args(args) -> None:
     """Everything that can be checked without the model, so a mistake costs seconds rather than a whole
     generation (or evaluation) before it is reported. Raises InputError / MissingFileError."""
     if args.command in GENERATION_COMMANDS:
-        from .request import check_text
+        from .request import check_values
 
         if args.out is not None:
             _check_output_file(args.out, WRITABLE_SUFFIXES)
         for option in ("image", "video", "mask"):
             if getattr(args, option, None) is not None:
                 _check_input_file(f"--{option}", getattr(args, option))
-        check_text(args.prompt, "--prompt")
-        if args.negative_prompt is not None:
-            check_text(args.negative_prompt, "--negative-prompt")
-        if args.seed is not None and args.seed > MAX_SEED:
-            raise InputError(f"--seed must be at most 2^63-1 = {MAX_SEED}, got {args.seed} "
-                             "(leave it out, or pass -1, for a random seed)")
-        for option, value, low, high in (("--steps", args.steps, 1, None), ("--frames", args.frames, 1, None),
-                                         ("--guidance", args.guidance, 0, MAX_GUIDANCE_SCALE),
-                                         ("--style-weight", args.style_weight, 0, 1),
-                                         ("--strength", getattr(args, "strength", None), 0, 1)):
-            if value is not None and (value < low or (high is not None and value > high)):
-                bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low}"
-                raise InputError(f"{option} must be {bound}, got {value:g}")
+        check_values(args.prompt, _options(args, args.seed), strength=getattr(args, "strength", None), names=FLAGS)
     elif args.command == "eval" and args.out:
         _check_output_file(args.out)
     elif args.command == "export":
@@ -203,10 +191,36 @@ def _load_pipeline(args):
     return pipe
 
 
-def _generation_kwargs(args, seed: int) -> dict:
-    return dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                negative_prompt=args.negative_prompt, seed=seed, super_resolve=not args.no_ssr,
-                sampler=args.sampler, style=args.style or None, style_weight=args.style_weight)
+# The flag that sets each request field (for messages in the user's terms).
+FLAGS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "num_frames": "--frames",
+         "num_inference_steps": "--steps", "guidance_scale": "--guidance", "sampler": "--sampler", "seed": "--seed",
+         "style_weight": "--style-weight", "loop": "--loop", "strength": "--strength"}
+
+
+def _options(args, seed: int | None):
+    """The request options the flags give (``lumiere.request.Options``)."""
+    from .request import Options
+
+    return Options(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                   negative_prompt=args.negative_prompt, seed=seed, super_resolve=not args.no_ssr,
+                   sampler=args.sampler, style=args.style or None, style_weight=args.style_weight,
+                   loop=getattr(args, "loop", False))
+
+
+def _request(args, seed: int, image, video, mask):
+    """The library request of a generation command."""
+    from . import request as requests
+
+    options = _options(args, seed)
+    if args.command == "generate":
+        return requests.TextToVideo(args.prompt, options, "t2i" if args.reference else None)
+    if args.command == "i2v":
+        return requests.ImageToVideo(image, args.prompt, options)
+    if args.command == "inpaint":
+        return requests.Inpaint(video, mask, args.prompt, options)
+    if args.command == "cinemagraph":
+        return requests.Cinemagraph(image, mask, args.prompt, options)
+    return requests.VideoToVideo(video, args.prompt, args.strength, options)
 
 
 def _write(pipe, video, out, seed: int) -> None:
@@ -276,8 +290,7 @@ def run(args) -> int:
             Path(args.out).write_text(text)
         return 0
 
-    from .request import check_num_frames
-    from .sampling import random_seed
+    from .request import check_num_frames, random_seed
 
     # Input files are read, or a video's header checked, (and refused if unreadable or too large) before the
     # model loads; the video is decoded once the model says how much of it a generation uses.
@@ -293,18 +306,7 @@ def run(args) -> int:
     # The CLI picks the seed when none is given, so it can print the one that reproduces the clip.
     seed = args.seed if args.seed is not None and args.seed >= 0 else random_seed()
     out = args.out if args.out is not None else default_out(args.command, seed)
-    kwargs = _generation_kwargs(args, seed)
-    if args.command == "generate":
-        video = pipe.text_to_video(args.prompt, reference_image="t2i" if args.reference else None, loop=args.loop,
-                                   **kwargs)
-    elif args.command == "i2v":
-        video = pipe.image_to_video(image, args.prompt, **kwargs)
-    elif args.command == "inpaint":
-        video = pipe.inpaint(video, mask, args.prompt, **kwargs)
-    elif args.command == "cinemagraph":
-        video = pipe.cinemagraph(image, mask, args.prompt, loop=args.loop, **kwargs)
-    else:
-        video = pipe.video_to_video(video, args.prompt, strength=args.strength, **kwargs)
+    video = pipe.generate(_request(args, seed, image, video, mask))
     _write(pipe, video, out, seed)
     return 0
 
@@ -312,7 +314,7 @@ def run(args) -> int:
 def _inflate(args) -> int:
     from .build import load_t2i_unet
     from .hub import resolve_folder
-    from .models.stunet import inflate
+    from .models.stunet import TemporalConfig, inflate
 
     prefix = f"{args.subfolder.strip('/')}/" if args.subfolder else ""
     try:
@@ -324,16 +326,14 @@ def _inflate(args) -> int:
     except OSError as error:  # diffusers' "not a directory / no such repo / no network": the caller can fix it
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MissingFileError(f"--t2i {args.t2i}: could not load a diffusers U-Net from it ({reason})") from None
-    temporal = {}
+    temporal = TemporalConfig()
     if args.config:
         from .build import load_config
         from .train.config import RunConfig
 
-        temporal = {k: v for k, v in RunConfig.from_dict(load_config(args.config)).model.temporal.items()
-                    if not k.startswith("_")}
-    resize = bool(temporal.pop("temporal_resize", True)) and not args.fixed_temporal_resolution
-    stunet = inflate(unet, temporal_resize=resize,
-                     extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0, **temporal)
+        temporal = RunConfig.from_dict(load_config(args.config)).model.temporal
+    stunet = inflate(unet, temporal, temporal_resize=temporal.temporal_resize and not args.fixed_temporal_resolution,
+                     extra_input_channels=unet.config.in_channels + 1 if args.conditional else 0)
     stunet.save_pretrained(args.out)
     trainable = sum(p.numel() for p in stunet.temporal_parameters())
     print(f"wrote STUNet to {args.out}: N={stunet.temporal_downsampling_factor}, "

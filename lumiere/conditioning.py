@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .models.temporal import frames_to_video, video_to_frames
+from .options import DEFAULT_OUTPAINT_BORDER
 
 
 def image_to_video_condition(image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,10 +39,10 @@ def inpaint_condition(video: torch.Tensor, generate: torch.Tensor) -> tuple[torc
 
 
 # The cinemagraph application's soft edges (``cinemagraph_condition``'s defaults stay hard: training and the
-# evaluation build the paper's binary M). On the app's example (bundled model, seed 0, 128x128, 0-255 levels):
-# the step across the region's border (frames 1-15, less frame 0's own) 6.5 -> 0.0, the change from frame 0 to
-# frame 1 inside the region 22 -> 1 (later frame steps: ~12), outside it 0.2 -> 0.0; the largest step of the
-# fade-in stays below the later ones (tests/test_preview_and_vocabulary.py).
+# evaluation build the paper's binary M). Why: with a hard M the generated region meets the still part in a
+# visible seam and the motion jumps in at frame 1; the feather and the fade-in remove both without moving the
+# jump to a later frame (tests/test_preview_and_vocabulary.py checks the three on the app's example; measured
+# in docs/research/lumiere-tiny.md).
 CINEMAGRAPH_FEATHER = 0.06  # ramp width inside the region, as a fraction of min(H, W): 2 px at 32, 8 px at 128
 CINEMAGRAPH_FADE_FRAMES = 3  # frames 1..3 cross-fade from the still image into the generated motion
 
@@ -106,7 +107,7 @@ def ssr_condition(low: torch.Tensor, size: tuple[int, int], levels: torch.Tensor
     return schedule.add_noise(up, noise.to(up), levels)
 
 
-def outpaint_mask(height: int, width: int, border: float = 0.25) -> torch.Tensor:
+def outpaint_mask(height: int, width: int, border: float = DEFAULT_OUTPAINT_BORDER) -> torch.Tensor:
     """A generate-mask covering a border of ``border`` x width/height on every side (outpainting)."""
     if not 0.0 < border < 0.5:
         raise InputError(f"outpaint border must be in (0, 0.5), got {border}")

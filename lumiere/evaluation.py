@@ -2,7 +2,7 @@
 
 Metrics (``python -m lumiere eval``):
 - text-to-video colour / shape / motion accuracy on held-out (colour, shape, motion) prompts and on
-  seen ones (``lumiere.data.analysis`` recovers these attributes from rendered clips with ~100% accuracy),
+  seen ones (``lumiere.data.analysis`` recovers these attributes from rendered clips; tests/test_data.py),
   per motion and per shape, temporal coherence (and which of its criteria the misses fail), and the
   shape accuracy of the base's T2I U-Net alone (what bounds the video model's shapes);
 - image-to-video first-frame PSNR, inpainting PSNR outside the mask, cinemagraph temporal std outside

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ from .errors import InputError, MissingFileError
 from .options import DEFAULT_INPUT_LIMITS, InputLimits
 
 WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")
+# What decoding a damaged or foreign file raises: Pillow (OSError incl. UnidentifiedImageError, SyntaxError,
+# ValueError, EOFError), imageio-ffmpeg (OSError, RuntimeError; StopIteration when it yields no header),
+# ffmpeg's own failures (ValueError below). A bug in this module (TypeError, AttributeError, ...) is not one.
+DECODER_ERRORS = (OSError, RuntimeError, ValueError, EOFError, SyntaxError)
+
+
+def _pillow_bomb_error() -> type[Exception]:
+    from PIL import Image
+
+    return Image.DecompressionBombError  # a frame past Pillow's own pixel limit (ours is checked from headers)
 
 
 def _ffmpeg_exe() -> str:
@@ -176,8 +187,8 @@ def probe_video(path) -> VideoInfo:
         width, height = meta["size"]
         fps = float(meta.get("fps") or 0.0) or 25.0
         return VideoInfo(int(width), int(height), fps, float(meta.get("duration") or 0.0))
-    except Exception as err:  # decoders raise many types; the caller needs the file name, not the decoder log
-        raise _UnreadableVideo(path, _ffmpeg_reason(err)) from None
+    except (*DECODER_ERRORS, StopIteration, KeyError, _pillow_bomb_error()) as err:  # KeyError: a header without
+        raise _UnreadableVideo(path, _ffmpeg_reason(err)) from None  # a size; the caller needs the file, not the log
 
 
 class _UnreadableVideo(InputError):
@@ -356,7 +367,7 @@ def read_video(path, *, fps: float | None = None, max_frames: int | None = None,
         if path.suffix.lower() == ".gif":
             return _read_gif(path, info, fps, max_frames, cover, limits)
         return _read_ffmpeg(path, info, fps, max_frames, cover, limits)
-    except Exception as err:  # decoders raise many types; the caller needs the file name
+    except (*DECODER_ERRORS, _pillow_bomb_error()) as err:  # the caller needs the file name, not the decoder log
         raise InputError(f"Could not decode {_subject(name, path)}: it is damaged or in an unsupported format "
                          f"({_ffmpeg_reason(err)}). Use an mp4, webm, mov or gif file.") from None
 
@@ -394,12 +405,12 @@ def open_image(path, *, limits: InputLimits = DEFAULT_INPUT_LIMITS, name: str = 
                          f"{side}x{side} pixels.")
     try:
         im.load()
-    except Exception:  # Pillow raises OSError/SyntaxError/ValueError/... for damaged data
+    except (OSError, SyntaxError, ValueError, EOFError):  # what Pillow raises for damaged data
         im.close()
         raise InputError(f"{name}: the file '{path.name}' is truncated or damaged: re-save it as png or jpg.") from None
     try:
         transposed = ImageOps.exif_transpose(im)
-    except Exception:  # a malformed EXIF block: keep the picture as stored
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):  # malformed EXIF: keep the picture
         return im
     if transposed is not im:
         im.close()

@@ -6,6 +6,9 @@ validation from it before any model loads.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -16,6 +19,10 @@ SAMPLERS = ("dpm++", "ddim", "ddpm", "euler", "unipc")
 MAX_GUIDANCE_SCALE = 20.0
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 DEFAULT_STYLE_WEIGHT = 1.0
+STYLE_WEIGHT_RANGE = (0.0, 1.0)  # the style's interpolation alpha: 0 = the un-styled model, 1 = the style alone
+STRENGTH_RANGE = (0.0, 1.0)  # SDEdit: 0 returns the input, 1 ignores it
+DEFAULT_OUTPAINT_BORDER = 0.25  # outpainting: the border generated on every side, as a fraction of the side
+MIN_FPS, MAX_FPS = 1.0, 60.0  # playback rate of a written video
 DEFAULT_STRENGTH = 0.6  # SDEdit: keeps the input's layout, lets the prompt change its content
 DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper's App. C)
 MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones are refused, not cut)
@@ -100,19 +107,122 @@ def check_keys(values: dict | None, allowed, where: str) -> dict:
     return values
 
 
-def from_mapping(cls, values: dict | None, where: str, ignored: tuple[str, ...] = ()):
-    """Build dataclass ``cls`` from ``values`` (see :func:`check_keys`); ``ignored`` keys are allowed but unused."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+def bounded(default, *, min=None, above=None):  # noqa: A002 (``min`` reads as the config's rule)
+    """A dataclass field with ``default`` whose value :func:`check_types` requires to be >= ``min`` or
+    > ``above`` (None passes: the field's "unset")."""
+    return dataclasses.field(default=default, metadata={"min": min, "above": above})
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _expected(value, hint) -> str | None:
+    """None when ``value`` fits type ``hint``, else what the hint asks for, in words. Only JSON's types are
+    checked (bool, int, float, str, null, lists, objects); other hints (sub-sections parsed on their own,
+    ``Any``) pass."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        wants = [_expected(value, arm) for arm in args]
+        return None if None in wants else " or ".join(wants)
+    if hint is type(None):
+        return None if value is None else "null"
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:  # JSON 2.0 and true are not counts
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            return "a JSON object"
+        item = args[1] if len(args) == 2 else typing.Any
+        bad = next((_expected(v, item) for v in value.values() if _expected(v, item)), None)
+        return None if bad is None else f"a JSON object whose values are each {bad}"
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return "a list"
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [args[0]] * len(value)
+            shape = "a list"
+        elif args:
+            if len(value) != len(args):
+                return f"a list of {len(args)} values"
+            items, shape = list(args), f"a list of {len(args)} values"
+        else:
+            return None
+        bad = next((want for v, item in zip(value, items) if (want := _expected(v, item))), None)
+        return None if bad is None else f"{shape}, each {bad}"
+    return None
+
+
+def check_types(cls, values: dict, where: str) -> dict:
+    """``values`` (keys of dataclass ``cls``) checked against the fields' type annotations and the bounds
+    of :func:`bounded` fields; lists given for tuple fields come back as tuples, every other value as it is
+    (an int given for a float field stays an int, so what a config says is what runs).
+
+    Why at parse time: a string where a number belongs ("lr": "1e-3"), a negative step count or a window of
+    0 frames would otherwise pass and fail (or silently misbehave) hours later, far from the config line.
+
+    Raises:
+        InputError: naming ``where``.key, what it must be and the value given.
+    """
+    hints, fields = _hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        want = _expected(value, hints.get(key, typing.Any))
+        if want is not None:
+            raise InputError(f"{where}.{key} must be {want}, got {value!r}")
+        meta = fields[key].metadata if key in fields else {}
+        if value is not None and meta.get("min") is not None and not value >= meta["min"]:
+            raise InputError(f"{where}.{key} must be >= {meta['min']}, got {value!r}")
+        if value is not None and meta.get("above") is not None and not value > meta["above"]:
+            raise InputError(f"{where}.{key} must be > {meta['above']}, got {value!r}")
+        checked[key] = tuple(value) if isinstance(value, list) and _is_tuple(hints.get(key)) else value
+    return checked
+
+
+def _is_tuple(hint) -> bool:
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return True
+    return any(_is_tuple(arm) for arm in typing.get_args(hint)) if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else False
+
+
+def from_mapping(cls, values: dict | None, where: str, ignored: tuple[str, ...] = (), exclude: tuple[str, ...] = ()):
+    """Build dataclass ``cls`` from the config section ``values``: keys checked (:func:`check_keys`; ``ignored``
+    keys are allowed but unused, ``exclude``d fields are not the section's to set), the class's own
+    ``__post_init__`` rules (their messages are the more specific), then every value's type and bounds
+    (:func:`check_types`; also when a wrong type made ``__post_init__`` fail on something else).
+
+    Raises:
+        InputError: an unknown key, a value of the wrong type or out of range (naming ``where``.key), or
+            what ``cls`` itself refuses.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)} - set(exclude)
     values = check_keys(values, fields | set(ignored), where)
-    return cls(**{k: v for k, v in values.items() if k in fields})
+    values = {k: tuple(v) if isinstance(v, list) and _is_tuple(_hints(cls).get(k)) else v
+              for k, v in values.items() if k in fields}
+    try:
+        made = cls(**values)
+    except InputError:
+        raise
+    except (TypeError, ValueError, ArithmeticError):  # a rule tripped over a value of the wrong type
+        check_types(cls, values, where)
+        raise
+    check_types(cls, values, where)
+    return made
 
 
 @dataclass(frozen=True)
 class GenerationDefaults:
     """What a request uses for an option it leaves out; a model overrides them in ``config["defaults"]``."""
 
-    num_inference_steps: int = 25
-    guidance_scale: float = 5.0
+    num_inference_steps: int = bounded(25, min=1)
+    guidance_scale: float = bounded(5.0, min=0)
     sampler: str = "dpm++"
     negative_prompt: str = ""
 
@@ -121,8 +231,8 @@ class GenerationDefaults:
             raise InputError(f"defaults.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
     @classmethod
-    def from_config(cls, values: dict | None) -> "GenerationDefaults":
-        return from_mapping(cls, values, "defaults")
+    def from_config(cls, values: dict | None, where: str = "defaults") -> "GenerationDefaults":
+        return from_mapping(cls, values, where)
 
 
 NOISE_PRIOR_KINDS = ("independent", "mixed", "progressive")
@@ -153,8 +263,8 @@ class NoisePrior:
             raise InputError(f"noise_prior.alpha must be >= 0, got {self.alpha}")
 
     @classmethod
-    def from_config(cls, values: dict | None) -> "NoisePrior":
-        return from_mapping(cls, values, "noise_prior")
+    def from_config(cls, values: dict | None, where: str = "noise_prior") -> "NoisePrior":
+        return from_mapping(cls, values, where)
 
 
 LOW_RES_CONSISTENCY_MODES = ("every_step", "final", "off")
@@ -166,29 +276,29 @@ SSR_BUILD_KEYS = ("unet", "pretrained", "subfolder")
 class SSROptions:
     """The super-resolution stage's settings, from a model's ``config["ssr"]``.
 
-    Defaults measured on the bundled model (README, "SSR"): projecting x0 onto the low-res input
-    every step with the model's detail at 0.15 beats both plain SSR and bicubic on PSNR, keeps the
-    input's structure and brings the grain to the ground truth's level; replacing the known region
-    of x0 with the user's pixels every step lowers the seam at the mask edge.
+    Projecting x0 onto the low-res input every step (keeping ``detail_gain`` of the model's own detail)
+    makes the output agree with the input it up-samples while the model adds the detail; replacing the
+    known region of x0 with the user's pixels every step lowers the seam at the mask edge. The defaults
+    are measured in README ("SSR").
 
     ``strength`` < 1 starts the SSR from the bicubic up-sampling noised to that point of the schedule
     (SDEdit) and runs only the last ``strength`` of the steps. Why: with the projection, the low
     frequencies are fixed by the input from the first step, so the early, noisiest steps only cost
-    time (on the bundled model the last 2 of 8 steps give the same fidelity as all 8).
+    time (measured in docs/research/).
     """
 
-    scale: int = 1                    # output side / base side
-    window: int = 8                   # frames per MultiDiffusion window
-    noise_level: int = 100            # noise augmentation of the up-sampled input (a training timestep)
-    max_noise_level: int = 250        # training draws augmentation levels below this
-    num_inference_steps: int = 20
+    scale: int = bounded(1, min=1)    # output side / base side
+    window: int = bounded(8, min=1)   # frames per MultiDiffusion window
+    noise_level: int = bounded(100, min=0)  # noise augmentation of the up-sampled input (a training timestep)
+    max_noise_level: int = bounded(250, min=1)  # training draws augmentation levels below this
+    num_inference_steps: int = bounded(20, min=1)
     strength: float = 1.0             # start from the up-sampled input noised this far (1 = pure noise)
-    guidance_scale: float = 1.0
+    guidance_scale: float = bounded(1.0, min=0)
     sampler: str | None = None        # None: the model's default sampler
     low_res_consistency: str = "every_step"  # project x0 onto the low-res input: every step, at the end, or off
-    detail_gain: float = 0.15         # how much of the model's own detail the projection keeps
+    detail_gain: float = bounded(0.15, min=0)  # how much of the model's own detail the projection keeps
     known_pixels_in_loop: bool = True  # also replace the known region of x0 by the user's pixels every step
-    feather: int | None = None        # output pixels of the soft edge around pasted user pixels (None: scale)
+    feather: int | None = bounded(None, min=0)  # output pixels of the soft edge around pasted user pixels (None: scale)
 
     def __post_init__(self):
         if self.low_res_consistency not in LOW_RES_CONSISTENCY_MODES:
@@ -209,8 +319,8 @@ class SSROptions:
         return self.scale if self.feather is None else int(self.feather)
 
     @classmethod
-    def from_config(cls, values: dict | None) -> "SSROptions":
-        return from_mapping(cls, values, "ssr", ignored=SSR_BUILD_KEYS)
+    def from_config(cls, values: dict | None, where: str = "ssr") -> "SSROptions":
+        return from_mapping(cls, values, where, ignored=SSR_BUILD_KEYS)
 
 
 
@@ -222,8 +332,8 @@ class PipelineConfig:
     """
 
     base_resolution: tuple[int, int, int]  # (frames, height, width) of the base model's clip
-    fps: float = 8.0
-    temporal_downsampling_factor: int = 1   # N: num_frames must be a multiple of it
+    fps: float = bounded(8.0, above=0)
+    temporal_downsampling_factor: int = bounded(1, min=1)   # N: num_frames must be a multiple of it
     ssr: SSROptions = SSROptions()
     defaults: GenerationDefaults = GenerationDefaults()
     noise_prior: NoisePrior = NoisePrior()  # the base and conditional models' noise across frames
@@ -235,6 +345,8 @@ class PipelineConfig:
         values = check_keys(values, {f.name for f in dataclasses.fields(cls)}, "the pipeline config")
         if "base_resolution" not in values:
             raise InputError("the pipeline config has no 'base_resolution'")
+        check_types(cls, {k: values[k] for k in ("base_resolution", "fps", "temporal_downsampling_factor")
+                          if k in values}, "the pipeline config")
         frames, height, width = (int(v) for v in values["base_resolution"])
         return cls(base_resolution=(frames, height, width), fps=float(values.get("fps", 8)),
                    temporal_downsampling_factor=int(values.get("temporal_downsampling_factor", 1)),

@@ -59,6 +59,7 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
     Raises:
         CheckpointError: the index is missing, corrupt or not a Lumiere index, it lacks the
             text encoder or base model, or a listed folder lacks its config / style weights.
+        InputError: the scheduler config has a key no supported diffusers scheduler reads.
     """
     root = Path(root)
     index = read_json(root / MODEL_INDEX)
@@ -81,7 +82,12 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
         style_dirs[name] = root / sub
     if "config" not in index:
         raise CheckpointError(f"{root / MODEL_INDEX} has no 'config'")
-    return PipelineDirectory(root, index["config"], read_json(root / SCHEDULER_CONFIG), component_dirs, style_dirs,
+    from .build import scheduler_keys
+    from .options import check_keys
+
+    scheduler_config = read_json(root / SCHEDULER_CONFIG)
+    check_keys(scheduler_config, scheduler_keys(), str(root / SCHEDULER_CONFIG))  # diffusers ignores a typo
+    return PipelineDirectory(root, index["config"], scheduler_config, component_dirs, style_dirs,
                              index.get("training"))
 
 

@@ -1,32 +1,36 @@
-"""One generation's settings as a typed, validated value, and its step plan for progress reporting.
+"""Requests: what a caller asks the pipeline for, as values; and the one place they are validated.
 
-Every application method of ``LumierePipeline`` turns its keyword arguments into a
-:class:`GenerationRequest` once (defaults filled from the model, every value checked); the sampling
-code then reads fields instead of re-checking options. The rules every front end shares (prompt length,
-frame counts: :func:`check_text`, :func:`check_num_frames`) live here too, and importing this module is
-cheap (torch and diffusers load on first use), so the app and the CLI check values before a model loads.
+Each task has a request dataclass (:class:`TextToVideo`, :class:`ImageToVideo`, :class:`Inpaint`,
+:class:`Cinemagraph`, :class:`VideoToVideo`, :class:`TextToImage`, :class:`ConditionalSample`,
+:class:`SuperResolve`) sharing one :class:`Options` type. A request holds no generator or callback (the
+seed is a field), so it can be stored, logged as one line and replayed: ``pipe.generate(request)``.
+``request.resolve(facts)`` checks every value against the loaded model's facts (:class:`ModelFacts`) and
+fills its defaults, giving the :class:`GenerationSettings` the task programs (``lumiere.tasks``) read.
+
+The rules every front end shares (prompt length, frame counts: :func:`check_text`,
+:func:`check_num_frames`) live here too, and importing this module is cheap (torch loads on first use),
+so the app and the CLI check values before a model loads.
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import re
+import secrets
 import textwrap
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .errors import InputError, InputTypeError
-from .options import (MAX_FRAMES_FACTOR, MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS, GenerationDefaults,
-                      frame_counts, frame_rule)
+from .options import (DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH, MAX_FRAMES_FACTOR, MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS,
+                      MAX_SEED, SAMPLERS, STRENGTH_RANGE, STYLE_WEIGHT_RANGE, GenerationDefaults, SSROptions, frame_counts,
+                      frame_rule)
+from .progress import Callback, Progress
 
 if TYPE_CHECKING:
     import torch
-
-    from .sampling import Progress
-
-Callback = Callable[[int, int], None]
 
 
 def positive_int(value, name: str) -> int:
@@ -35,7 +39,7 @@ def positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not integral:
         raise InputTypeError(f"{name} must be an integer, got {value!r}")
     if int(value) < 1:
-        raise InputError(f"{name} must be >= 1, got {value}")
+        raise InputError(f"{name} must be at least 1, got {value}")
     return int(value)
 
 
@@ -69,12 +73,70 @@ def check_num_frames(frames: int, base_frames: int, factor: int, name: str = "nu
     return frames
 
 
-def guidance_value(value, default: float) -> float:
+def in_range(value, low: float, high: float, name: str) -> float:
+    """``value`` as a float in [low, high]."""
+    number = float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise InputError(f"{name} must be between {low:g} and {high:g}, got {number:g}")
+    return number
+
+
+def guidance_value(value, default: float, name: str = "guidance_scale") -> float:
     """A classifier-free guidance scale in [0, MAX_GUIDANCE_SCALE] (``default`` when ``value`` is None)."""
-    guidance = float(value if value is not None else default)
-    if not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE_SCALE):
-        raise InputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance}")
-    return guidance
+    return in_range(value if value is not None else default, 0.0, MAX_GUIDANCE_SCALE, name)
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """A seed is None or an int; negative draws a fresh one; above ``MAX_SEED`` is refused."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputTypeError(f"{name} must be an integer or None, got {type(seed).__name__}")
+    if int(seed) > MAX_SEED:
+        raise InputError(f"{name} must be at most 2^63-1 = {MAX_SEED}, got {int(seed)} "
+                         "(leave it out, or pass a negative seed, for a random one)")
+
+
+def check_values(prompt, options: "Options", *, strength: float | None = None,
+                 names: dict[str, str] | None = None) -> None:
+    """Every check of a request that needs no model (types, ranges, text length, sampler names), so a front
+    end can refuse a mistake before the model loads. ``names`` maps a field to the name its user knows
+    (``{"num_inference_steps": "--steps"}``); the model-dependent rules (frame counts, style names) are
+    checked when the request is resolved (``Request.resolve``).
+
+    Raises:
+        InputTypeError: a value of the wrong type. InputError: a value out of range.
+    """
+    names = names or {}
+
+    def name(field_name: str) -> str:
+        return names.get(field_name, field_name)
+
+    if not isinstance(prompt, str):
+        raise InputTypeError(f"{name('prompt')} must be a string, got {type(prompt).__name__}")
+    check_text(prompt, name("prompt"))
+    if options.negative_prompt is not None:
+        if not isinstance(options.negative_prompt, str):
+            raise InputTypeError(f"{name('negative_prompt')} must be a string")
+        check_text(options.negative_prompt, name("negative_prompt"))
+    for field_name in ("num_frames", "num_inference_steps"):
+        if getattr(options, field_name) is not None:
+            positive_int(getattr(options, field_name), name(field_name))
+    if options.guidance_scale is not None:
+        guidance_value(options.guidance_scale, 0.0, name("guidance_scale"))
+    if options.sampler is not None and options.sampler not in SAMPLERS:
+        raise InputError(f"unknown {name('sampler')} {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    check_seed(options.seed, name("seed"))
+    in_range(options.style_weight, *STYLE_WEIGHT_RANGE, name("style_weight"))
+    if not isinstance(options.loop, (bool, np.bool_)):
+        raise InputTypeError(f"{name('loop')} must be True or False, got {options.loop!r}")
+    if strength is not None:
+        in_range(strength, *STRENGTH_RANGE, name("strength"))
+
+
+def random_seed() -> int:
+    """A fresh seed for a request that gave none (from the OS, so the global RNGs are never touched)."""
+    return secrets.randbelow(2**31)
 
 
 def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Generator, int | None]:
@@ -85,26 +147,21 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
     """
     import torch
 
-    from .sampling import random_seed
-
     if generator is not None:
         if seed is not None:
             raise InputError("pass either seed or generator, not both")
         if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
             raise InputTypeError("generator must be a CPU torch.Generator")
         return generator, None
-    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and int(seed) < 0):
+    check_seed(seed)
+    if seed is None or int(seed) < 0:
         seed = random_seed()
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputTypeError(f"seed must be an integer or None, got {type(seed).__name__}")
-    if int(seed) > MAX_SEED:
-        raise InputError(f"seed must be at most 2**63 - 1 = {MAX_SEED}, got {int(seed)}")
     return torch.Generator(device="cpu").manual_seed(int(seed)), int(seed)
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """A generation's settings, complete and checked (build it with :meth:`create`).
+class GenerationSettings:
+    """A generation's settings, complete and checked: a request resolved against a model (:meth:`create`).
 
     Attributes:
         prompt / negative_prompt: text; the negative prompt is the unconditional branch of CFG.
@@ -119,7 +176,7 @@ class GenerationRequest:
         loop: generate a seamless loop (the last frame flows into the first; see ``STUNet.looping``).
         ssr_steps: SSR denoising steps (0 when ``super_resolve`` is False).
         callback: ``callback(step, total)`` after every denoising step of every stage, or
-            ``callback(step, total, x0)`` with the step's clean-sample estimate (``sampling.Progress``).
+            ``callback(step, total, x0)`` with the step's clean-sample estimate (``progress.Progress``).
     """
 
     prompt: str
@@ -144,7 +201,7 @@ class GenerationRequest:
                negative_prompt: str | None = None, sampler: str | None = None, seed: int | None = None,
                generator: torch.Generator | None = None, style: str | None = None, style_weight: float = 1.0,
                super_resolve: bool = True, callback: Callback | None = None,
-               loop: bool = False) -> "GenerationRequest":
+               loop: bool = False) -> "GenerationSettings":
         """Fill the model's ``defaults`` and check every value.
 
         ``ssr_steps`` None means the model has no SSR, so ``super_resolve`` is ignored.
@@ -155,13 +212,9 @@ class GenerationRequest:
                 style, or frames outside the frame rule (:func:`check_num_frames`, ``frame_multiple`` is
                 the model's temporal down-sampling factor).
         """
-        if not isinstance(prompt, str):
-            raise InputTypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise InputTypeError("negative_prompt must be a string")
-        check_text(prompt, "prompt")
-        if negative_prompt is not None:
-            check_text(negative_prompt, "negative_prompt")
+        check_values(prompt, Options(num_frames=num_frames, num_inference_steps=num_inference_steps,
+                                     guidance_scale=guidance_scale, negative_prompt=negative_prompt, sampler=sampler,
+                                     style_weight=style_weight, loop=loop))
         frames = positive_int(num_frames if num_frames is not None else base_frames, "num_frames")
         check_num_frames(frames, base_frames, frame_multiple)
         steps = positive_int(num_inference_steps if num_inference_steps is not None else defaults.num_inference_steps,
@@ -173,12 +226,8 @@ class GenerationRequest:
         if style is not None and style not in styles:
             raise InputError(f"unknown style {style!r}; available styles: {', '.join(styles) or 'none'}")
         weight = float(style_weight)
-        if not 0.0 <= weight <= 1.0:
-            raise InputError(f"style_weight must be in [0, 1], got {style_weight}")
         if callback is not None and not callable(callback):
             raise InputTypeError("callback must be callable as callback(step, total) or callback(step, total, x0)")
-        if not isinstance(loop, (bool, np.bool_)):
-            raise InputTypeError(f"loop must be True or False, got {loop!r}")
         rng, used_seed = make_generator(seed, generator)
         super_resolve = bool(super_resolve) and ssr_steps is not None
         return cls(prompt=prompt, negative_prompt=negative_prompt if negative_prompt is not None else defaults.negative_prompt,
@@ -199,12 +248,257 @@ class GenerationRequest:
 
     def progress(self, plan: dict[str, int], bar: bool = False) -> Progress:
         """The call's single progress counter over ``plan`` (see :meth:`step_plan`)."""
-        from .sampling import Progress
-
         return Progress(sum(plan.values()), self.callback, bar)
 
+    def describe(self, task: str, **inputs) -> str:
+        """One log line: the task, every setting that decides the output (seed included), and ``inputs``
+        (e.g. the shapes of the given image or video)."""
+        values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "num_frames": self.num_frames,
+                  "steps": self.num_inference_steps, "guidance": self.guidance_scale, "sampler": self.sampler,
+                  "seed": self.seed, "style": self.style, "style_weight": self.style_weight,
+                  "super_resolve": self.super_resolve, "loop": self.loop, **inputs}
+        shown = {key: value for key, value in values.items() if value is not None and value != ""}
+        return f"{task}: " + " ".join(f"{key}={value!r}" for key, value in shown.items())
 
-# The keyword arguments every generation method shares (``GenerationRequest`` documents each field).
+
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model accepts, as requests are validated against it (``LumierePipeline.facts``).
+
+    Attributes:
+        defaults: the model's defaults for options a request leaves out.
+        base_frames / frame_multiple: the base clip's length and the temporal down-sampling factor.
+        styles: the style names it has.
+        ssr: its SSR settings, None without an SSR model.
+        fps: its frame rate (to say how long a clip is).
+    """
+
+    defaults: GenerationDefaults
+    base_frames: int
+    frame_multiple: int
+    styles: tuple[str, ...] = ()
+    ssr: SSROptions | None = None
+    fps: float = 8.0
+
+    def footage_frames(self, video, num_frames: int | None) -> int | None:
+        """``num_frames`` for a call on the user's footage: as given, else the footage's own length rounded
+        down to the frame rule's multiple, so a clip comes back as long as it went in (not squashed into
+        the model's clip length).
+
+        Raises:
+            InputError: the footage is longer than the model takes (said before any work: trim it, or
+                pass ``num_frames`` to resample it).
+        """
+        if num_frames is not None:
+            return num_frames
+        length = len(video) if isinstance(video, (list, tuple)) else int(np.shape(video)[0])
+        counts = frame_counts(self.base_frames, self.frame_multiple)
+        if length > counts[-1]:
+            raise InputError(f"the video has {length} frames ({length / self.fps:.1f} s at the model's {self.fps:g} fps); "
+                             f"this model takes at most {counts[-1]} ({counts[-1] / self.fps:.1f} s): trim it, or pass "
+                             f"num_frames to resample it evenly")
+        return max(counts.start, length - length % counts.step)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every generation task shares; None (and the defaults below) mean "the model's default".
+    Each field is documented once, in ``_OPTIONS_DOC`` below (the methods' docstrings show it)."""
+
+    num_frames: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    sampler: str | None = None
+    seed: int | None = None
+    style: str | None = None
+    style_weight: float = 1.0
+    super_resolve: bool = True
+    loop: bool = False
+
+    @classmethod
+    def of(cls, values: dict[str, Any], task: str, unsupported: tuple[str, ...] = ()) -> "Options":
+        """Options from keyword arguments; a name that is not an option of ``task`` is an InputTypeError."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in unsupported]
+        unknown = [name for name in values if name not in names]
+        if unknown:
+            raise InputTypeError(f"{task}() got unexpected option(s) {', '.join(map(repr, unknown))}; "
+                                 f"its options: {', '.join(names)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Request:
+    """The fields and resolution every task's request shares (subclasses add the task's inputs).
+
+    ``task`` names the task (``lumiere.tasks.<task>`` is its program); ``unsupported`` lists the options it
+    has no use for, refused when set to anything but their defaults.
+    """
+
+    task: ClassVar[str] = ""
+    unsupported: ClassVar[tuple[str, ...]] = ()
+
+    def resolve(self, facts: ModelFacts, generator: torch.Generator | None = None,
+                callback: Callback | None = None) -> GenerationSettings:
+        """The request's settings against ``facts``: defaults filled, every value checked.
+
+        Raises:
+            InputTypeError / InputError: as ``GenerationSettings.create``, or an unsupported option set.
+        """
+        options = self.options
+        if not isinstance(options, Options):
+            raise InputTypeError(f"options must be a lumiere.request.Options, got {type(options).__name__}")
+        defaults = Options()
+        for name in self.unsupported:
+            if getattr(options, name) != getattr(defaults, name):
+                raise InputTypeError(f"{self.task} takes no option {name!r}")
+        values = dataclasses.asdict(options)
+        values.update(self._overrides(facts))
+        return GenerationSettings.create(
+            self.prompt, defaults=facts.defaults, base_frames=facts.base_frames, frame_multiple=facts.frame_multiple,
+            styles=list(facts.styles), ssr_steps=facts.ssr.steps_run() if facts.ssr is not None else None,
+            generator=generator, callback=callback, **values)
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        """Option values the task decides itself (e.g. the footage's length); none by default."""
+        return {}
+
+
+@dataclass(frozen=True)
+class TextToVideo(Request):
+    """A clip from text. ``reference_image``: "t2i" draws the first frame with the T2I U-Net alone, an
+    image is used as the first frame (VideoGen-style reference guidance); None generates the whole clip."""
+
+    prompt: str
+    options: Options = Options()
+    reference_image: Any = None
+    task: ClassVar[str] = "text_to_video"
+
+
+@dataclass(frozen=True)
+class TextToImage(Request):
+    """One image from the base's T2I U-Net alone."""
+
+    prompt: str
+    options: Options = Options()
+    task: ClassVar[str] = "text_to_image"
+    unsupported: ClassVar[tuple[str, ...]] = ("num_frames", "style", "style_weight", "super_resolve", "loop")
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        return {"super_resolve": False}
+
+
+@dataclass(frozen=True)
+class ImageToVideo(Request):
+    """Animate ``image``: it becomes the first frame."""
+
+    image: Any
+    prompt: str
+    options: Options = Options()
+    task: ClassVar[str] = "image_to_video"
+    unsupported: ClassVar[tuple[str, ...]] = ("loop",)
+
+
+@dataclass(frozen=True)
+class Inpaint(Request):
+    """Fill ``mask`` (True = generate) of ``video``; the result keeps the video's length."""
+
+    video: Any
+    mask: Any
+    prompt: str
+    options: Options = Options()
+    task: ClassVar[str] = "inpaint"
+    unsupported: ClassVar[tuple[str, ...]] = ("loop",)
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        return {"num_frames": facts.footage_frames(self.video, self.options.num_frames)}
+
+
+@dataclass(frozen=True)
+class Cinemagraph(Request):
+    """Animate only ``mask`` (True = moves) of ``image``."""
+
+    image: Any
+    mask: Any
+    prompt: str
+    options: Options = Options()
+    task: ClassVar[str] = "cinemagraph"
+
+
+@dataclass(frozen=True)
+class VideoToVideo(Request):
+    """SDEdit ``video`` toward ``prompt`` at ``strength`` in [0, 1]; the result keeps the video's length."""
+
+    video: Any
+    prompt: str
+    strength: float = DEFAULT_STRENGTH
+    options: Options = Options()
+    task: ClassVar[str] = "video_to_video"
+    unsupported: ClassVar[tuple[str, ...]] = ("loop",)
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        in_range(self.strength, *STRENGTH_RANGE, "strength")
+        return {"num_frames": facts.footage_frames(self.video, self.options.num_frames)}
+
+
+@dataclass(frozen=True)
+class ConditionalSample(Request):
+    """The conditional model on a (C, M) pair built by the caller (``lumiere.conditioning``); its frame count
+    is the condition's."""
+
+    condition: Any
+    keep: Any
+    prompt: str
+    paste_known: bool = True
+    options: Options = Options()
+    task: ClassVar[str] = "sample_conditional"
+    unsupported: ClassVar[tuple[str, ...]] = ("num_frames", "loop")
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        return {"num_frames": int(self.condition.shape[1])}
+
+
+@dataclass(frozen=True)
+class SuperResolve(Request):
+    """Spatial super-resolution of a base-resolution ``video`` (any length) with temporal MultiDiffusion.
+    Steps and guidance default to the model's SSR settings, the negative prompt to ""."""
+
+    video: Any
+    prompt: str
+    window: int | None = None
+    overlap: int = DEFAULT_SSR_OVERLAP
+    multidiffusion: bool = True
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    task: ClassVar[str] = "super_resolve"
+
+    def resolve(self, facts: ModelFacts, generator: torch.Generator | None = None,
+                callback: Callback | None = None) -> GenerationSettings:
+        if facts.ssr is None:
+            raise InputError("this pipeline has no super-resolution model")
+        if not isinstance(self.prompt, str):
+            raise InputTypeError(f"prompt must be a string, got {type(self.prompt).__name__}")
+        ssr = facts.ssr
+        if self.window is not None:
+            positive_int(self.window, "window")
+        steps = positive_int(self.num_inference_steps if self.num_inference_steps is not None
+                             else ssr.num_inference_steps, "num_inference_steps")
+        check_text(self.prompt)
+        check_text(self.negative_prompt or "", "negative_prompt")
+        rng, seed = make_generator(self.seed, generator)
+        return GenerationSettings(
+            prompt=self.prompt, negative_prompt=self.negative_prompt or "",
+            num_frames=int(np.shape(self.video)[0]) if not isinstance(self.video, (list, tuple)) else len(self.video),
+            num_inference_steps=steps, guidance_scale=guidance_value(self.guidance_scale, ssr.guidance_scale),
+            sampler=ssr.sampler or facts.defaults.sampler, seed=seed, generator=rng, super_resolve=True,
+            ssr_steps=ssr.steps_run(steps), callback=callback)
+
+
+# The keyword arguments every generation method shares (``GenerationSettings`` documents each field).
 _OPTIONS_DOC = f"""\
 num_frames: frames to generate (default: the model's clip length); a multiple of
     ``temporal_downsampling_factor`` up to {MAX_FRAMES_FACTOR} x the clip length (``options.frame_counts``).
@@ -235,19 +529,24 @@ InputError: an invalid option or input (a ValueError; InputTypeError, also a Typ
 CheckpointError: a component's files are missing or corrupt when it is first loaded."""
 
 
-def documented(method):
-    """Fill the shared ``{options}`` / ``{returns}`` / ``{raises}`` sections into a generation method's
-    docstring (``{options}`` keeps only the entries for parameters the method has).
+def documented(request: type[Request]):
+    """Fill the shared ``{options}`` / ``{returns}`` / ``{raises}`` sections into the docstring of the
+    convenience method for ``request`` (``{options}`` keeps the entries for the options it supports, with
+    ``generator`` and ``callback``).
 
-    Why: the application methods take the same options; their text lives here once, next to the
-    request that validates them, so the docstrings cannot drift apart.
+    Why: the methods take the same options; their text lives here once, next to the request that
+    validates them, so the docstrings cannot drift apart.
     """
     def section(text: str) -> str:
         return textwrap.indent(text, " " * 12).lstrip()
 
-    parameters = inspect.signature(method).parameters
+    names = {f.name for f in dataclasses.fields(Options)} - set(request.unsupported) | {"generator", "callback"}
     entries = re.split(r"\n(?=\S)", _OPTIONS_DOC)
-    options = "\n".join(entry for entry in entries if entry.split(":", 1)[0] in parameters)
-    method.__doc__ = method.__doc__.format(options=section(options), returns=section(_RETURNS_DOC),
-                                           raises=section(_RAISES_DOC))
-    return method
+    options = "\n".join(entry for entry in entries if entry.split(":", 1)[0] in names)
+
+    def decorate(method):
+        method.__doc__ = method.__doc__.format(options=section(options), returns=section(_RETURNS_DOC),
+                                               raises=section(_RAISES_DOC))
+        return method
+
+    return decorate

@@ -1,17 +1,18 @@
-"""Denoising loops on top of diffusers schedulers: classifier-free guidance, progress, cancellation."""
+"""Noise schedules and their solvers: the scheduler a model's config means, its initial noise, SDEdit's start.
+
+The denoising loop and the model wrappers it runs are ``denoisers``; progress reporting is ``progress``.
+"""
 from __future__ import annotations
 
 import inspect
 import math
-import secrets
-from typing import Callable
+from collections.abc import Mapping
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       UniPCMultistepScheduler)
+                       FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler)
 
 from . import options
-from .components import flush_denormals
 from .errors import InputError
 
 # The diffusers solver behind each name of ``options.SAMPLERS`` (tests check the two agree). These classes
@@ -25,8 +26,65 @@ SCHEDULER_CLASSES = {
     "unipc": UniPCMultistepScheduler,
 }
 
-Callback = Callable[..., None]  # callback(step, total), or callback(step, total, x0) (``Progress``)
 
+class FlowMatchEuler(FlowMatchEulerDiscreteScheduler):
+    """diffusers' ``FlowMatchEulerDiscreteScheduler`` (rectified flow: x_t = (1 - σ) x0 + σ ε, the model
+    predicting the velocity ε - x0, σ shifted by the config's ``shift``), with the two members Lumiere's
+    sampling code reads from every solver and diffusers' flow class lacks: ``init_noise_sigma`` 1 (x at
+    σ = 1 is the noise itself) and ``scale_model_input`` the identity (the model takes x_t as it is)."""
+
+    init_noise_sigma = 1.0
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        return sample
+
+
+# The diffusers class a scheduler config names in ``_class_name`` to make its model a rectified-flow model
+# (``is_flow``); its ``__init__`` arguments are the keys such a config may hold.
+FLOW_SCHEDULER_CLASS = FlowMatchEulerDiscreteScheduler
+FLOW_CLASS_NAME = FLOW_SCHEDULER_CLASS.__name__
+
+
+def is_flow(schedule) -> bool:
+    """Whether ``schedule`` (a scheduler config, or a scheduler) is a rectified-flow model's: the config names
+    ``FlowMatchEulerDiscreteScheduler`` in ``_class_name``. The one place that decides it (sampling, the
+    denoisers' parametrisation and the training objective all ask here)."""
+    if isinstance(schedule, FlowMatchEulerDiscreteScheduler):
+        return True
+    return isinstance(schedule, Mapping) and schedule.get("_class_name") == FLOW_CLASS_NAME
+
+
+def flow_shift(sigma, shift: float):
+    """σ shifted as diffusers' flow scheduler shifts its sigmas: s σ / (1 + (s - 1) σ) (SD3's timestep
+    shift; s > 1 spends more of the draws / steps at high noise). Works on floats and tensors alike."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def flow_scheduler_config(config: dict) -> dict:
+    """The diffusers config a flow model's scheduler ``config`` means: the keys
+    ``FlowMatchEulerDiscreteScheduler`` reads (the DDPM keys a training config merges in, e.g.
+    ``beta_schedule`` / ``prediction_type``, mean nothing to a flow model and are dropped).
+
+    Raises:
+        InputError: a DDPM-only schedule option (``snr_shift``: a flow model's is ``shift``;
+            ``rescale_betas_zero_snr``: σ = 1 is already pure noise), ``shift`` not a number > 0, or a
+            diffusers option Lumiere's flow sampling does not support (``use_dynamic_shifting`` needs a
+            per-resolution mu; ``invert_sigmas`` is Mochi's reversed time).
+    """
+    if config.get("snr_shift") not in (None, 1, 1.0):
+        raise InputError("a rectified-flow scheduler config takes `shift` (as diffusers' "
+                         f"{FLOW_CLASS_NAME}), not snr_shift (got {config['snr_shift']!r})")
+    if config.get("rescale_betas_zero_snr"):
+        raise InputError("rescale_betas_zero_snr is a DDPM schedule option; a rectified-flow model's top "
+                         "noise level (sigma = 1) is already pure noise")
+    shift = config.get("shift", 1.0)
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not shift > 0:
+        raise InputError(f"scheduler shift must be a number > 0 (1 = no shift), got {shift!r}")
+    for key in ("use_dynamic_shifting", "invert_sigmas"):
+        if config.get(key):
+            raise InputError(f"{FLOW_CLASS_NAME} option {key} is not supported by Lumiere's flow sampling")
+    keys = inspect.signature(FlowMatchEulerDiscreteScheduler.__init__).parameters
+    return {key: value for key, value in config.items() if key in keys or key.startswith("_")}
 
 def noise_schedule_config(config: dict) -> dict:
     """The diffusers scheduler config a model's ``config`` means: Lumiere's ``snr_shift`` resolved into
@@ -41,9 +99,20 @@ def noise_schedule_config(config: dict) -> dict:
     config through this one function, so they cannot disagree; a config without ``snr_shift`` (every
     pipeline saved before it existed) is returned unchanged.
 
+    A flow model's config (``is_flow``) is not a DDPM schedule: see ``flow_scheduler_config``.
+
     Raises:
-        InputError: ``snr_shift`` not a number > 0.
+        InputError: ``snr_shift`` not a number > 0; a flow config, or a DDPM one with the flow ``shift``.
     """
+    if is_flow(config):
+        raise InputError(f"{FLOW_CLASS_NAME} is a rectified-flow schedule, not a DDPM one "
+                         "(sampling.flow_scheduler_config resolves it)")
+    if "shift" in config:
+        raise InputError("`shift` is the rectified-flow scheduler's option (FlowMatchEulerDiscreteScheduler); "
+                         "a DDPM-family schedule is shifted with snr_shift")
+    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
+        raise InputError(f"a rectified-flow model names {FLOW_CLASS_NAME} in _class_name (with its shift); "
+                         "use_flow_sigmas / prediction_type 'flow_prediction' on a DDPM-family solver are not supported")
     resolved = {key: value for key, value in config.items() if key != "snr_shift"}
     shift = config.get("snr_shift")
     if shift is None:
@@ -63,7 +132,8 @@ def noise_schedule_config(config: dict) -> dict:
 
 def scheduler_sampler(config: dict) -> str | None:
     """The sampler name (a key of ``SCHEDULER_CLASSES``) of the diffusers class a scheduler config names in
-    ``_class_name``; None when it names none.
+    ``_class_name``; None when it names none; "euler" for a rectified-flow model (``is_flow``), whose only
+    solver is its Euler flow solver.
 
     Raises:
         InputError: ``_class_name`` is not one of the supported classes (the message names it and them).
@@ -71,9 +141,12 @@ def scheduler_sampler(config: dict) -> str | None:
     name = config.get("_class_name")
     if name is None:
         return None
+    if is_flow(config):
+        return "euler"  # a flow model's one solver: its Euler flow solver, under the sampler name "euler"
     sampler = next((key for key, cls in SCHEDULER_CLASSES.items() if cls.__name__ == name), None)
     if sampler is None:
         supported = ", ".join(f"{cls.__name__} ({key})" for key, cls in SCHEDULER_CLASSES.items())
+        supported += f", {FLOW_CLASS_NAME} (rectified flow)"
         raise InputError(f"the scheduler config names an unsupported scheduler class {name!r}; supported: {supported}")
     return sampler
 
@@ -86,196 +159,25 @@ def make_scheduler(config: dict, sampler: str | None = None):
     class the config names in ``_class_name`` (``scheduler_sampler``; DDIM when it names none). Multistep
     DPM-Solver is run as DPM-Solver++ (the better few-step solver).
 
+    A rectified-flow model (``is_flow``: ``_class_name`` "FlowMatchEulerDiscreteScheduler") is sampled by its
+    Euler flow solver (``FlowMatchEuler``), for ``sampler`` None or "euler"; the DDPM-family solvers cannot
+    run it, nor can the flow solver run a DDPM model (no sampler name picks it).
+
     Raises:
-        InputError: an unknown ``sampler``, or a ``_class_name`` that is not a supported class.
+        InputError: an unknown ``sampler``, a ``_class_name`` that is not a supported class, another
+            sampler than "euler" for a flow model, or a bad flow config (``flow_scheduler_config``).
     """
+    if is_flow(config):
+        if sampler not in (None, "euler"):
+            raise InputError(f"this is a rectified-flow model ({FLOW_CLASS_NAME}): it samples with its Euler flow "
+                             f"solver only (sampler 'euler'), not {sampler!r}")
+        return FlowMatchEuler.from_config(flow_scheduler_config(config))
     name = sampler or scheduler_sampler(config) or "ddim"
     cls = SCHEDULER_CLASSES.get(name)
     if cls is None:
         raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(options.SAMPLERS)}")
     extra = {"algorithm_type": "dpmsolver++"} if cls is DPMSolverMultistepScheduler else {}
     return cls.from_config(noise_schedule_config(config), **extra)
-
-
-def random_seed() -> int:
-    """A fresh seed for a request that gave none (from the OS, so the global RNGs are never touched)."""
-    return secrets.randbelow(2**31)
-
-
-class Progress:
-    """Counts denoising steps across every stage of one call and forwards them to a user callback.
-
-    The total is fixed up front from the call's step plan (e.g. base + SSR steps), so a UI can show
-    one bar for the whole request. An exception raised by the callback propagates and cancels the
-    generation.
-
-    A callback with a third positional parameter, ``callback(step, total, x0)``, also gets the step's
-    clean-sample estimate (for a live preview): the (1, C, ...) tensor the sampler currently predicts the
-    finished sample to be, in the space that stage denoises (pixels in [-1, 1], or latents before the
-    VAE: ``LumierePipeline.decode_frames``), read-only, computed only for such callbacks; None when the
-    step has none. Every other callback is called as ``callback(step, total)``, as always.
-    """
-
-    def __init__(self, total: int, callback: Callback | None = None, bar: bool | dict = False,
-                 description: str = "denoising"):
-        """``bar``: True shows a tqdm bar, a dict one with those tqdm options over the defaults
-        (``LumierePipeline.set_progress_bar_config``; ``{"disable": True}`` shows none)."""
-        self.total = int(total)
-        self.done = 0
-        self.callback = callback
-        self.wants_estimate = callback is not None and _takes_third_argument(callback)
-        self._bar = None
-        if bar is True or isinstance(bar, dict):
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, **{"desc": description, "leave": False, **(bar if bar is not True else {})})
-
-    def step(self, x0: torch.Tensor | None = None) -> None:
-        """One denoising step done; ``x0``: its clean-sample estimate (passed on only if the callback wants it)."""
-        self.done += 1
-        if self._bar is not None:
-            self._bar.update(1)
-        if self.callback is not None:
-            if self.wants_estimate:
-                self.callback(self.done, self.total, x0)
-            else:
-                self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _takes_third_argument(callback) -> bool:
-    """Whether ``callback`` names a third positional parameter (``*args`` alone does not count: such a
-    callback may forward to a two-argument one)."""
-    try:
-        parameters = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):  # some builtins have no signature
-        return False
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3
-
-
-def x0_estimate(scheduler, model_input: torch.Tensor, t, output: torch.Tensor) -> torch.Tensor:
-    """The clean sample a model ``output`` (the scheduler's ``prediction_type``: v, epsilon or x0) implies for
-    ``model_input`` at timestep ``t``, in float32. ``model_input`` is ``scheduler.scale_model_input(x, t)``:
-    the variance-preserving x_t for every solver (Euler's scaled sample included)."""
-    kind = scheduler.config.prediction_type
-    acp = scheduler.alphas_cumprod[int(round(float(t)))].to(torch.float32)
-    a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
-    xf, of = model_input.float(), output.float()
-    if kind == "v_prediction":
-        return a * xf - s * of
-    if kind == "epsilon":
-        return (xf - s * of) / a
-    if kind == "sample":
-        return of
-    raise ValueError(f"unsupported prediction_type {kind!r}")
-
-
-def split_variance(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(mean, variance) of a model output for a sample of ``channels`` channels.
-
-    U-Nets with a learned variance (DeepFloyd IF: out_channels = 2 x in_channels) output the model's
-    usual prediction (epsilon / v / x0) in the first C channels and the variance interpolation in the
-    other C; any other output is all mean (variance None).
-    """
-    if output.shape[1] == 2 * channels:
-        return output[:, :channels], output[:, channels:]
-    return output, None
-
-
-def uses_learned_variance(scheduler) -> bool:
-    """Whether ``scheduler.step`` reads a learned variance from 2C-channel outputs: DDPM with
-    ``variance_type`` "learned" / "learned_range" (IF's own setting). The other solvers (DDIM, Euler,
-    DPM-Solver++) take only the C-channel prediction."""
-    return isinstance(scheduler, DDPMScheduler) and scheduler.config.get("variance_type") in ("learned", "learned_range")
-
-
-def guided(predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
-           uncond: torch.Tensor | None, guidance_scale: float):
-    """Wrap ``predict(x, t, text_states)`` with classifier-free guidance.
-
-    Conditional and unconditional passes are batched into one forward (one weight read instead of two).
-    A learned-variance output (``split_variance``) is guided on its mean channels only and keeps the
-    conditional pass's variance, as diffusers' IF pipelines do.
-    """
-
-    def prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if uncond is None or guidance_scale == 1.0:
-            return predict(x, t, text)
-        both = predict(torch.cat([x, x]), t, torch.cat([text, uncond]))
-        cond, unc = both.chunk(2)
-        cond, variance = split_variance(cond, x.shape[1])
-        unc, _ = split_variance(unc, x.shape[1])
-        guided_mean = unc + guidance_scale * (cond - unc)
-        return guided_mean if variance is None else torch.cat([guided_mean, variance], dim=1)
-
-    return prediction
-
-
-def denoise(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
-            timesteps, generator: torch.Generator | None, progress: Progress | None = None) -> torch.Tensor:
-    """Run the scheduler over ``timesteps`` starting from ``x`` (already at the first timestep's noise).
-
-    On the CPU denormals are flushed for the duration of the loop (``components.flush_denormals``).
-    A learned-variance prediction (2C channels) reaches the scheduler whole only if it uses the
-    variance (``uses_learned_variance``); every other solver gets the first C channels.
-    """
-    # DDPM/DDIM(eta>0)/Euler draw noise in step(); DPM-Solver++ (deterministic) takes no generator.
-    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    keep_variance = uses_learned_variance(scheduler)
-    with flush_denormals(x.device.type == "cpu"):
-        for t in timesteps:
-            model_input = scheduler.scale_model_input(x, t)
-            output = prediction(model_input, t)
-            if not keep_variance:
-                output, _ = split_variance(output, x.shape[1])
-            x0 = None
-            if progress is not None and progress.wants_estimate:  # a live preview: only when asked for
-                x0 = x0_estimate(scheduler, model_input, t, split_variance(output, x.shape[1])[0])
-            x = scheduler.step(output, t, x, return_dict=False, **step_kwargs)[0]
-            if progress is not None:
-                progress.step(x0)
-    return x
-
-
-def constrain_x0(prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler,
-                 constrain: Callable[[torch.Tensor], torch.Tensor]):
-    """Wrap a model prediction so that the clean-sample estimate it implies is ``constrain(x0)``.
-
-    Why: constraints that are known in pixel space (user pixels, a low-res input the output must
-    down-sample to) apply to x0, but schedulers consume the model's parametrisation (v, epsilon or
-    x0). The estimate is converted to x0, constrained, and converted back with the same x_t, so any
-    solver sees a model that predicts the constrained x0 (RePaint / DDNM-style guidance). A learned
-    variance (``split_variance``) passes through unchanged.
-    """
-    kind = scheduler.config.prediction_type
-    alphas_cumprod = scheduler.alphas_cumprod
-
-    def prediction_constrained(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out, variance = split_variance(prediction(x, t), x.shape[1])
-        acp = alphas_cumprod[int(round(float(t)))].to(torch.float32)
-        a, s = acp.sqrt().item(), (1 - acp).sqrt().item()
-        xf = x.float()
-        x0 = constrain(x0_estimate(scheduler, x, t, out))
-        if kind == "v_prediction":
-            out = (a * xf - x0) / s
-        elif kind == "epsilon":
-            out = (xf - a * x0) / s
-        else:
-            out = x0
-        out = out.to(x.dtype)
-        return out if variance is None else torch.cat([out, variance.to(x.dtype)], dim=1)
-
-    return prediction_constrained
 
 
 def sdedit_steps(num_inference_steps: int, strength: float) -> int:
@@ -308,6 +210,8 @@ def sdedit_start(scheduler, num_inference_steps: int, strength: float, source: t
     timesteps, start = sdedit_timesteps(scheduler, num_inference_steps, strength)
     if start is None:
         return None, timesteps
+    if is_flow(scheduler):  # diffusers' flow scheduler noises with scale_noise (at its begin index's sigma)
+        return scheduler.scale_noise(source, start.reshape(1), noise), timesteps
     return scheduler.add_noise(source, noise, start.reshape(1)), timesteps
 
 

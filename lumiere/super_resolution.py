@@ -15,10 +15,11 @@ from .components import module_device
 from .conditioning import feathered_keep, ssr_condition
 from .models.stunet import STUNet
 from .models.temporal import frames_to_video, video_to_frames
-from .multidiffusion import take_window, temporal_windows, windowed_prediction
+from .denoisers import Constrained, Guided, Parametrisation, sample, windowed, with_channels
+from .multidiffusion import temporal_windows
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
-from .request import positive_int
-from .sampling import Progress, constrain_x0, denoise, guided, initial_noise, make_scheduler, sdedit_start
+from .progress import Progress
+from .sampling import initial_noise, make_scheduler, sdedit_start
 
 
 def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, *,
@@ -37,8 +38,9 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
             known region of x0 by the user's pixels every step; ``feather`` is the soft edge where
             they are pasted at the end.
         sampler / guidance: the solver and CFG scale of this call.
-        window / overlap: frames per MultiDiffusion window (default ``options.window``) and frames
-            shared by neighbours (capped at window - 1); ``multidiffusion`` False: no overlap.
+        window / overlap: frames per MultiDiffusion window (default ``options.window``; a positive int,
+            checked by the request) and frames shared by neighbours (capped at window - 1);
+            ``multidiffusion`` False: no overlap.
         steps: the schedule's steps (default ``options.num_inference_steps``); the last
             ``options.strength`` of them run (``options.steps_run``).
         known: (C, M) at output resolution: the user's pixels, kept where M = 1.
@@ -47,7 +49,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     """
     device, dtype = module_device(ssr), ssr.dtype
     scale = int(options.scale)
-    window = positive_int(window if window is not None else options.window, "window")
+    window = int(window if window is not None else options.window)
     overlap = min(int(overlap), window - 1)  # the paper's 2-frame overlap, capped for very short windows
     _, _, frames, height, width = low.shape
     windows = temporal_windows(frames, window, overlap if multidiffusion else 0, circular=loop)
@@ -72,14 +74,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
         timesteps = scheduler.timesteps
         x = noise * scheduler.init_noise_sigma
 
-    def predict(x_in: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        batch = x_in.shape[0]
-
-        def window_prediction(x_window, start, end):
-            conditioning = take_window(upsampled, start, end).expand(batch, -1, -1, -1, -1)
-            return ssr(torch.cat([x_window, conditioning], dim=1), t, states, class_labels=noise_level.expand(batch))
-
-        return windowed_prediction(window_prediction, x_in, windows)
+    model = windowed(with_channels(ssr, upsampled, class_labels=noise_level), windows)
 
     alpha = target = None
     if known is not None:
@@ -95,11 +90,11 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
             x0 = alpha * target + (1 - alpha) * x0
         return x0
 
-    prediction = guided(predict, text, uncond, guidance)
+    denoiser = Guided(model, text, uncond, guidance, Parametrisation(scheduler))
     if every_step or in_loop:
-        prediction = constrain_x0(prediction, scheduler, constrain)
+        denoiser = Constrained(denoiser, constrain)
     with torch.inference_mode(), ssr.looping() if loop and len(windows) == 1 else nullcontext():
-        high = denoise(prediction, x, scheduler, timesteps, generator, progress)
+        high = sample(denoiser, x, scheduler, timesteps, generator, progress)
         if options.low_res_consistency == "final":
             high = low_res_projection(high.float(), low, scale, options.detail_gain).to(dtype)
         if known is not None:

@@ -63,7 +63,7 @@ def tiny_pipe(tiny_pipeline_dir):
 
 
 def bundled_model_available() -> bool:
-    """The app tests run on the bundled model when it is in assets/ (LUMIERE_TEST_TINY=1 forces the tiny one)."""
+    """The bundled model is in assets/ (LUMIERE_TEST_TINY=1 hides it: its tests then skip or use the tiny one)."""
     import os
 
     from lumiere.hub import BUNDLED_MODEL_DIR
@@ -71,13 +71,19 @@ def bundled_model_available() -> bool:
     return (BUNDLED_MODEL_DIR / "model_index.json").is_file() and os.environ.get("LUMIERE_TEST_TINY") != "1"
 
 
+# The markers of a test module whose app serves the bundled model: ``bundled``, and ``browser`` (its pre-rendered
+# examples and README screenshots are the bundled model's). Every other app test serves the tiny random pipeline.
+BUNDLED_APP_MARKERS = ("bundled", "browser")
+
+
 @pytest.fixture(scope="module")
-def app_manager(tiny_pipeline_dir):
-    """A ModelManager over the bundled model (or the tiny random pipeline when it is absent)."""
+def app_manager(request, tiny_pipeline_dir):
+    """A ModelManager over the tiny random pipeline (seconds per request), or over the bundled model for a
+    module marked ``bundled`` or ``browser`` when the bundled model is in assets/."""
     from app.model_manager import ModelManager
     from lumiere import LumierePipeline
 
-    if bundled_model_available():
+    if any(request.node.get_closest_marker(name) for name in BUNDLED_APP_MARKERS) and bundled_model_available():
         return ModelManager(None)
     return ModelManager(pipeline=LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu"))
 

@@ -1,6 +1,8 @@
 """End-to-end tests of the Gradio app through gradio_client (the public API the app serves, see docs/api.md).
 
-The app runs on the bundled model (the tiny random pipeline from conftest when it is absent or LUMIERE_TEST_TINY=1).
+The app serves the tiny random pipeline from conftest (a request takes a fraction of a second). The few checks
+that are about the bundled model (what the header and examples promise, the examples' masks at its resolution,
+its pre-rendered example outputs) are marked ``bundled`` and read assets/ without serving it.
 Most calls use steps=1 and super_resolve=False to stay fast; one call runs the defaults (with SSR).
 """
 import sys
@@ -46,6 +48,25 @@ def check_video(path, frames: int, resolution=None):
 
 def base_frames(manager) -> int:
     return manager.pipe.base_resolution[0]
+
+
+def upload_frames(manager, path) -> int:
+    """The frames an uploaded clip gives at the model's fps (the video tabs keep the upload's duration)."""
+    from lumiere.io import read_video
+
+    return read_video(path, fps=manager.pipe.fps)[0].shape[0]
+
+
+def bundled_config() -> dict:
+    """The bundled model's pipeline config (assets/lumiere-tiny/model_index.json), read without loading it."""
+    import json
+
+    from lumiere.hub import BUNDLED_MODEL_DIR
+
+    index = BUNDLED_MODEL_DIR / "model_index.json"
+    if not index.is_file():
+        pytest.skip("the bundled model is not in assets/")
+    return json.loads(index.read_text())["config"]
 
 
 def mask_png(tmp_path, box=(4, 4, 12, 12), size=16, name="mask.png") -> str:
@@ -103,13 +124,14 @@ def test_inpaint_with_mask_image_and_outpaint(served, tmp_path):
     video = handle_file(str(EXAMPLES / "green_square_sea.mp4"))
     mask = {"background": handle_file(mask_png(tmp_path, (32, 32, 96, 96), size=128)), "layers": [],
             "composite": None}
+    frames = upload_frames(manager, EXAMPLES / "green_square_sea.mp4")
     path, seed = client.predict(video=video, mask=mask, prompt="a green square moving left", seed=2,
                                 api_name="/inpaint", **FAST)
     assert seed == 2
-    check_video(path, base_frames(manager))
+    check_video(path, frames)
     path, _ = client.predict(video=video, prompt="a green square moving left", outpaint=True, seed=2,
                              api_name="/inpaint", **FAST)
-    check_video(path, base_frames(manager))
+    check_video(path, frames)
 
 
 def test_cinemagraph_with_brushed_layer_and_with_separate_mask(served, tmp_path):
@@ -141,7 +163,7 @@ def test_video_to_video(served):
                                 prompt="a white triangle moving down", strength=0.6, seed=6,
                                 api_name="/video_to_video", **FAST)
     assert seed == 6
-    check_video(path, base_frames(manager))
+    check_video(path, upload_frames(manager, EXAMPLES / "red_triangle_sky.mp4"))
 
 
 def test_a_long_upload_comes_back_as_long(served, tmp_path):
@@ -471,7 +493,8 @@ def test_outputs_are_unique_files_in_gradio_temp_dir():
     assert a[1].endswith(".gif") and "seed3" in Path(a[0]).name
 
 
-# ----------------------------------------------------------------------------- an honest app
+# ----------------------------------------------------------------------------- an honest app (the bundled model's)
+@pytest.mark.bundled
 def test_header_and_examples_promise_only_what_the_bundled_model_does():
     """Its model card measures growing / shrinking at 0 % and circling splitting into blobs; left, right, up,
     down work."""
@@ -495,6 +518,7 @@ def test_unknown_prompt_words_are_named_with_the_words_the_model_knows(served):
     assert unknown_words_note(pipe, "a red circle moving left on the grass") is None
 
 
+@pytest.mark.bundled
 def test_inpaint_example_mask_covers_the_objects_path_in_every_frame():
     """The example regenerates the square: its mask must hold the square in every frame, at the brush's
     resolution and at the model's (the example's square used to poke out in frames 0-4 and 11-15)."""
@@ -512,10 +536,31 @@ def test_inpaint_example_mask_covers_the_objects_path_in_every_frame():
     assert path.any(axis=(1, 2)).all()
     assert [int((frame & ~mask).sum()) for frame in path] == [0] * len(path)
     assert mask.mean() < 0.5  # still a region, not the whole frame
-    cell = video.shape[1] // 32  # the bundled model's base resolution: 32 x 32
-    base = mask_tensor(mask, 1, 32, 32)[0].numpy()
-    blocks = path.reshape(len(path), 32, cell, 32, cell).any(axis=(2, 4))
+    _, height, width = bundled_config()["base_resolution"]  # 32 x 32
+    assert video.shape[1] % height == 0 and video.shape[2] % width == 0
+    cell_h, cell_w = video.shape[1] // height, video.shape[2] // width
+    base = mask_tensor(mask, 1, height, width)[0].numpy()
+    blocks = path.reshape(len(path), height, cell_h, width, cell_w).any(axis=(2, 4))
     assert not (blocks & ~base).any()
+
+
+@pytest.mark.bundled
+def test_prerendered_example_outputs_are_the_bundled_models_clips():
+    """The app shows assets/examples/outputs as the bundled model's results: each is a playable clip at the
+    bundled model's output size (base frames, base height and width times the SSR scale)."""
+    from app.examples import EXAMPLES as TABS
+    from app.examples import output_path, outputs_available
+    from lumiere.io import read_video
+
+    config = bundled_config()
+    frames, height, width = config["base_resolution"]
+    scale = config["ssr"]["scale"]
+    rendered = [tab for tab in TABS if outputs_available(tab)]
+    assert rendered, "no tab has its pre-rendered example outputs"
+    for tab in rendered:
+        for index, example in enumerate(TABS[tab]):
+            length = read_video(example["video"], fps=config["fps"])[0].shape[0] if "video" in example else frames
+            check_video(output_path(tab, index), length, (height * scale, width * scale))
 
 
 def inputs_mask(layer: np.ndarray, shape) -> np.ndarray:

@@ -125,3 +125,133 @@ def test_eight_honest_local_clients_are_all_served(served):
     stop_all(manager, hog, [running])
     seeds = sorted(job.result(timeout=180)[1] for job in jobs)
     assert seeds == list(range(8))
+
+
+# ----------------------------------------------------------------------------- the two private Gradio touches
+def test_generate_jobs_reads_gradios_queue():
+    """app.serving.generate_jobs reads Gradio's queue (no public API lists it): this fails loudly when Gradio
+    renames what it reads, instead of the per-client limit letting everyone through."""
+    import gradio as gr
+
+    from app.serving import generate_jobs
+
+    with gr.Blocks() as demo:
+        gr.Button().click(lambda: None, None, None)
+    demo.queue()
+    assert generate_jobs(demo) == []
+    with pytest.raises(RuntimeError, match="generate_jobs"):
+        generate_jobs(SimpleNamespace(_queue=SimpleNamespace()))
+
+
+def test_preprocess_hook_is_still_gradios():
+    """LumiereBlocks.preprocess_data overrides an undocumented Gradio method: if Gradio renames it or changes
+    its parameters, the readable messages for malformed requests would silently stop; this says so."""
+    import inspect
+
+    import gradio as gr
+
+    original = gr.Blocks.__dict__.get("preprocess_data")
+    assert original is not None and inspect.iscoroutinefunction(original)
+    assert list(inspect.signature(original).parameters) == ["self", "block_fn", "inputs", "state", "explicit_call"]
+
+
+# ----------------------------------------------------------------------------- the app's one error boundary
+def test_error_boundary_tells_a_bug_from_a_bad_input(caplog):
+    import logging
+
+    import gradio as gr
+
+    from app.ui import INTERNAL_ERROR, error_boundary
+    from lumiere.errors import InputError
+
+    caplog.set_level(logging.INFO, logger="lumiere.app")
+    ended = []
+    with pytest.raises(gr.Error) as info:
+        with error_boundary("text_to_video", lambda: ended.append(True)):
+            raise ZeroDivisionError("a bug")
+    assert info.value.message == INTERNAL_ERROR and "check your input" not in str(info.value.title).lower()
+    assert ended == [True]
+    bug = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ZeroDivisionError]
+    assert len(bug) == 1 and bug[0].levelno == logging.ERROR  # the full traceback is in the log
+    caplog.clear()
+    with pytest.raises(gr.Error) as info:
+        with error_boundary("text_to_video"):
+            raise InputError("Seed must be a whole number, got 'lucky'.")
+    assert info.value.message == "Seed must be a whole number, got 'lucky'." and info.value.title == "Check your input"
+    assert not any(r.exc_info for r in caplog.records)  # a user's mistake logs one line, no traceback
+
+
+def test_an_unexpected_error_in_a_handler_shows_the_generic_message(served, monkeypatch, caplog):
+    """A bug inside a Generate handler reaches the client as the internal-error message (not "check your
+    input") and its traceback reaches the server log; a LumiereError reaches the client as its own message."""
+    import logging
+
+    from app import inputs
+    from app.ui import INTERNAL_ERROR
+    from lumiere.errors import InputError
+
+    url, _ = served
+    caplog.set_level(logging.INFO, logger="lumiere.app")
+    client = Client(url, verbose=False)
+
+    def buggy(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(inputs, "prompt_text", buggy)
+    with pytest.raises(Exception) as info:
+        client.predict(prompt="a red circle", api_name="/text_to_video", **FAST)
+    assert "inside the app" in str(info.value) and "check your input" not in str(info.value).lower()
+    assert INTERNAL_ERROR.split(";")[0] in str(info.value)
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+    def refused(*args, **kwargs):
+        raise InputError("The prompt says nothing this model knows.")
+
+    monkeypatch.setattr(inputs, "prompt_text", refused)
+    with pytest.raises(Exception, match="The prompt says nothing this model knows"):
+        client.predict(prompt="a red circle", api_name="/text_to_video", **FAST)
+
+
+# ----------------------------------------------------------------------------- one source of option values
+def test_controls_and_checks_share_the_library_options(app_manager):
+    """Each control's range and default is the one its server-side check uses, and the library's (the fps
+    slider once allowed 1-30 while the check allowed 1-60; the outpaint border, style weight and strength
+    defaults were literals that differed from lumiere's)."""
+    import inspect
+
+    import gradio as gr
+
+    from app import inputs
+    from app.ui import Advanced, Studio, build_demo
+    from lumiere import options
+    from lumiere.conditioning import outpaint_mask
+
+    demo = build_demo(app_manager)
+    sliders = {}
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Slider):
+            sliders.setdefault(block.label, []).append(block)
+
+    def only(prefix):
+        found = [s for label, group in sliders.items() if label.startswith(prefix) for s in group]
+        assert found, prefix
+        return found
+
+    studio = Studio(app_manager)
+    for fps in only("Playback fps"):
+        assert (fps.minimum, fps.maximum) == (inputs.MIN_FPS, inputs.MAX_FPS)
+    assert studio.settings(Advanced(fps=inputs.MAX_FPS)).fps == inputs.MAX_FPS
+    with pytest.raises(inputs.InputError, match="between 1 and 60"):
+        studio.settings(Advanced(fps=inputs.MAX_FPS + 1))
+    for guidance in only("Guidance scale"):
+        assert guidance.maximum == options.MAX_GUIDANCE_SCALE
+    for steps in only("Denoising steps"):
+        assert steps.maximum == inputs.MAX_STEPS
+    [weight] = only("Style weight")
+    assert weight.value == options.DEFAULT_STYLE_WEIGHT and (weight.minimum, weight.maximum) == inputs.STYLE_WEIGHT_RANGE
+    [strength] = only("Strength")
+    assert strength.value == options.DEFAULT_STRENGTH
+    [border] = only("Border")
+    library_border = inspect.signature(outpaint_mask).parameters["border"].default
+    assert border.value == inputs.DEFAULT_OUTPAINT_BORDER == library_border
+    assert 0 < border.minimum and border.maximum < 0.5  # inside outpaint_mask's open range

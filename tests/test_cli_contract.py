@@ -12,7 +12,7 @@ import pytest
 from lumiere.cli import main
 from lumiere.errors import InputError
 from lumiere.options import MAX_PROMPT_CHARS, frame_counts
-from lumiere.request import GenerationRequest, check_num_frames
+from lumiere.request import GenerationSettings, check_num_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +147,7 @@ def test_one_frame_rule_for_the_library_the_app_and_the_cli():
         for frames in range(1, 10 * base + 8):
             verdicts = [accepts(check_num_frames, frames, base, factor, "--frames"),
                         accepts(inputs.frames_value, frames, base, factor),
-                        accepts(GenerationRequest.create, "x", defaults=GenerationDefaults(), base_frames=base,
+                        accepts(GenerationSettings.create, "x", defaults=GenerationDefaults(), base_frames=base,
                                 frame_multiple=factor, styles=[], ssr_steps=None, num_frames=frames)]
             assert verdicts == [frames in accepted] * 3, (base, factor, frames, verdicts)
     with pytest.raises(InputError, match=r"got 7 \(try 4 or 8\): this model takes multiples of 4 from 4 to 160"):

@@ -242,3 +242,27 @@ def test_read_image_turns_photos_the_way_up_they_were_taken(tmp_path):
     Image.fromarray(image).save(tmp_path / "phone.png", exif=exif)
     shown = read_image(tmp_path / "phone.png")
     assert shown.shape == (20, 10, 3) and np.array_equal(shown, np.rot90(image, k=-1))
+
+
+def test_a_bug_while_decoding_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    """Only what decoders raise for a bad file becomes "could not decode"; a fault in the code keeps its type
+    and traceback (the front ends log it as a bug)."""
+    import lumiere.io
+    from lumiere.errors import InputError
+
+    path = tmp_path / "clip.mp4"
+    write_video(path, smooth_video(), 8)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(lumiere.io, "_read_ffmpeg", broken)
+    with pytest.raises(ZeroDivisionError):
+        read_video(path)
+
+    def damaged(*args, **kwargs):
+        raise ValueError("Invalid data found when processing input")
+
+    monkeypatch.setattr(lumiere.io, "_read_ffmpeg", damaged)
+    with pytest.raises(InputError, match="Could not decode video 'clip.mp4'"):
+        read_video(path)

@@ -178,14 +178,13 @@ def test_cli_loop_flag_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeyp
     from lumiere.pipeline import LumierePipeline
 
     calls = []
-    for method in ("text_to_video", "cinemagraph"):
-        original = getattr(LumierePipeline, method)
+    original = LumierePipeline.generate
 
-        def spy(self, *args, _original=original, _method=method, **kwargs):
-            calls.append((_method, kwargs.get("loop")))
-            return _original(self, *args, **kwargs)
+    def spy(self, request, **kwargs):
+        calls.append((request.task, request.options.loop))
+        return original(self, request, **kwargs)
 
-        monkeypatch.setattr(LumierePipeline, method, spy)
+    monkeypatch.setattr(LumierePipeline, "generate", spy)
     common = ["--model", str(tiny_pipeline_dir), "--seed", "0", "--steps", "1", "--no-ssr", "--prompt", PROMPT]
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "image.png")
     mask = np.zeros((16, 16), np.uint8)
@@ -208,14 +207,13 @@ def test_app_loop_checkbox_reaches_the_pipeline(tiny_pipeline_dir, monkeypatch):
 
     pipe = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
     calls = []
-    for method in ("text_to_video", "cinemagraph"):
-        original = getattr(pipe, method)
+    original = pipe.generate
 
-        def spy(*args, _original=original, _method=method, **kwargs):
-            calls.append((_method, kwargs.get("loop"), kwargs.get("style")))
-            return _original(*args, **kwargs)
+    def spy(request, **kwargs):
+        calls.append((request.task, request.options.loop, request.options.style))
+        return original(request, **kwargs)
 
-        monkeypatch.setattr(pipe, method, spy)
+    monkeypatch.setattr(pipe, "generate", spy)
     studio = Studio(ModelManager(pipeline=pipe))
     fast = dict(seed=2, steps=1, super_resolve=False)
     TextToVideoTab(studio).endpoint(PROMPT, loop=True, **fast)

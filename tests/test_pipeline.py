@@ -32,7 +32,7 @@ def test_seeds_reproducible_and_independent(tiny_pipe):
     generator = torch.Generator().manual_seed(7)
     assert np.array_equal(a, tiny_pipe.text_to_video("a blue square", generator=generator, super_resolve=False))
     assert not hasattr(tiny_pipe, "last_seed")  # no per-call state on the shared pipeline
-    with pytest.raises(ValueError, match=r"seed must be at most 2\*\*63 - 1"):
+    with pytest.raises(ValueError, match=r"seed must be at most 2\^63-1"):
         tiny_pipe.text_to_video("x", seed=2**63, super_resolve=False)
     with pytest.raises(ValueError, match="either seed or generator"):
         tiny_pipe.text_to_video("a blue square", seed=1, generator=torch.Generator())
@@ -82,13 +82,13 @@ def test_applications_hold_the_known_pixels_at_every_denoising_step(tiny_pipe, m
     """With paste_known the sampler sees the user's pixels in its x0 estimate at every step (not only
     pasted at the end), so the frames it generates are denoised next to them: even with the final paste
     switched off the sample ends on the known pixels, and the generated frames differ from the raw model's."""
-    import lumiere.pipeline as pipeline_module
+    import lumiere.tasks.common as common
     from lumiere.conditioning import image_to_video_condition
 
     image = torch.linspace(-1, 1, 16)[None, None].expand(3, 16, 16).contiguous()
     condition, keep = image_to_video_condition(image, 8)
     raw = tiny_pipe.sample_conditional(condition, keep, "a red circle", seed=0, paste_known=False, super_resolve=False)
-    monkeypatch.setattr(pipeline_module, "_paste", lambda video, condition, keep: video)
+    monkeypatch.setattr(common, "paste", lambda video, condition, keep: video)
     held = tiny_pipe.sample_conditional(condition, keep, "a red circle", seed=0, super_resolve=False)
     expected = np.round((image.permute(1, 2, 0).numpy() + 1) * 127.5)
     assert np.abs(held[0].astype(float) - expected).max() <= 1
@@ -175,7 +175,7 @@ def test_user_pixels_are_kept_at_output_resolution(tiny_pipe):
 
 def test_low_res_projection_and_x0_constraint():
     from lumiere.pipeline import low_res_projection
-    from lumiere.sampling import constrain_x0
+    from lumiere.denoisers import Constrained, Guided, Parametrisation
 
     generator = torch.Generator().manual_seed(0)
     high = torch.randn(1, 3, 2, 8, 8, generator=generator)
@@ -189,11 +189,15 @@ def test_low_res_projection_and_x0_constraint():
     assert torch.allclose(low_res_projection(high, low, 4, 0.25), smooth + 0.25 * (full - smooth), atol=1e-5)
     config = {"num_train_timesteps": 1000, "prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}
     scheduler = make_scheduler(config, "ddim")
-    model = lambda x, t: torch.sin(x)  # noqa: E731
+    model = lambda x, t, states: torch.sin(x)  # noqa: E731
+    denoiser = Guided(model, torch.zeros(1, 2, 4), None, 1.0, Parametrisation(scheduler))
     x, t = torch.randn(1, 3, 2, 8, 8, generator=generator), torch.tensor(500)
-    assert torch.allclose(constrain_x0(model, scheduler, lambda x0: x0)(x, t), model(x, t), atol=1e-5)
+    assert torch.equal(denoiser(x, t).output, torch.sin(x))  # unconstrained: the model's output as it is
+    assert torch.allclose(Constrained(denoiser, lambda x0: x0)(x, t).output, torch.sin(x), atol=1e-5)
     target = torch.zeros_like(x)
-    v = constrain_x0(model, scheduler, lambda x0: target)(x, t)
+    constrained = Constrained(denoiser, lambda x0: target)(x, t)
+    assert torch.equal(constrained.x0, target)
+    v = constrained.output
     a = scheduler.alphas_cumprod[500].sqrt()
     assert torch.allclose(a * x - (1 - a**2).sqrt() * v, target, atol=1e-5)  # the implied x0 is the constrained one
 
@@ -243,13 +247,13 @@ def test_empty_mask_and_bad_arguments_are_rejected(tiny_pipe):
         tiny_pipe.text_to_video("x", num_frames=7)
     with pytest.raises(ValueError, match="unknown style 'oil'.*line drawing"):
         tiny_pipe.text_to_video("x", style="oil")
-    with pytest.raises(ValueError, match="style_weight must be in"):
+    with pytest.raises(ValueError, match="style_weight must be between 0 and 1"):
         tiny_pipe.text_to_video("x", style="line drawing", style_weight=1.5)
     with pytest.raises(TypeError, match="prompt must be a string"):
         tiny_pipe.text_to_video(None)
     with pytest.raises(ValueError, match="image must be an RGB array"):
         tiny_pipe.image_to_video(np.zeros((4, 4, 4, 4), np.uint8), "x")
-    with pytest.raises(ValueError, match="strength must be in"):
+    with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         tiny_pipe.video_to_video(np.zeros((8, 16, 16, 3), np.uint8), "x", strength=2)
     with pytest.raises(ValueError, match="unknown sampler"):
         tiny_pipe.text_to_video("x", sampler="magic")

@@ -1,5 +1,5 @@
 """The library pieces behind the app's live preview, its unknown-word warning and the cinemagraph's soft edges:
-the step callback's x0 estimate (``sampling.Progress``), the closed-vocabulary check
+the step callback's x0 estimate (``progress.Progress``), the closed-vocabulary check
 (``LumierePipeline.known_words`` / ``unknown_words``) and the feathered cinemagraph mask
 (``conditioning.cinemagraph_condition(feather=, fade_frames=)``)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from conftest import TINY_WORDS, bundled_model_available
 
 from lumiere.components import known_words, unknown_words
 from lumiere.conditioning import CINEMAGRAPH_FADE_FRAMES, CINEMAGRAPH_FEATHER, cinemagraph_condition
-from lumiere.sampling import Progress
+from lumiere.progress import Progress
 
 
 # ----------------------------------------------------------------------------- the x0 estimate

@@ -103,7 +103,8 @@ def test_solvers_without_variance_use_the_first_channels(sampler):
     """A 2C-channel prediction samples exactly like its first C channels (guidance and x0 constraints
     included), except with DDPM's learned variance, which reads the other C."""
     from lumiere.build import DEFAULT_SCHEDULER
-    from lumiere.sampling import constrain_x0, denoise, guided, make_scheduler
+    from lumiere.denoisers import Constrained, Guided, Parametrisation, sample
+    from lumiere.sampling import make_scheduler
 
     weights = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
 
@@ -125,8 +126,9 @@ def test_solvers_without_variance_use_the_first_channels(sampler):
             scheduler = make_scheduler(config, sampler)
             scheduler.set_timesteps(3)
             x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * scheduler.init_noise_sigma
-            prediction = constrain_x0(guided(predict, text, uncond, 3.0), scheduler, lambda x0: x0.clamp(-1, 1))
-            results.append(denoise(prediction, x, scheduler, scheduler.timesteps, torch.Generator().manual_seed(2)))
+            denoiser = Constrained(Guided(predict, text, uncond, 3.0, Parametrisation(scheduler)),
+                                   lambda x0: x0.clamp(-1, 1))
+            results.append(sample(denoiser, x, scheduler, scheduler.timesteps, torch.Generator().manual_seed(2)))
         assert results[0].shape == (1, 3, 8, 8) and torch.isfinite(results[0]).all()
         if learned:
             assert not torch.allclose(results[0], results[1])  # the learned variance is used

@@ -14,11 +14,13 @@ resnets / attentions / resamplers per frame and inserting the temporal modules:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 import torch.utils.checkpoint
@@ -28,8 +30,9 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..hub import read_json, read_safetensors
+from ..options import bounded, from_mapping
 from .temporal import (TemporalAttentionStack, TemporalConvBlock, TemporalDownsample, TemporalUpsample,
                        TextAttentionPool, clip_time_features, frames_to_video, looping, video_to_frames)
 
@@ -44,6 +47,69 @@ CLIP_TIME_FEATURES = 16  # Fourier features of a frame's place in the clip (moti
 # ignore config.json's STUNet keys). Folders written before keep the diffusers name, read as they are.
 WEIGHTS_NAME = "stunet.safetensors"
 LEGACY_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+TEXT_POOLING = ("mean", "attention")
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """STUNet's temporal options, with their defaults: the one list of them. ``STUNet`` is built from one
+    and saves it as the top-level keys of its ``config.json`` (next to ``t2i``); a model config's
+    ``model.temporal`` section is one (without ``extra_input_channels``, which the builder sets per model).
+    """
+
+    temporal_resize: bool = True  # temporal down/up-sampling next to the spatial ones (False: fixed frame count)
+    temporal_attention_depth: int = bounded(2, min=1)  # attention blocks per coarsest-level temporal stack
+    temporal_kernel_size: int = bounded(3, min=1)  # odd: frames seen by each temporal conv / resampler
+    temporal_head_dim: int = bounded(64, min=1)  # channels per temporal attention head
+    extra_input_channels: int = bounded(0, min=0)  # conv_in inputs beyond the T2I's (conditional model: C, M)
+    motion_conditioning: bool = False  # text x clip-time x position conditioning of the temporal layers
+    spatial_kernel_size: int = bounded(3, min=0)  # odd, or 0: the conv blocks' per-frame spatial convs left out
+    text_pooling: str = "attention"    # how the prompt tokens become the conv blocks' vector: "mean" / "attention"
+    condition_every_level: bool = False  # conditional model: (C, M) added at every level (ConditionInjection)
+
+    # What a saved config without a key was built with: configs written before these options existed.
+    SAVED_BEFORE: ClassVar[dict] = {"spatial_kernel_size": 0, "text_pooling": "mean"}
+
+    def __post_init__(self):
+        if self.text_pooling not in TEXT_POOLING:
+            raise InputError(f"text_pooling must be 'mean' or 'attention', got {self.text_pooling!r}")
+        if self.temporal_kernel_size % 2 == 0:  # an even kernel's padding would add a frame per conv
+            raise InputError(f"temporal_kernel_size must be odd, got {self.temporal_kernel_size}")
+        if self.spatial_kernel_size % 2 == 0 and self.spatial_kernel_size:
+            raise InputError(f"spatial_kernel_size must be odd or 0 (no spatial convs), got {self.spatial_kernel_size}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "the temporal options",
+                  exclude: tuple[str, ...] = ()) -> "TemporalConfig":
+        """Parse a mapping of these options (``options.from_mapping``: keys, types and ranges checked);
+        ``exclude``: fields the mapping may not set.
+
+        Raises:
+            InputError: an unknown key or a bad value, naming ``where``.key.
+        """
+        return from_mapping(cls, values, where, exclude=exclude)
+
+    @classmethod
+    def of(cls, config: "TemporalConfig | dict | None" = None, where: str = "the temporal options",
+           **options) -> "TemporalConfig":
+        """``config`` (a TemporalConfig, a dict of its keys or None: the defaults) with ``options`` over it,
+        checked as :meth:`from_dict` does."""
+        values = dataclasses.asdict(config) if isinstance(config, cls) else dict(config or {})
+        return cls.from_dict({**values, **options}, where)
+
+    @classmethod
+    def from_saved(cls, config: dict, where: str = "the STUNet config") -> "TemporalConfig":
+        """The options of a saved STUNet ``config.json`` (its other keys: ``t2i``, diffusers' "_" keys);
+        a key it lacks is what the model was built with before that option existed (``SAVED_BEFORE``),
+        else the default."""
+        values = {k: v for k, v in config.items() if k != "t2i"}
+        return cls.from_dict({**cls.SAVED_BEFORE, **values}, where)
+
+    def to_dict(self) -> dict:
+        """The saved form: ``config.json``'s keys besides ``t2i``."""
+        return dataclasses.asdict(self)
 
 
 def _check_supported(unet: UNet2DConditionModel) -> None:
@@ -86,38 +152,22 @@ class STUNet(nn.Module):
 
     circular = False  # inside ``looping()``: the clip is a seamless loop
 
-    def __init__(
-        self,
-        unet: UNet2DConditionModel,
-        *,
-        temporal_resize: bool = True,
-        temporal_attention_depth: int = 2,
-        temporal_kernel_size: int = 3,
-        temporal_head_dim: int = 64,
-        extra_input_channels: int = 0,
-        freeze_spatial: bool = True,
-        motion_conditioning: bool = False,
-        spatial_kernel_size: int = 3,
-        text_pooling: str = "attention",
-        condition_every_level: bool = False,
-    ):
+    def __init__(self, unet: UNet2DConditionModel, config: TemporalConfig | dict | None = None, *,
+                 freeze_spatial: bool = True, **options):
+        """``config``: the temporal options (:class:`TemporalConfig`, or a dict of its keys; ``options`` over
+        it). ``freeze_spatial``: turn the T2I's ``requires_grad`` off (it is not saved: a loaded model is
+        frozen)."""
         super().__init__()
+        config = TemporalConfig.of(config, "STUNet", **options)
         _check_supported(unet)
-        if temporal_attention_depth < 1:
-            raise ValueError(f"temporal_attention_depth must be >= 1, got {temporal_attention_depth}")
         self.t2i = unet
-        self.temporal_resize = temporal_resize
-        self.temporal_attention_depth = temporal_attention_depth
-        self.temporal_kernel_size = temporal_kernel_size
-        self.temporal_head_dim = temporal_head_dim
-        self.extra_input_channels = 0
-        self.condition_every_level = condition_every_level
+        # extra input channels are added below by expand_input_channels, which counts them here
+        self.temporal_config = dataclasses.replace(config, extra_input_channels=0)
         self.condition_injection: ConditionInjection | None = None
-        self.motion_conditioning = motion_conditioning
-        self.spatial_kernel_size = spatial_kernel_size
-        if text_pooling not in ("mean", "attention"):
-            raise ValueError(f"text_pooling must be 'mean' or 'attention', got {text_pooling!r}")
-        self.text_pooling = text_pooling
+        motion_conditioning, text_pooling = config.motion_conditioning, config.text_pooling
+        temporal_attention_depth, temporal_head_dim = config.temporal_attention_depth, config.temporal_head_dim
+        temporal_kernel_size, spatial_kernel_size = config.temporal_kernel_size, config.spatial_kernel_size
+        temporal_resize = config.temporal_resize
 
         coarsest = len(unet.down_blocks) - 1
         # Per-video conditioning of the temporal conv blocks: the U-Net's timestep embedding plus a
@@ -173,8 +223,8 @@ class STUNet(nn.Module):
         )
         self.temporal_downsampling_factor = 2 ** sum(isinstance(m, TemporalDownsample) for m in self.down_resample)
 
-        if extra_input_channels:
-            self.expand_input_channels(extra_input_channels)
+        if config.extra_input_channels:
+            self.expand_input_channels(config.extra_input_channels)
         if freeze_spatial:
             self.t2i.requires_grad_(False)
         self.gradient_checkpointing = False
@@ -236,7 +286,7 @@ class STUNet(nn.Module):
         if extra <= 0:
             return
         if condition_every_level is not None:
-            self.condition_every_level = condition_every_level
+            self.temporal_config = dataclasses.replace(self.temporal_config, condition_every_level=condition_every_level)
         old = self.t2i.conv_in
         new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, old.stride, old.padding)
         new = new.to(device=old.weight.device, dtype=old.weight.dtype)
@@ -245,7 +295,8 @@ class STUNet(nn.Module):
             new.weight[:, : old.in_channels].copy_(old.weight)
             new.bias.copy_(old.bias)
         self.t2i.conv_in = new
-        self.extra_input_channels += extra
+        self.temporal_config = dataclasses.replace(self.temporal_config,
+                                                   extra_input_channels=self.extra_input_channels + extra)
         if self.condition_every_level:
             self.condition_injection = ConditionInjection(self.t2i, self.extra_input_channels).to(
                 device=old.weight.device, dtype=old.weight.dtype)
@@ -381,40 +432,22 @@ class STUNet(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     @property
     def config(self) -> dict:
+        """What ``config.json`` holds: the T2I U-Net's diffusers config and the :class:`TemporalConfig`."""
         t2i_config = {k: v for k, v in dict(self.t2i.config).items() if not k.startswith("_")}
-        return {
-            "_class_name": "STUNet",
-            "t2i": t2i_config,
-            "temporal_resize": self.temporal_resize,
-            "temporal_attention_depth": self.temporal_attention_depth,
-            "temporal_kernel_size": self.temporal_kernel_size,
-            "temporal_head_dim": self.temporal_head_dim,
-            "extra_input_channels": self.extra_input_channels,
-            "motion_conditioning": self.motion_conditioning,
-            "spatial_kernel_size": self.spatial_kernel_size,
-            "text_pooling": self.text_pooling,
-            "condition_every_level": self.condition_every_level,
-        }
+        return {"_class_name": "STUNet", "t2i": t2i_config, **self.temporal_config.to_dict()}
 
     @staticmethod
     def downsampling_factor_of(config: dict) -> int:
         """N for a saved STUNet config without building the model: every down block but the last
         down-samples in space, and (with temporal_resize) in time too."""
-        if not config.get("temporal_resize", True):
+        if not TemporalConfig.from_saved(config).temporal_resize:
             return 1
         return 2 ** (len(config["t2i"]["down_block_types"]) - 1)
 
     @classmethod
     def from_config(cls, config: dict) -> "STUNet":
-        unet = UNet2DConditionModel.from_config(config["t2i"])
-        options = {k: config[k] for k in (
-            "temporal_resize", "temporal_attention_depth", "temporal_kernel_size", "temporal_head_dim",
-            "extra_input_channels", "motion_conditioning", "spatial_kernel_size", "text_pooling",
-            "condition_every_level") if k in config}
-        # Configs written before these options existed: temporal convs only, mean-pooled text.
-        options.setdefault("spatial_kernel_size", 0)
-        options.setdefault("text_pooling", "mean")
-        return cls(unet, **options)
+        """A STUNet (random weights) from a saved ``config.json`` (:meth:`TemporalConfig.from_saved`)."""
+        return cls(UNet2DConditionModel.from_config(config["t2i"]), TemporalConfig.from_saved(config))
 
     @staticmethod
     def weights_file(directory: str | os.PathLike) -> Path:
@@ -473,14 +506,13 @@ class STUNet(nn.Module):
 class ConditionInjection(nn.Module):
     """(C, M) read at every U-Net level, not only by ``conv_in`` (conditional model, an extension).
 
-    Why: with ``conv_in`` alone the bundled conditional model barely reads C (its frame-0 x0 prediction
-    under I2V conditioning is no better than its guesses for the frames it invents, 19.6 vs 20.1 dB at
-    t = 999): C shares the finest level's few channels with the noisy input and passes every GroupNorm
-    on the way out. Here (C, M), average-pooled to each level's frames and size, is added through a
+    Why: read through ``conv_in`` alone, C shares the finest level's few channels with the noisy input
+    and passes every GroupNorm on the way out, so a model can learn to barely read it (measured in
+    docs/research/). Here (C, M), average-pooled to each level's frames and size, is added through a
     zero-initialised 3x3 conv at the input of every down level below the first and at the output of
     every up level, the last one after the output norm, right before ``conv_out`` (a norm-free path to
     the prediction). Zero init keeps the model equal to the plain widened one until trained. Off by
-    default (``condition_every_level``); what it measured on the bundled recipe is in docs/research/.
+    default (``condition_every_level``).
     """
 
     def __init__(self, unet: UNet2DConditionModel, condition_channels: int):
@@ -538,15 +570,8 @@ def _resample(module: nn.Module, x: torch.Tensor, temb: torch.Tensor, size=None)
     return module(x)
 
 
-def inflate(
-    unet: UNet2DConditionModel,
-    *,
-    temporal_resize: bool = True,
-    temporal_attention_depth: int = 2,
-    extra_input_channels: int = 0,
-    copy: bool = False,
-    **options,
-) -> STUNet:
+def inflate(unet: UNet2DConditionModel, config: TemporalConfig | dict | None = None, *, copy: bool = False,
+            freeze_spatial: bool = True, **options) -> STUNet:
     """Inflate a pretrained T2I U-Net into a Space-Time U-Net.
 
     The STUNet uses ``unet``'s modules themselves, not copies (no second copy of gigabytes of weights),
@@ -555,19 +580,27 @@ def inflate(
     weights trains it. Two STUNets inflated from one U-Net share its weights, and widening one's
     ``conv_in`` breaks the other. ``copy=True`` inflates a deep copy instead and leaves ``unet`` as it was.
 
-    ``temporal_resize=False`` builds the conventional fixed-temporal-resolution inflation with the
-    same temporal blocks. ``extra_input_channels`` widens the first conv for the conditional model.
-    Other ``options`` are STUNet's (temporal kernel / head sizes, ``motion_conditioning``, ...).
+    ``config``: the temporal options, a :class:`TemporalConfig` (or a dict of its keys; default: its
+    defaults), with keyword ``options`` over it, e.g. ``temporal_resize=False`` (the conventional
+    fixed-temporal-resolution inflation with the same temporal blocks) or ``extra_input_channels`` (the
+    conditional model's wider first conv).
 
     Raises:
+        InputError: an unknown option or a bad value (named in the message).
         TypeError: ``unet`` is not a diffusers UNet2DConditionModel.
         ValueError: a block type or addition embedding STUNet cannot inflate (named in the message).
     """
+    config = TemporalConfig.of(config, "inflate()", **options)
     _check_supported(unet)  # before a copy of a model that would be refused anyway
-    return STUNet(
-        deepcopy(unet) if copy else unet,
-        temporal_resize=temporal_resize,
-        temporal_attention_depth=temporal_attention_depth,
-        extra_input_channels=extra_input_channels,
-        **options,
-    )
+    return STUNet(deepcopy(unet) if copy else unet, config, freeze_spatial=freeze_spatial)
+
+
+def _temporal_option(name: str) -> property:
+    return property(lambda self: getattr(self.temporal_config, name),
+                    doc=f"``temporal_config.{name}`` (read-only: :class:`TemporalConfig`).")
+
+
+# STUNet's options read as attributes (``stunet.extra_input_channels``), from the one list of them.
+for _field in dataclasses.fields(TemporalConfig):
+    setattr(STUNet, _field.name, _temporal_option(_field.name))
+del _field

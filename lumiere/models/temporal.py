@@ -43,7 +43,7 @@ class TemporalConv(nn.Conv3d):
 
     Same parameters (names, shapes) as ``nn.Conv3d``; the forward runs it as the equivalent (k, 1)
     Conv2d over the (B, C, T, H*W) view, which takes the oneDNN/cuDNN 2D path instead of PyTorch's
-    slow im2col Conv3d on CPU (1.2-2.8x faster per conv, see benchmarks/RESULTS.md).
+    slow im2col Conv3d on CPU (faster per conv: measured in benchmarks/RESULTS.md).
     """
 
     circular = False  # wrap around in time (a seamless loop; set by ``looping``) instead of zero padding

@@ -25,9 +25,8 @@ from .temporal import frames_to_video, video_to_frames
 # or "autoencoder", AutoencoderKL constructor arguments (a tiny random VAE), built reproducibly from "seed".
 VAE_KEYS = ("pretrained", "subfolder", "autoencoder", "seed")
 # Frames per VAE encode / decode call: bounds the decoder's activation memory while still batching the
-# work. Measured with SD 1.5's VAE shape on CPU (fp32): +215 MiB peak per 256x256 frame decoded at once
-# (8 frames: +1.7 GiB one-shot, +0.4 GiB one per call), so ~0.85 GiB per 512x512 frame: an 80-frame
-# clip decoded in one call would need ~70 GiB.
+# work. Why: the decoder's peak memory grows with every frame decoded at once, so a whole clip at SD
+# resolution in one call would need tens of GiB (measured in docs/research/full-config-planning.md).
 DEFAULT_FRAMES_PER_CALL = 8
 
 

@@ -1,9 +1,10 @@
 """A training config (``configs/*.json``) parsed once into dataclasses.
 
-Every section rejects keys it does not know, naming the key and the allowed ones, so a typo fails
-when the run starts rather than training hours with a default; keys starting with "_" are comments.
-The sections handed whole to another constructor (``t2i.unet`` to diffusers, ``temporal`` to
-``inflate``, ``scheduler`` to the diffusers scheduler) stay dicts: those check their own keys.
+Every section rejects keys it does not know, naming the key and the allowed ones, and every value of
+the wrong type or out of range (``options.from_mapping`` / ``check_types``), so a typo fails when the
+run starts rather than training hours with a default; keys starting with "_" are comments. The
+sections handed whole to diffusers (``t2i.unet``, ``vae.autoencoder``, ``ssr.unet``) stay dicts: diffusers
+checks those; the ``scheduler`` section stays a dict of checked diffusers keys.
 
 Layout::
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..build import ModelConfig
 from ..errors import InputError
-from ..options import check_keys
+from ..options import bounded, check_keys, check_types, from_mapping
 from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
@@ -41,7 +42,7 @@ class DataConfig:
 
     type: str = "procedural"
     seed: int = 0
-    length: int = 1_000_000   # procedural: items per epoch
+    length: int = bounded(1_000_000, min=1)  # procedural: items per epoch
     root: str | None = None    # real: the folder the metadata's paths are relative to; folder: the videos' folder
     metadata: str | None = None  # real: CSV/JSONL with path,caption rows, or WebVid's own CSV
     fps: float | None = None   # real / folder / webdataset: clip frame rate (None: the model's fps)
@@ -55,12 +56,8 @@ class DataConfig:
     # bound a GPU run. The SSR stage's crops are still rendered by the workers.
     render_on_device: bool = False
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "DataConfig":
-        values = check_keys(values, _fields(cls), "data")
-        if isinstance(values.get("shards"), list):
-            values["shards"] = tuple(values["shards"])
-        data = cls(**values)
+    def __post_init__(self):
+        data = self
         if data.type not in DATA_TYPES:
             raise InputError(f"data.type must be one of {', '.join(DATA_TYPES)}, got {data.type!r}")
         if data.type == "real" and not (data.root and data.metadata):
@@ -82,7 +79,10 @@ class DataConfig:
         if data.fps is not None and (isinstance(data.fps, bool) or not isinstance(data.fps, (int, float))
                                      or not data.fps > 0):
             raise InputError(f"data.fps must be a positive number of frames per second, got {data.fps!r}")
-        return data
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "DataConfig":
+        return from_mapping(cls, values, "data")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class StageConfig:
     settings: dict = field(default_factory=dict)  # TrainSettings keys over the config's "train"
     finetune_pretrained: bool = False  # t2i: train a model.t2i.pretrained T2I too (default: skip the stage)
     init_from: str | None = None    # temporal / ssr: a saved STUNet to continue (no re-inflation / image phase)
-    crop: int = 64                  # ssr: side of the high-res training crops
-    train_window: int | None = None  # ssr: frames per training window (None: the model's ssr.window)
+    crop: int = bounded(64, min=1)  # ssr: side of the high-res training crops
+    train_window: int | None = bounded(None, min=1)  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase
     video: dict = field(default_factory=dict)  # ssr: ... of the video (temporal layers) phase
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
@@ -101,15 +101,23 @@ class StageConfig:
 
     @classmethod
     def from_dict(cls, stage: str, values: dict | None) -> "StageConfig":
+        """Parse ``stages.<stage>``: its TrainSettings overrides (each value type-checked; the merged settings
+        are checked by ``RunConfig.from_dict``) and the stage's own keys.
+
+        Raises:
+            InputError: an unknown key or a bad value, naming ``stages.<stage>``.key.
+        """
         where = f"stages.{stage}"
         own = STAGE_KEYS.get(stage, ())
         values = check_keys(values, _fields(TrainSettings) | set(own), where)
         if "text_embedding_cache" in values:  # Workspace.text_encoder reads it once for every stage
             raise InputError(f"{where}.text_embedding_cache: set it in the config's train section (one cache for every stage)")
-        settings = {k: v for k, v in values.items() if k not in own}
-        for phase in ("image", "video"):
-            check_keys(values.get(phase), _fields(TrainSettings), f"{where}.{phase}")
+        settings = check_types(TrainSettings, {k: v for k, v in values.items() if k not in own}, where)
         extras = {k: v for k, v in values.items() if k in own}
+        for phase in ("image", "video"):
+            if phase in extras:
+                section = check_keys(extras[phase], _fields(TrainSettings), f"{where}.{phase}")
+                extras[phase] = check_types(TrainSettings, section, f"{where}.{phase}")
         if "styles" in extras:
             styles = extras["styles"]
             if isinstance(styles, dict):  # {name: folder of that style's images}
@@ -120,6 +128,7 @@ class StageConfig:
             elif not isinstance(styles, (list, tuple)) or not all(isinstance(name, str) for name in styles):
                 raise InputError(f"{where}.styles must be a list of style names or a mapping name -> image folder")
             extras["styles"] = tuple(styles)
+        extras = check_types(cls, extras, where)
         return cls(settings=settings, **extras)
 
 
@@ -158,7 +167,7 @@ class RunConfig:
         """
         parts = {}
         for stage in stages:
-            if stage == "t2i" and self.model.t2i.get("pretrained") and not self.stage("t2i").finetune_pretrained:
+            if stage == "t2i" and self.model.t2i.pretrained and not self.stage("t2i").finetune_pretrained:
                 continue  # skipped: a pretrained T2I is used as it is
             if stage == "ssr" and self.model.ssr is None:
                 continue
@@ -182,12 +191,17 @@ class RunConfig:
         values = check_keys(values, _fields(cls), "the config")
         if "model" not in values:
             raise InputError("the config has no 'model' section")
-        TrainSettings.from_dict(values.get("train") or {}, "train")
+        check_types(cls, {k: v for k, v in values.items() if k == "output_dir"}, "the config")
+        train = check_keys(values.get("train"), _fields(TrainSettings), "train")
+        TrainSettings.from_dict(train, "train")  # its own rules, then every value's type and range
         stages = check_keys(values.get("stages"), STAGES, "stages")
         config = cls(model=ModelConfig.from_dict(values["model"]), data=DataConfig.from_dict(values.get("data")),
-                     train=dict(values.get("train") or {}),
+                     train=train,
                      stages={name: StageConfig.from_dict(name, section) for name, section in stages.items()},
                      output_dir=values.get("output_dir"))
+        for stage in STAGES:  # every stage's merged settings, so a bad combination fails now, not stages later
+            for phase in ("image", "video") if stage == "ssr" else (None,):
+                config.settings(stage, phase)
         config.check_styles(config.stage("style").styles)
         return config
 

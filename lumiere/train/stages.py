@@ -34,7 +34,7 @@ from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import NoisePrior, SSROptions
-from ..sampling import initial_noise, noise_schedule_config
+from ..sampling import flow_shift, initial_noise, is_flow, make_scheduler, noise_schedule_config
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, train
 from .processes import process_state
@@ -58,11 +58,19 @@ class DiffusionObjective(nn.Module):
 
     ``noise_prior`` (``options.NoisePrior``) correlates a video's noise across frames; it is drawn by
     ``sampling.initial_noise``, the function sampling draws with, so both see the same prior.
+
+    A rectified-flow model (``sampling.is_flow``: ``FlowMatchEulerDiscreteScheduler`` with its ``shift`` s)
+    trains as SD3: σ = sigmoid(n), n ~ N(``logit_normal``) (mean 0, std 1 by default), shifted as the
+    scheduler shifts (σ' = s σ / (1 + (s - 1) σ), ``sampling.flow_shift``), x_t = (1 - σ') x0 + σ' eps,
+    target the velocity eps - x0, the model's timestep σ' x T (as diffusers' flow pipelines feed it).
+    ``terminal_fraction`` keeps its meaning: that share of draws at the top 1% of noise, σ' in (0.99, 1].
+    ``timestep_sampling`` "high_noise" (a DDPM t-curve) and Min-SNR weighting (defined on a DDPM
+    schedule's SNR) are refused for it. ``schedule`` is then the flow scheduler (``sampling.make_scheduler``).
     """
 
     def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1, timestep_sampling: str = "uniform",
                  loss_weighting: str = "none", min_snr_gamma: float = 5.0, terminal_fraction: float = 0.0,
-                 noise_prior: NoisePrior | None = None):
+                 noise_prior: NoisePrior | None = None, logit_normal: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.noise_prior = noise_prior or NoisePrior()
         if not 0.0 <= terminal_fraction <= 1.0:
@@ -72,8 +80,17 @@ class DiffusionObjective(nn.Module):
             raise ValueError(f"timestep_sampling must be 'uniform' or 'high_noise', got {timestep_sampling!r}")
         if loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting must be 'none' or 'min_snr', got {loss_weighting!r}")
-        self.schedule = DDPMScheduler.from_config(noise_schedule_config(scheduler_config))
-        self.prediction_type = self.schedule.config.prediction_type
+        self.flow = is_flow(scheduler_config)
+        if self.flow:
+            if timestep_sampling != "uniform" or loss_weighting != "none":
+                raise ValueError("a rectified-flow model draws its noise levels logit-normal and trains with plain "
+                                 f"MSE: timestep_sampling {timestep_sampling!r} / loss_weighting {loss_weighting!r} "
+                                 "are DDPM-schedule options")
+            self.schedule = make_scheduler(scheduler_config)
+            self.prediction_type, self.logit_normal = "flow", logit_normal
+        else:
+            self.schedule = DDPMScheduler.from_config(noise_schedule_config(scheduler_config))
+            self.prediction_type = self.schedule.config.prediction_type
         self.caption_dropout = caption_dropout
         self.timestep_sampling, self.loss_weighting, self.min_snr_gamma = timestep_sampling, loss_weighting, min_snr_gamma
 
@@ -85,12 +102,23 @@ class DiffusionObjective(nn.Module):
         noise = initial_noise(clean.shape, None, clean.device, clean.dtype, self.noise_prior)
         if timesteps is None:
             timesteps = self.sample_timesteps(clean.shape[0], clean.device)
+        if self.flow:  # x_t = (1 - σ) x0 + σ eps, target eps - x0; the timestep is σ x T
+            sigma = (timesteps.float() / self.schedule.config.num_train_timesteps).to(clean.dtype)
+            sigma = sigma.reshape(-1, *[1] * (clean.ndim - 1))
+            return (1 - sigma) * clean + sigma * noise, timesteps, noise - clean
         noisy = self.schedule.add_noise(clean, noise, timesteps)
         target = self.schedule.get_velocity(clean, noise, timesteps) if self.prediction_type == "v_prediction" else noise
         return noisy, timesteps, target
 
     def sample_timesteps(self, count: int, device) -> torch.Tensor:
         total = self.schedule.config.num_train_timesteps
+        if self.flow:  # logit-normal σ, shifted as the scheduler shifts; the top-1% draws at σ' in (0.99, 1]
+            mean, std = self.logit_normal
+            sigma = flow_shift(torch.sigmoid(mean + std * torch.randn(count, device=device)), self.schedule.config.shift)
+            if self.terminal_fraction > 0:
+                terminal = torch.rand(count, device=device) < self.terminal_fraction
+                sigma = torch.where(terminal, 1 - 0.01 * torch.rand(count, device=device), sigma)
+            return sigma * total
         if self.timestep_sampling == "high_noise":
             u = torch.rand(count, device=device)
             timesteps = (total * (1 - u**2)).long().clamp(0, total - 1)
@@ -434,7 +462,7 @@ class Workspace:
                                          "loss_weighting": settings.loss_weighting,
                                          "min_snr_gamma": settings.min_snr_gamma,
                                          "terminal_fraction": settings.terminal_fraction,
-                                         "noise_prior": NoisePrior.from_config(self.model.noise_prior)}
+                                         "noise_prior": self.model.noise_prior}
         return DiffusionObjective(self.scheduler_config, settings.caption_dropout, **options)
 
     def text_encoder(self) -> TextEncoder:
@@ -458,8 +486,8 @@ class Workspace:
         if (t2i_dir / "text_encoder" / "config.json").is_file():
             return TextEncoder.from_pretrained(t2i_dir / "text_encoder", t2i_dir / "tokenizer")
         encoder = build_text_encoder(self.model.text_encoder)
-        if self.model.text_encoder.get("max_length"):  # a pretrained encoder: the config's prompt length
-            encoder.max_length = int(self.model.text_encoder["max_length"])
+        if self.model.text_encoder.max_length:  # a pretrained encoder: the config's prompt length
+            encoder.max_length = self.model.text_encoder.max_length
         return encoder
 
     def vae(self):
@@ -485,7 +513,7 @@ class Workspace:
         final = self.root / "t2i" / "final" / "unet"
         if (final / "config.json").is_file():
             return UNet2DConditionModel.from_pretrained(str(final), use_safetensors=True)
-        if self.model.t2i.get("pretrained"):
+        if self.model.t2i.pretrained:
             return build_t2i_unet(self.model.t2i, 0)
         raise FileNotFoundError(f"no T2I U-Net at {final}: run the t2i stage first (or set t2i.pretrained)")
 
@@ -604,9 +632,9 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     is skipped with a log line (the video stages inflate it as published) unless the config opts in
     with ``stages.t2i.finetune_pretrained``."""
     settings = ws.settings("t2i", **overrides)
-    pretrained = bool(ws.model.t2i.get("pretrained"))
+    pretrained = bool(ws.model.t2i.pretrained)
     if pretrained and not ws.config.stage("t2i").finetune_pretrained:
-        reason = (f"model.t2i.pretrained is set ({ws.model.t2i['pretrained']}): the video stages use it as it is; "
+        reason = (f"model.t2i.pretrained is set ({ws.model.t2i.pretrained}): the video stages use it as it is; "
                   f"set stages.t2i.finetune_pretrained to true in the config to fine-tune it")
         process_state().print(f"t2i: skipped: {reason}")
         return {"skipped": reason}
@@ -650,7 +678,7 @@ def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
 def _initial_stunet(ws: Workspace, text_encoder: TextEncoder) -> STUNet:
     base = _stunet_to_continue(ws, "temporal", text_encoder)
     if base is None:
-        return inflate(ws.t2i_unet(), **ws.model.temporal)
+        return inflate(ws.t2i_unet(), ws.model.temporal)
     if base.extra_input_channels:
         raise InputError(f"stages.temporal.init_from: {ws.config.stage('temporal').init_from} is a conditional "
                          f"model ({base.extra_input_channels} extra input channels); the temporal stage trains the base")
@@ -667,9 +695,11 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
         raise InputError(f"stages.{stage}.init_from: no STUNet config.json in {directory}")
     model = STUNet.from_pretrained(directory)
     # The config's temporal options describe the model the run trains: a STUNet saved with others would be
-    # trained (and exported) as it is, under a config that says something else.
-    differ = {key: (value, model.config.get(key)) for key, value in ws.model.temporal.items()
-              if not key.startswith("_") and key in model.config and model.config[key] != value}
+    # trained (and exported) as it is, under a config that says something else. The stage checks the two
+    # options that differ per model itself (the base's / SSR's temporal resizing, a conditional's inputs).
+    wanted, saved = ws.model.temporal.to_dict(), model.temporal_config.to_dict()
+    differ = {key: (value, saved[key]) for key, value in wanted.items()
+              if key not in ("temporal_resize", "extra_input_channels") and saved[key] != value}
     if differ:
         listed = ", ".join(f"{key} {saved!r} (config: {wanted!r})" for key, (wanted, saved) in differ.items())
         raise InputError(f"stages.{stage}.init_from: {directory} was saved with {listed}: inflate it with this "
@@ -687,7 +717,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     text_encoder = ws.text_encoder()
     conditional = ws.load_stunet("base")  # start from the trained temporal layers
     conditional.expand_input_channels(conditional.in_channels + 1,
-                                      ws.model.temporal.get("condition_every_level", False))
+                                      ws.model.temporal.condition_every_level)
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
@@ -732,7 +762,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
         image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
         image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings),
                              image_settings, ws.root / "ssr" / "image", resume, "ssr-image")
-        ssr = inflate(unet, temporal_resize=False, **ws.model.temporal)
+        ssr = inflate(unet, ws.model.temporal, temporal_resize=False)  # the SSR keeps every frame
 
     video_settings = ws.settings("ssr", "video", **overrides)
     video_module = VideoModule(ssr, text_encoder, objective, "ssr", options)

@@ -1,0 +1,190 @@
+"""The config tree: every section a frozen dataclass, parsed once; a wrong key, type or range is an InputError
+naming the key and its place, before anything is built or trained."""
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from lumiere.build import ModelConfig, SSRConfig, T2IConfig, TextEncoderConfig, build_pipeline, scheduler_keys
+from lumiere.errors import InputError
+from lumiere.models.stunet import STUNet, TemporalConfig, inflate
+from lumiere.options import GenerationDefaults, NoisePrior, PipelineConfig
+from lumiere.train.config import DataConfig, RunConfig, StageConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "assets" / "lumiere-tiny"
+
+
+def _tiny() -> dict:
+    return json.loads((ROOT / "configs" / "tiny.json").read_text())
+
+
+def _unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+                                attention_head_dim=4, norm_num_groups=4)
+
+
+@pytest.mark.parametrize("edit, message", [
+    # the reviewer's four
+    (lambda c: c["model"]["temporal"].update(head_dimm=16), r"unknown key 'head_dimm' in model\.temporal; allowed: .*"
+                                                            r"\btemporal_head_dim\b"),
+    (lambda c: c["model"]["scheduler"].update(prediction_typ="epsilon"),
+     r"unknown key 'prediction_typ' in model\.scheduler; allowed: .*\bprediction_type\b.*\bsnr_shift\b"),
+    (lambda c: c["train"].update(lr="1e-3"), r"train\.lr must be a number, got '1e-3'"),
+    (lambda c: c["model"]["defaults"].update(num_inference_steps=-3),
+     r"model\.defaults\.num_inference_steps must be >= 1, got -3"),
+    (lambda c: c["model"]["ssr"].update(num_inference_steps=-3), r"model\.ssr\.num_inference_steps must be >= 1, got -3"),
+    (lambda c: c["model"]["ssr"].update(window=0), r"model\.ssr\.window must be >= 1, got 0"),
+    # types: ints are ints, booleans are booleans, strings are strings, sections are objects
+    (lambda c: c["stages"]["temporal"].update(lr="0.01"), r"stages\.temporal\.lr must be a number, got '0\.01'"),
+    (lambda c: c["stages"]["ssr"]["video"].update(batch_size=2.0), r"stages\.ssr\.video\.batch_size must be an integer"),
+    (lambda c: c["stages"]["ssr"].update(crop=0), r"stages\.ssr\.crop must be >= 1, got 0"),
+    (lambda c: c["model"]["temporal"].update(temporal_head_dim=32.0), r"model\.temporal\.temporal_head_dim must be an integer"),
+    (lambda c: c["model"]["temporal"].update(motion_conditioning=1), r"model\.temporal\.motion_conditioning must be true or false"),
+    (lambda c: c["model"]["temporal"].update(temporal_attention_depth=0), r"model\.temporal\.temporal_attention_depth must be >= 1"),
+    (lambda c: c["model"]["temporal"].update(temporal_kernel_size=4), r"temporal_kernel_size must be odd"),
+    (lambda c: c["model"]["temporal"].update(extra_input_channels=4), r"unknown key 'extra_input_channels' in model\.temporal"),
+    (lambda c: c["model"]["text_encoder"].update(hidden_size="64"), r"model\.text_encoder\.hidden_size must be an integer or null, got '64'"),
+    (lambda c: c["model"]["t2i"].update(unet=["not", "a", "dict"]), r"model\.t2i\.unet must be a JSON object or null"),
+    (lambda c: c["model"].update(t2i={}), r"model\.t2i needs 'unet'"),
+    (lambda c: c["model"].update(base_resolution=[16, "32", 32]), r"model\.base_resolution must be a list of 3 values"),
+    (lambda c: c["model"].update(fps=0), r"model\.fps must be > 0"),
+    (lambda c: c["model"]["scheduler"].update(snr_shift="2"), r"model\.scheduler: .*snr_shift must be a number > 0"),
+    (lambda c: c["model"]["scheduler"].update(beta_schedule="wobbly"), r"model\.scheduler: diffusers cannot build"),
+    (lambda c: c["model"]["ssr"].update(strength=1.5), r"ssr\.strength must be in \(0, 1\]"),
+    (lambda c: c["data"].update(length=-1), r"data\.length must be >= 1"),
+    (lambda c: c["data"].update(seed="0"), r"data\.seed must be an integer, got '0'"),
+    (lambda c: c.update(output_dir=3), r"output_dir must be a string or null, got 3"),
+    # the merged settings of every stage are checked when the config is read
+    (lambda c: c["stages"]["style"].update(validation_every=5), r"validation_prompts is empty"),
+])
+def test_bad_values_are_refused_at_parse_time_naming_the_key_and_its_place(edit, message):
+    config = _tiny()
+    edit(config)
+    with pytest.raises(InputError, match=message):
+        RunConfig.from_dict(config)
+
+
+def test_a_typo_in_model_temporal_stops_the_run_before_any_training(tmp_path, capsys):
+    """The reviewer's case: it used to parse, train the T2I stage, then die as a bare TypeError in STUNet."""
+    from lumiere.cli import main
+
+    config = _tiny()
+    config["model"]["temporal"]["temporal_head_dimm"] = 16
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "all", "--config", str(tmp_path / "config.json"),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    assert "unknown key 'temporal_head_dimm' in model.temporal" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_scheduler_keys_come_from_the_supported_diffusers_classes():
+    keys = scheduler_keys()
+    assert {"num_train_timesteps", "beta_schedule", "prediction_type", "timestep_spacing", "clip_sample",
+            "variance_type", "steps_offset", "beta_start", "beta_end", "rescale_betas_zero_snr", "snr_shift"} <= keys
+    model = ModelConfig.from_dict({**_tiny()["model"], "scheduler": {
+        "_class_name": "DDIMScheduler", "_diffusers_version": "0.30.0", "_comment": "why", "snr_shift": 2.0,
+        "prediction_type": "v_prediction"}})
+    assert model.scheduler["_class_name"] == "DDIMScheduler" and model.scheduler["snr_shift"] == 2.0
+    saved = json.loads((BUNDLED / "scheduler" / "scheduler_config.json").read_text())
+    assert ModelConfig.from_dict({**_tiny()["model"], "scheduler": saved}).scheduler == saved
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_config_parses_into_the_typed_tree(path):
+    config = RunConfig.from_dict(json.loads(path.read_text()))
+    model = config.model
+    assert isinstance(model.t2i, T2IConfig) and isinstance(model.text_encoder, TextEncoderConfig)
+    assert isinstance(model.temporal, TemporalConfig) and isinstance(model.defaults, GenerationDefaults)
+    assert isinstance(model.noise_prior, NoisePrior) and isinstance(config.data, DataConfig)
+    assert model.ssr is None or isinstance(model.ssr, SSRConfig)
+    assert all(isinstance(stage, StageConfig) for stage in config.stages.values())
+    for section in (model, model.t2i, model.temporal, config.data, config):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(section, dataclasses.fields(section)[0].name, None)
+
+
+def test_every_component_config_of_the_bundled_model_loads():
+    from lumiere.models.text_encoder import TextEncoder
+    from lumiere.pipeline_format import read_pipeline_dir
+
+    directory = read_pipeline_dir(BUNDLED)
+    PipelineConfig.from_config(directory.config)
+    ModelConfig.from_dict({**_tiny()["model"], "scheduler": directory.scheduler_config})
+    TextEncoder.from_pretrained(BUNDLED / "text_encoder", BUNDLED / "tokenizer")
+    for name in ("base", "conditional", "ssr"):
+        saved = json.loads((BUNDLED / name / "config.json").read_text())
+        model = STUNet.from_pretrained(BUNDLED / name)
+        assert model.temporal_config == TemporalConfig.from_saved(saved)
+        # saved again: the same keys and values (plus the options added since, at what it was built with)
+        again = model.config
+        assert {k: again[k] for k in saved if k != "t2i"} == {k: v for k, v in saved.items() if k != "t2i"}
+        assert set(again) - set(saved) <= {f.name for f in dataclasses.fields(TemporalConfig)}
+
+
+def test_a_saved_stunet_reloads_with_an_equal_temporal_config(tmp_path):
+    temporal = TemporalConfig(temporal_attention_depth=1, temporal_head_dim=8, temporal_kernel_size=5,
+                              motion_conditioning=True, spatial_kernel_size=0, text_pooling="mean",
+                              condition_every_level=True)
+    model = inflate(_unet(), temporal, extra_input_channels=4)
+    assert model.temporal_config == dataclasses.replace(temporal, extra_input_channels=4)
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert set(saved) == {"_class_name", "t2i"} | {f.name for f in dataclasses.fields(TemporalConfig)}
+    loaded = STUNet.from_pretrained(tmp_path / "m")
+    assert loaded.temporal_config == model.temporal_config
+    assert loaded.extra_input_channels == 4 and loaded.condition_injection is not None
+
+
+def test_inflate_takes_the_options_as_a_config_a_dict_or_keywords_alike():
+    made = []
+    for args, kwargs in (((TemporalConfig(temporal_head_dim=8),), {}), (({"temporal_head_dim": 8},), {}),
+                         ((), {"temporal_head_dim": 8})):
+        torch.manual_seed(0)
+        made.append(inflate(_unet(), *args, **kwargs))
+    assert made[0].temporal_config == made[1].temporal_config == made[2].temporal_config
+    for other in made[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(made[0].state_dict().values(), other.state_dict().values()))
+    with pytest.raises(InputError, match=r"unknown key 'head_dim' in inflate\(\)"):
+        inflate(_unet(), head_dim=8)
+
+
+def test_a_saved_stunet_config_with_an_unknown_key_is_refused(tmp_path):
+    model = inflate(_unet(), temporal_head_dim=8)
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "temporal_head_dimm": 8}))
+    with pytest.raises(InputError, match="unknown key 'temporal_head_dimm' in the STUNet config"):
+        STUNet.from_pretrained(tmp_path / "m")
+
+
+def test_a_pipeline_whose_scheduler_config_has_a_typo_is_refused(tmp_path):
+    from lumiere.pipeline_format import read_pipeline_dir
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(BUNDLED, folder)
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "beta_schedul": "linear"}))
+    with pytest.raises(InputError, match="unknown key 'beta_schedul' in .*scheduler_config.json"):
+        read_pipeline_dir(folder)
+
+
+def test_builders_read_the_parsed_tree_and_still_take_dicts():
+    """build_pipeline from the typed tree and from the dict give the same weights under one seed."""
+    from conftest import TINY_CONFIG, TINY_WORDS
+
+    pipes = []
+    for config in (TINY_CONFIG, ModelConfig.from_dict(TINY_CONFIG)):
+        torch.manual_seed(0)
+        pipes.append(build_pipeline(config, words=TINY_WORDS, with_conditional=False))
+    for name in ("base", "ssr"):
+        a, b = (pipe.get_component(name) for pipe in pipes)
+        assert a.temporal_config == b.temporal_config
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert pipes[0].get_component("ssr").temporal_resize is False
