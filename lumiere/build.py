@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from .models.text_encoder import TextEncoder
 from .models.vae import build_vae, check_resolution, config_scale_factor, scale_factor
 from .options import (SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, bounded, check_keys, check_types,
                       from_mapping)
-from .sampling import SCHEDULER_CLASSES, make_scheduler
+from .sampling import is_flow, make_scheduler, scheduler_keys
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -37,18 +35,6 @@ DEFAULT_SCHEDULER = {
     "clip_sample": False,
     "timestep_spacing": "trailing",
 }
-
-
-@functools.lru_cache(maxsize=None)
-def scheduler_keys() -> frozenset[str]:
-    """The keys a "scheduler" section may hold: every ``__init__`` argument of the diffusers classes a
-    sampler can run (``sampling.SCHEDULER_CLASSES``; what their ``from_config`` reads) and Lumiere's
-    ``snr_shift``. diffusers' own "_" keys (``_class_name``, ``_diffusers_version``) are allowed too."""
-    keys = {"snr_shift"}
-    for cls in SCHEDULER_CLASSES.values():
-        keys.update(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
-                    if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD))
-    return frozenset(keys)
 
 
 def check_scheduler_config(values: dict | None, where: str = "model.scheduler") -> dict:
@@ -281,6 +267,12 @@ def build_ssr_unet(config: SSRConfig | dict, cross_attention_dim: int) -> UNet2D
     return UNet2DConditionModel(**kwargs)
 
 
+def _flow_sampler(model: ModelConfig) -> dict:
+    """A flow model's default sampler: its only solver, the flow Euler one (``sampling.make_scheduler``
+    refuses every other name for it)."""
+    return {"sampler": "euler"} if is_flow(model.scheduler) else {}
+
+
 def pipeline_config(config: ModelConfig | dict, temporal_downsampling_factor: int) -> dict:
     """The part of a model config the pipeline needs at inference time (stored in model_index.json,
     read back as ``options.PipelineConfig``).
@@ -294,7 +286,7 @@ def pipeline_config(config: ModelConfig | dict, temporal_downsampling_factor: in
         "fps": model.fps,
         "temporal_downsampling_factor": temporal_downsampling_factor,
         "ssr": model.ssr.pipeline_options() if model.ssr is not None else {},
-        "defaults": dataclasses.asdict(model.defaults),
+        "defaults": dataclasses.asdict(model.defaults) | _flow_sampler(model),
         "noise_prior": dataclasses.asdict(model.noise_prior),
     }
 

@@ -48,7 +48,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def module_device(module: nn.Module) -> torch.device:
-    """Where a component runs: the device of its parameters (CPU for a module without any)."""
+    """Where a component runs: the device of its parameters (CPU for a module without any), or, for one offloaded
+    by accelerate's hooks (``enable_model_cpu_offload``: kept on the CPU, moved when it runs), the hook's device."""
+    execution_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if execution_device is not None:
+        return torch.device("cuda", execution_device) if isinstance(execution_device, int) else torch.device(execution_device)
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
@@ -142,7 +146,7 @@ class ComponentStore:
                     from transformers import AutoTokenizer
 
                     self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
-                except Exception:  # e.g. a SentencePiece model without its packages: nothing to warn about
+                except (OSError, ValueError, ImportError):  # e.g. SentencePiece without its package: nothing to warn about
                     self._tokenizer = None
         return self._tokenizer
 
@@ -198,7 +202,7 @@ def known_words(tokenizer) -> list[str] | None:
         if set(tokenizer.tokenize(_PROBE)) != {unknown}:
             return None
         vocabulary = tokenizer.get_vocab()
-    except Exception:
+    except (NotImplementedError, AttributeError, TypeError, ValueError):  # a tokenizer without a readable vocabulary
         return None
     special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
     return sorted(token for token in vocabulary if token not in special and _WORD.fullmatch(token))

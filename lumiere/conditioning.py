@@ -27,6 +27,40 @@ def image_to_video_condition(image: torch.Tensor, num_frames: int) -> tuple[torc
     return condition, keep
 
 
+def keyframes_condition(images: dict[int, torch.Tensor], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keyframes: C = each image (3, H, W) at its frame index, blank frames elsewhere; M = 1 on those frames.
+
+    ``images`` maps a frame index in [0, num_frames) to its image; negative indices count from the end
+    (-1 = the last frame). I2V is ``{0: image}``.
+
+    Raises:
+        InputError: no image, an index out of range or given twice (-1 and T-1), images of different sizes.
+    """
+    if not images:
+        raise InputError("keyframes: give at least one image")
+    frames: dict[int, torch.Tensor] = {}
+    for index, image in images.items():
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InputError(f"keyframes: frame indices must be integers, got {index!r}")
+        position = index + num_frames if index < 0 else index
+        if not 0 <= position < num_frames:
+            raise InputError(f"keyframes: frame index {index} is out of range for {num_frames} frames")
+        if position in frames:
+            raise InputError(f"keyframes: frame {position} is given twice")
+        frames[position] = image
+    shapes = {tuple(image.shape) for image in frames.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise InputError(f"keyframes: the images must all be (3, H, W) of one size, got {sorted(shapes)}")
+    first = next(iter(frames.values()))
+    _, height, width = first.shape
+    condition = torch.zeros(3, num_frames, height, width, dtype=first.dtype)
+    keep = torch.zeros(1, num_frames, height, width, dtype=first.dtype)
+    for position, image in frames.items():
+        condition[:, position] = image
+        keep[:, position] = 1
+    return condition, keep
+
+
 def inpaint_condition(video: torch.Tensor, generate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inpainting/outpainting: C = video with the hole blanked; M = 1 outside the hole.
 

@@ -28,9 +28,15 @@ DEFAULT_SSR_OVERLAP = 2  # frames shared by neighbouring SSR windows (the paper'
 MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones are refused, not cut)
 # num_frames <= 10 x the model's clip length (the bundled model: 160 frames = 20 s, the longest video the
 # front ends accept). Up to ONE_PASS_FRAMES_FACTOR x the clip every frame is generated in one pass; longer
-# clips in overlapping windows of that length joined by temporal MultiDiffusion, so memory stays bounded.
+# clips in overlapping windows of that length, BASE_WINDOW_STRIDE_CLIPS x the clip apart, joined by temporal
+# MultiDiffusion, so memory stays bounded (``base_windows``). With LONG_CLIP_SHARED_NOISE a clip longer than
+# the model's clip starts from FreeNoise-style shared noise (``sampling.shared_window_noise``). The choice is
+# measured in docs/research/long-clips.md (benchmarks/bench_long_clips.py).
 MAX_FRAMES_FACTOR = 10
 ONE_PASS_FRAMES_FACTOR = 4
+BASE_WINDOW_STRIDE_CLIPS = 3.0
+LONG_CLIP_SHARED_NOISE = False
+SHARED_NOISE_STRIDE_CLIPS = 0.25  # the shared noise's shuffled blocks, in clips (FreeNoise: 4 of 16 frames)
 
 
 def frame_counts(base_frames: int, factor: int) -> range:
@@ -57,12 +63,25 @@ def frame_rule(base_frames: int, factor: int) -> str:
 def base_windows(num_frames: int, base_frames: int, circular: bool = False) -> list[tuple[int, int]]:
     """The [start, end) frame windows the base model samples ``num_frames`` in: one window up to
     ``ONE_PASS_FRAMES_FACTOR`` x its clip length ``base_frames``, beyond that windows of that length
-    overlapping by one clip length (temporal MultiDiffusion, as the SSR's windows); ``circular`` (a loop):
-    the windows go around the clip (``multidiffusion.temporal_windows``)."""
+    starting ``BASE_WINDOW_STRIDE_CLIPS`` x the clip apart (temporal MultiDiffusion, as the SSR's windows);
+    ``circular`` (a loop): the windows go around the clip (``multidiffusion.temporal_windows``)."""
     from .multidiffusion import temporal_windows
 
     window = ONE_PASS_FRAMES_FACTOR * int(base_frames)
-    return temporal_windows(int(num_frames), window, min(int(base_frames), window - 1), circular)
+    return temporal_windows(int(num_frames), window, window - base_window_stride(base_frames), circular)
+
+
+def base_window_stride(base_frames: int) -> int:
+    """Frames between the starts of neighbouring base windows (``BASE_WINDOW_STRIDE_CLIPS`` x the clip, at
+    least 1 and at most the window less one frame, so neighbours always share a frame)."""
+    window = ONE_PASS_FRAMES_FACTOR * int(base_frames)
+    return max(1, min(window - 1, round(BASE_WINDOW_STRIDE_CLIPS * int(base_frames))))
+
+
+def shared_noise_stride(base_frames: int) -> int:
+    """Frames per shuffled block of a long clip's shared noise (``SHARED_NOISE_STRIDE_CLIPS`` x the clip,
+    in [1, clip]; ``sampling.shared_window_noise``)."""
+    return max(1, min(int(base_frames), round(SHARED_NOISE_STRIDE_CLIPS * int(base_frames))))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Both ``LumierePipeline.save_pretrained`` and the training ``Workspace`` write it through these
 functions, so a trained run and an exported pipeline are the same format::
 
-    model_index.json                      {"_class_name": "LumierePipeline", "components": {...},
-                                           "styles": {name: "styles/<slug>"}, "config": {...}}
+    model_index.json                      {"_class_name": "LumierePipeline", "_diffusers_version": ...,
+                                           "base": ["lumiere.models.stunet", "STUNet"], ... (diffusers' entries),
+                                           "components": {...}, "styles": {name: "styles/<slug>"}, "config": {...}}
     scheduler/scheduler_config.json       diffusers scheduler config (noise schedule, prediction type)
     text_encoder/, tokenizer/             transformers model + tokenizer files
     vae/                                  latent pipelines only: diffusers AutoencoderKL (config.json + safetensors)
@@ -34,6 +35,43 @@ SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 STYLE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 STYLE_CONFIG = "style.json"
 COMPONENT_FOLDERS = ("text_encoder", "tokenizer", "vae", "base", "conditional", "ssr")
+# The index keys that are not components: Lumiere's own, and diffusers' "_" ones (``_class_name``, ...).
+INDEX_KEYS = ("components", "styles", "config", "training")
+
+
+def component_entry(name: str, folder: Path | None = None, scheduler_config: dict | None = None) -> tuple[str, str]:
+    """The ``[library, class]`` diffusers' pipeline loader reads a component folder with (``load_sub_model``:
+    ``getattr(sys.modules[library], class).from_pretrained(root / name)``), from the files in ``folder``.
+
+    STUNets and the text encoder are Lumiere's classes (diffusers writes a class from outside its own
+    libraries under its full module path); the tokenizer, VAE and scheduler are transformers' / diffusers'.
+    """
+    if name in ("base", "conditional", "ssr"):
+        from .models.stunet import STUNet
+
+        return STUNet.__module__, STUNet.__name__
+    if name == "text_encoder":
+        from .models.text_encoder import TextEncoder
+
+        return TextEncoder.__module__, TextEncoder.__name__
+    if name == "tokenizer":
+        saved = _read_optional(folder / "tokenizer_config.json") if folder is not None else {}
+        return "transformers", saved.get("tokenizer_class") or "PreTrainedTokenizerFast"
+    if name == "vae":
+        saved = _read_optional(folder / "config.json") if folder is not None else {}
+        return "diffusers", saved.get("_class_name") or "AutoencoderKL"
+    if name == "scheduler":
+        from .sampling import SCHEDULER_CLASSES  # a config naming no class samples with DPM-Solver++
+
+        return "diffusers", (scheduler_config or {}).get("_class_name") or SCHEDULER_CLASSES["dpm++"].__name__
+    raise CheckpointError(f"unknown pipeline component {name!r}")
+
+
+def _read_optional(path: Path) -> dict:
+    try:
+        return read_json(path) if path.is_file() else {}
+    except CheckpointError:
+        return {}
 
 
 def slugify(name: str) -> str:
@@ -66,7 +104,12 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
     if index.get("_class_name") != PIPELINE_CLASS:
         raise CheckpointError(f"{root / MODEL_INDEX} is not a Lumiere pipeline index")
     component_dirs = {}
-    for name, sub in index.get("components", {}).items():
+    listing = index.get("components")
+    if listing is None:  # diffusers' entries only (a folder diffusers wrote): each component in its own folder
+        listing = {name: name for name, entry in index.items()
+                   if name not in INDEX_KEYS and not name.startswith("_") and name != "scheduler"
+                   and isinstance(entry, list) and entry and entry[0] is not None}
+    for name, sub in listing.items():
         directory = root / sub
         expected = directory / ("tokenizer_config.json" if name == "tokenizer" else "config.json")
         if not expected.is_file():
@@ -82,7 +125,7 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
         style_dirs[name] = root / sub
     if "config" not in index:
         raise CheckpointError(f"{root / MODEL_INDEX} has no 'config'")
-    from .build import scheduler_keys
+    from .sampling import scheduler_keys
     from .options import check_keys
 
     scheduler_config = read_json(root / SCHEDULER_CONFIG)
@@ -133,11 +176,20 @@ def write_index(root: Path, config: dict, scheduler_config: dict, components: li
                 training: dict | None = None) -> None:
     """Write ``model_index.json`` (listing ``components`` and ``styles``) and the scheduler config.
 
+    The index is diffusers' as well as Lumiere's: ``_class_name``, ``_diffusers_version`` and one
+    ``[library, class]`` entry per component folder written (``component_entry``; the scheduler's too), which
+    diffusers' pipeline loader reads, then Lumiere's own keys (``components``, ``styles``, ``config``,
+    ``training``), which it passes to ``LumierePipeline.__init__``.
+
     ``training``: how the weights were made (the training config's hash, the commit; ``train.stages``),
     kept through loading and saving so an exported or packed model still says which recipe it came from."""
+    import diffusers
+
     root.mkdir(parents=True, exist_ok=True)
-    index = {"_class_name": PIPELINE_CLASS, "components": {name: name for name in components}, "styles": styles,
-             "config": config}
+    entries = {name: list(component_entry(name, root / name, scheduler_config)) for name in [*components, "scheduler"]}
+    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": diffusers.__version__,
+             **dict(sorted(entries.items())),
+             "components": {name: name for name in components}, "styles": styles, "config": config}
     if training:
         index["training"] = training
     (root / MODEL_INDEX).write_text(json.dumps(index, indent=2))

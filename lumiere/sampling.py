@@ -4,6 +4,7 @@ The denoising loop and the model wrappers it runs are ``denoisers``; progress re
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Mapping
@@ -85,6 +86,34 @@ def flow_scheduler_config(config: dict) -> dict:
             raise InputError(f"{FLOW_CLASS_NAME} option {key} is not supported by Lumiere's flow sampling")
     keys = inspect.signature(FlowMatchEulerDiscreteScheduler.__init__).parameters
     return {key: value for key, value in config.items() if key in keys or key.startswith("_")}
+
+@functools.lru_cache(maxsize=None)
+def scheduler_keys() -> frozenset[str]:
+    """The keys a "scheduler" section may hold: every ``__init__`` argument of the diffusers classes a
+    sampler can run (``SCHEDULER_CLASSES`` and the flow class ``FLOW_SCHEDULER_CLASS``; what their
+    ``from_config`` reads) and Lumiere's ``snr_shift``. diffusers' own "_" keys (``_class_name``,
+    ``_diffusers_version``) are allowed too."""
+    keys = {"snr_shift"}
+    for cls in (*SCHEDULER_CLASSES.values(), FLOW_SCHEDULER_CLASS):
+        keys.update(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                    if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD))
+    return frozenset(keys)
+
+
+# The SSR's conditioning-augmentation levels of a flow model: a DDPM schedule of its own (the levels are a
+# class label of the SSR, not its denoising schedule), the cosine one of Lumiere's DDPM models.
+FLOW_AUGMENTATION_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                              "prediction_type": "v_prediction", "clip_sample": False}
+
+
+def augmentation_scheduler(config: dict) -> DDPMScheduler:
+    """The DDPM scheduler whose ``add_noise`` augments the SSR's low-res conditioning (``conditioning.
+    ssr_condition``), in training and sampling alike: the model's own schedule, or for a flow model
+    ``FLOW_AUGMENTATION_SCHEDULE``."""
+    if is_flow(config):
+        return DDPMScheduler.from_config(FLOW_AUGMENTATION_SCHEDULE)
+    return DDPMScheduler.from_config(noise_schedule_config(config))
+
 
 def noise_schedule_config(config: dict) -> dict:
     """The diffusers scheduler config a model's ``config`` means: Lumiere's ``snr_shift`` resolved into
@@ -247,4 +276,31 @@ def initial_noise(shape, generator: torch.Generator | None, device, dtype, prior
             for f in range(1, shape[2]):
                 frames.append(keep * (prior.alpha * frames[-1] + noise[:, :, f]))
             noise = torch.stack(frames, dim=2)
+    return noise.to(device=device, dtype=dtype)
+
+
+def shared_window_noise(shape, generator: torch.Generator | None, device, dtype, window: int, stride: int,
+                        prior: options.NoisePrior | None = None) -> torch.Tensor:
+    """A long clip's initial noise, shared by its windows (noise rescheduling, FreeNoise: Qiu et al., 2023).
+
+    The first ``window`` frames (the model's clip) are drawn as :func:`initial_noise` draws a clip (with
+    ``prior``); every later block of ``stride`` frames is the block ``window`` frames before it, its frames
+    in a random order (a permutation drawn from ``generator``). So each window of ``window`` frames that
+    starts at a multiple of ``stride`` holds exactly the first window's noise frames, locally reordered:
+    every window starts from the same noise, the windows agree on the object and its place, and the
+    local shuffles keep the clip from repeating itself. Deterministic per generator, drawn on the CPU (on
+    ``device`` without a generator), as all noise; a clip no longer than ``window`` gets
+    :func:`initial_noise`'s noise unchanged.
+    """
+    frames = shape[2]
+    if frames <= window:
+        return initial_noise(shape, generator, device, dtype, prior)
+    if not 1 <= stride <= window:
+        raise InputError(f"stride must be in [1, window] = [1, {window}], got {stride}")
+    draw_on = "cpu" if generator is not None else device
+    noise = initial_noise((*shape[:2], window, *shape[3:]), generator, draw_on, torch.float32, prior)
+    for start in range(window, frames, stride):
+        size = min(stride, frames - start)
+        order = torch.randperm(size, generator=generator, device=draw_on) + (start - window)
+        noise = torch.cat([noise, noise.index_select(2, order)], dim=2)
     return noise.to(device=device, dtype=dtype)

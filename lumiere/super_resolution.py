@@ -19,7 +19,7 @@ from .denoisers import Constrained, Guided, Parametrisation, sample, windowed, w
 from .multidiffusion import temporal_windows
 from .options import DEFAULT_SSR_OVERLAP, SSROptions
 from .progress import Progress
-from .sampling import initial_noise, make_scheduler, sdedit_start
+from .sampling import augmentation_scheduler, initial_noise, make_scheduler, sdedit_start
 
 
 def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, *,
@@ -59,7 +59,7 @@ def sample_ssr(ssr: STUNet, low: torch.Tensor, text: torch.Tensor, uncond: torch
     noise_level = torch.tensor([options.noise_level], device=device)
     size = (height * scale, width * scale)
     aug_noise = initial_noise((1, 3, frames, *size), generator, device, torch.float32)
-    upsampled = ssr_condition(low, size, noise_level, make_scheduler(scheduler_config, "ddpm"), aug_noise).to(dtype)
+    upsampled = ssr_condition(low, size, noise_level, augmentation_scheduler(scheduler_config), aug_noise).to(dtype)
 
     scheduler = make_scheduler(scheduler_config, sampler)
     total = steps or options.num_inference_steps

@@ -23,6 +23,13 @@ configs/tiny-motion.json; the probe then also asks for "a yellow circle moving r
 ``--snr-shift S`` / ``--zero-snr`` train and probe on the model's schedule shifted (``sampling.noise_schedule_config``)
 and/or rescaled to zero terminal SNR: where the noise schedule spends the training (with ``--terminal-fraction 0``,
 uniform draws over the shifted schedule).
+
+``--flow-shift S`` makes the freshly inflated model a rectified-flow model (``FlowMatchEulerDiscreteScheduler``
+with ``shift`` S: the T2I's weights, now trained to predict the velocity eps - x0): the objective draws the
+noise levels itself (logit-normal, shifted by S; ``--terminal-fraction f`` of them at the top 1 % of noise,
+σ in (0.99, 1]; ``--min-timestep`` is not used), and the probe reads x0 = x - σ v at σ = 1 (t = 1000).
+
+    python -m scripts.motion_probe overfit --recipe motion --clips 256 --all-motions --flow-shift 3 --terminal-fraction 0 --steps 800
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import torch
 
 from lumiere import LumierePipeline, inflate
 from lumiere.data.datasets import video_to_tensor
+from lumiere.denoisers import Parametrisation
 from lumiere.data.world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, ObjectSpec, caption, is_valid_object, render_clip
 from lumiere.train.stages import DiffusionObjective
 
@@ -55,9 +63,17 @@ def centroids(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def x0_estimate(model, objective: DiffusionObjective, text: torch.Tensor, noise: torch.Tensor, timestep: int):
+    if objective.flow:  # the flow parametrisation: x0 = x - σ v
+        v = model(noise, torch.full((noise.shape[0],), float(timestep)), text)
+        return Parametrisation(objective.schedule).to_x0(noise, timestep, v).clamp(-1, 1)
     alpha = objective.schedule.alphas_cumprod[timestep]
     v = model(noise, torch.full((noise.shape[0],), timestep), text)
     return (alpha.sqrt() * noise - (1 - alpha).sqrt() * v).clamp(-1, 1)
+
+
+def top_timestep(objective: DiffusionObjective) -> int:
+    """The probe's top noise level: t = 999 on a DDPM schedule, σ = 1 (t = T) for a flow model."""
+    return objective.schedule.config.num_train_timesteps if objective.flow else 999
 
 
 def probe(args) -> None:
@@ -105,8 +121,16 @@ def overfit(args) -> None:
         temporal = {"temporal_attention_depth": 2, "temporal_head_dim": 32,
                     "spatial_kernel_size": args.spatial_kernel_size, "text_pooling": args.pooling}
     model = inflate(copy.deepcopy(pipe.base.t2i), **temporal)
-    schedule = {**pipe.scheduler_config, "snr_shift": args.snr_shift, "rescale_betas_zero_snr": args.zero_snr}
-    objective = DiffusionObjective(schedule)  # trained and probed on this noise schedule
+    if args.flow_shift is not None:  # a rectified-flow model: the objective draws its own noise levels
+        if args.snr_shift != 1.0 or args.zero_snr:
+            raise SystemExit("--flow-shift takes neither --snr-shift nor --zero-snr (DDPM schedule options)")
+        schedule = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": args.flow_shift,
+                    "num_train_timesteps": pipe.scheduler_config.get("num_train_timesteps", 1000)}
+        objective = DiffusionObjective(schedule, terminal_fraction=args.terminal_fraction)
+    else:
+        schedule = {**pipe.scheduler_config, "snr_shift": args.snr_shift, "rescale_betas_zero_snr": args.zero_snr}
+        objective = DiffusionObjective(schedule)  # trained and probed on this noise schedule
+    top = top_timestep(objective)
     video, captions = _training_clips(args, *pipe.base_resolution)
     probes = ["a white square moving right on black", "a white square moving left on black"]
     if args.clips:
@@ -120,8 +144,8 @@ def overfit(args) -> None:
     started = time.time()
     for step in range(args.steps + 1):
         batch = torch.randperm(len(video), generator=generator)[:4] if len(video) > 4 else torch.arange(len(video))
-        timesteps = torch.randint(args.min_timestep, 1000, (len(batch),))
-        if args.terminal_fraction < 1.0:
+        timesteps = None if objective.flow else torch.randint(args.min_timestep, 1000, (len(batch),))
+        if timesteps is not None and args.terminal_fraction < 1.0:
             timesteps = torch.where(torch.rand(len(batch)) < args.terminal_fraction, timesteps,
                                     torch.randint(0, 1000, (len(batch),)))
         noisy, timesteps, target = objective.noisy(video[batch], timesteps)
@@ -131,10 +155,10 @@ def overfit(args) -> None:
         optimizer.zero_grad()
         if step % 50 == 0:
             noise = torch.randn((len(probe_text), *video.shape[1:]), generator=torch.Generator().manual_seed(0))
-            x, _ = centroids(x0_estimate(model, objective, probe_text, noise, 999))
+            x, _ = centroids(x0_estimate(model, objective, probe_text, noise, top))
             shown = "  ".join(f"{' '.join(p.split()[1:3])} {p.split()[4]}: x {x[draws * i:draws * (i + 1), 0].mean():4.1f}"
                               f" -> {x[draws * i:draws * (i + 1), -1].mean():4.1f}" for i, p in enumerate(probes))
-            print(f"step {step:4d} ({time.time() - started:4.0f} s) loss {loss.item():.4f}  x0 at t=999: {shown}"
+            print(f"step {step:4d} ({time.time() - started:4.0f} s) loss {loss.item():.4f}  x0 at t={top}: {shown}"
                   f"   (target 8 -> 24 right / 24 -> 8 left)", flush=True)
 
 
@@ -157,6 +181,9 @@ def main() -> None:
     parser.add_argument("--snr-shift", type=float, default=1.0,
                         help="overfit: train (and probe) on the model's schedule with its SNR divided by this squared")
     parser.add_argument("--zero-snr", action="store_true", help="overfit: rescale the schedule to zero terminal SNR")
+    parser.add_argument("--flow-shift", type=float, default=None,
+                        help="overfit: make the model rectified flow with this shift (logit-normal draws; "
+                             "--terminal-fraction of them at sigma >= 0.99)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -8,26 +8,8 @@ lumiere.threads.configure()  # thread count and wait policy for this process and
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-TINY_WORDS = ["a", "an", "red", "green", "blue", "yellow", "circle", "square", "triangle", "moving", "left", "right",
-              "bouncing", "on", "the", "grass", "sea", "sky", "night", "two"]
+from tests.tiny import TINY_CONFIG, TINY_WORDS  # noqa: E402
 
-TINY_CONFIG = {
-    "base_resolution": [8, 16, 16],
-    "fps": 8,
-    "text_encoder": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 12},
-    "t2i": {"unet": {
-        "sample_size": 16, "in_channels": 3, "out_channels": 3, "block_out_channels": [16, 32],
-        "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8, "norm_num_groups": 8,
-    }},
-    "temporal": {"temporal_attention_depth": 2, "temporal_head_dim": 16},
-    "ssr": {"scale": 2, "window": 4, "noise_level": 100, "num_inference_steps": 2, "unet": {
-        "sample_size": 32, "block_out_channels": [16, 16], "layers_per_block": 1,
-        "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
-        "norm_num_groups": 8, "attention_head_dim": 8,
-    }},
-    "defaults": {"num_inference_steps": 2, "guidance_scale": 3.0},
-}
 
 
 def make_tiny_pipeline(seed: int = 0):

@@ -65,9 +65,6 @@ KNOWN_UPWARD = {
     # multidiffusion.temporal_windows (a lazy import). The window arithmetic is plain Python and belongs
     # below both (or base_windows belongs next to the sampling that uses it).
     ("lumiere.options", "lumiere.multidiffusion"),
-    # pipeline_format checks a pipeline's scheduler config with build.scheduler_keys (a lazy import): the
-    # keys come from sampling.SCHEDULER_CLASSES, so the function belongs in sampling, below the format.
-    ("lumiere.pipeline_format", "lumiere.build"),
 }
 
 

@@ -14,30 +14,10 @@ from lumiere.data.analysis import COHERENCE_CRITERIA
 from lumiere.data.world import HELDOUT_COMBINATIONS
 from lumiere.io import read_video, write_video
 
+from tests.tiny import MICRO_CONFIG
+
 ROOT = Path(__file__).resolve().parent.parent
 
-MICRO_CONFIG = {
-    "data": {"type": "procedural", "seed": 0},
-    "model": {
-        "base_resolution": [4, 16, 16], "fps": 8,
-        "text_encoder": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 12},
-        "t2i": {"unet": {"sample_size": 16, "in_channels": 3, "out_channels": 3, "block_out_channels": [8, 16],
-                         "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-                         "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8,
-                         "norm_num_groups": 4}},
-        "temporal": {"temporal_attention_depth": 2, "temporal_head_dim": 16},
-        "ssr": {"scale": 2, "window": 2, "noise_level": 100, "num_inference_steps": 1,
-                "unet": {"sample_size": 32, "block_out_channels": [8, 8], "layers_per_block": 1,
-                         "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
-                         "norm_num_groups": 4}},
-        "defaults": {"num_inference_steps": 1},
-    },
-    "train": {"checkpoint_every": 1, "warmup_steps": 1, "log_every": 1},
-    "stages": {"t2i": {"steps": 2, "batch_size": 2}, "temporal": {"steps": 2, "batch_size": 1},
-               "conditional": {"steps": 2, "batch_size": 1},
-               "ssr": {"crop": 16, "train_window": 2, "image": {"steps": 2, "batch_size": 2}, "video": {"steps": 2, "batch_size": 1}},
-               "style": {"steps": 2, "batch_size": 2, "styles": ["line drawing"]}},
-}
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +258,7 @@ def test_noise_prior_keeps_unit_variance_and_correlates_frames(kind):
 def test_noise_prior_is_the_same_in_training_and_sampling(tmp_path):
     """The prior is part of the model: the video stages' objective noises with it, the pipeline it writes
     samples with it, the SSR (another model) keeps independent noise, and a bad prior is refused."""
-    from conftest import TINY_CONFIG, TINY_WORDS
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
 
     from lumiere import LumierePipeline
     from lumiere.build import ModelConfig, build_pipeline

@@ -9,7 +9,8 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from lumiere.build import ModelConfig, SSRConfig, T2IConfig, TextEncoderConfig, build_pipeline, scheduler_keys
+from lumiere.build import ModelConfig, SSRConfig, T2IConfig, TextEncoderConfig, build_pipeline
+from lumiere.sampling import scheduler_keys
 from lumiere.errors import InputError
 from lumiere.models.stunet import STUNet, TemporalConfig, inflate
 from lumiere.options import GenerationDefaults, NoisePrior, PipelineConfig
@@ -177,7 +178,7 @@ def test_a_pipeline_whose_scheduler_config_has_a_typo_is_refused(tmp_path):
 
 def test_builders_read_the_parsed_tree_and_still_take_dicts():
     """build_pipeline from the typed tree and from the dict give the same weights under one seed."""
-    from conftest import TINY_CONFIG, TINY_WORDS
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
 
     pipes = []
     for config in (TINY_CONFIG, ModelConfig.from_dict(TINY_CONFIG)):

@@ -50,7 +50,7 @@ def test_an_unknown_scheduler_class_is_refused_naming_it_and_the_supported_ones(
     with pytest.raises(InputError, match=r"'LMSDiscreteScheduler'.*UniPCMultistepScheduler"):
         make_scheduler({**DEFAULT_SCHEDULER, "_class_name": "LMSDiscreteScheduler"})
     from lumiere.build import ModelConfig
-    from tests.conftest import TINY_CONFIG
+    from tests.tiny import TINY_CONFIG
 
     with pytest.raises(InputError, match="'LMSDiscreteScheduler'"):  # a training config: when the run starts
         ModelConfig.from_dict({**TINY_CONFIG, "scheduler": {"_class_name": "LMSDiscreteScheduler"}})
@@ -183,3 +183,118 @@ def test_set_progress_bar_config_passes_tqdm_options_and_disable_turns_bars_off(
     tiny_pipe.set_progress_bar_config(file=quiet, disable=True)
     tiny_pipe.text_to_video("a red circle", seed=0, super_resolve=False)
     assert quiet.getvalue() == ""
+
+
+# ------------------------------------------------------------------ 5. diffusers' pipeline contract
+
+
+def _diffusers_load(folder, **options):
+    """diffusers' own loader (``DiffusionPipeline.from_pretrained``'s code) run for LumierePipeline: it reads the
+    index's [library, class] entries and calls each class's from_pretrained on its folder."""
+    from diffusers import DiffusionPipeline
+
+    return DiffusionPipeline.from_pretrained.__func__(LumierePipeline, str(folder), **options)
+
+
+def test_a_saved_pipeline_has_diffusers_entries_and_diffusers_loader_reads_it_bit_identically(tiny_pipe, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from lumiere.models.stunet import STUNet
+    from lumiere.models.text_encoder import TextEncoder
+
+    assert isinstance(tiny_pipe, DiffusionPipeline)
+    tiny_pipe.add_style("ink", {k: v + 0.01 for k, v in tiny_pipe.base.t2i.state_dict().items()})
+    tiny_pipe.training = {"config_sha256": "ab" * 32, "commit": None, "lumiere_version": "0.1.0"}
+    tiny_pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["_class_name"] == "LumierePipeline" and index["_diffusers_version"]
+    assert index["base"] == index["ssr"] == ["lumiere.models.stunet", "STUNet"]
+    assert index["text_encoder"] == ["lumiere.models.text_encoder", "TextEncoder"]
+    assert index["tokenizer"][0] == "transformers" and index["scheduler"][0] == "diffusers"
+    assert index["components"]["base"] == "base" and index["styles"]["ink"] == "styles/ink"  # Lumiere's keys kept
+    assert index["config"] == tiny_pipe.config and index["training"] == tiny_pipe.training
+
+    expected = tiny_pipe.text_to_video("a red circle", seed=5)
+    styled = tiny_pipe.text_to_video("a red circle", seed=5, style="ink", super_resolve=False)
+    loaded = _diffusers_load(tmp_path / "saved", device="cpu")
+    assert type(loaded) is LumierePipeline and loaded.device.type == "cpu" and loaded.dtype == torch.float32
+    assert isinstance(loaded.base, STUNet) and isinstance(loaded.text_encoder, TextEncoder)
+    assert loaded.config == tiny_pipe.config and loaded.training == tiny_pipe.training
+    assert loaded.scheduler_config == tiny_pipe.scheduler_config
+    assert np.array_equal(loaded.text_to_video("a red circle", seed=5), expected)
+    assert np.array_equal(loaded.text_to_video("a red circle", seed=5, style="ink", super_resolve=False), styled)
+    loaded.unload_component("base")  # the loader's folder is each component's: unloaded ones reload from it
+    assert not loaded.is_loaded("base")
+    assert np.array_equal(loaded.text_to_video("a red circle", seed=5), expected)
+
+    # LumierePipeline.from_pretrained reads the new index lazily; with diffusers' loader options, through diffusers.
+    lazy = LumierePipeline.from_pretrained(tmp_path / "saved", device="cpu")
+    assert not lazy.is_loaded("base") and np.array_equal(lazy.text_to_video("a red circle", seed=5), expected)
+    eager = LumierePipeline.from_pretrained(tmp_path / "saved", device="cpu", low_cpu_mem_usage=True)
+    assert eager.is_loaded("base") and np.array_equal(eager.text_to_video("a red circle", seed=5), expected)
+
+    from diffusers import UNet2DConditionModel
+
+    with pytest.raises(OSError, match="diffusion_pytorch_model"):  # still not a random full-size 2D U-Net
+        UNet2DConditionModel.from_pretrained(tmp_path / "saved" / "base")
+
+
+def test_components_lists_the_registered_modules_and_rebuilds_the_pipeline(tiny_pipe):
+    from diffusers import DPMSolverMultistepScheduler
+
+    components = tiny_pipe.components
+    assert list(components) == ["text_encoder", "tokenizer", "scheduler", "base", "conditional", "ssr", "vae"]
+    assert components["base"] is tiny_pipe.base and components["text_encoder"] is tiny_pipe.text_encoder
+    assert components["tokenizer"] is tiny_pipe.text_encoder.tokenizer and components["vae"] is None
+    assert isinstance(components["scheduler"], DPMSolverMultistepScheduler)
+    index = tiny_pipe.model_index
+    assert index["base"] == ("lumiere.models.stunet", "STUNet") and "vae" not in index
+    rebuilt = LumierePipeline(**components, **tiny_pipe.parameters)
+    assert rebuilt.base is tiny_pipe.base
+    assert np.array_equal(rebuilt.text_to_video("a red circle", seed=2, super_resolve=False),
+                          tiny_pipe.text_to_video("a red circle", seed=2, super_resolve=False))
+    with pytest.raises(InputError):
+        tiny_pipe.register_modules(base=tiny_pipe.base)
+
+
+def test_a_lazy_pipeline_registers_its_components_without_loading_them(tiny_pipeline_dir):
+    pipe = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+    index = pipe.model_index
+    assert index["text_encoder"] == ("lumiere.models.text_encoder", "TextEncoder") and index["tokenizer"][0] == "transformers"
+    assert not any(pipe.is_loaded(name) for name in pipe.component_names)
+
+
+def test_an_old_format_folder_loads_and_diffusers_loader_options_say_to_resave_it(tiny_pipe, tmp_path):
+    old = tmp_path / "old"
+    tiny_pipe.save_pretrained(old)
+    _edit_json(old / "model_index.json", lambda index: [index.pop(key) for key in list(index)
+                                                        if key not in ("_class_name", "components", "styles", "config")])
+    expected = tiny_pipe.text_to_video("a red circle", seed=4, super_resolve=False)
+    assert np.array_equal(LumierePipeline.from_pretrained(old, device="cpu").text_to_video(
+        "a red circle", seed=4, super_resolve=False), expected)
+    with pytest.raises(InputError, match="save it again"):
+        LumierePipeline.from_pretrained(old, device="cpu", low_cpu_mem_usage=True)
+
+
+def test_enable_model_cpu_offload_needs_an_accelerator(tiny_pipe):
+    assert tiny_pipe.model_cpu_offload_seq.split("->")[:2] == ["text_encoder", "base"]
+    with pytest.raises(InputError, match="accelerator"):
+        tiny_pipe.enable_model_cpu_offload(device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="accelerator"):
+            tiny_pipe.enable_model_cpu_offload()
+
+
+def test_diffusers_loader_reads_a_latent_pipeline_with_its_vae(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from tests.test_latent_pipeline import make_latent_pipeline
+
+    pipe = make_latent_pipeline()
+    pipe.save_pretrained(tmp_path / "latent")
+    index = json.loads((tmp_path / "latent" / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    loaded = _diffusers_load(tmp_path / "latent", device="cpu")
+    assert isinstance(loaded.vae, AutoencoderKL) and loaded.is_latent
+    assert np.array_equal(loaded.text_to_video("a red circle", seed=1, num_inference_steps=2),
+                          pipe.text_to_video("a red circle", seed=1, num_inference_steps=2))

@@ -15,29 +15,11 @@ from lumiere import LumierePipeline
 from lumiere.build import ModelConfig, build_pipeline
 from lumiere.errors import InputError
 
-from tests.conftest import TINY_WORDS
+from tests.tiny import LATENT_MODEL, TINY_SSR, TINY_VAE, TINY_WORDS
 from tests.test_pipeline import _away_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY_VAE = {"block_out_channels": [8, 8], "down_block_types": ["DownEncoderBlock2D"] * 2,
-            "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "norm_num_groups": 4,
-            "layers_per_block": 1, "sample_size": 16}
-LATENT_MODEL = {
-    "base_resolution": [4, 16, 16], "fps": 8,  # pixels: the STUNet runs on 8x8 latents
-    "text_encoder": {"architecture": "clip", "hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 12},
-    "vae": {"autoencoder": TINY_VAE},
-    "t2i": {"unet": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "block_out_channels": [8, 16],
-                     "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-                     "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8,
-                     "norm_num_groups": 4}},
-    "temporal": {"temporal_attention_depth": 1, "temporal_head_dim": 8},
-    "defaults": {"num_inference_steps": 2, "guidance_scale": 3.0},
-}
-TINY_SSR = {"scale": 2, "window": 4, "noise_level": 100, "num_inference_steps": 1, "unet": {
-    "sample_size": 32, "block_out_channels": [8, 8], "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 4}}
 
 
 def make_latent_pipeline(with_ssr: bool = False) -> LumierePipeline:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lumiere.train import loop, stages
 from lumiere.train.loop import TrainSettings, process_seed
 from lumiere.train.stages import Workspace, export_pipeline, run_stage
-from tests.test_cli_and_training import MICRO_CONFIG
+from tests.tiny import MICRO_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,7 +125,7 @@ from accelerate import PartialState
 from lumiere.train import loop
 from lumiere.train.stages import Workspace
 from lumiere.build import build_text_encoder
-from tests.test_cli_and_training import MICRO_CONFIG
+from tests.tiny import MICRO_CONFIG
 
 class Probe(nn.Module):
     def __init__(self):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_WORDS, bundled_model_available
 
 from lumiere.components import known_words, unknown_words
 from lumiere.conditioning import CINEMAGRAPH_FADE_FRAMES, CINEMAGRAPH_FEATHER, cinemagraph_condition
 from lumiere.progress import Progress
+from tests.conftest import bundled_model_available
+from tests.tiny import TINY_WORDS
 
 
 # ----------------------------------------------------------------------------- the x0 estimate

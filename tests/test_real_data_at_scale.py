@@ -28,7 +28,7 @@ def _level(item) -> int:
 def _micro_config(tmp_path, **data):
     """The CLI tests' micro config with a saved "pretrained" T2I (so no t2i stage has to run first)."""
     from diffusers import UNet2DConditionModel
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     config = copy.deepcopy(MICRO_CONFIG)
     torch.manual_seed(0)
@@ -300,7 +300,7 @@ def test_every_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
     (frames for t2i, crops for the SSR) over a stream, a style from its folder, text states cached."""
     from lumiere.cli import main
     from lumiere.train.text_cache import CachedTextEncoder
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     config = copy.deepcopy(MICRO_CONFIG)
     config["data"] = {"type": "webdataset", "shards": str(shards / "train-{00000..00004}.tar")}
@@ -329,7 +329,7 @@ def test_a_folder_config_trains_on_videos_with_sidecar_captions(tmp_path):
     from lumiere.train.config import DataConfig, RunConfig
     from lumiere.train.stages import image_dataset, video_dataset
 
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     config = {"model": copy.deepcopy(MICRO_CONFIG["model"]), "data": {"type": "folder", "root": str(tmp_path / "videos"),
                                                                      "fps": 8}}

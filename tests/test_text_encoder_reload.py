@@ -18,7 +18,7 @@ from transformers import T5Config, T5EncoderModel  # noqa: E402
 
 from lumiere.models.text_encoder import TextEncoder  # noqa: E402
 from lumiere.train.stages import Workspace  # noqa: E402
-from tests.conftest import TINY_CONFIG  # noqa: E402
+from tests.tiny import TINY_CONFIG  # noqa: E402
 
 WORDS = "a red fox jumps over the lazy dog cat runs in park blue sky green tree".split()
 PROMPTS = ["a red fox jumps over the lazy dog", "", "blue sky green tree"]

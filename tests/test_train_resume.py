@@ -125,7 +125,7 @@ def test_two_runs_of_one_config_start_from_the_same_model(tmp_path):
     from safetensors.torch import load_file
 
     from lumiere.train.stages import run_stage
-    from tests.test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     config = json.loads(json.dumps(MICRO_CONFIG))
 

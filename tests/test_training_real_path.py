@@ -68,7 +68,7 @@ def learned_variance_pipe():
 
     from lumiere.build import build_pipeline
 
-    from conftest import TINY_CONFIG, TINY_WORDS
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
 
     config = copy.deepcopy(TINY_CONFIG)
     config["t2i"]["unet"]["out_channels"] = 6
@@ -235,7 +235,7 @@ def pretrained_t2i_config(tmp_path_factory):
     import copy
 
     from diffusers import UNet2DConditionModel
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     root = tmp_path_factory.mktemp("pretrained")
     config = copy.deepcopy(MICRO_CONFIG)
@@ -356,7 +356,7 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
 
 def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsys):
     from lumiere.cli import main
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     config = json.loads(json.dumps(MICRO_CONFIG))
     config["stages"]["style"]["styles"] = []
@@ -435,7 +435,7 @@ def test_gradient_checkpointing_lowers_peak_memory():
 
 def test_gradient_checkpointing_train_setting(tmp_path, monkeypatch):
     """``gradient_checkpointing`` in a stage's settings switches it on for the stage's model."""
-    from test_cli_and_training import MICRO_CONFIG
+    from tests.tiny import MICRO_CONFIG
 
     from lumiere.models.stunet import STUNet
     from lumiere.train.stages import run_stage

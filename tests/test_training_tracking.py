@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from lumiere.errors import InputError
 from lumiere.train import loop
 from lumiere.train.loop import TrainSettings, Validation
-from tests.test_cli_and_training import MICRO_CONFIG
+from tests.tiny import MICRO_CONFIG
 
 
 class Probe(nn.Module):
@@ -132,7 +132,7 @@ def test_stages_write_decodable_validation_samples_and_log_them(tmp_path, latent
     (a latent model's decoded by its VAE)."""
     from lumiere.io import read_image, read_video
     from lumiere.train.stages import run_stage
-    from tests.test_latent_pipeline import LATENT_MODEL
+    from tests.tiny import LATENT_MODEL
 
     pytest.importorskip("tensorboard")
     config = dict(MICRO_CONFIG, output_dir=str(tmp_path / "out"), model=LATENT_MODEL if latent else MICRO_CONFIG["model"])

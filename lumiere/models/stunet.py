@@ -25,7 +25,7 @@ from typing import ClassVar, Iterator
 import torch
 import torch.utils.checkpoint
 from accelerate import init_empty_weights
-from diffusers import UNet2DConditionModel
+from diffusers import ModelMixin, UNet2DConditionModel
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import save_file
 from torch import nn
@@ -147,10 +147,21 @@ def _per_frame(x: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
     return None if x is None else x.repeat_interleave(num_frames, dim=0)
 
 
-class STUNet(nn.Module):
-    """A T2I U-Net inflated to video with temporal blocks and (optionally) temporal down/up-sampling."""
+class STUNet(ModelMixin):
+    """A T2I U-Net inflated to video with temporal blocks and (optionally) temporal down/up-sampling.
+
+    A diffusers ``ModelMixin`` so diffusers' pipeline loader can read it as a component
+    (``["lumiere.models.stunet", "STUNet"]`` in ``model_index.json``: it calls :meth:`from_pretrained` on the
+    component folder); its own :meth:`save_pretrained` / :meth:`from_pretrained` / ``config`` define the
+    folder. Moving and casting are plain ``torch.nn.Module`` ones (diffusers' ``ModelMixin.to`` adds checks
+    for quantized / offloaded models that a STUNet never is).
+    """
 
     circular = False  # inside ``looping()``: the clip is a seamless loop
+    to = nn.Module.to
+    cuda = nn.Module.cuda
+    half = nn.Module.half
+    float = nn.Module.float
 
     def __init__(self, unet: UNet2DConditionModel, config: TemporalConfig | dict | None = None, *,
                  freeze_spatial: bool = True, **options):
@@ -472,9 +483,13 @@ class STUNet(nn.Module):
         (directory / LEGACY_WEIGHTS_NAME).unlink(missing_ok=True)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "STUNet":
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = torch.float32,
+                        **loader_options) -> "STUNet":
         """Load what ``save_pretrained`` wrote (or an older save's ``diffusion_pytorch_model.safetensors``:
         ``weights_file``), floating weights cast to ``dtype``, in eval mode.
+
+        ``loader_options``: what diffusers' pipeline loader passes to a ``ModelMixin`` component
+        (``_loader_dtype``): ``torch_dtype`` is ``dtype``; the others must be left at what a plain load means.
 
         Memory: the model is built without weights (parameters on the meta device, accelerate's
         ``init_empty_weights``) and the file's tensors become its parameters (``assign=True``; memory-mapped,
@@ -485,6 +500,7 @@ class STUNet(nn.Module):
             CheckpointError: a missing or corrupt file, or weights that do not match the config (names the
                 first missing / unexpected keys).
         """
+        dtype = _loader_dtype(dtype, loader_options, "STUNet")
         directory = Path(directory)
         config = read_json(directory / CONFIG_NAME)
         weights = cls.weights_file(directory)
@@ -501,6 +517,36 @@ class STUNet(nn.Module):
         if empty:  # a tensor neither in the file nor built with the model (cannot happen without missing keys)
             raise CheckpointError(f"checkpoint {weights}: no weights for {empty[:5]}")
         return model.to(dtype).eval()
+
+
+# What diffusers' pipeline loader (``load_sub_model``) passes to a ModelMixin component's ``from_pretrained``, and
+# the values meaning a plain load of every weight onto the CPU (what Lumiere's components are).
+_PLAIN_LOAD = {"device_map": None, "max_memory": None, "offload_folder": None, "offload_state_dict": (None, False),
+               "variant": None, "use_safetensors": (None, True), "use_flashpack": False,
+               "low_cpu_mem_usage": (None, True, False), "disable_mmap": (None, False, True),
+               "quantization_config": None}
+
+
+def _loader_dtype(dtype: torch.dtype | None, options: dict, what: str) -> torch.dtype:
+    """The dtype of a component load given diffusers' loader options (``torch_dtype``/``dtype`` over ``dtype``;
+    None: float32). Options other than the plain load's values are refused, naming them.
+
+    Raises:
+        InputError: an unknown option, or one (device_map, variant, quantization...) this component cannot honour.
+    """
+    options = dict(options)
+    for key in ("torch_dtype", "dtype"):
+        if options.get(key) is not None:
+            dtype = options[key]
+        options.pop(key, None)
+    for key, value in options.items():
+        if key not in _PLAIN_LOAD:
+            raise InputError(f"{what}.from_pretrained got an unknown option {key!r}")
+        plain = _PLAIN_LOAD[key]
+        if value not in (plain if isinstance(plain, tuple) else (plain,)):
+            raise InputError(f"{what}.from_pretrained cannot honour {key}={value!r}: a {what} folder is one "
+                             "safetensors file loaded whole (place the pipeline with device= / .to())")
+    return dtype if dtype is not None else torch.float32
 
 
 class ConditionInjection(nn.Module):

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from diffusers import ModelMixin
 from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer, BertConfig, BertModel,
                           BertTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer)
@@ -78,13 +79,23 @@ def _stack_format(directory: Path) -> bool:
     return any(name.startswith(_STACK_PREFIXES) for name in names)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(ModelMixin):
     """Tokenizer + encoder returning per-token states (B, L, D) for cross-attention.
 
     Prompts are padded to a fixed length so training and sampling see the same sequence layout.
     Embeddings of recent prompts are cached: the unconditional "" and a prompt re-used across a
     session (the app's typical case) are encoded once.
+
+    A diffusers ``ModelMixin`` so diffusers' pipeline loader can read it as a component
+    (``["lumiere.models.text_encoder", "TextEncoder"]``: :meth:`from_pretrained` on the ``text_encoder``
+    folder, which finds the pipeline's sibling ``tokenizer`` folder); moving and casting are plain
+    ``torch.nn.Module`` ones.
     """
+
+    to = nn.Module.to
+    cuda = nn.Module.cuda
+    half = nn.Module.half
+    float = nn.Module.float
 
     def __init__(self, tokenizer, model: nn.Module, max_length: int | None = None, cache_size: int = 64):
         super().__init__()
@@ -145,19 +156,30 @@ class TextEncoder(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     @classmethod
     def from_pretrained(cls, encoder: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
-                        dtype: torch.dtype = torch.float32, subfolder: str = "",
-                        tokenizer_subfolder: str = "", max_length: int | None = None) -> "TextEncoder":
+                        dtype: torch.dtype | None = torch.float32, subfolder: str = "",
+                        tokenizer_subfolder: str = "", max_length: int | None = None,
+                        **loader_options) -> "TextEncoder":
         """Load from local directories or Hub ids (e.g. DeepFloyd IF's ``text_encoder``/``tokenizer`` subfolders).
 
+        ``tokenizer``: default ``encoder`` itself, or, when that folder holds no tokenizer and is a pipeline's
+        ``text_encoder`` folder, the pipeline's ``tokenizer`` folder next to it (how diffusers' loader calls it).
         ``max_length``: the prompt length; default: the one the encoder was saved with, else
-        :func:`default_max_length`.
+        :func:`default_max_length`. ``loader_options``: what diffusers' pipeline loader passes
+        (``torch_dtype`` is ``dtype``; the others must be a plain load's, as for ``STUNet.from_pretrained``).
 
         Raises:
             ImportError: a SentencePiece tokenizer without the sentencepiece/protobuf packages.
             CheckpointError: weights missing from the checkpoint (they would be random).
         """
+        from .stunet import _loader_dtype
+
+        dtype = _loader_dtype(dtype, loader_options, "TextEncoder")
         local = Path(encoder) / subfolder
         is_local = Path(encoder).exists()
+        sibling = local.parent / "tokenizer"
+        if (tokenizer is None and not tokenizer_subfolder and is_local and not (local / "tokenizer_config.json").is_file()
+                and (sibling / "tokenizer_config.json").is_file()):
+            tokenizer = sibling
         if is_local and not (local / "config.json").is_file():
             raise FileNotFoundError(f"missing text encoder config: {local / 'config.json'}")
         tokenizer_source = str(tokenizer or encoder)

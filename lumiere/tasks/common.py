@@ -16,11 +16,12 @@ from ..components import module_device
 from ..denoisers import Constrained, Guided, Parametrisation, sample, windowed, with_channels
 from ..errors import InputError
 from ..models.vae import latent_condition
+from .. import options
 from ..options import DEFAULT_SSR_OVERLAP, base_windows
 from ..preprocessing import tensor_to_uint8
 from ..progress import Progress
 from ..request import GenerationSettings
-from ..sampling import initial_noise, make_scheduler, sdedit_start
+from ..sampling import initial_noise, make_scheduler, sdedit_start, shared_window_noise
 from ..styles import styled
 from ..super_resolution import sample_ssr
 
@@ -56,8 +57,10 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     (1, C, T, h, w) for a latent pipeline (``condition`` and ``init_video`` are in the same space).
 
     The whole clip in one pass, or, beyond ``ONE_PASS_FRAMES_FACTOR`` x the model's clip, its windows
-    (``options.base_windows``) averaged every step. ``init_video`` starts SDEdit at ``strength``;
-    ``guide_known`` holds the condition's known content in every step's x0.
+    (``options.base_windows``) averaged every step. Text to video longer than the model's clip starts,
+    with ``options.LONG_CLIP_SHARED_NOISE``, from noise its windows share (``sampling.shared_window_noise``);
+    a loop, a condition or an input video keep independent noise. ``init_video`` starts SDEdit at
+    ``strength``; ``guide_known`` holds the condition's known content in every step's x0.
     """
     # 1. Text states, the solver and the initial noise (with the noise prior the model was trained with).
     device, dtype = module_device(model), model.dtype
@@ -65,7 +68,14 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     text, uncond = text_states(pipe, settings.prompt, settings.negative_prompt, settings.guidance_scale, model)
     scheduler = make_scheduler(pipe.scheduler_config, settings.sampler)
     shape = (1, channels, settings.num_frames, height, width)
-    noise = initial_noise(shape, settings.generator, device, dtype, pipe.settings.noise_prior, circular=settings.loop)
+    clip = pipe.base_resolution[0]
+    if (options.LONG_CLIP_SHARED_NOISE and settings.num_frames > clip and not settings.loop
+            and condition is None and init_video is None):  # long text-to-video: FreeNoise's shared noise
+        noise = shared_window_noise(shape, settings.generator, device, dtype, clip, options.shared_noise_stride(clip),
+                                    pipe.settings.noise_prior)
+    else:
+        noise = initial_noise(shape, settings.generator, device, dtype, pipe.settings.noise_prior,
+                              circular=settings.loop)
     # 2. The starting point: pure noise, or the input noised to SDEdit's first step.
     if init_video is None:
         scheduler.set_timesteps(settings.num_inference_steps, device=device)
@@ -80,7 +90,7 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     extra = None
     if condition is not None:
         extra = torch.cat(list(condition), dim=0)[None].to(device, dtype)
-    windows = base_windows(settings.num_frames, pipe.base_resolution[0], circular=settings.loop)
+    windows = base_windows(settings.num_frames, clip, circular=settings.loop)
     denoiser = Guided(windowed(with_channels(model, extra), windows), text, uncond, settings.guidance_scale,
                       Parametrisation(scheduler))
     if guide_known and condition is not None:

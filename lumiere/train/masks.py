@@ -13,8 +13,13 @@ import torch
 
 from .. import conditioning as cond
 
-MASK_KINDS = ("first_frame", "box", "strokes", "cinemagraph", "outpaint")
-MASK_PROBABILITIES = (0.35, 0.2, 0.15, 0.15, 0.15)
+MASK_KINDS = ("first_frame", "box", "strokes", "cinemagraph", "outpaint", "keyframes")
+# "keyframes" (issue 27: first + last frame, or a few frames, given) takes its share from the others in
+# proportion, so their ratios stay those the bundled conditional model was trained with (0.35 : 0.2 : 0.15 x 3).
+KEYFRAMES_SHARE = 0.25
+MASK_PROBABILITIES = tuple(p * (1 - KEYFRAMES_SHARE) for p in (0.35, 0.2, 0.15, 0.15, 0.15)) + (KEYFRAMES_SHARE,)
+# A "keyframes" draw gives the first and last frame with this probability, else 2-3 frames, the first among them.
+FIRST_LAST_PROBABILITY = 0.6
 
 
 def random_box(height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
@@ -62,6 +67,20 @@ def moving_region(video: torch.Tensor, margin: int = 2) -> torch.Tensor:
     return torch.from_numpy(cv2.dilate(changing.numpy().astype(np.uint8), kernel) > 0)
 
 
+def random_keyframes(num_frames: int, rng: np.random.Generator,
+                     first_last_probability: float = FIRST_LAST_PROBABILITY) -> list[int]:
+    """Frame indices a "keyframes" draw gives, sorted: the first and last frame with probability
+    ``first_last_probability``, otherwise the first frame and 1-2 other distinct frames (never more than
+    the clip has)."""
+    if num_frames < 2:
+        return [0]
+    if rng.random() < first_last_probability:
+        return [0, num_frames - 1]
+    extra = min(int(rng.integers(1, 3)), num_frames - 1)
+    others = rng.choice(np.arange(1, num_frames), size=extra, replace=False)
+    return sorted({0, *(int(i) for i in others)})
+
+
 class TrainingCondition(NamedTuple):
     """One conditional-training draw: the paper's (C, M), the mask kind, and the clean clip the model
     must produce (the input clip, except for cinemagraphs drawn with a user-like region)."""
@@ -87,6 +106,8 @@ def random_condition(video: torch.Tensor, rng: np.random.Generator,
     target = video
     if kind == "first_frame":
         c, m = cond.image_to_video_condition(video[:, 0], frames)
+    elif kind == "keyframes":
+        c, m = cond.keyframes_condition({i: video[:, i] for i in random_keyframes(frames, rng)}, frames)
     elif kind == "cinemagraph":
         if rng.random() < user_region_fraction:
             region = (random_box, random_strokes, random_half)[int(rng.integers(3))](height, width, rng)

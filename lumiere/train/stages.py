@@ -34,7 +34,8 @@ from .. import pipeline_format
 from ..pipeline_format import slugify
 from ..errors import InputError
 from ..options import NoisePrior, SSROptions
-from ..sampling import flow_shift, initial_noise, is_flow, make_scheduler, noise_schedule_config
+from ..sampling import (augmentation_scheduler, flow_shift, initial_noise, is_flow, make_scheduler,
+                        noise_schedule_config)
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, train
 from .processes import process_state
@@ -91,6 +92,7 @@ class DiffusionObjective(nn.Module):
         else:
             self.schedule = DDPMScheduler.from_config(noise_schedule_config(scheduler_config))
             self.prediction_type = self.schedule.config.prediction_type
+        self.augmentation = augmentation_scheduler(scheduler_config)  # the SSR's conditioning noise
         self.caption_dropout = caption_dropout
         self.timestep_sampling, self.loss_weighting, self.min_snr_gamma = timestep_sampling, loss_weighting, min_snr_gamma
 
@@ -296,7 +298,7 @@ class VideoModule(nn.Module):
         levels = torch.randint(0, int(self.ssr.max_noise_level), (b,), device=high.device)
         # Drawn into a frame-major layout, as training always has, so a seeded run draws the same noise.
         noise = torch.empty(b, t, c, height, width, dtype=low.dtype, device=high.device).transpose(1, 2).normal_()
-        return ssr_condition(low, (height, width), levels, self.objective.schedule, noise), levels
+        return ssr_condition(low, (height, width), levels, self.objective.augmentation, noise), levels
 
 
 class SRImageModule(VideoModule):

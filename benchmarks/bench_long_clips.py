@@ -1,0 +1,129 @@
+"""Text to video longer than the model's clip (issue 27, item 3): does a 3x clip keep one object and the
+prompt's motion, and where do its windows join? One pass, temporal MultiDiffusion windows and FreeNoise's
+shared noise (``sampling.shared_window_noise``), on the bundled model at base resolution (CPU).
+
+    OMP_NUM_THREADS=1 LUMIERE_THREADS=1 PYTHONPATH=. python benchmarks/bench_long_clips.py --seeds 2
+
+Prompts: the 8 held-out (colour, shape, motion) triples' canonical prompts (``lumiere.evaluation``'s
+backgrounds), seeds 0..seeds-1, ``--multiple`` x the clip (default 3: 48 frames), default steps and
+guidance. Per clip: each of its ``multiple`` clip-long parts ("thirds" at 3x) is classified with
+``data.analysis.motion_direction`` against the prompt's motion; "seam peak" = the largest frame-to-frame
+mean |difference| over the mean one (1: no frame change stands out; a join of disagreeing windows
+raises it); "one object" = ``coherence_measures``: an object in every frame, one component in each.
+The reference row is the model's own clip (16 frames, one part per clip). Rows are appended to a JSON
+lines file as they finish (``--out``), so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+# name: (window in clips = ONE_PASS_FRAMES_FACTOR, window stride in clips, shared noise, noise block in clips)
+SETTINGS = {
+    "clip": None,  # the model's own 16-frame clip: the reference
+    "one pass": (4, 3.0, False, 0.25),
+    "one pass, shared noise /4": (4, 3.0, True, 0.25),
+    "one pass, shared noise /8": (4, 3.0, True, 0.5),
+    "windows 16 stride 4": (1, 0.25, False, 0.25),
+    "windows 16 stride 8": (1, 0.5, False, 0.5),
+    "windows 16 stride 4, shared noise /4": (1, 0.25, True, 0.25),
+    "windows 16 stride 8, shared noise /8": (1, 0.5, True, 0.5),
+    "windows 32 stride 8, shared noise /8": (2, 0.5, True, 0.5),
+}
+
+
+def prompts() -> list[tuple[str, str]]:
+    from lumiere.data.world import HELDOUT_COMBINATIONS, canonical_prompt
+    from lumiere.evaluation import _background_for
+
+    return [(canonical_prompt(c, s, m, _background_for(c, s, m, i)), m)
+            for i, (c, s, m) in enumerate(HELDOUT_COMBINATIONS)]
+
+
+def measures(video: np.ndarray, motion: str, clip: int) -> dict:
+    from lumiere.data.analysis import coherence_measures, motion_direction
+
+    parts = [motion_direction(video[s:s + clip]) for s in range(0, len(video) - clip + 1, clip)]
+    diffs = np.abs(np.diff(video.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))
+    coherence = coherence_measures(video)
+    return {"parts": len(parts), "as_prompted": sum(p == motion for p in parts), "motions": parts,
+            "seam_peak": float(diffs.max() / max(diffs.mean(), 1e-8)), "peak_at": int(diffs.argmax()),
+            "one_object": bool(coherence["present_every_frame"] and coherence["one_component"])}
+
+
+def configure(setting) -> None:
+    from lumiere import options
+
+    if setting is not None:
+        options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE, \
+            options.SHARED_NOISE_STRIDE_CLIPS = setting
+
+
+def table(rows: list[dict], names: list[str]) -> str:
+    lines = ["| sampling | clips | parts moving as prompted | seam peak (mean / max over clips) | clips ≤ 1.3 | "
+             "one object in every frame | seconds per clip |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        r = [row for row in rows if row["setting"] == name]
+        if not r:
+            continue
+        peaks = [row["seam_peak"] for row in r]
+        lines.append(f"| {name} | {len(r)} | {sum(row['as_prompted'] for row in r)} / {sum(row['parts'] for row in r)} | "
+                     f"{np.mean(peaks):.2f} / {max(peaks):.2f} | {sum(p <= 1.3 for p in peaks)}/{len(r)} | "
+                     f"{sum(row['one_object'] for row in r)}/{len(r)} | {np.mean([row['seconds'] for row in r]):.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="pipeline directory (default: the bundled model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--multiple", type=int, default=3, help="clip length in model clips")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_clips.jsonl"))
+    args = parser.parse_args()
+    import torch
+
+    from lumiere import LumierePipeline
+
+    torch.set_num_threads(args.threads)
+    pipe = LumierePipeline.from_pretrained(args.model)
+    clip = pipe.base_resolution[0]
+    from lumiere import options
+
+    defaults = (options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE,
+                options.SHARED_NOISE_STRIDE_CLIPS)
+    done = []
+    if args.out.is_file():
+        done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    key = {(row["setting"], row["prompt"], row["seed"], row["frames"], row["steps"]) for row in done}
+    for seed in range(args.seeds):  # seed-major: a partial run still covers every prompt and setting
+        for prompt, motion in prompts():
+            assert not pipe.unknown_words(prompt), (prompt, pipe.unknown_words(prompt))
+            for name in args.settings:
+                frames = clip if SETTINGS[name] is None else args.multiple * clip
+                if (name, prompt, seed, frames, args.steps) in key:
+                    continue
+                configure(SETTINGS[name])
+                start = time.process_time()
+                video = pipe.text_to_video(prompt, seed=seed, num_frames=frames, super_resolve=False,
+                                           num_inference_steps=args.steps)
+                row = {"setting": name, "prompt": prompt, "seed": seed, "frames": frames, "steps": args.steps,
+                       "seconds": time.process_time() - start, **measures(video, motion, clip)}
+                print(json.dumps(row), flush=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done.append(row)
+    configure(defaults)
+    rows = [row for row in done if row["steps"] == args.steps and row["frames"] in (clip, args.multiple * clip)]
+    print(table(rows, args.settings))
+
+
+if __name__ == "__main__":
+    main()
