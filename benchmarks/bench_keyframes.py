@@ -26,9 +26,11 @@ Measures (base resolution, 32 px):
   take their neighbours' centroid (``object_track``), so "present" is counted separately.
 - present: an object is found in every frame; one object: also one connected component in every frame
   (``coherence_measures``).
-- travels (the rule): present and one object in every frame, no frame-to-frame centroid jump above
-  max(2 px, 1.5 x the world clip's largest jump) (no teleport or cross-fade from the first position to the
-  last), and a path error of at most 3 px (a tenth of the frame).
+- travels (the rule): present and one object in every frame, no frame-to-frame centroid jump more than
+  3 px (a tenth of the frame) above the world clip's largest jump (no teleport or cross-fade from the first
+  position to the last: a translating world clip covers 16 px in 15 frames), and a path error of at most
+  3 px. (A first rule allowed jumps up to max(2 px, 1.5 x the world's largest jump); it failed generated
+  clips whose path was within 1 px of the world's for 2.4 px of centroid noise: docs/research/keyframes.md.)
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_PATH_ERROR_PX = 3.0
-JUMP_FACTOR, MIN_JUMP_PX = 1.5, 2.0
+MAX_PATH_ERROR_PX = 3.0  # a tenth of the 32 px frame
+MAX_EXTRA_JUMP_PX = 3.0
 
 
 def track_px(video: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -57,11 +59,11 @@ def path_measures(video: np.ndarray, clip: np.ndarray) -> dict:
     truth, _ = track_px(clip)
     error = float(np.linalg.norm(generated - truth, axis=1).mean())
     jump = float(np.linalg.norm(np.diff(generated, axis=0), axis=1).max())
-    allowed = max(MIN_JUMP_PX, JUMP_FACTOR * float(np.linalg.norm(np.diff(truth, axis=0), axis=1).max()))
+    world_jump = float(np.linalg.norm(np.diff(truth, axis=0), axis=1).max())
     present = bool(coherence["present_every_frame"])
     one = present and bool(coherence["one_component"])
-    return {"path_error_px": error, "max_jump_px": jump, "present": present, "one_object": one,
-            "travels": one and jump <= allowed and error <= MAX_PATH_ERROR_PX}
+    return {"path_error_px": error, "max_jump_px": jump, "world_max_jump_px": world_jump, "present": present,
+            "one_object": one, "travels": one and jump <= world_jump + MAX_EXTRA_JUMP_PX and error <= MAX_PATH_ERROR_PX}
 
 
 def given_psnr(video: np.ndarray, given: dict[int, np.ndarray]) -> float:

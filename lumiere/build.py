@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from .models.vae import build_vae, check_resolution, config_scale_factor, scale_
 from .options import (SSR_BUILD_KEYS, GenerationDefaults, NoisePrior, SSROptions, bounded, check_keys, check_types,
                       from_mapping)
 from .sampling import is_flow, make_scheduler, scheduler_keys
+
+logger = logging.getLogger(__name__)
 
 # diffusers' v-prediction, cosine-schedule DDPM config: pixel-space models train well with it.
 DEFAULT_SCHEDULER = {
@@ -213,6 +216,79 @@ def load_t2i_unet(source: str | os.PathLike, subfolder: str | None = None) -> UN
     return UNet2DConditionModel.from_pretrained(str(source), subfolder=subfolder, use_safetensors=True)
 
 
+PRETRAINED_SCHEDULER = Path("scheduler") / "scheduler_config.json"
+
+
+def pretrained_scheduler_config(config: T2IConfig | dict) -> dict | None:
+    """The scheduler config published with a pretrained T2I (``model.t2i``), or None: the
+    ``scheduler/scheduler_config.json`` of the folder or Hub repo ``pretrained`` names (a local U-Net folder
+    named directly, with no ``subfolder``, may sit in a pipeline folder: then its parent's). DeepFloyd IF's
+    holds its DDPM noise schedule, ``variance_type`` "learned_range" and dynamic ``thresholding``
+    (``dynamic_thresholding_ratio``, ``sample_max_value``), all of which sampling needs.
+
+    Only keys ``sampling.scheduler_keys`` accepts are kept ("_" ones included); any other is dropped and
+    named in a warning (no sampler reads it, and a saved pipeline refuses it: ``pipeline_format``).
+    """
+    if not isinstance(config, T2IConfig):
+        config = from_mapping(T2IConfig, config, "model.t2i")
+    if not config.pretrained:
+        return None
+    root = Path(config.pretrained)
+    if root.is_dir():
+        candidates = [root / PRETRAINED_SCHEDULER]
+        if not config.subfolder and (root / "config.json").is_file():
+            candidates.append(root.parent / PRETRAINED_SCHEDULER)
+        found = next((path for path in candidates if path.is_file()), None)
+    else:
+        found = _hub_scheduler_config(config.pretrained)
+    if found is None:
+        return None
+    values = json.loads(Path(found).read_text())
+    accepted = scheduler_keys()
+    refused = sorted(key for key in values if key not in accepted and not key.startswith("_"))
+    if refused:
+        logger.warning("%s: dropped scheduler keys no supported diffusers scheduler reads: %s", found, ", ".join(refused))
+    return {key: value for key, value in values.items() if key in accepted or key.startswith("_")}
+
+
+def _hub_scheduler_config(repo: str) -> str | None:
+    """The local path of a Hub repo's scheduler config (downloaded or cached), None when it has none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(repo, PRETRAINED_SCHEDULER.name, subfolder=PRETRAINED_SCHEDULER.parent.name)
+    except (EntryNotFoundError, HFValidationError):
+        return None
+    except LocalEntryNotFoundError:  # offline and not cached: the U-Net alone may still load from the cache
+        logger.warning("%s: its scheduler config is not reachable (offline, not cached); using Lumiere's default "
+                       "scheduler under model.scheduler", repo)
+        return None
+
+
+def model_scheduler_config(config: ModelConfig | dict) -> dict:
+    """The scheduler config a model config builds with, decided here only (``build_pipeline`` and the training
+    ``Workspace`` both ask): a pretrained T2I's own (``pretrained_scheduler_config``) when it publishes one,
+    else ``DEFAULT_SCHEDULER``; ``model.scheduler``'s keys over it.
+
+    Raises:
+        InputError: the merged config is not one a sampler builds (``check_scheduler_config``).
+    """
+    model = ModelConfig.of(config)
+    published = pretrained_scheduler_config(model.t2i)
+    if published is None:
+        return {**DEFAULT_SCHEDULER, **model.scheduler}
+    merged = {**published, **model.scheduler}
+    try:
+        make_scheduler(merged)
+    except InputError as error:
+        raise InputError(f"the scheduler config of {model.t2i.pretrained} under model.scheduler: {error}") from None
+    except (TypeError, ValueError, KeyError, NotImplementedError) as error:
+        raise InputError(f"the scheduler config of {model.t2i.pretrained} under model.scheduler: diffusers cannot "
+                         f"build a scheduler from it: {error}") from None
+    return merged
+
+
 def build_latent_vae(model: ModelConfig):
     """The model's VAE (None for a pixel model), checked against ``base_resolution``.
 
@@ -312,5 +388,5 @@ def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None
         ssr_unet = build_ssr_unet(model.ssr, text_encoder.hidden_size)
         components["ssr"] = inflate(ssr_unet, model.temporal, temporal_resize=False)  # the SSR keeps every frame
     return LumierePipeline(config=pipeline_config(model, base.temporal_downsampling_factor),
-                           scheduler_config={**DEFAULT_SCHEDULER, **model.scheduler},
+                           scheduler_config=model_scheduler_config(model),
                            components=components, device=device, dtype=dtype)

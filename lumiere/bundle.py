@@ -28,7 +28,7 @@ from . import components as _components
 from . import pipeline_format
 from .components import ComponentStore, default_device, default_dtype
 from .errors import CheckpointError, InputError
-from .hub import read_json, read_safetensors, resolve_pretrained
+from .hub import read_json, resolve_pretrained
 from .models.stunet import STUNet
 from .models.text_encoder import TextEncoder
 from .models.vae import DEFAULT_FRAMES_PER_CALL, check_resolution, decode_latents, encode_video
@@ -419,12 +419,18 @@ class ModelBundle(DiffusionPipeline):
                           frame_multiple=self.temporal_downsampling_factor, styles=tuple(self.styles),
                           ssr=self.ssr_options if self.has_component("ssr") else None, fps=self.fps)
 
-    def add_style(self, name: str, spatial_state: dict[str, torch.Tensor]) -> None:
-        """Register a style: the style fine-tuned T2I weights under their diffusers names (copied to CPU)."""
-        self._styles[name] = {k: v.detach().cpu() for k, v in spatial_state.items()}
+    def add_style(self, name: str, spatial_state) -> None:
+        """Register a style: the style fine-tuned T2I weights under their diffusers names, or its difference to
+        the base's (``styles.StyleDelta``, e.g. low rank); copied to the CPU."""
+        from .styles import StyleDelta
 
-    def style_state(self, name: str) -> dict[str, torch.Tensor]:
-        """A style's spatial weights (read from disk on first use).
+        if isinstance(spatial_state, StyleDelta):
+            self._styles[name] = spatial_state.to()
+        else:
+            self._styles[name] = {k: v.detach().cpu() for k, v in spatial_state.items()}
+
+    def style_state(self, name: str):
+        """A style's spatial weights, or its ``styles.StyleDelta`` (as its folder holds it; read on first use).
 
         Raises:
             InputError: unknown style. CheckpointError: its weights are corrupt.
@@ -437,7 +443,7 @@ class ModelBundle(DiffusionPipeline):
                 raise CheckpointError(f"style {name!r}: its folder {entry!r} is relative and the pipeline's is unknown")
             entry = self._styles[name] = self.source / entry
         if isinstance(entry, Path):
-            entry = self._styles[name] = read_safetensors(entry / pipeline_format.STYLE_WEIGHTS)
+            entry = self._styles[name] = pipeline_format.read_style(entry)
         return entry
 
     # ------------------------------------------------------------------ checkpoints

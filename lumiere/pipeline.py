@@ -7,6 +7,7 @@ keyword arguments. The public contract is ``docs/api.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from .bundle import ModelBundle
 from .components import default_device, default_dtype, module_device
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH
-from .progress import Callback
+from .progress import Callback, counted
 from .request import (Cinemagraph, ConditionalSample, ImageToVideo, Inpaint, Options, Request, SuperResolve,
                       TextToImage, TextToVideo, VideoToVideo, documented)
 from .super_resolution import low_res_projection
@@ -48,10 +49,18 @@ class LumierePipeline(ModelBundle):
         """
         run = program(request)
         settings = request.resolve(self.facts, generator=generator, callback=callback)
+        count = getattr(getattr(request, "options", None), "num_videos_per_prompt", 1)
         inputs = {name: tuple(np.shape(value)) for name in ("image", "video", "mask", "condition")
                   if (value := getattr(request, name, None)) is not None and not isinstance(value, str)}
+        if count > 1:
+            inputs["num_videos"] = count
         logger.info(settings.describe(request.task, **inputs))
-        return run(self, request, settings)
+        if count == 1:
+            return run(self, request, settings)
+        # One after the other from the same random stream (video 0 is the one-video result); one progress
+        # count over all of them.
+        return np.stack([run(self, request, dataclasses.replace(settings, callback=counted(callback, index, count)))
+                         for index in range(count)])
 
     @documented(TextToVideo)
     def text_to_video(self, prompt: str, *, reference_image=None, generator: torch.Generator | None = None,

@@ -10,8 +10,9 @@ functions, so a trained run and an exported pipeline are the same format::
     text_encoder/, tokenizer/             transformers model + tokenizer files
     vae/                                  latent pipelines only: diffusers AutoencoderKL (config.json + safetensors)
     base/, conditional/, ssr/             STUNet: config.json + stunet.safetensors (before: diffusion_pytorch_model.*)
-    styles/<slug>/style.json              {"name": ...}
-    styles/<slug>/diffusion_pytorch_model.safetensors   spatial (T2I) weights of the style fine-tune
+    styles/<slug>/style.json              {"name": ...} (a full copy), or {"name": ..., "format": "low_rank", "rank": r}
+    styles/<slug>/diffusion_pytorch_model.safetensors   full copy: spatial (T2I) weights of the style fine-tune
+    styles/<slug>/style_delta.safetensors               low rank: W_style - W_orig (``styles.StyleDelta``)
 
 Only JSON and safetensors are read or written (never pickles).
 """
@@ -32,8 +33,10 @@ from .hub import read_json
 PIPELINE_CLASS = "LumierePipeline"
 MODEL_INDEX = "model_index.json"
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
-STYLE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+STYLE_WEIGHTS = "diffusion_pytorch_model.safetensors"  # a style as a full copy of the spatial weights
+STYLE_DELTA = "style_delta.safetensors"  # a style as its (low-rank) difference to them: ``styles.StyleDelta``
 STYLE_CONFIG = "style.json"
+LOW_RANK = "low_rank"  # style.json's "format" of a StyleDelta folder (absent: a full copy, every older folder)
 COMPONENT_FOLDERS = ("text_encoder", "tokenizer", "vae", "base", "conditional", "ssr")
 # The index keys that are not components: Lumiere's own, and diffusers' "_" ones (``_class_name``, ...).
 INDEX_KEYS = ("components", "styles", "config", "training")
@@ -119,7 +122,7 @@ def read_pipeline_dir(root: str | os.PathLike) -> PipelineDirectory:
         raise CheckpointError(f"{root / MODEL_INDEX} must list at least 'text_encoder' and 'base'")
     style_dirs = {}
     for name, sub in index.get("styles", {}).items():
-        weights = root / sub / STYLE_WEIGHTS
+        weights = style_file(root / sub)
         if not weights.is_file():
             raise CheckpointError(f"missing checkpoint file: {weights}")
         style_dirs[name] = root / sub
@@ -149,17 +152,75 @@ def write_component(root: Path, name: str, module: nn.Module, dtype: torch.dtype
     return [name]
 
 
-def write_style(root: Path, name: str, spatial_state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> str:
-    """Save a style's spatial weights (safetensors) and its name; returns its folder relative to ``root``."""
+def _style_json(directory: Path) -> dict:
+    return _read_optional(directory / STYLE_CONFIG)
+
+
+def style_file(directory: Path) -> Path:
+    """The weights file of the style folder ``directory``: ``STYLE_DELTA`` when its style.json says
+    "format": "low_rank", else ``STYLE_WEIGHTS`` (a full copy: every folder written before low-rank styles)."""
+    return directory / (STYLE_DELTA if _style_json(directory).get("format") == LOW_RANK else STYLE_WEIGHTS)
+
+
+def read_style(directory: Path):
+    """A style folder's weights: a dict of full spatial weights, or a ``styles.StyleDelta``.
+
+    Raises:
+        CheckpointError: the file is missing or corrupt, or a low-rank file's tensors do not pair up.
+    """
+    from .hub import read_safetensors
+    from .styles import StyleDelta
+
+    path = style_file(directory)
+    state = read_safetensors(path)
+    if path.name != STYLE_DELTA:
+        return state
+    try:
+        return StyleDelta.from_state(state, _style_json(directory).get("rank"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def write_style(root: Path, name: str, style, dtype: torch.dtype | None = None, *,
+                original: dict[str, torch.Tensor] | None = None, rank: int | None = None,
+                full: bool | None = None) -> str:
+    """Save a style and its name; returns its folder relative to ``root``.
+
+    ``style``: the fine-tune's full spatial weights, or a ``styles.StyleDelta``. The form written:
+    ``full`` None (the default) writes the low-rank form (``STYLE_DELTA``) whenever it can, i.e. for a
+    StyleDelta (as it is) or for full weights with ``original`` (W_orig: factored at ``rank``, default
+    ``styles.STYLE_RANK``), else a full copy (``STYLE_WEIGHTS``); ``full`` True always writes a full copy (of a
+    StyleDelta: ``original`` + Delta), False always the low-rank form. Both forms load (``read_style``).
+
+    Raises:
+        ValueError: a form that needs ``original`` without it.
+    """
     from safetensors.torch import save_file
 
+    from .styles import STYLE_RANK, StyleDelta
+
+    low_rank = (isinstance(style, StyleDelta) or original is not None) if full is None else not full
+    if low_rank and not isinstance(style, StyleDelta):
+        if original is None:
+            raise ValueError(f"style {name!r}: the low-rank form needs the weights it was fine-tuned from (original)")
+        style = StyleDelta.between(style, original, STYLE_RANK if rank is None else rank)
+    if not low_rank and isinstance(style, StyleDelta):
+        if original is None:
+            raise ValueError(f"style {name!r}: a full copy of a style difference needs the original weights")
+        style = style.apply_to(original)
     sub = f"styles/{slugify(name)}"
     directory = root / sub
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.detach().cpu().to(dtype) if dtype is not None else v.detach().cpu()).contiguous()
-             for k, v in spatial_state.items()}
-    save_file(state, str(directory / STYLE_WEIGHTS), metadata={"format": "pt"})
-    (directory / STYLE_CONFIG).write_text(json.dumps({"name": name}, indent=2))
+    if low_rank:
+        state, written, stale = style.to(dtype).state(), STYLE_DELTA, STYLE_WEIGHTS
+        config = {"name": name, "format": LOW_RANK, "rank": style.rank}
+    else:
+        state = {k: (v.detach().cpu().to(dtype) if dtype is not None else v.detach().cpu()).contiguous()
+                 for k, v in style.items()}
+        written, stale, config = STYLE_WEIGHTS, STYLE_DELTA, {"name": name}
+    save_file(state, str(directory / written), metadata={"format": "pt"})
+    (directory / stale).unlink(missing_ok=True)
+    (directory / STYLE_CONFIG).write_text(json.dumps(config, indent=2))
     return sub
 
 

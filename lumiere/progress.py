@@ -73,3 +73,18 @@ def _takes_third_argument(callback) -> bool:
         return False
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 3
+
+
+def counted(callback: Callback | None, index: int, count: int) -> Callback | None:
+    """``callback`` for run ``index`` of ``count`` equal runs: its (step, total) counted over all of them
+    (run i's step k of n is step i n + k of count n), the x0 estimate passed on if it takes one."""
+    if callback is None:
+        return None
+    if _takes_third_argument(callback):
+        def with_estimate(step: int, total: int, x0=None) -> None:
+            callback(index * total + step, count * total, x0)
+        return with_estimate
+
+    def plain(step: int, total: int) -> None:
+        callback(index * total + step, count * total)
+    return plain

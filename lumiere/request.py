@@ -127,6 +127,7 @@ def check_values(prompt, options: "Options", *, strength: float | None = None,
     if options.sampler is not None and options.sampler not in SAMPLERS:
         raise InputError(f"unknown {name('sampler')} {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     check_seed(options.seed, name("seed"))
+    positive_int(options.num_videos_per_prompt, name("num_videos_per_prompt"))
     in_range(options.style_weight, *STYLE_WEIGHT_RANGE, name("style_weight"))
     if not isinstance(options.loop, (bool, np.bool_)):
         raise InputTypeError(f"{name('loop')} must be True or False, got {options.loop!r}")
@@ -317,6 +318,7 @@ class Options:
     style_weight: float = 1.0
     super_resolve: bool = True
     loop: bool = False
+    num_videos_per_prompt: int = 1
 
     @classmethod
     def of(cls, values: dict[str, Any], task: str, unsupported: tuple[str, ...] = ()) -> "Options":
@@ -355,6 +357,8 @@ class Request:
             if getattr(options, name) != getattr(defaults, name):
                 raise InputTypeError(f"{self.task} takes no option {name!r}")
         values = dataclasses.asdict(options)
+        # How many times the program runs (``LumierePipeline.generate``), not a setting of one run.
+        positive_int(values.pop("num_videos_per_prompt"), "num_videos_per_prompt")
         values.update(self._overrides(facts))
         return GenerationSettings.create(
             self.prompt, defaults=facts.defaults, base_frames=facts.base_frames, frame_multiple=facts.frame_multiple,
@@ -518,6 +522,9 @@ loop: a seamless loop: the last frame flows into the first (played on repeat, th
     seam). The models treat the clip as circular in time (``STUNet.looping``: wrap-around temporal
     convs and resampling, no frame positions; the SSR's windows wrap too); False is bit-identical
     to a call without the option.
+num_videos_per_prompt: how many videos to generate (default 1); above 1 the result is stacked,
+    (N, ...), video 0 being exactly the one-video result of the same seed. They are generated one
+    after the other from one random stream (memory stays that of one video).
 callback: ``callback(step, total)`` after every denoising step of every stage; an exception
     it raises cancels the call."""
 

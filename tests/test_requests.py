@@ -77,3 +77,15 @@ def test_model_free_checks_speak_the_front_ends_names():
     with pytest.raises(InputError, match="prompt is too long"):
         check_values("x" * 501, Options())
     check_values("a red circle", Options(num_frames=7, seed=-1))  # the frame rule needs the model: not checked here
+
+
+def test_num_videos_per_prompt_stacks_videos_whose_first_is_the_single_result(tiny_pipe):
+    steps = []
+    videos = tiny_pipe.text_to_video("a red circle", seed=3, num_videos_per_prompt=3,
+                                     callback=lambda step, total: steps.append((step, total)), **FAST)
+    single = tiny_pipe.text_to_video("a red circle", seed=3, **FAST)
+    assert videos.shape == (3, *single.shape)
+    assert np.array_equal(videos[0], single) and not np.array_equal(videos[1], videos[0])
+    assert steps == [(k, 6) for k in range(1, 7)]  # one count over the three videos' 2 steps each
+    with pytest.raises(InputError, match="num_videos_per_prompt must be at least 1"):
+        tiny_pipe.text_to_video("a red circle", num_videos_per_prompt=0)

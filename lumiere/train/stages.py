@@ -22,7 +22,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..build import (DEFAULT_SCHEDULER, build_latent_vae, build_ssr_unet, build_t2i_unet, build_text_encoder,
+from ..build import (build_latent_vae, build_ssr_unet, build_t2i_unet, build_text_encoder, model_scheduler_config,
                      pipeline_config)
 from ..components import module_device
 from ..conditioning import ssr_condition
@@ -32,6 +32,7 @@ from ..models.text_encoder import TextEncoder
 from ..models.vae import check_resolution, encode_video, latent_condition, load_vae, scale_factor
 from .. import pipeline_format
 from ..pipeline_format import slugify
+from ..styles import StyleDelta
 from ..errors import InputError
 from ..options import NoisePrior, SSROptions
 from ..sampling import (augmentation_scheduler, flow_shift, initial_noise, is_flow, make_scheduler,
@@ -67,7 +68,14 @@ class DiffusionObjective(nn.Module):
     ``terminal_fraction`` keeps its meaning: that share of draws at the top 1% of noise, σ' in (0.99, 1].
     ``timestep_sampling`` "high_noise" (a DDPM t-curve) and Min-SNR weighting (defined on a DDPM
     schedule's SNR) are refused for it. ``schedule`` is then the flow scheduler (``sampling.make_scheduler``).
+
+    A U-Net with a learned variance (DeepFloyd IF: 2C output channels, the scheduler's ``variance_type``
+    "learned_range" or "learned", the variance DDPM sampling reads from the other C channels) trains those
+    channels with improved DDPM's hybrid loss (Nichol & Dhariwal, 2021): L_simple + lambda L_vlb,
+    lambda = ``VLB_WEIGHT`` (``variance_loss``). Every C-channel model's loss is unchanged.
     """
+
+    VLB_WEIGHT = 1e-3  # lambda of L_hybrid = L_simple + lambda L_vlb (improved DDPM, Sec. 3.1)
 
     def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1, timestep_sampling: str = "uniform",
                  loss_weighting: str = "none", min_snr_gamma: float = 5.0, terminal_fraction: float = 0.0,
@@ -92,6 +100,7 @@ class DiffusionObjective(nn.Module):
         else:
             self.schedule = DDPMScheduler.from_config(noise_schedule_config(scheduler_config))
             self.prediction_type = self.schedule.config.prediction_type
+        self.variance_type = None if self.flow else self.schedule.config.variance_type
         self.augmentation = augmentation_scheduler(scheduler_config)  # the SSR's conditioning noise
         self.caption_dropout = caption_dropout
         self.timestep_sampling, self.loss_weighting, self.min_snr_gamma = timestep_sampling, loss_weighting, min_snr_gamma
@@ -132,19 +141,111 @@ class DiffusionObjective(nn.Module):
             timesteps = torch.where(terminal, torch.randint(total - band, total, (count,), device=device), timesteps)
         return timesteps
 
-    def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+             clean: torch.Tensor | None = None, noisy: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``prediction`` (the model's output at ``noisy`` = x_t, ``timesteps``) for ``target``;
+        a learned-variance output (``learns_variance``) adds ``variance_loss``, which needs ``clean`` (x0)
+        and ``noisy`` (x_t, its first C channels when the model's input has more).
+
+        Raises:
+            ValueError: a learned-variance output without ``clean`` / ``noisy``.
+        """
         if self.loss_weighting == "none":
-            return _mse(prediction, target)
-        per_sample = (prediction[:, : target.shape[1]].float() - target.float()).pow(2).flatten(1).mean(1)
-        alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
-        snr = alphas / (1 - alphas)
-        weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
-        return (weight * per_sample).mean()
+            loss = _mse(prediction, target)
+        else:
+            per_sample = (prediction[:, : target.shape[1]].float() - target.float()).pow(2).flatten(1).mean(1)
+            alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
+            snr = alphas / (1 - alphas)
+            weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+            loss = (weight * per_sample).mean()
+        if not self.learns_variance(prediction, target):
+            return loss
+        if clean is None or noisy is None:
+            raise ValueError("a learned-variance output (2C channels) needs the clean sample and x_t for its "
+                             "variance term: loss(prediction, target, timesteps, clean=..., noisy=...)")
+        return loss + self.variance_loss(prediction, clean, noisy[:, : clean.shape[1]], timesteps)
+
+    def learns_variance(self, prediction: torch.Tensor, target: torch.Tensor) -> bool:
+        """Whether ``prediction`` carries a learned variance DDPM sampling reads (``denoisers.split_variance``
+        and ``uses_learned_variance``): 2C channels and a "learned" / "learned_range" ``variance_type``."""
+        return (self.variance_type in ("learned", "learned_range")
+                and prediction.shape[1] == 2 * target.shape[1])
+
+    @functools.cached_property
+    def _posterior(self) -> dict[str, torch.Tensor]:
+        """Per-timestep quantities of the true posterior q(x_{t-1} | x_t, x0) on the DDPM schedule (float64):
+        beta_t = 1 - abar_t / abar_{t-1} (as diffusers' ``DDPMScheduler._get_variance`` steps), the posterior
+        variance beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t), its log clipped at t = 0 to beta~_1 (beta~_0
+        is 0; as the paper), and the posterior mean's coefficients of x0 and x_t."""
+        acp = self.schedule.alphas_cumprod.double()
+        acp_prev = torch.cat([acp.new_ones(1), acp[:-1]])
+        beta = 1 - acp / acp_prev
+        variance = beta * (1 - acp_prev) / (1 - acp)
+        return {"acp": acp, "log_beta": beta.log(),
+                "log_variance": torch.cat([variance[1:2], variance[1:]]).log(),
+                "coef_x0": acp_prev.sqrt() * beta / (1 - acp), "coef_xt": (1 - beta).sqrt() * (1 - acp_prev) / (1 - acp)}
+
+    def variance_loss(self, prediction: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor,
+                      timesteps: torch.Tensor) -> torch.Tensor:
+        """lambda L_vlb of improved DDPM's L_hybrid, for the variance channels only.
+
+        The model's Gaussian p(x_{t-1} | x_t) has the mean its first C channels imply (detached: this
+        term trains the variance only, L_simple the mean) and the log-variance DDPM sampling uses
+        (``DDPMScheduler._get_variance``): for "learned_range" frac log beta_t + (1 - frac) log beta~_t,
+        frac = (v + 1) / 2 of the other C channels v; for "learned" log v (diffusers reads v as the variance).
+        The term per sample is L_t: for t > 0 the KL(q(x_{t-1} | x_t, x0) || p) between the true posterior
+        and that Gaussian; at t = 0 the decoder's negative log-likelihood of x0 under the discretized
+        Gaussian of 8-bit data in [-1, 1] (256 bins; as the paper, so meant for pixel models such as IF).
+        Both are in bits per dimension. L_vlb = sum_t L_t is estimated from the uniform t as T L_t, so
+        the term is lambda T mean(L_t) (= mean(L_t) for T = 1000, the paper's setting).
+        """
+        channels = clean.shape[1]
+        table = {k: v.to(prediction.device) for k, v in self._posterior.items()}
+        t = timesteps.long()
+        shape = (-1, *[1] * (clean.ndim - 1))
+
+        def at(name: str) -> torch.Tensor:
+            return table[name][t].float().reshape(shape)
+
+        output, raw = prediction[:, :channels].detach().float(), prediction[:, channels:].float()
+        clean, noisy = clean.detach().float(), noisy.detach().float()
+        a, s = at("acp").sqrt(), (1 - at("acp")).sqrt()
+        if self.prediction_type == "epsilon":
+            x0 = (noisy - s * output) / a
+        elif self.prediction_type == "v_prediction":
+            x0 = a * noisy - s * output
+        else:  # "sample"
+            x0 = output
+        if self.variance_type == "learned_range":
+            frac = (raw + 1) / 2
+            log_variance = frac * at("log_beta") + (1 - frac) * at("log_variance")
+        else:
+            log_variance = raw.clamp(min=1e-20).log()
+        mean = at("coef_x0") * x0 + at("coef_xt") * noisy
+        true_mean, true_log_variance = at("coef_x0") * clean + at("coef_xt") * noisy, at("log_variance")
+        kl = 0.5 * (-1.0 + log_variance - true_log_variance + torch.exp(true_log_variance - log_variance)
+                    + (true_mean - mean).pow(2) * torch.exp(-log_variance))
+        per_sample = kl.flatten(1).mean(1)
+        if bool((t == 0).any()):
+            per_sample = torch.where(t == 0, _decoder_nll(clean, mean, log_variance).flatten(1).mean(1), per_sample)
+        per_sample = per_sample / np.log(2.0)
+        total = self.schedule.config.num_train_timesteps
+        return self.VLB_WEIGHT * total * per_sample.mean()
 
 
 def _mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # U-Nets with a learned variance (DeepFloyd IF) output 2C channels; the mean is the first C.
     return F.mse_loss(prediction[:, : target.shape[1]].float(), target.float())
+
+
+def _decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """-log p(x) (nats, per element) of 8-bit data ``x`` in [-1, 1] under N(mean, exp(log_variance)) binned
+    into its 256 levels (width 2/255; the end bins reach to -inf / +inf): improved DDPM's L_0."""
+    inv_std = torch.exp(-0.5 * log_variance)
+    cdf_plus = torch.special.ndtr(inv_std * (x - mean + 1 / 255))
+    cdf_minus = torch.special.ndtr(inv_std * (x - mean - 1 / 255))
+    probability = torch.where(x < -0.999, cdf_plus, torch.where(x > 0.999, 1 - cdf_minus, cdf_plus - cdf_minus))
+    return -probability.clamp(min=1e-12).log()
 
 
 def _loader(dataset, settings: TrainSettings) -> DataLoader:
@@ -247,7 +348,7 @@ class T2IModule(nn.Module):
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(images)
-        return self.objective.loss(self.unet(noisy, t, states).sample, target, t)
+        return self.objective.loss(self.unet(noisy, t, states).sample, target, t, clean=images, noisy=noisy)
 
 
 class VideoModule(nn.Module):
@@ -289,7 +390,8 @@ class VideoModule(nn.Module):
         elif self.kind == "ssr":
             condition, class_labels = self._sr_condition(batch["lowres_video"], video)
             noisy = torch.cat([noisy, condition], dim=1)
-        return self.objective.loss(self.model(noisy, t, states, class_labels=class_labels), target, t)
+        return self.objective.loss(self.model(noisy, t, states, class_labels=class_labels), target, t,
+                                   clean=video, noisy=noisy)  # x_t: noisy's first C channels
 
     def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The SSR model's input at random augmentation levels (``conditioning.ssr_condition``, the
@@ -311,7 +413,7 @@ class SRImageModule(VideoModule):
         condition, levels = self._sr_condition(low[:, :, :1], high[:, :, None])
         noisy, t, target = self.objective.noisy(high)
         prediction = self.model(torch.cat([noisy, condition[:, :, 0]], dim=1), t, states, class_labels=levels).sample
-        return self.objective.loss(prediction, target, t)
+        return self.objective.loss(prediction, target, t, clean=high, noisy=noisy)
 
 
 class RandomCrop(_EpochWrapper):
@@ -428,7 +530,7 @@ class Workspace:
         self.model = self.config.model
         self.root = Path(output_dir or self.config.output_dir or "runs/default")
         self.pipeline = self.root / "pipeline"
-        self.scheduler_config = {**DEFAULT_SCHEDULER, **self.model.scheduler}
+        self.scheduler_config = model_scheduler_config(self.model)  # a pretrained T2I's own, else Lumiere's
 
     @functools.cached_property
     def training(self) -> dict:
@@ -807,7 +909,9 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
         _memory_settings(settings, unet)
         results[style] = train(module, list(unet.parameters()), _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
-        ws.write_style(style, unet.state_dict())
+        # Stored as its low-rank difference to W_orig (styles.StyleDelta, rank styles.STYLE_RANK): all the
+        # interpolation needs, a fraction of a full copy of the T2I.
+        ws.write_style(style, StyleDelta.between(unet.state_dict(), original.state_dict()))
     return results
 
 

@@ -1,0 +1,135 @@
+"""Issue 26 item 7: the variance channels of a learned-variance U-Net (DeepFloyd IF: 2C outputs) train with
+improved DDPM's hybrid loss L_simple + lambda L_vlb; every C-channel model's loss is unchanged."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lumiere.build import DEFAULT_SCHEDULER
+from lumiere.train.stages import DiffusionObjective
+
+IF_LIKE = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+           "prediction_type": "epsilon", "variance_type": "learned_range", "clip_sample": False}
+V_LEARNED = {**DEFAULT_SCHEDULER, "variance_type": "learned_range"}
+
+
+def _batch(objective, timesteps, channels=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.rand(len(timesteps), channels, 8, 8, generator=generator) * 2 - 1
+    torch.manual_seed(seed)
+    noisy, t, target = objective.noisy(clean, torch.tensor(timesteps))
+    return clean, noisy, t, target
+
+
+@pytest.mark.parametrize("config", [IF_LIKE, V_LEARNED], ids=["epsilon", "v"])
+def test_the_variance_term_trains_the_variance_channels_only(config):
+    objective = DiffusionObjective(config)
+    clean, noisy, t, target = _batch(objective, [0, 3, 400, 999])
+    prediction = torch.randn(4, 6, 8, 8).requires_grad_(True)
+    term = objective.variance_loss(prediction, clean, noisy, t)
+    term.backward()
+    assert torch.isfinite(term) and term > 0
+    assert torch.count_nonzero(prediction.grad[:, :3]) == 0  # the mean is detached: L_simple trains it
+    assert (prediction.grad[:, 3:].flatten(1).abs().sum(1) > 0).all()  # every sample, t = 0 (decoder NLL) too
+    # and through loss(): the mean channels get exactly L_simple's gradient
+    prediction.grad = None
+    objective.loss(prediction, target, t, clean=clean, noisy=noisy).backward()
+    mean_grad = prediction.grad[:, :3].clone()
+    reference = prediction.detach()[:, :3].clone().requires_grad_(True)
+    torch.nn.functional.mse_loss(reference, target).backward()
+    assert torch.allclose(mean_grad, reference.grad)
+
+
+@pytest.mark.parametrize("config", [IF_LIKE, V_LEARNED], ids=["epsilon", "v"])
+def test_the_exact_posterior_gives_zero_kl(config):
+    """With the true mean and v = -1 (learned_range's frac 0: the posterior variance beta~_t) the KL is ~0;
+    any other variance costs more."""
+    objective = DiffusionObjective(config)
+    timesteps = [1, 10, 250, 500, 750, 990]
+    clean, noisy, t, target = _batch(objective, timesteps)
+    exact = torch.cat([target, -torch.ones_like(target)], dim=1)
+    assert objective.variance_loss(exact, clean, noisy, t).abs() < 1e-4
+    for v in (-0.5, 0.0, 1.0):
+        other = torch.cat([target, torch.full_like(target, v)], dim=1)
+        assert objective.variance_loss(other, clean, noisy, t) > 1e-3
+
+
+def test_the_kl_matches_a_float64_reference():
+    """The term against the formula written out per sample in float64 (KL of two Gaussians, in bits)."""
+    objective = DiffusionObjective(IF_LIKE)
+    clean, noisy, t, target = _batch(objective, [5, 600])
+    prediction = torch.cat([target + 0.1 * torch.randn_like(target), torch.rand_like(target) * 2 - 1], dim=1)
+    acp = objective.schedule.alphas_cumprod.double()
+    expected = []
+    for i, step in enumerate(t.tolist()):
+        a, a_prev = acp[step], acp[step - 1]
+        beta = 1 - a / a_prev
+        post_var = beta * (1 - a_prev) / (1 - a)
+        x0 = (noisy[i].double() - (1 - a).sqrt() * prediction[i, :3].double()) / a.sqrt()
+        c0, ct = a_prev.sqrt() * beta / (1 - a), (1 - beta).sqrt() * (1 - a_prev) / (1 - a)
+        frac = (prediction[i, 3:].double() + 1) / 2
+        log_var = frac * beta.log() + (1 - frac) * post_var.log()
+        mu_q, mu_p = c0 * clean[i].double() + ct * noisy[i].double(), c0 * x0 + ct * noisy[i].double()
+        kl = 0.5 * (-1 + log_var - post_var.log() + post_var / log_var.exp() + (mu_q - mu_p) ** 2 / log_var.exp())
+        expected.append(kl.mean() / torch.log(torch.tensor(2.0, dtype=torch.float64)))
+    # lambda T = 1e-3 x 1000 = 1
+    assert torch.allclose(objective.variance_loss(prediction, clean, noisy, t).double(),
+                          torch.stack(expected).mean(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("config", [DEFAULT_SCHEDULER, IF_LIKE, V_LEARNED], ids=["default", "if-like", "v"])
+@pytest.mark.parametrize("weighting", ["none", "min_snr"])
+def test_c_channel_models_and_fixed_variance_schedules_are_unchanged(config, weighting):
+    """A C-channel output, or 2C channels on a schedule that does not read a variance, lose exactly what
+    they lost before (the MSE of the first C channels), with or without clean / x_t."""
+    objective = DiffusionObjective(config, loss_weighting=weighting)
+    clean, noisy, t, target = _batch(objective, [0, 100, 900])
+    prediction = torch.randn(3, 3, 8, 8)
+    plain = objective.loss(prediction, target, t)
+    assert torch.equal(plain, objective.loss(prediction, target, t, clean=clean, noisy=noisy))
+    if weighting == "none":
+        assert torch.equal(plain, torch.nn.functional.mse_loss(prediction, target))
+    fixed = DiffusionObjective({**config, "variance_type": "fixed_small"}, loss_weighting=weighting)
+    wide = torch.cat([prediction, torch.randn(3, 3, 8, 8)], dim=1)
+    assert torch.equal(fixed.loss(wide, target, t, clean=clean, noisy=noisy), fixed.loss(prediction, target, t))
+
+
+def test_a_learned_variance_output_without_x0_is_an_error():
+    objective = DiffusionObjective(IF_LIKE)
+    clean, noisy, t, target = _batch(objective, [10])
+    with pytest.raises(ValueError, match="variance term"):
+        objective.loss(torch.randn(1, 6, 8, 8), target, t)
+
+
+def test_video_outputs_and_wider_inputs():
+    """(B, 2C, F, H, W) video outputs; a conditional model's x_t is the first C channels of its input."""
+    objective = DiffusionObjective(IF_LIKE)
+    clean = torch.rand(2, 3, 4, 8, 8) * 2 - 1
+    noisy, t, target = objective.noisy(clean, torch.tensor([0, 500]))
+    wide_input = torch.cat([noisy, torch.randn(2, 4, 4, 8, 8)], dim=1)
+    prediction = torch.randn(2, 6, 4, 8, 8, requires_grad=True)
+    loss = objective.loss(prediction, target, t, clean=clean, noisy=wide_input)
+    assert torch.allclose(loss, torch.nn.functional.mse_loss(prediction[:, :3], target)
+                          + objective.variance_loss(prediction, clean, noisy, t))
+
+
+def test_a_learned_variance_t2i_module_trains_its_variance_channels():
+    """The T2I stage's module end to end: a 2C-output U-Net's variance channels get gradient."""
+    from diffusers import UNet2DConditionModel
+
+    from lumiere.build import build_text_encoder
+    from lumiere.train.stages import T2IModule
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
+
+    torch.manual_seed(0)
+    encoder = build_text_encoder(TINY_CONFIG["text_encoder"], TINY_WORDS)
+    config = {**copy.deepcopy(TINY_CONFIG["t2i"]["unet"]), "out_channels": 6, "cross_attention_dim": encoder.hidden_size}
+    unet = UNet2DConditionModel(**config)
+    module = T2IModule(unet, encoder, DiffusionObjective(IF_LIKE, caption_dropout=0.0), train_text_encoder=False)
+    batch = {"image": torch.rand(2, 3, 16, 16) * 2 - 1, "caption": ["a red circle", "a blue square"]}
+    loss = module(batch)
+    loss.backward()
+    # conv_out's variance rows (output channels 3..5) get gradient from the variance term alone
+    assert unet.conv_out.weight.grad[3:].abs().sum() > 0
