@@ -29,7 +29,8 @@ import gradio as gr
 import numpy as np
 
 from lumiere.errors import LumiereError
-from lumiere.request import Cinemagraph, ImageToVideo, Inpaint, Options, Request, TextToVideo, VideoToVideo
+from lumiere.request import (Cinemagraph, ImageToVideo, Inpaint, Keyframes, Options, Request, TextToVideo,
+                             VideoToVideo)
 from lumiere.options import MAX_GUIDANCE_SCALE, ONE_PASS_FRAMES_FACTOR, SAMPLERS, GenerationDefaults, frame_counts
 
 from . import inputs
@@ -520,16 +521,21 @@ class ImageToVideoTab(Tab):
         return {
             "image": gr.Image(label="First frame", type="filepath", image_mode=None, height=260, elem_id="i2v-image"),
             "prompt": gr.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right"),
+            "last_image": gr.Image(label="Last frame (optional: the clip ends on it)", type="filepath",
+                                   image_mode=None, height=160, elem_id="i2v-last-image"),
         }
 
-    def prepare(self, settings, image=None, prompt=None) -> Job:
+    def prepare(self, settings, image=None, prompt=None, last_image=None) -> Job:
         text = inputs.prompt_text(prompt, "how the image should move")
         picture = inputs.image_array(image, "an image to animate")
+        if last_image is not None and last_image != "":
+            ending = inputs.image_array(last_image, "a last frame")
+            return Job("keyframes", Keyframes((picture, ending), text))
         return Job(self.name, ImageToVideo(picture, text))
 
-    def endpoint(self, image, prompt, seed="", num_frames=None, steps=None, guidance_scale=None, super_resolve=True,
-                 sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
-        return self.generate(lambda s: self.prepare(s, image, prompt),
+    def endpoint(self, image, prompt, last_image=None, seed="", num_frames=None, steps=None, guidance_scale=None,
+                 super_resolve=True, sampler=None, fps=None, request: gr.Request = None, progress=gr.Progress()):
+        return self.generate(lambda s: self.prepare(s, image, prompt, last_image),
                              Advanced(seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps),
                              request, progress)
 

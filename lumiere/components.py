@@ -23,6 +23,7 @@ TASK_COMPONENTS = {
     "stylize": ("text_encoder", "base"),
     "video_to_video": ("text_encoder", "base"),
     "image_to_video": ("text_encoder", "conditional"),
+    "keyframes": ("text_encoder", "conditional"),
     "inpaint": ("text_encoder", "conditional"),
     "cinemagraph": ("text_encoder", "conditional"),
     "reference_guided": ("text_encoder", "base", "conditional"),

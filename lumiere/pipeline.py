@@ -17,8 +17,8 @@ from .bundle import ModelBundle
 from .components import default_device, default_dtype, module_device
 from .options import DEFAULT_SSR_OVERLAP, DEFAULT_STRENGTH
 from .progress import Callback, counted
-from .request import (Cinemagraph, ConditionalSample, ImageToVideo, Inpaint, Options, Request, SuperResolve,
-                      TextToImage, TextToVideo, VideoToVideo, documented)
+from .request import (Cinemagraph, ConditionalSample, ImageToVideo, Inpaint, Keyframes, Options, Request,
+                      SuperResolve, TextToImage, TextToVideo, VideoToVideo, documented, keyframe_images)
 from .super_resolution import low_res_projection
 from .tasks import program
 
@@ -121,6 +121,31 @@ class LumierePipeline(ModelBundle):
             {raises}
         """
         request = ImageToVideo(image, prompt, Options.of(options, "image_to_video", ImageToVideo.unsupported))
+        return self.generate(request, generator=generator, callback=callback)
+
+    @documented(Keyframes)
+    def keyframes_to_video(self, first, last, prompt: str, *, indices: dict | None = None,
+                           generator: torch.Generator | None = None, callback: Callback | None = None,
+                           **options) -> np.ndarray:
+        """A clip through given frames: ``first`` is frame 0, ``last`` the last frame, ``indices`` any others.
+
+        Args:
+            first / last: uint8 (H, W, 3) RGB arrays or PIL images (either may be None when ``indices``
+                gives frames), resized and centre-cropped to the model's aspect; at output resolution
+                each is the result's exact frame.
+            prompt: what happens between them.
+            indices: {{frame index: image}} for any other (or any set of) frames; negative indices count
+                from the end.
+            {options}
+
+        Returns:
+            {returns}
+
+        Raises:
+            {raises}
+        """
+        request = Keyframes(keyframe_images(first, last, indices), prompt,
+                            Options.of(options, "keyframes_to_video", Keyframes.unsupported))
         return self.generate(request, generator=generator, callback=callback)
 
     @documented(Inpaint)

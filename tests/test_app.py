@@ -119,6 +119,30 @@ def test_image_to_video(served):
     check_video(path, base_frames(manager))
 
 
+def test_image_to_video_with_a_last_frame_ends_on_it(served, tmp_path):
+    """First and last frame given (keyframes): the clip ends on the last image (up to H.264 rounding) and
+    differs from the clip without it."""
+    from PIL import Image
+
+    from lumiere.io import read_video
+
+    client, manager, _ = served
+    last = np.zeros((64, 64, 3), np.uint8)
+    last[8:40, 24:56] = (250, 220, 40)
+    Image.fromarray(last).save(tmp_path / "last.png")
+    first = handle_file(str(EXAMPLES / "red_circle_grass.png"))
+    ending, _ = client.predict(image=first, prompt="a red circle moving right",
+                               last_image=handle_file(str(tmp_path / "last.png")), seed=1,
+                               api_name="/image_to_video", **FAST)
+    plain, _ = client.predict(image=first, prompt="a red circle moving right", seed=1, api_name="/image_to_video",
+                              **FAST)
+    frames, plain_frames = read_video(ending)[0], read_video(plain)[0]
+    height, width = frames.shape[1:3]
+    expected = np.asarray(Image.fromarray(last).resize((width, height), Image.BICUBIC)).astype(float)
+    assert np.abs(frames[-1].astype(float) - expected).mean() < 12
+    assert np.abs(frames[-1].astype(float) - plain_frames[-1]).mean() > 12
+
+
 def test_inpaint_with_mask_image_and_outpaint(served, tmp_path):
     client, manager, _ = served
     video = handle_file(str(EXAMPLES / "green_square_sea.mp4"))
@@ -445,7 +469,7 @@ def test_ffmpeg_probes_do_not_run_python_between_fork_and_exec(served):
 ADVANCED_PARAMS = ["seed", "num_frames", "steps", "guidance_scale", "super_resolve", "sampler", "fps"]
 API = {  # the public contract (docs/api.md): each endpoint's parameters, in order
     "/text_to_video": ["prompt", "negative_prompt", "reference_guided", "loop"] + ADVANCED_PARAMS,
-    "/image_to_video": ["image", "prompt"] + ADVANCED_PARAMS,
+    "/image_to_video": ["image", "prompt", "last_image"] + ADVANCED_PARAMS,
     "/inpaint": ["video", "prompt", "mask", "outpaint", "outpaint_border"] + ADVANCED_PARAMS,
     "/cinemagraph": ["image", "prompt", "mask", "loop"] + ADVANCED_PARAMS,
     "/stylize": ["prompt", "style", "style_weight", "loop"] + ADVANCED_PARAMS,

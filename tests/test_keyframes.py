@@ -5,19 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from lumiere import tasks
 from lumiere.conditioning import keyframes_condition
-from lumiere.errors import InputError
-from lumiere.request import Options
-from lumiere.tasks.keyframes import Keyframes, keyframe_images
+from lumiere.errors import InputError, InputTypeError
+from lumiere.request import Keyframes, Options, keyframe_images
 from lumiere.train import masks
 
 
 @pytest.fixture()
-def keyframes_pipe(tiny_pipe, monkeypatch):
-    """The tiny pipeline, with Keyframes registered (as lumiere.tasks.PROGRAMS will list it)."""
-    if Keyframes not in tasks.PROGRAMS:
-        monkeypatch.setitem(tasks.PROGRAMS, Keyframes, "keyframes")
+def keyframes_pipe(tiny_pipe):
     return tiny_pipe
 
 
@@ -123,3 +118,12 @@ def test_keyframes_mask_kind_draws_valid_conditions(monkeypatch):
     assert 0.4 < pairs / 60 < 0.8  # first + last with probability FIRST_LAST_PROBABILITY (0.6)
     assert masks.random_keyframes(1, rng) == [0]
     assert masks.random_keyframes(2, rng) == [0, 1]
+
+
+def test_keyframes_to_video_wrapper_holds_first_and_last(keyframes_pipe):
+    first, last = _images(16, 2)
+    video = keyframes_pipe.keyframes_to_video(first, last, "a red circle moving right", seed=0, num_inference_steps=2,
+                                              super_resolve=False)
+    assert np.array_equal(video[0], first) and np.array_equal(video[-1], last)
+    with pytest.raises(InputTypeError, match="unexpected option.*'loop'"):
+        keyframes_pipe.keyframes_to_video(first, last, "x", loop=True)

@@ -16,6 +16,7 @@ PROGRAMS = {
     requests.TextToVideo: "text_to_video",
     requests.TextToImage: "text_to_image",
     requests.ImageToVideo: "image_to_video",
+    requests.Keyframes: "keyframes",
     requests.Inpaint: "inpaint",
     requests.Cinemagraph: "cinemagraph",
     requests.VideoToVideo: "video_to_video",
