@@ -38,6 +38,8 @@ EXAMPLES: dict[str, list[dict]] = {
     "image_to_video": [
         {"image": example_file("red_circle_grass.png"), "prompt": "a red circle moving right on the grass"},
         {"image": example_file("blue_square_sky.png"), "prompt": "a blue square rotating in the sky"},
+        {"image": example_file("red_circle_grass_left.png"), "prompt": "a red circle sliding to the right on the grass",
+         "last_image": example_file("red_circle_grass_right.png")},
     ],
     "inpaint": [
         {"video": example_file("green_square_sea.mp4"),

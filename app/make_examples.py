@@ -120,6 +120,9 @@ def main() -> None:
     Image.fromarray(clip("a red circle on the grass", 1, 1)[0]).save(OUT / "red_circle_grass.png")
     Image.fromarray(clip("a blue square in the sky", 2, 1)[0]).save(OUT / "blue_square_sky.png")
     Image.fromarray(clip(*CINEMAGRAPH_CLIP, 1)[0]).save(OUT / "yellow_circle_night.png")
+    travel = clip("a red circle moving right on the grass", 0)  # the keyframes example: its first and last frame
+    Image.fromarray(travel[0]).save(OUT / "red_circle_grass_left.png")
+    Image.fromarray(travel[-1]).save(OUT / "red_circle_grass_right.png")
     sea = clip(*INPAINT_CLIP)
     write_video(OUT / "green_square_sea.mp4", sea, FPS)
     Image.fromarray(sea[0]).save(OUT / "green_square_sea_frame0.png")
