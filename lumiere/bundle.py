@@ -415,9 +415,10 @@ class ModelBundle(DiffusionPipeline):
     @property
     def facts(self) -> ModelFacts:
         """What requests are validated against (``request.ModelFacts``)."""
-        return ModelFacts(defaults=self.defaults, base_frames=self.base_resolution[0],
-                          frame_multiple=self.temporal_downsampling_factor, styles=tuple(self.styles),
-                          ssr=self.ssr_options if self.has_component("ssr") else None, fps=self.fps)
+        settings = self.settings  # parsed once here, not once per property
+        return ModelFacts(defaults=self.defaults, base_frames=settings.base_resolution[0],
+                          frame_multiple=settings.temporal_downsampling_factor, styles=tuple(self.styles),
+                          ssr=settings.ssr if self.has_component("ssr") else None, fps=settings.fps)
 
     def add_style(self, name: str, spatial_state) -> None:
         """Register a style: the style fine-tuned T2I weights under their diffusers names, or its difference to

@@ -487,8 +487,15 @@ class Keyframes(Request):
         return settings
 
 
+class _OnFootage:
+    """A request on the user's video: its frame count is the footage's own (``ModelFacts.footage_frames``)."""
+
+    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
+        return {"num_frames": facts.footage_frames(self.video, self.options.num_frames)}
+
+
 @dataclass(frozen=True)
-class Inpaint(Request):
+class Inpaint(_OnFootage, Request):
     """Fill ``mask`` (True = generate) of ``video``; the result keeps the video's length."""
 
     video: Any
@@ -497,9 +504,6 @@ class Inpaint(Request):
     options: Options = Options()
     task: ClassVar[str] = "inpaint"
     unsupported: ClassVar[tuple[str, ...]] = ("loop",)
-
-    def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
-        return {"num_frames": facts.footage_frames(self.video, self.options.num_frames)}
 
 
 @dataclass(frozen=True)
@@ -514,7 +518,7 @@ class Cinemagraph(Request):
 
 
 @dataclass(frozen=True)
-class VideoToVideo(Request):
+class VideoToVideo(_OnFootage, Request):
     """SDEdit ``video`` toward ``prompt`` at ``strength`` in [0, 1]; the result keeps the video's length."""
 
     video: Any
@@ -526,7 +530,7 @@ class VideoToVideo(Request):
 
     def _overrides(self, facts: ModelFacts) -> dict[str, Any]:
         in_range(self.strength, *STRENGTH_RANGE, "strength")
-        return {"num_frames": facts.footage_frames(self.video, self.options.num_frames)}
+        return super()._overrides(facts)
 
 
 @dataclass(frozen=True)

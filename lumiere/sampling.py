@@ -15,6 +15,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from . import options
 from .errors import InputError
+from .request import in_range
 
 # The diffusers solver behind each name of ``options.SAMPLERS`` (tests check the two agree). These classes
 # are also the ones a pipeline's scheduler/scheduler_config.json may name in ``_class_name``
@@ -211,8 +212,7 @@ def make_scheduler(config: dict, sampler: str | None = None):
 
 def sdedit_steps(num_inference_steps: int, strength: float) -> int:
     """How many of ``num_inference_steps`` SDEdit runs at ``strength`` (the step plan counts these)."""
-    if not 0.0 <= strength <= 1.0:
-        raise InputError(f"strength must be in [0, 1], got {strength}")
+    in_range(strength, *options.STRENGTH_RANGE, "strength")
     return min(int(round(num_inference_steps * strength)), num_inference_steps)
 
 
@@ -299,8 +299,9 @@ def shared_window_noise(shape, generator: torch.Generator | None, device, dtype,
         raise InputError(f"stride must be in [1, window] = [1, {window}], got {stride}")
     draw_on = "cpu" if generator is not None else device
     noise = initial_noise((*shape[:2], window, *shape[3:]), generator, draw_on, torch.float32, prior)
+    frame_of = torch.arange(window, device=draw_on)  # which of the first window's noise frames each frame holds
     for start in range(window, frames, stride):
         size = min(stride, frames - start)
         order = torch.randperm(size, generator=generator, device=draw_on) + (start - window)
-        noise = torch.cat([noise, noise.index_select(2, order)], dim=2)
-    return noise.to(device=device, dtype=dtype)
+        frame_of = torch.cat([frame_of, frame_of[order]])
+    return noise.index_select(2, frame_of).to(device=device, dtype=dtype)

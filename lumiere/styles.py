@@ -17,16 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError
 from .models.stunet import STUNet
+from .options import STYLE_WEIGHT_RANGE
+from .request import in_range
 
 
-def check_style_weight(weight: float) -> float:
-    """``weight`` as a float in [0, 1] (the interpolation alpha)."""
-    weight = float(weight)
-    if not 0.0 <= weight <= 1.0:
-        raise InputError(f"style_weight must be in [0, 1], got {weight}")
-    return weight
 
 
 STYLE_RANK = 16  # the rank a style's weight differences are stored at (``StyleDelta.between``)
@@ -139,7 +134,7 @@ def styled(stunet: STUNet, style_state: dict[str, torch.Tensor] | StyleDelta | N
     Raises:
         InputError: ``weight`` outside [0, 1].
     """
-    weight = check_style_weight(weight)
+    weight = in_range(weight, *STYLE_WEIGHT_RANGE, "style_weight")
     if style_state is None or weight == 0.0 or (isinstance(style_state, dict) and not style_state):
         yield stunet
         return

@@ -291,3 +291,29 @@ def test_noise_prior_is_the_same_in_training_and_sampling(tmp_path):
     assert not np.array_equal(mixed, loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False))
     with pytest.raises(InputError, match="noise_prior.kind"):
         ModelConfig.from_dict({**TINY_CONFIG, "noise_prior": {"kind": "pink"}})
+
+
+def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_path):
+    """``stages.conditional.init_from``: the stage trains a saved conditional STUNet further (no base needed,
+    its C and M inputs kept, not widened again); a STUNet without them is refused before any step."""
+    from lumiere.errors import InputError
+    from lumiere.hub import read_safetensors
+    from lumiere.models.stunet import STUNet
+
+    saved = trained_run / "out" / "pipeline" / "conditional"
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "again")
+    config["stages"]["conditional"]["init_from"] = str(saved)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "conditional", "--config", str(tmp_path / "config.json")]) == 0
+    before, after = STUNet.from_pretrained(saved), STUNet.from_pretrained(tmp_path / "again" / "pipeline" / "conditional")
+    assert after.in_channels == before.in_channels  # the 3 + 3 + 1 inputs as saved, not widened again
+    start = read_safetensors(next(saved.glob("*.safetensors")))
+    trained = after.state_dict()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)  # trained further
+    config["stages"]["conditional"]["init_from"] = str(trained_run / "out" / "pipeline" / "base")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="no C and M input channels"):
+        from lumiere.train.stages import run_stage
+
+        run_stage("conditional", config, tmp_path / "base-run")

@@ -1,4 +1,4 @@
-"""Keyframes to video (issue 27): the given images are frames of the clip at their indices (the first and the
+"""Keyframes to video: the given images are frames of the clip at their indices (the first and the
 last, or any set); C = the images there and blanks elsewhere, M = 1 on those frames (Lumiere Sec. 4.2, I2V
 with more than one known frame). The conditional model generates the frames between them; the known frames
 are held in the sampler's x0 at every step and pasted exactly at base and output resolution

@@ -27,7 +27,7 @@ STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
 # stage's crop, window and two phases; the style list.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
 
 
 def _fields(cls) -> set[str]:
@@ -91,7 +91,8 @@ class StageConfig:
 
     settings: dict = field(default_factory=dict)  # TrainSettings keys over the config's "train"
     finetune_pretrained: bool = False  # t2i: train a model.t2i.pretrained T2I too (default: skip the stage)
-    init_from: str | None = None    # temporal / ssr: a saved STUNet to continue (no re-inflation / image phase)
+    init_from: str | None = None    # temporal / conditional / ssr: a saved STUNet to continue (no re-inflation,
+    #                                 no widening of the base, no SSR image phase)
     crop: int = bounded(64, min=1)  # ssr: side of the high-res training crops
     train_window: int | None = bounded(None, min=1)  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase

@@ -14,7 +14,7 @@ import torch
 from .. import conditioning as cond
 
 MASK_KINDS = ("first_frame", "box", "strokes", "cinemagraph", "outpaint", "keyframes")
-# "keyframes" (issue 27: first + last frame, or a few frames, given) takes its share from the others in
+# "keyframes" (first + last frame, or a few frames, given) takes its share from the others in
 # proportion, so their ratios stay those the bundled conditional model was trained with (0.35 : 0.2 : 0.15 x 3).
 KEYFRAMES_SHARE = 0.25
 MASK_PROBABILITIES = tuple(p * (1 - KEYFRAMES_SHARE) for p in (0.35, 0.2, 0.15, 0.15, 0.15)) + (KEYFRAMES_SHARE,)

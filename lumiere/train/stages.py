@@ -819,9 +819,15 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
 def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("conditional", **overrides)
     text_encoder = ws.text_encoder()
-    conditional = ws.load_stunet("base")  # start from the trained temporal layers
-    conditional.expand_input_channels(conditional.in_channels + 1,
-                                      ws.model.temporal.condition_every_level)
+    conditional = _stunet_to_continue(ws, "conditional", text_encoder)  # a conditional model trained further
+    if conditional is None:
+        conditional = ws.load_stunet("base")  # start from the trained temporal layers
+        conditional.expand_input_channels(conditional.in_channels + 1,
+                                          ws.model.temporal.condition_every_level)
+    elif not conditional.extra_input_channels:
+        raise InputError(f"stages.conditional.init_from: {ws.config.stage('conditional').init_from} has no C and M "
+                         "input channels: give a conditional STUNet (a pipeline's conditional/ folder), or leave "
+                         "init_from out to start from the run's base")
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
