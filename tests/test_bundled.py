@@ -63,7 +63,8 @@ def test_generated_colours_follow_the_prompt(pipe):
 
     prompts = {"red": "a red circle moving to the right", "blue": "a blue square moving up on black",
                "yellow": "a yellow triangle bouncing at night", "white": "a white circle moving left on gray"}
-    # The colour is settled in the first steps: 10 of the default 20 give the same colours, in half the time.
-    hits = sum(dominant_colour(pipe.text_to_video(p, seed=0, super_resolve=False, num_inference_steps=10)) == c
+    # The colour is settled in the first steps: 8 of the default 20 give the same colours (measured: 8, 10
+    # and 20 steps agree on all four), in 40 % of the time.
+    hits = sum(dominant_colour(pipe.text_to_video(p, seed=0, super_resolve=False, num_inference_steps=8)) == c
                for c, p in prompts.items())
     assert hits >= 3, f"only {hits}/4 videos had the prompted colour"

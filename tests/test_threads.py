@@ -145,13 +145,13 @@ def test_configure_in_a_fresh_process():
     code = ("import gc, json, lumiere, torch\nfrom lumiere.threads import configure, count_workers\n"
             "from torch.utils.data import DataLoader\n{body}\n"
             "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads()]))")
-    # LUMIERE_THREADS CPUs (here more than the machine may have: torch takes what it is given); 1 inter-op thread.
-    assert _run(code.format(body="configure()"), LUMIERE_THREADS="3") == [3, 1]
-    # DataLoader workers are counted in while the loader lives.
-    body = ("configure(); loader = count_workers(DataLoader(range(4), num_workers=2))\n"
-            "assert torch.get_num_threads() == 1")
-    assert _run(code.format(body=body), LUMIERE_THREADS="3") == [1, 1]
-    assert _run(code.format(body=body + "; del loader; gc.collect()"), LUMIERE_THREADS="3") == [3, 1]
+    # LUMIERE_THREADS CPUs (here more than the machine may have: torch takes what it is given); 1 inter-op
+    # thread. DataLoader workers are counted in while the loader lives, and given back when it is gone.
+    body = ("configure(); assert [torch.get_num_threads(), torch.get_num_interop_threads()] == [3, 1]\n"
+            "loader = count_workers(DataLoader(range(4), num_workers=2))\n"
+            "assert torch.get_num_threads() == 1\n"
+            "del loader; gc.collect()")
+    assert _run(code.format(body=body), LUMIERE_THREADS="3") == [3, 1]
     # The user's OMP_NUM_THREADS, torch.set_num_threads and set_num_interop_threads win.
     body = "configure(); loader = count_workers(DataLoader(range(4), num_workers=1))"
     assert _run(code.format(body=body), LUMIERE_THREADS="3", OMP_NUM_THREADS="2") == [2, 1]
