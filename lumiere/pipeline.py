@@ -62,24 +62,12 @@ class LumierePipeline(ModelBundle):
         return np.stack([run(self, request, dataclasses.replace(settings, callback=counted(callback, index, count)))
                          for index in range(count)])
 
+    # The named methods: one request each. Their Args / Returns / Raises come from the request's docstring
+    # and the shared options (``request.documented``).
     @documented(TextToVideo)
     def text_to_video(self, prompt: str, *, reference_image=None, generator: torch.Generator | None = None,
                       callback: Callback | None = None, **options) -> np.ndarray:
-        """Generate a whole clip from text with the base STUNet, then (optionally) super-resolve it.
-
-        Args:
-            prompt: what the video shows.
-            reference_image: VideoGen-style reference guidance. "t2i": draw the first frame with the
-                frozen T2I U-Net alone (``num_inference_steps`` more steps), then animate it with the
-                conditional model; an image (as for ``image_to_video``) is used as the first frame.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """Generate a whole clip from text with the base STUNet, then (optionally) super-resolve it."""
         request = TextToVideo(prompt, Options.of(options, "text_to_video"), reference_image)
         return self.generate(request, generator=generator, callback=callback)
 
@@ -88,38 +76,14 @@ class LumierePipeline(ModelBundle):
                       callback: Callback | None = None, **options) -> np.ndarray:
         """One image from the base's T2I U-Net alone (no temporal layers): the spatial model every video
         stage inflates, and what reference guidance draws frame 0 with. What it draws for a prompt
-        bounds what the video model can draw (the evaluation's ``t2i_shape_accuracy``).
-
-        Args:
-            prompt: what the image shows.
-            {options}
-
-        Returns:
-            uint8 (H, W, 3) RGB at ``base_resolution``.
-
-        Raises:
-            {raises}
-        """
+        bounds what the video model can draw (the evaluation's ``t2i_shape_accuracy``)."""
         request = TextToImage(prompt, Options.of(options, "text_to_image", TextToImage.unsupported))
         return self.generate(request, generator=generator, callback=callback)
 
     @documented(ImageToVideo)
     def image_to_video(self, image, prompt: str, *, generator: torch.Generator | None = None,
                        callback: Callback | None = None, **options) -> np.ndarray:
-        """Animate an image: it becomes the first frame (C = image then blanks, M = 1 on frame 0).
-
-        Args:
-            image: uint8 (H, W, 3) RGB array or PIL image, any size (resized and centre-cropped to the
-                model's aspect); at output resolution it is the result's exact first frame.
-            prompt: how the image should move.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """Animate an image: it becomes the first frame (C = image then blanks, M = 1 on frame 0)."""
         request = ImageToVideo(image, prompt, Options.of(options, "image_to_video", ImageToVideo.unsupported))
         return self.generate(request, generator=generator, callback=callback)
 
@@ -127,23 +91,7 @@ class LumierePipeline(ModelBundle):
     def keyframes_to_video(self, first, last, prompt: str, *, indices: dict | None = None,
                            generator: torch.Generator | None = None, callback: Callback | None = None,
                            **options) -> np.ndarray:
-        """A clip through given frames: ``first`` is frame 0, ``last`` the last frame, ``indices`` any others.
-
-        Args:
-            first / last: uint8 (H, W, 3) RGB arrays or PIL images (either may be None when ``indices``
-                gives frames), resized and centre-cropped to the model's aspect; at output resolution
-                each is the result's exact frame.
-            prompt: what happens between them.
-            indices: {{frame index: image}} for any other (or any set of) frames; negative indices count
-                from the end.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """A clip through given frames: ``first`` is frame 0, ``last`` the last frame, ``indices`` any others."""
         request = Keyframes(keyframe_images(first, last, indices), prompt,
                             Options.of(options, "keyframes_to_video", Keyframes.unsupported))
         return self.generate(request, generator=generator, callback=callback)
@@ -151,46 +99,14 @@ class LumierePipeline(ModelBundle):
     @documented(Inpaint)
     def inpaint(self, video, mask, prompt: str, *, generator: torch.Generator | None = None,
                 callback: Callback | None = None, **options) -> np.ndarray:
-        """Fill the masked region of a video; outpainting is a mask over the border.
-
-        Args:
-            video: uint8 (T, H, W, 3) array or list of frames at the model's fps, each resized +
-                centre-cropped; the result keeps its length (``ModelFacts.footage_frames``) unless
-                ``num_frames`` is given, to which its frames are then resampled evenly.
-            mask: True / white = generate, False = keep: bool or uint8 (H, W) for every frame or
-                (T, H, W) per frame, or a PIL image; same crop as the video, nearest-neighbour.
-                Outside the mask the result is the user's pixels (exactly, beyond ``ssr.feather``
-                output pixels of soft edge when SSR runs). An empty mask is an InputError.
-            prompt: what should appear in the region.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """Fill the masked region of a video; outpainting is a mask over the border."""
         request = Inpaint(video, mask, prompt, Options.of(options, "inpaint", Inpaint.unsupported))
         return self.generate(request, generator=generator, callback=callback)
 
     @documented(Cinemagraph)
     def cinemagraph(self, image, mask, prompt: str, *, generator: torch.Generator | None = None,
                     callback: Callback | None = None, **options) -> np.ndarray:
-        """Animate only the masked region of an image; everything else stays still.
-
-        Args:
-            image: uint8 (H, W, 3) RGB array or PIL image; frame 0 of the result is this image.
-            mask: True / white = moves, bool or uint8 (H, W) or a PIL image (same crop as the image);
-                an empty mask is an InputError.
-            prompt: the motion of the region.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """Animate only the masked region of an image; everything else stays still."""
         request = Cinemagraph(image, mask, prompt, Options.of(options, "cinemagraph"))
         return self.generate(request, generator=generator, callback=callback)
 
@@ -198,21 +114,7 @@ class LumierePipeline(ModelBundle):
     def video_to_video(self, video, prompt: str, *, strength: float = DEFAULT_STRENGTH,
                        generator: torch.Generator | None = None, callback: Callback | None = None,
                        **options) -> np.ndarray:
-        """SDEdit: noise every frame of the input to the timestep set by ``strength``, then denoise.
-
-        Args:
-            video: uint8 (T, H, W, 3) array or list of frames (length, resampling and resizing as for ``inpaint``).
-            prompt: the new video.
-            strength: in [0, 1]; 0 returns the input (resized), 1 ignores it; runs
-                round(strength x num_inference_steps) steps.
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        """SDEdit: noise every frame of the input to the timestep set by ``strength``, then denoise."""
         request = VideoToVideo(video, prompt, strength, Options.of(options, "video_to_video", VideoToVideo.unsupported))
         return self.generate(request, generator=generator, callback=callback)
 
@@ -221,27 +123,8 @@ class LumierePipeline(ModelBundle):
                            paste_known: bool = True, generator: torch.Generator | None = None,
                            callback: Callback | None = None, **options) -> np.ndarray:
         """Sample the conditional model on a (C, M) pair built by the caller (``lumiere.conditioning``).
-
         The applications above are this with their own (C, M); evaluation calls it with
-        ``paste_known=False`` to measure what the model itself produced.
-
-        Args:
-            condition: C, float (3, T, H, W) in [-1, 1] at ``base_resolution``; T is the number of
-                frames generated (so this method takes no ``num_frames``).
-            keep: M, (1, T, H, W), 1 = known content to keep (the paper's convention), 0 = generate.
-                Shapes that do not match ``base_resolution`` are an InputError.
-            prompt: the text.
-            paste_known: hold C where M = 1 in the sampler's clean estimate at every denoising step
-                and paste it back at the end (the applications' behaviour); False returns the raw
-                model output (and SSR, if run, is not given the known pixels either).
-            {options}
-
-        Returns:
-            {returns}
-
-        Raises:
-            {raises}
-        """
+        ``paste_known=False`` to measure what the model itself produced."""
         request = ConditionalSample(condition, keep, prompt, paste_known,
                                     Options.of(options, "sample_conditional", ConditionalSample.unsupported))
         return self.generate(request, generator=generator, callback=callback)

@@ -372,8 +372,15 @@ class Request:
 
 @dataclass(frozen=True)
 class TextToVideo(Request):
-    """A clip from text. ``reference_image``: "t2i" draws the first frame with the T2I U-Net alone, an
-    image is used as the first frame (VideoGen-style reference guidance); None generates the whole clip."""
+    """A clip from text.
+
+    Args:
+        prompt: what the video shows.
+        reference_image: VideoGen-style reference guidance. "t2i": draw the first frame with the
+            frozen T2I U-Net alone (``num_inference_steps`` more steps), then animate it with the
+            conditional model; an image (as for ``image_to_video``) is used as the first frame; None
+            generates the whole clip.
+    """
 
     prompt: str
     options: Options = Options()
@@ -383,7 +390,14 @@ class TextToVideo(Request):
 
 @dataclass(frozen=True)
 class TextToImage(Request):
-    """One image from the base's T2I U-Net alone."""
+    """One image from the base's T2I U-Net alone.
+
+    Args:
+        prompt: what the image shows.
+
+    Returns:
+        uint8 (H, W, 3) RGB at ``base_resolution``.
+    """
 
     prompt: str
     options: Options = Options()
@@ -396,7 +410,13 @@ class TextToImage(Request):
 
 @dataclass(frozen=True)
 class ImageToVideo(Request):
-    """Animate ``image``: it becomes the first frame."""
+    """Animate ``image``: it becomes the first frame.
+
+    Args:
+        image: uint8 (H, W, 3) RGB array or PIL image, any size (resized and centre-cropped to the
+            model's aspect); at output resolution it is the result's exact first frame.
+        prompt: how the image should move.
+    """
 
     image: Any
     prompt: str
@@ -434,9 +454,18 @@ def keyframe_images(first=None, last=None, indices: dict | None = None) -> dict[
 
 @dataclass(frozen=True)
 class Keyframes(Request):
-    """A clip through given frames. ``images``: a (first, last) pair (frames 0 and T-1) or a mapping
-    {frame index: image} (negative indices count from the end; -1 is the last frame); each image a uint8
-    (H, W, 3) array or a PIL image, resized and centre-cropped to the model's aspect like I2V's."""
+    """A clip through given frames.
+
+    Args:
+        images: a (first, last) pair (frames 0 and T-1) or a mapping {frame index: image} (negative
+            indices count from the end; -1 is the last frame); each image a uint8 (H, W, 3) array or a
+            PIL image, resized and centre-cropped to the model's aspect like I2V's; at output
+            resolution each is the result's exact frame.
+        first / last: (``keyframes_to_video``) the images of frames 0 and T-1, as in ``images``; either
+            may be None when ``indices`` gives frames.
+        indices: (``keyframes_to_video``) {frame index: image} for any other (or any set of) frames.
+        prompt: what happens between them.
+    """
 
     images: Any
     prompt: str
@@ -496,7 +525,18 @@ class _OnFootage:
 
 @dataclass(frozen=True)
 class Inpaint(_OnFootage, Request):
-    """Fill ``mask`` (True = generate) of ``video``; the result keeps the video's length."""
+    """Fill the masked region of a video; outpainting is a mask over the border.
+
+    Args:
+        video: uint8 (T, H, W, 3) array or list of frames at the model's fps, each resized +
+            centre-cropped; the result keeps its length (``ModelFacts.footage_frames``) unless
+            ``num_frames`` is given, to which its frames are then resampled evenly.
+        mask: True / white = generate, False = keep: bool or uint8 (H, W) for every frame or
+            (T, H, W) per frame, or a PIL image; same crop as the video, nearest-neighbour.
+            Outside the mask the result is the user's pixels (exactly, beyond ``ssr.feather``
+            output pixels of soft edge when SSR runs). An empty mask is an InputError.
+        prompt: what should appear in the region.
+    """
 
     video: Any
     mask: Any
@@ -508,7 +548,14 @@ class Inpaint(_OnFootage, Request):
 
 @dataclass(frozen=True)
 class Cinemagraph(Request):
-    """Animate only ``mask`` (True = moves) of ``image``."""
+    """Animate only the masked region of an image; everything else stays still.
+
+    Args:
+        image: uint8 (H, W, 3) RGB array or PIL image; frame 0 of the result is this image.
+        mask: True / white = moves, bool or uint8 (H, W) or a PIL image (same crop as the image);
+            an empty mask is an InputError.
+        prompt: the motion of the region.
+    """
 
     image: Any
     mask: Any
@@ -519,7 +566,15 @@ class Cinemagraph(Request):
 
 @dataclass(frozen=True)
 class VideoToVideo(_OnFootage, Request):
-    """SDEdit ``video`` toward ``prompt`` at ``strength`` in [0, 1]; the result keeps the video's length."""
+    """SDEdit: noise every frame of the input to the timestep set by ``strength``, then denoise.
+
+    Args:
+        video: uint8 (T, H, W, 3) array or list of frames (length, resampling and resizing as for
+            ``Inpaint``); the result keeps its length.
+        prompt: the new video.
+        strength: in [0, 1]; 0 returns the input (resized), 1 ignores it; runs
+            round(strength x num_inference_steps) steps.
+    """
 
     video: Any
     prompt: str
@@ -535,8 +590,18 @@ class VideoToVideo(_OnFootage, Request):
 
 @dataclass(frozen=True)
 class ConditionalSample(Request):
-    """The conditional model on a (C, M) pair built by the caller (``lumiere.conditioning``); its frame count
-    is the condition's."""
+    """The conditional model on a (C, M) pair built by the caller (``lumiere.conditioning``).
+
+    Args:
+        condition: C, float (3, T, H, W) in [-1, 1] at ``base_resolution``; T is the number of
+            frames generated (so this task takes no ``num_frames``).
+        keep: M, (1, T, H, W), 1 = known content to keep (the paper's convention), 0 = generate.
+            Shapes that do not match ``base_resolution`` are an InputError.
+        prompt: the text.
+        paste_known: hold C where M = 1 in the sampler's clean estimate at every denoising step
+            and paste it back at the end (the applications' behaviour); False returns the raw
+            model output (and SSR, if run, is not given the known pixels either).
+    """
 
     condition: Any
     keep: Any
@@ -622,24 +687,60 @@ InputError: an invalid option or input (a ValueError; InputTypeError, also a Typ
 CheckpointError: a component's files are missing or corrupt when it is first loaded."""
 
 
+def _doc_sections(doc: str | None) -> tuple[str, dict[str, str], str | None]:
+    """A Google-style docstring as (its text before ``Args:``, {argument: entry}, its ``Returns:`` text).
+    An entry may name several arguments ("first / last: ...")."""
+    text = textwrap.dedent(doc or "").strip("\n")
+    first, _, rest = text.partition("\n")
+    text = first.strip() + "\n" + textwrap.dedent(rest)  # the first line carries no indentation
+    head, _, tail = text.partition("\nArgs:\n")
+    sections = re.split(r"\n(?=(?:Returns|Raises):\n)", "\nArgs:\n" + tail if tail else "")
+    entries: dict[str, str] = {}
+    returns = None
+    for section in sections:
+        title, _, body = section.strip("\n").partition(":\n")
+        body = textwrap.dedent(body).strip()
+        if title == "Args":
+            for entry in re.split(r"\n(?=\S)", body):
+                for name in entry.split(":", 1)[0].split("/"):
+                    entries[name.strip()] = entry
+        elif title == "Returns":
+            returns = body
+    return head.strip(), entries, returns
+
+
 def documented(request: type[Request]):
-    """Fill the shared ``{options}`` / ``{returns}`` / ``{raises}`` sections into the docstring of the
-    convenience method for ``request`` (``{options}`` keeps the entries for the options it supports, with
-    ``generator`` and ``callback``).
+    """Write the docstring of the convenience method for ``request``: the method's own summary, then
+    ``Args:`` for each of its parameters (from the request's docstring, then the shared options it
+    supports, with ``generator`` and ``callback``), ``Returns:`` and ``Raises:``.
 
-    Why: the methods take the same options; their text lives here once, next to the request that
-    validates them, so the docstrings cannot drift apart.
+    Why: the methods take the same options and the requests' inputs; their text lives once, next to the
+    request that validates them, so the docstrings cannot drift apart. A parameter documented nowhere is
+    a TypeError when the module is imported.
     """
-    def section(text: str) -> str:
-        return textwrap.indent(text, " " * 12).lstrip()
-
-    names = {f.name for f in dataclasses.fields(Options)} - set(request.unsupported) | {"generator", "callback"}
-    entries = re.split(r"\n(?=\S)", _OPTIONS_DOC)
-    options = "\n".join(entry for entry in entries if entry.split(":", 1)[0] in names)
+    supported = {f.name for f in dataclasses.fields(Options)} - set(request.unsupported) | {"generator", "callback"}
+    option_entries = [entry for entry in re.split(r"\n(?=\S)", _OPTIONS_DOC)
+                      if entry.split(":", 1)[0] in supported]
+    _, inputs, returns = _doc_sections(request.__doc__)
 
     def decorate(method):
-        method.__doc__ = method.__doc__.format(options=section(options), returns=section(_RETURNS_DOC),
-                                               raises=section(_RAISES_DOC))
+        import inspect
+
+        summary, own, _ = _doc_sections(method.__doc__)
+        entries: list[str] = []
+        for name, parameter in list(inspect.signature(method).parameters.items())[1:]:
+            if parameter.kind is parameter.VAR_KEYWORD or name in ("generator", "callback"):
+                continue
+            entry = own.get(name) or inputs.get(name)
+            if entry is None:
+                raise TypeError(f"{method.__name__}: parameter {name!r} is documented neither by the method "
+                                f"nor by {request.__name__}")
+            if entry not in entries:
+                entries.append(entry)
+        body = "\n".join(entries + option_entries)
+        method.__doc__ = "\n\n".join([summary, "Args:\n" + textwrap.indent(body, "    "),
+                                       "Returns:\n" + textwrap.indent(returns or _RETURNS_DOC, "    "),
+                                       "Raises:\n" + textwrap.indent(_RAISES_DOC, "    ")])
         return method
 
     return decorate
