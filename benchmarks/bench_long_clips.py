@@ -1,4 +1,4 @@
-"""Text to video longer than the model's clip (issue 27, item 3): does a 3x clip keep one object and the
+"""Text to video longer than the model's clip: does a 3x clip keep one object and the
 prompt's motion, and where do its windows join? One pass, temporal MultiDiffusion windows and FreeNoise's
 shared noise (``sampling.shared_window_noise``), on the bundled model at base resolution (CPU).
 
@@ -33,7 +33,17 @@ SETTINGS = {
     "windows 16 stride 4, shared noise /4": (1, 0.25, True, 0.25),
     "windows 16 stride 8, shared noise /8": (1, 0.5, True, 0.5),
     "windows 32 stride 8, shared noise /8": (2, 0.5, True, 0.5),
+    # the model's clip spread over the long clip's span (its frames at every ~multiple-th index), the frames
+    # between filled by the conditional model holding them (``keyframes_to_video``): slow motion
+    "clip spread, keyframes between": "spread",
 }
+
+
+def spread(pipe, prompt: str, seed: int, frames: int, steps: int | None) -> np.ndarray:
+    clip = pipe.text_to_video(prompt, seed=seed, super_resolve=False, num_inference_steps=steps)
+    at = [round(i * (frames - 1) / (len(clip) - 1)) for i in range(len(clip))]
+    return pipe.keyframes_to_video(None, None, prompt, indices={j: clip[i] for i, j in enumerate(at)},
+                                   num_frames=frames, seed=seed, super_resolve=False, num_inference_steps=steps)
 
 
 def prompts() -> list[tuple[str, str]]:
@@ -58,7 +68,7 @@ def measures(video: np.ndarray, motion: str, clip: int) -> dict:
 def configure(setting) -> None:
     from lumiere import options
 
-    if setting is not None:
+    if isinstance(setting, tuple):
         options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE, \
             options.SHARED_NOISE_STRIDE_CLIPS = setting
 
@@ -112,8 +122,11 @@ def main() -> None:
                     continue
                 configure(SETTINGS[name])
                 start = time.process_time()
-                video = pipe.text_to_video(prompt, seed=seed, num_frames=frames, super_resolve=False,
-                                           num_inference_steps=args.steps)
+                if SETTINGS[name] == "spread":
+                    video = spread(pipe, prompt, seed, frames, args.steps)
+                else:
+                    video = pipe.text_to_video(prompt, seed=seed, num_frames=frames, super_resolve=False,
+                                               num_inference_steps=args.steps)
                 row = {"setting": name, "prompt": prompt, "seed": seed, "frames": frames, "steps": args.steps,
                        "seconds": time.process_time() - start, **measures(video, motion, clip)}
                 print(json.dumps(row), flush=True)
