@@ -75,7 +75,7 @@ def inpaint_condition(video: torch.Tensor, generate: torch.Tensor) -> tuple[torc
 # The cinemagraph application's soft edges (``cinemagraph_condition``'s defaults stay hard: training and the
 # evaluation build the paper's binary M). Why: with a hard M the generated region meets the still part in a
 # visible seam and the motion jumps in at frame 1; the feather and the fade-in remove both without moving the
-# jump to a later frame (tests/test_preview_and_vocabulary.py checks the three on the app's example; measured
+# jump to a later frame (tests/test_conditioning.py checks the three on the app's example; measured
 # in docs/research/lumiere-tiny.md).
 CINEMAGRAPH_FEATHER = 0.06  # ramp width inside the region, as a fraction of min(H, W): 2 px at 32, 8 px at 128
 CINEMAGRAPH_FADE_FRAMES = 3  # frames 1..3 cross-fade from the still image into the generated motion

@@ -127,34 +127,6 @@ def test_eight_honest_local_clients_are_all_served(served):
     assert seeds == list(range(8))
 
 
-# ----------------------------------------------------------------------------- the two private Gradio touches
-def test_generate_jobs_reads_gradios_queue():
-    """app.serving.generate_jobs reads Gradio's queue (no public API lists it): this fails loudly when Gradio
-    renames what it reads, instead of the per-client limit letting everyone through."""
-    import gradio as gr
-
-    from app.serving import generate_jobs
-
-    with gr.Blocks() as demo:
-        gr.Button().click(lambda: None, None, None)
-    demo.queue()
-    assert generate_jobs(demo) == []
-    with pytest.raises(RuntimeError, match="generate_jobs"):
-        generate_jobs(SimpleNamespace(_queue=SimpleNamespace()))
-
-
-def test_preprocess_hook_is_still_gradios():
-    """LumiereBlocks.preprocess_data overrides an undocumented Gradio method: if Gradio renames it or changes
-    its parameters, the readable messages for malformed requests would silently stop; this says so."""
-    import inspect
-
-    import gradio as gr
-
-    original = gr.Blocks.__dict__.get("preprocess_data")
-    assert original is not None and inspect.iscoroutinefunction(original)
-    assert list(inspect.signature(original).parameters) == ["self", "block_fn", "inputs", "state", "explicit_call"]
-
-
 # ----------------------------------------------------------------------------- the app's one error boundary
 def test_error_boundary_tells_a_bug_from_a_bad_input(caplog):
     import logging

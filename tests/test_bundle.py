@@ -1,5 +1,6 @@
-"""Pipeline folders as diffusers users expect them: the scheduler's class is honoured (or refused when the
-pipeline opens), STUNet folders are not mistaken for plain 2D U-Nets, and exports keep transformers' fp32 modules."""
+"""lumiere.bundle: pipeline folders as diffusers users expect them. The scheduler's class is honoured (or refused
+when the pipeline opens), STUNet folders are not mistaken for plain 2D U-Nets, and exports keep transformers' fp32
+modules."""
 from __future__ import annotations
 
 import json
@@ -288,7 +289,7 @@ def test_enable_model_cpu_offload_needs_an_accelerator(tiny_pipe):
 def test_diffusers_loader_reads_a_latent_pipeline_with_its_vae(tmp_path):
     from diffusers import AutoencoderKL
 
-    from tests.test_latent_pipeline import make_latent_pipeline
+    from tests.test_models_vae import make_latent_pipeline
 
     pipe = make_latent_pipeline()
     pipe.save_pretrained(tmp_path / "latent")

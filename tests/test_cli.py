@@ -1,5 +1,7 @@
-"""The contract every front end shares (issue 28): one bounded decoder, one-line CLI errors, one prompt
-limit, one frame rule, outputs in the ignored outputs/ folder."""
+"""lumiere.cli: the command line, and the contract every front end shares. Commands write playable files (into the
+ignored outputs/ folder by default); refusals are one line, without tracebacks or ffmpeg banners, and come before any
+model is loaded; one prompt limit and one frame rule for the library, the app and the CLI; the decoder reads only
+what the model uses."""
 import struct
 import subprocess
 import sys
@@ -7,14 +9,19 @@ import zlib
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
+import torch
 
 from lumiere.cli import main
 from lumiere.errors import InputError
+from lumiere.io import read_video, write_video
 from lumiere.options import MAX_PROMPT_CHARS, frame_counts
 from lumiere.request import GenerationSettings, check_num_frames
+from tests.tiny import MICRO_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "a red circle moving right"
 
 # Runs argv as a child and prints its exit status and the peak RSS (MiB) of the child and everything it
 # waited for (ffmpeg included): RUSAGE_CHILDREN of a fresh wrapper holds this command only.
@@ -25,6 +32,75 @@ print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
 """
 
 
+# ----------------------------------------------------------------------------- commands
+def test_cli_generate_writes_h264(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "--prompt", "a red circle", "--out", str(out), "--model", str(tiny_pipeline_dir),
+                 "--seed", "3", "--steps", "1"]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (8, 32, 32, 3) and fps == pytest.approx(8)
+    assert "seed 3" in capsys.readouterr().out
+
+
+def test_cli_applications(tiny_pipeline_dir, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
+    mask = tmp_path / "mask.png"
+    Image.fromarray((np.arange(256).reshape(16, 16) % 16 > 8).astype(np.uint8) * 255).save(mask)
+    video = tmp_path / "in.mp4"
+    write_video(video, np.full((8, 16, 16, 3), 120, np.uint8), 8)
+    model = ["--model", str(tiny_pipeline_dir), "--steps", "1", "--seed", "0", "--no-ssr"]
+    for command in (["i2v", "--image", str(image)], ["inpaint", "--video", str(video), "--mask", str(mask)],
+                    ["cinemagraph", "--image", str(image), "--mask", str(mask)], ["v2v", "--video", str(video)]):
+        out = tmp_path / f"{command[0]}.gif"
+        assert main(command + ["--prompt", "x", "--out", str(out)] + model) == 0
+        assert read_video(out)[0].shape == (8, 16, 16, 3)
+
+
+def test_cli_inflate_from_a_diffusers_directory(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from lumiere import STUNet
+
+    unet = UNet2DConditionModel(**{**MICRO_CONFIG["model"]["t2i"]["unet"], "cross_attention_dim": 16})
+    unet.save_pretrained(tmp_path / "t2i")
+    result = subprocess.run([sys.executable, "-m", "lumiere", "inflate", "--t2i", str(tmp_path / "t2i"),
+                             "--out", str(tmp_path / "stunet")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "N=2" in result.stdout
+    stunet = STUNet.from_pretrained(tmp_path / "stunet")
+    assert torch.equal(stunet.t2i.conv_in.weight, unet.conv_in.weight)
+
+
+def test_cli_loop_flag_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from lumiere.cli import main
+    from lumiere.pipeline import LumierePipeline
+
+    calls = []
+    original = LumierePipeline.generate
+
+    def spy(self, request, **kwargs):
+        calls.append((request.task, request.options.loop))
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(LumierePipeline, "generate", spy)
+    common = ["--model", str(tiny_pipeline_dir), "--seed", "0", "--steps", "1", "--no-ssr", "--prompt", PROMPT]
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "image.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    picture = ["--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png")]
+    assert main(["generate", *common, "--loop", "--out", str(tmp_path / "a.mp4")]) == 0
+    assert main(["generate", *common, "--out", str(tmp_path / "b.mp4")]) == 0
+    assert main(["cinemagraph", *common, *picture, "--loop", "--out", str(tmp_path / "c.mp4")]) == 0
+    assert calls == [("text_to_video", True), ("text_to_video", False), ("cinemagraph", True)]
+
+
+# ----------------------------------------------------------------------------- a bounded decoder
 def lavfi_clip(path: Path, source: str, vf: str | None = None) -> Path:
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", source]
     cmd += ["-vf", vf] if vf else []
@@ -106,6 +182,53 @@ def test_cli_refusals_are_one_line_without_tracebacks_or_ffmpeg_banners(tiny_pip
     line = assert_one_line_error(results["offline"], "--t2i nobody/not-cached-unet", "the Hub could not be reached",
                                  "HF_HUB_OFFLINE", "pass a local")
     assert "config.json" not in line
+
+
+def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
+    code = main(["generate", "--prompt", "x", "--out", str(tmp_path / "o.mp4"), "--model", str(tiny_pipeline_dir),
+                 "--frames", "7"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --frames must be a multiple of 2 for this model, got 7 "
+                                               "(try 6 or 8): this model takes multiples of 2 from 2 to 80"), err
+    assert main(["i2v", "--image", str(tmp_path / "missing.png"), "--prompt", "x", "--out", "o.mp4",
+                 "--model", str(tiny_pipeline_dir)]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--prompt", "x", "--out", "clip.avi"], "error: --out clip.avi: the file name must end in .mp4, "
+                                                         ".webm, .gif (e.g. --out clip.mp4)"),
+    (["generate", "--prompt", "x", "--out", "{tmp}/no/clip.mp4"], "the directory '{tmp}/no' does not exist"),
+    (["generate", "--prompt", "x", "--out", "{tmp}"], "--out {tmp}: the file name must end in"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--seed", str(2**63)], "--seed must be at most 2^63-1"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["generate", "--prompt", "x", "--out", "o.mp4", "--guidance", "50"], "--guidance must be between 0 and 20"),
+    (["v2v", "--video", "assets/examples/red_triangle_sky.mp4", "--prompt", "x", "--out", "o.mp4", "--strength", "2"],
+     "--strength must be between 0 and 1, got 2"),
+    (["i2v", "--image", "{tmp}/missing.png", "--prompt", "x", "--out", "o.mp4"], "--image {tmp}/missing.png: no such file"),
+    (["inpaint", "--video", "assets/examples/green_square_sea.mp4", "--mask", "{tmp}/notes.png", "--prompt", "x",
+      "--out", "o.mp4"], "--mask: the file 'notes.png' is not an image file"),
+    (["generate", "--prompt", "x" * 501, "--out", "o.mp4"], "--prompt is too long: 501 characters, the limit is 500"),
+    (["generate", "--prompt", "x", "--negative-prompt", "y" * 100_000, "--out", "o.mp4"],
+     "--negative-prompt is too long: 100000 characters, the limit is 500"),
+    (["eval", "--out", "{tmp}/no/metrics.json"], "the directory '{tmp}/no' does not exist"),
+    (["train", "--stage", "t2i", "--config", "{tmp}/missing.json"], "--config {tmp}/missing.json: no such file"),
+])
+def test_cli_refuses_bad_arguments_before_loading_a_model(argv, message, tmp_path, monkeypatch, capsys):
+    """A wrong --out, out-of-range number or unreadable input costs no generation (or evaluation) time."""
+    import lumiere.evaluation
+    import lumiere.pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(lumiere.pipeline.LumierePipeline, "from_pretrained", no_work)
+    monkeypatch.setattr(lumiere.evaluation, "evaluate_pipeline", no_work)
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "notes.png").write_text("not a picture")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -1,5 +1,7 @@
-"""The config tree: every section a frozen dataclass, parsed once; a wrong key, type or range is an InputError
-naming the key and its place, before anything is built or trained."""
+"""lumiere.train.config and the model config tree (``build.ModelConfig``, ``options``, ``models.stunet``): every
+section a frozen dataclass, parsed once; a wrong key, type or range is an InputError naming the key, its place and
+the allowed keys, before anything is built or trained."""
+import copy
 import dataclasses
 import json
 import shutil
@@ -10,11 +12,12 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from lumiere.build import ModelConfig, SSRConfig, T2IConfig, TextEncoderConfig, build_pipeline
-from lumiere.sampling import scheduler_keys
 from lumiere.errors import InputError
 from lumiere.models.stunet import STUNet, TemporalConfig, inflate
 from lumiere.options import GenerationDefaults, NoisePrior, PipelineConfig
-from lumiere.train.config import DataConfig, RunConfig, StageConfig
+from lumiere.sampling import scheduler_keys
+from lumiere.train.config import STAGES, DataConfig, RunConfig, StageConfig
+from lumiere.train.loop import TrainSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "assets" / "lumiere-tiny"
@@ -32,7 +35,7 @@ def _unet() -> UNet2DConditionModel:
 
 
 @pytest.mark.parametrize("edit, message", [
-    # the reviewer's four
+    # unknown keys, a number given as a string, negative step counts
     (lambda c: c["model"]["temporal"].update(head_dimm=16), r"unknown key 'head_dimm' in model\.temporal; allowed: .*"
                                                             r"\btemporal_head_dim\b"),
     (lambda c: c["model"]["scheduler"].update(prediction_typ="epsilon"),
@@ -73,7 +76,8 @@ def test_bad_values_are_refused_at_parse_time_naming_the_key_and_its_place(edit,
 
 
 def test_a_typo_in_model_temporal_stops_the_run_before_any_training(tmp_path, capsys):
-    """The reviewer's case: it used to parse, train the T2I stage, then die as a bare TypeError in STUNet."""
+    """Refused when the config is read: it used to parse, train the T2I stage, then die as a bare TypeError in
+    STUNet."""
     from lumiere.cli import main
 
     config = _tiny()
@@ -100,6 +104,7 @@ def test_scheduler_keys_come_from_the_supported_diffusers_classes():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_config_parses_into_the_typed_tree(path):
     config = RunConfig.from_dict(json.loads(path.read_text()))
+    assert config.settings("temporal").steps > 0
     model = config.model
     assert isinstance(model.t2i, T2IConfig) and isinstance(model.text_encoder, TextEncoderConfig)
     assert isinstance(model.temporal, TemporalConfig) and isinstance(model.defaults, GenerationDefaults)
@@ -189,3 +194,96 @@ def test_builders_read_the_parsed_tree_and_still_take_dicts():
         assert a.temporal_config == b.temporal_config
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert pipes[0].get_component("ssr").temporal_resize is False
+
+
+def test_stage_settings_layer_train_stage_phase_and_overrides():
+    config = RunConfig.from_dict(_tiny())
+    temporal = config.settings("temporal", steps=None, batch_size=2)
+    assert (temporal.steps, temporal.batch_size, temporal.lr, temporal.caption_dropout) == (1700, 2, 0.001, 0.1)
+    assert config.settings("ssr", "image").steps == 1000 and config.settings("ssr", "video").steps == 150
+    assert config.stage("ssr").crop == 64 and config.stage("ssr").train_window == 4
+    assert config.stage("style").styles == ("line drawing", "watercolor")
+    assert config.settings("t2i").lr == 0.002
+
+
+def test_train_settings_reject_an_unknown_key_and_allow_comments():
+    assert TrainSettings.from_dict({"steps": 3, "_comment": "why three"}).steps == 3
+    with pytest.raises(InputError, match=r"unknown key 'stpes' in train settings; allowed: .*\bsteps\b"):
+        TrainSettings.from_dict({"stpes": 3})
+
+
+@pytest.mark.parametrize("where, edit", [
+    ("train", lambda c: c["train"].update(learning_rate=1)),
+    ("stages.temporal", lambda c: c["stages"]["temporal"].update(stpes=1)),
+    ("stages.ssr.video", lambda c: c["stages"]["ssr"]["video"].update(btach_size=1)),
+    ("stages", lambda c: c["stages"].update(temporl={})),
+    ("model.text_encoder", lambda c: c["model"]["text_encoder"].update(hidden=8)),
+    (r"model\.ssr", lambda c: c["model"]["ssr"].update(windw=4)),
+    (r"model\.defaults", lambda c: c["model"]["defaults"].update(steps=4)),
+    (r"model\.temporal", lambda c: c["model"]["temporal"].update(head_dimm=4)),
+    (r"model\.scheduler", lambda c: c["model"]["scheduler"].update(beta_schedul="linear")),
+    (r"model\.t2i", lambda c: c["model"]["t2i"].update(unet_config={})),
+    (r"stages\.ssr", lambda c: c["stages"]["ssr"].update(windw=4)),
+    ("data", lambda c: c["data"].update(sed=1)),
+    ("the config", lambda c: c.update(ouput_dir="x")),
+])
+def test_run_config_rejects_unknown_keys_where_they_are(where, edit):
+    config = _tiny()
+    edit(config)
+    with pytest.raises(InputError, match=rf"unknown key '\w+' in {where}; allowed: "):
+        RunConfig.from_dict(config)
+
+
+def test_a_typo_stops_training_before_it_starts(tmp_path, capsys):
+    from lumiere.cli import main
+
+    config = _tiny()
+    config["stages"]["t2i"]["lr_scale"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "t2i", "--config", str(tmp_path / "config.json"),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    assert "unknown key 'lr_scale' in stages.t2i" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_config_rejects_unknown_keys():
+    index = json.loads((ROOT / "assets" / "lumiere-tiny" / "model_index.json").read_text())
+    parsed = PipelineConfig.from_config(index["config"])
+    assert parsed.base_resolution == tuple(index["config"]["base_resolution"])
+    with pytest.raises(InputError, match="unknown key 'frame_rate' in the pipeline config"):
+        PipelineConfig.from_config({**index["config"], "frame_rate": 8})
+    with pytest.raises(InputError, match="unknown key 'windw' in ssr"):
+        PipelineConfig.from_config({**index["config"], "ssr": {"windw": 4}})
+
+
+def test_the_bundled_models_index_config_is_what_its_training_config_gives():
+    from lumiere.build import ModelConfig, pipeline_config
+
+    index = json.loads((ROOT / "assets" / "lumiere-tiny" / "model_index.json").read_text())
+    model = _tiny()["model"]
+    assert pipeline_config(model, 4) == index["config"]
+    assert pipeline_config(ModelConfig.from_dict(model), 4) == index["config"]
+    with pytest.raises(InputError, match="unknown key 'temporl' in model; allowed: "):
+        ModelConfig.from_dict({**model, "temporl": {}})
+
+
+def test_every_stage_input_is_checked_before_the_first_step(tmp_path):
+    """configs/full_if.json ships without styles: `--stage all` skips the style stage up front instead of
+    training every other stage and then dying; asked for alone it is refused, as are missing inputs."""
+    config = json.loads((ROOT / "configs" / "full_if.json").read_text())
+    with pytest.raises(InputError, match="data.root: .* does not exist"):  # the videos are not here
+        RunConfig.from_dict(config).plan(STAGES)
+    (tmp_path / "videos.csv").write_text("path,caption\n")
+    config["data"].update(root=str(tmp_path), metadata=str(tmp_path / "videos.csv"))
+    run, skipped = RunConfig.from_dict(config).plan(STAGES)
+    assert "style" not in run and "stages.style.styles is empty" in skipped["style"]
+    with pytest.raises(InputError, match="--stage style: nothing to train"):
+        RunConfig.from_dict(config).plan(("style",))
+    missing = copy.deepcopy(config)
+    missing["stages"]["temporal"]["init_from"] = str(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="stages.temporal.init_from: no STUNet config.json"):
+        RunConfig.from_dict(missing).plan(STAGES)
+    folders = copy.deepcopy(config)
+    folders["stages"]["style"]["styles"] = {"ink": str(tmp_path / "no-ink")}
+    with pytest.raises(InputError, match="stages.style.styles.ink"):
+        RunConfig.from_dict(folders).plan(STAGES)

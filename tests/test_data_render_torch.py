@@ -1,4 +1,5 @@
-"""The batched torch renderer reproduces world.render_clip (within float32 rounding) for every scene element."""
+"""lumiere.data.render_torch: the batched torch renderer reproduces world.render_clip (within float32 rounding) for
+every scene element."""
 import numpy as np
 import pytest
 import torch

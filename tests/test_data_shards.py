@@ -1,7 +1,6 @@
-"""Issue 10, real data at scale: webdataset shards, WebVid's CSV columns, the text-embedding cache and
-per-style image folders (all tiny and on CPU)."""
+"""lumiere.data.shards: webdataset shards (tiny, on CPU). Every sample streams once per epoch, split across ranks
+and loader workers, reshuffled and re-windowed each epoch reproducibly; every stage trains on them."""
 import copy
-import csv
 import io
 import json
 import tarfile
@@ -9,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from lumiere.errors import InputError
 
@@ -25,23 +23,6 @@ def _level(item) -> int:
     return int(round((item["video"][:, 0].mean().item() + 1) * 127.5))
 
 
-def _micro_config(tmp_path, **data):
-    """The CLI tests' micro config with a saved "pretrained" T2I (so no t2i stage has to run first)."""
-    from diffusers import UNet2DConditionModel
-    from tests.tiny import MICRO_CONFIG
-
-    config = copy.deepcopy(MICRO_CONFIG)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
-    unet.save_pretrained(tmp_path / "t2i", safe_serialization=True)
-    config["model"]["t2i"] = {"pretrained": str(tmp_path / "t2i")}
-    config["output_dir"] = str(tmp_path / "out")
-    if data:
-        config["data"] = data
-    return config
-
-
-# ----------------------------------------------------------------------------- per-style image folders
 def _style_folder(folder, colour, captions):
     from lumiere.io import write_image
 
@@ -56,151 +37,6 @@ def _style_folder(folder, colour, captions):
     return folder
 
 
-def test_each_style_trains_on_its_own_folder(tmp_path, monkeypatch):
-    from lumiere.data.datasets import ImageFolderDataset
-    from lumiere.pipeline_format import read_style
-    from lumiere.train.stages import Workspace, run_stage
-
-    red = _style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box", "a cup"])
-    blue = _style_folder(tmp_path / "blue", (30, 30, 200), [None, None])
-    (blue / "caption.txt").write_text("a blue thing\n")  # the folder's default caption
-    config = _micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
-    config["stages"]["style"] = {"steps": 2, "batch_size": 2, "lr": 0.01,
-                                 "styles": {"red paint": str(red), "blue paint": str(blue)}}
-    seen = []
-    original_getitem = ImageFolderDataset.__getitem__
-
-    def record(self, index):
-        item = original_getitem(self, index)
-        seen.append((self.folder.name, self.items[index][0].parent.name, item["caption"]))
-        return item
-
-    monkeypatch.setattr(ImageFolderDataset, "__getitem__", record)
-    ends, write_style = {}, Workspace.write_style  # how many images had been read when each style finished
-
-    def record_end(self, style, state):
-        ends[style] = len(seen)
-        write_style(self, style, state)
-
-    monkeypatch.setattr(Workspace, "write_style", record_end)
-    run_stage("style", config)
-
-    # Each style saw only its own images, captioned by their sidecar or the folder's caption.txt.
-    red_end = ends["red paint"]
-    assert {s[1] for s in seen[:red_end]} == {"red"} and {s[1] for s in seen[red_end:]} == {"blue"}
-    assert {s[2] for s in seen[:red_end]} <= {"a ball", "a box", "a cup"}
-    assert {s[2] for s in seen[red_end:]} == {"a blue thing"}
-    styles = tmp_path / "out" / "pipeline" / "styles"
-    a = read_style(styles / "red-paint").state()  # each style's difference to the base's spatial weights
-    b = read_style(styles / "blue-paint").state()
-    assert a.keys() == b.keys()
-    assert any(not torch.equal(a[k], b[k]) for k in a)  # different images, different spatial weights
-
-
-def test_style_folders_are_required_with_real_data(tmp_path):
-    from lumiere.train.stages import run_stage
-
-    config = _micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
-    config["stages"]["style"]["styles"] = ["watercolor"]
-    with pytest.raises(InputError, match=r"stages\.style\.styles: .*mapping style name -> image folder"):
-        run_stage("style", config)
-    captionless = _style_folder(tmp_path / "bare", (0, 0, 0), [None])
-    config["stages"]["style"]["styles"] = {"watercolor": str(captionless)}
-    with pytest.raises(InputError, match=r"stages\.style\.styles\.watercolor: 1 image\(s\) .* no caption"):
-        run_stage("style", config)
-
-
-# ----------------------------------------------------------------------------- WebVid's CSV
-def test_webvid_csv_columns_load_as_published(tmp_path):
-    """WebVid's columns: caption from ``name``, file ``<root>/<page_dir>/<videoid>.mp4`` (or ``path`` when
-    given); rows whose file was never downloaded are left out with one warning giving the count."""
-    from lumiere.data.datasets import RealVideoDataset
-    from lumiere.io import write_video
-
-    rows = [("1001", "000001_000050", "Aerial view of a harbour"), ("1002", "000001_000050", "A dog, running"),
-            ("1003", "000051_000100", "Clouds over hills"), ("1004", "000051_000100", "never downloaded")]
-    for k, (videoid, page_dir, _) in enumerate(rows[:3]):
-        (tmp_path / page_dir).mkdir(exist_ok=True)
-        write_video(tmp_path / page_dir / f"{videoid}.mp4", _grey_clip(40 * (k + 1)), fps=8)
-    with open(tmp_path / "results_2M_val.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
-        writer.writerows([(v, f"https://example.invalid/{v}.mp4", "PT00H00M10S", d, n) for v, d, n in rows])
-    with pytest.warns(RuntimeWarning) as caught:
-        data = RealVideoDataset(tmp_path, "results_2M_val.csv", num_frames=2, height=8, width=8, fps=8)
-    messages = [str(w.message) for w in caught if "missing" in str(w.message)]
-    assert len(messages) == 1 and "skipping 1 of 4 rows" in messages[0] and "1004.mp4" in messages[0]
-    assert len(data) == 3
-    assert [data[k]["caption"] for k in range(3)] == [name for _, _, name in rows[:3]]
-
-    (tmp_path / "none.csv").write_text("videoid,contentUrl,duration,page_dir,name\n9,u,PT1S,nowhere,gone\n")
-    with pytest.raises(InputError, match="none of its 1 video files exist"):
-        RealVideoDataset(tmp_path, "none.csv")
-
-
-# ----------------------------------------------------------------------------- text-embedding cache
-def _encoder(seed: int = 0, max_length: int = 12):
-    from lumiere.models.text_encoder import TextEncoder
-
-    torch.manual_seed(seed)
-    return TextEncoder.from_vocabulary(["a", "red", "blue", "circle", "square", "moving", "left"], hidden_size=16,
-                                       num_layers=1, num_heads=2, max_length=max_length).eval().requires_grad_(False)
-
-
-def test_text_embedding_cache_gives_the_encoders_states(tmp_path):
-    from lumiere.train.text_cache import CachedTextEncoder
-
-    encoder = _encoder()
-    cached = CachedTextEncoder(encoder, tmp_path)
-    prompts = ["a red circle", "", "a blue square moving left", "a red circle"]  # "": caption dropout
-    expected = encoder(prompts)
-    first = cached(prompts)  # encodes the 3 distinct captions, writes them
-    assert torch.allclose(first, expected, atol=1e-6) and cached.misses == 3
-    assert len(list(cached.directory.rglob("*.safetensors"))) == 3
-    again = CachedTextEncoder(encoder, tmp_path)(prompts)  # a new run: read back, not re-encoded
-    assert torch.equal(again, first)
-    reader = CachedTextEncoder(encoder, tmp_path)
-    reader(prompts)
-    assert (reader.hits, reader.misses) == (4, 0)
-    assert cached.state_dict().keys() == encoder.state_dict().keys()  # checkpoints and saving unchanged
-    assert cached.model is encoder.model  # the same weights, not a copy
-
-
-def test_text_embedding_cache_is_keyed_by_the_encoder(tmp_path):
-    from lumiere.train.text_cache import CachedTextEncoder
-
-    CachedTextEncoder(_encoder(0), tmp_path)(["a red circle"])
-    for other in (_encoder(1), _encoder(0, max_length=10)):  # other weights; other prompt length
-        cached = CachedTextEncoder(other, tmp_path)
-        assert torch.allclose(cached(["a red circle"]), other(["a red circle"]), atol=1e-6)
-        assert (cached.hits, cached.misses) == (0, 1)
-    assert len({p.name for p in tmp_path.iterdir()}) == 3
-
-
-def test_text_embedding_cache_is_not_used_while_the_encoder_trains(tmp_path):
-    from lumiere.train.stages import T2IModule
-    from lumiere.train.text_cache import CachedTextEncoder
-
-    cached = CachedTextEncoder(_encoder(), tmp_path)
-    T2IModule(torch.nn.Conv2d(1, 1, 1), cached, None, train_text_encoder=True)  # what the t2i stage does
-    states = cached(["a red circle"])
-    assert states.requires_grad and not list(tmp_path.rglob("*.safetensors")) and cached.misses == 0
-
-
-def test_text_embedding_cache_setting(tmp_path):
-    from lumiere.train.stages import Workspace
-    from lumiere.train.text_cache import CachedTextEncoder
-
-    config = _micro_config(tmp_path)
-    assert not isinstance(Workspace(config).text_encoder(), CachedTextEncoder)  # off by default
-    config["train"]["text_embedding_cache"] = str(tmp_path / "cache")
-    assert isinstance(Workspace(config).text_encoder(), CachedTextEncoder)
-    config["stages"]["temporal"]["text_embedding_cache"] = str(tmp_path / "cache")
-    with pytest.raises(InputError, match=r"stages\.temporal\.text_embedding_cache: set it in the config's train"):
-        Workspace(config)
-
-
-# ----------------------------------------------------------------------------- webdataset shards
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """5 shards of 3 samples (key.mp4 + key.txt, or key.json with "caption" in the last shard), plus a
@@ -317,47 +153,3 @@ def test_every_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
         assert (tmp_path / "out" / stage / "checkpoints" / "checkpoint-0000002").is_dir(), stage
     files = list((tmp_path / "text-cache").rglob("*.safetensors"))
     assert len(encoded) == len(set(encoded)) == len(files) > 0  # each caption encoded once, then read back
-
-
-# ----------------------------------------------------------------------------- issue 26: a folder of videos
-def test_a_folder_config_trains_on_videos_with_sidecar_captions(tmp_path):
-    """data.type "folder": data.root's videos (sub-folders too) captioned by the .txt next to each; the
-    clip length comes from model.base_resolution at data.fps, too-short clips are left out when it is built."""
-    from lumiere.io import write_video
-    from lumiere.train.config import DataConfig, RunConfig
-    from lumiere.train.stages import image_dataset, video_dataset
-
-    from tests.tiny import MICRO_CONFIG
-
-    config = {"model": copy.deepcopy(MICRO_CONFIG["model"]), "data": {"type": "folder", "root": str(tmp_path / "videos"),
-                                                                     "fps": 8}}
-    frames = config["model"]["base_resolution"][0]
-    (tmp_path / "videos" / "day1").mkdir(parents=True)
-    write_video(tmp_path / "videos" / "day1" / "long.mp4", _grey_clip(60, frames=frames + 2), fps=8)
-    (tmp_path / "videos" / "day1" / "long.txt").write_text("a long clip")
-    write_video(tmp_path / "videos" / "short.mp4", _grey_clip(120, frames=frames - 1), fps=8)
-    (tmp_path / "videos" / "short.txt").write_text("a short clip")
-    with pytest.warns(RuntimeWarning, match=rf"skipping 1 of 2 videos too short for {frames} frames at 8 fps "
-                                            rf"\(needs ≥ {frames / 8:.2f} s at 8 fps\): 'short.mp4"):
-        videos = video_dataset(config, frames, 16, 16)
-    assert len(videos) == 1 and videos[0]["caption"] == "a long clip"
-    assert videos[0]["video"].shape == (3, frames, 16, 16)
-    images = image_dataset(RunConfig.from_dict(config), 16, 16)  # single frames: every clip is long enough
-    assert len(images) == 2 and images[1]["image"].shape == (3, 16, 16)
-
-    unchecked = dict(config, data=dict(config["data"], check_headers=False))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no header scan, no warning: files are dropped when they fail instead
-        assert len(video_dataset(unchecked, frames, 16, 16)) == 2
-
-    with pytest.raises(InputError, match="data.type 'folder' needs data.root"):
-        DataConfig.from_dict({"type": "folder"})
-    with pytest.raises(InputError, match="data.metadata is read by data.type 'real' only"):
-        DataConfig.from_dict({"type": "folder", "root": "videos", "metadata": "meta.csv"})
-    with pytest.raises(InputError, match="without a metadata file, data.type 'folder'"):
-        DataConfig.from_dict({"type": "real", "root": "videos"})
-    with pytest.raises(InputError, match="data.fps must be a positive number"):
-        DataConfig.from_dict({"type": "folder", "root": "videos", "fps": 0})
-    with pytest.raises(InputError, match=r"data.root: '.*nowhere' is not a folder"):
-        video_dataset(dict(config, data={"type": "folder", "root": str(tmp_path / "nowhere")}), frames, 16, 16)
-

@@ -1,4 +1,4 @@
-"""SSR fidelity and window-boundary metrics (lumiere.evaluation) on rendered world clips: no model needed."""
+"""lumiere.evaluation: SSR fidelity and window-boundary metrics on rendered world clips: no model needed."""
 import numpy as np
 
 from lumiere.evaluation import _ssr_clip, bicubic_upsample, boundary_peak, ssr_fidelity

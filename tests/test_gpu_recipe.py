@@ -225,7 +225,7 @@ def test_output_folder_limits_are_checked(tmp_path):
 def test_device_rendered_batches_are_the_numpy_datasets_clips():
     """The same items (specs, captions) as the numpy path, rendered where the batch is."""
     from lumiere.data.datasets import ProceduralImageDataset, ProceduralVideoDataset
-    tolerance = 0.05  # grey levels: the renderer's stated mean error (tests/test_render_torch.py)
+    tolerance = 0.05  # grey levels: the renderer's stated mean error (tests/test_data_render_torch.py)
 
     numpy_data = ProceduralVideoDataset(8, 16, 16, seed=3, return_lowres=(8, 8))
     device_data = ProceduralVideoDataset(8, 16, 16, seed=3, return_lowres=(8, 8), render_on_device=True)

@@ -155,7 +155,7 @@ def test_mask_pictures_decode_the_same_from_a_file_an_image_or_an_array(tmp_path
             assert np.array_equal(mask_tensor(given, 1, 16, 16)[0].numpy(), from_file)
 
 
-# ----------------------------------------------------------------------------- bounded reading (issue 28)
+# ----------------------------------------------------------------------------- bounded reading
 def lavfi_clip(path, source="testsrc2=size=320x180:rate=60:duration=2"):
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", source, "-c:v",
                     "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)

@@ -1,4 +1,5 @@
-"""IF-style T5 text encoders survive the save -> reload round trips of training stages and the pipeline.
+"""lumiere.models.text_encoder: IF-style T5 text encoders survive the save -> reload round trips of training stages
+and the pipeline.
 
 DeepFloyd IF's ``text_encoder/config.json`` says ``"is_encoder_decoder": true``; the tiny stand-in here has the
 same config flag, a SentencePiece tokenizer (spiece.model, no tokenizer.json) and a 512-token tokenizer limit.

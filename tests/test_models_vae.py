@@ -1,4 +1,5 @@
-"""Latent (Stable-Diffusion-style) pipelines: a VAE component, every task on latents, training end to end.
+"""lumiere.models.vae: latent (Stable-Diffusion-style) pipelines: a VAE component, every task on latents, training
+end to end.
 
 Tiny random models built here (a 2x AutoencoderKL, a 4-channel U-Net, a CLIP text encoder): seconds on a CPU.
 """

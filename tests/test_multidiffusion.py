@@ -1,4 +1,5 @@
-"""Temporal MultiDiffusion (App. C): windows, averaging, single-pass equivalence, the no-overlap ablation."""
+"""lumiere.multidiffusion: temporal MultiDiffusion (App. C): windows (circular ones for a loop), averaging,
+single-pass equivalence, the no-overlap ablation."""
 import numpy as np
 import pytest
 import torch
@@ -73,3 +74,25 @@ def test_ssr_memory_is_bounded_by_the_window(tiny_pipe):
     finally:
         del ssr.forward
     assert max(seen) == 4
+
+
+def test_circular_windows_wrap_and_average_exactly():
+    from lumiere.multidiffusion import take_window, temporal_windows, window_weights, windowed_prediction
+
+    assert temporal_windows(32, 16, 2) == temporal_windows(32, 16, 2, circular=False)  # unchanged without it
+    assert temporal_windows(16, 16, 2, circular=True) == [(0, 16)]  # one window: the model itself wraps
+    for frames, window, overlap in ((32, 16, 2), (8, 4, 2), (40, 16, 2), (48, 32, 16)):
+        windows = temporal_windows(frames, window, overlap, circular=True)
+        assert all(end - start == window for start, end in windows)
+        assert any(end > frames for _, end in windows)  # one spans the end and the start
+        for (s1, e1), (s2, _) in zip(windows, windows[1:] + [(windows[0][0] + frames, None)]):
+            assert e1 - s2 >= overlap  # neighbours overlap, the last with the first too
+        assert (window_weights(frames, windows) >= 1).all()
+    x = torch.arange(8.0).view(1, 1, 8, 1, 1)
+    assert take_window(x, 6, 10).flatten().tolist() == [6, 7, 0, 1]
+    windows = temporal_windows(8, 4, 2, circular=True)
+    assert torch.equal(windowed_prediction(lambda part, s, e: part, x, windows), x)
+    # each frame's average over the windows that hold it, a window's output being its position in the window
+    out = windowed_prediction(lambda part, s, e: torch.arange(4.0).view(1, 1, 4, 1, 1), x, windows)
+    expected = [np.mean([(f - s) % 8 for s, e in windows if (f - s) % 8 < e - s]) for f in range(8)]
+    assert np.allclose(out.flatten().numpy(), expected)

@@ -1,4 +1,5 @@
-"""Requests are the public API: a value per task, validated in one place, replayable from its log line."""
+"""lumiere.request: requests are the public API: a value per task, validated in one place (``check_values``),
+replayable from its log line."""
 import dataclasses
 import logging
 
@@ -10,6 +11,7 @@ from lumiere.errors import InputError, InputTypeError
 from lumiere.request import (Cinemagraph, ImageToVideo, Options, TextToVideo, VideoToVideo, check_values)
 
 FAST = dict(num_inference_steps=2, super_resolve=False)
+PROMPT = "a red circle moving right"
 
 
 def test_generate_equals_the_named_method_and_replays_from_its_log_line(tiny_pipe, caplog):
@@ -89,3 +91,10 @@ def test_num_videos_per_prompt_stacks_videos_whose_first_is_the_single_result(ti
     assert steps == [(k, 6) for k in range(1, 7)]  # one count over the three videos' 2 steps each
     with pytest.raises(InputError, match="num_videos_per_prompt must be at least 1"):
         tiny_pipe.text_to_video("a red circle", num_videos_per_prompt=0)
+
+
+def test_loop_option_is_checked(tiny_pipe):
+    from lumiere.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match="loop"):
+        tiny_pipe.text_to_video(PROMPT, loop="yes")

@@ -1,4 +1,4 @@
-"""Rectified flow as a model property (issue 23): a scheduler config naming diffusers'
+"""lumiere.sampling (flow matching): rectified flow as a model property. A scheduler config naming diffusers'
 ``FlowMatchEulerDiscreteScheduler`` (with its ``shift``) makes a flow model, trained (``DiffusionObjective``)
 and sampled (``sampling.make_scheduler``, ``denoisers.Parametrisation``, SDEdit) on the same σ."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 26 item 7: styles stored as their low-rank difference to the base's spatial weights
+"""lumiere.styles: styles stored as their low-rank difference to the base's spatial weights
 (``styles.StyleDelta``); old full-copy style folders still load, and both forms style alike."""
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Keyframes to video (issue 27): the (C, M) builder, the request and its program, the training mask kind."""
+"""lumiere.tasks.keyframes: keyframes to video. The (C, M) builder, the request and its program, the training
+mask kind."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,9 +1,12 @@
-"""Issue 26 item 7: the variance channels of a learned-variance U-Net (DeepFloyd IF: 2C outputs) train with
-improved DDPM's hybrid loss L_simple + lambda L_vlb; every C-channel model's loss is unchanged."""
+"""lumiere.train.stages.DiffusionObjective: what the stages train on. Timestep sampling and loss weighting
+options; the variance channels of a learned-variance U-Net (DeepFloyd IF: 2C outputs) train with improved DDPM's
+hybrid loss L_simple + lambda L_vlb while every C-channel model's loss is unchanged; the video stages noise with
+the model's noise prior, as its pipeline samples."""
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +18,36 @@ IF_LIKE = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_sc
 V_LEARNED = {**DEFAULT_SCHEDULER, "variance_type": "learned_range"}
 
 
+# ----------------------------------------------------------------------------- timestep sampling and loss weighting
+def test_diffusion_objective_options():
+    from lumiere.build import DEFAULT_SCHEDULER
+    from lumiere.train.stages import DiffusionObjective
+
+    uniform = DiffusionObjective(DEFAULT_SCHEDULER)
+    high = DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="high_noise", loss_weighting="min_snr")
+    torch.manual_seed(0)
+    assert high.sample_timesteps(4000, "cpu").float().mean() > uniform.sample_timesteps(4000, "cpu").float().mean() + 100
+    prediction, target = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    timesteps = torch.tensor([10, 990])
+    alphas = high.schedule.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    natural = snr + 1 if high.prediction_type == "v_prediction" else snr
+    expected = (snr.clamp(max=5.0) / natural).mean()
+    assert torch.allclose(high.loss(prediction, target, timesteps), expected)
+    assert torch.allclose(uniform.loss(prediction, target, timesteps), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="late")
+    # terminal_fraction: that share of draws lands in the top 1% of the schedule, where the text alone
+    # must choose the motion; uniform sampling puts ~1% there.
+    terminal = DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=0.25)
+    share = (terminal.sample_timesteps(8000, "cpu") >= 990).float().mean()
+    assert 0.23 < share < 0.28
+    assert (uniform.sample_timesteps(8000, "cpu") >= 990).float().mean() < 0.02
+    with pytest.raises(ValueError, match="terminal_fraction"):
+        DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=1.5)
+
+
+# ----------------------------------------------------------------------------- the variance term
 def _batch(objective, timesteps, channels=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
     clean = torch.rand(len(timesteps), channels, 8, 8, generator=generator) * 2 - 1
@@ -133,3 +166,44 @@ def test_a_learned_variance_t2i_module_trains_its_variance_channels():
     loss.backward()
     # conv_out's variance rows (output channels 3..5) get gradient from the variance term alone
     assert unet.conv_out.weight.grad[3:].abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- the noise prior
+def _neighbour_correlation(noise: torch.Tensor) -> float:
+    """Mean correlation between consecutive frames of (B, C, F, H, W) noise."""
+    return float((noise[:, :, 1:] * noise[:, :, :-1]).mean() / noise.pow(2).mean())
+
+
+def test_noise_prior_is_the_same_in_training_and_sampling(tmp_path):
+    """The prior is part of the model: the video stages' objective noises with it, the pipeline it writes
+    samples with it, the SSR (another model) keeps independent noise, and a bad prior is refused."""
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
+
+    from lumiere import LumierePipeline
+    from lumiere.build import ModelConfig, build_pipeline
+    from lumiere.errors import InputError
+    from lumiere.options import NoisePrior
+    from lumiere.train.config import RunConfig
+    from lumiere.train.stages import Workspace
+
+    model = {**TINY_CONFIG, "noise_prior": {"kind": "mixed", "alpha": 1.0}}
+    config = RunConfig.from_dict({"output_dir": str(tmp_path / "run"), "data": {"type": "procedural"}, "model": model})
+    workspace = Workspace(config)
+    settings = workspace.settings("temporal")
+    objective = workspace.objective(settings, recipe=True)
+    assert objective.noise_prior == NoisePrior("mixed", 1.0)
+    assert workspace.objective(settings).noise_prior == NoisePrior()  # the SSR and image stages
+    torch.manual_seed(0)
+    noisy, _, _ = objective.noisy(torch.zeros(8, 3, 8, 16, 16), torch.full((8,), 999))
+    assert abs(_neighbour_correlation(noisy) - 0.5) < 0.05
+
+    torch.manual_seed(0)
+    pipe = build_pipeline(model, words=TINY_WORDS)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = LumierePipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.settings.noise_prior == NoisePrior("mixed", 1.0)
+    mixed = loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False)
+    loaded.config["noise_prior"] = {"kind": "independent", "alpha": 1.0}
+    assert not np.array_equal(mixed, loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False))
+    with pytest.raises(InputError, match="noise_prior.kind"):
+        ModelConfig.from_dict({**TINY_CONFIG, "noise_prior": {"kind": "pink"}})

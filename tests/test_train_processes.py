@@ -1,5 +1,5 @@
-"""Multi-process correctness under ``accelerate launch``, checked in one CPU process with the rank faked:
-each rank draws its own noise, and only the main process writes files."""
+"""lumiere.train.processes: multi-process correctness under ``accelerate launch``, checked in one CPU process with
+the rank faked: each rank draws its own noise, and only the main process writes files."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,9 +1,8 @@
-"""Command line and training stages on tiny configs (each stage: 2 steps, a loadable checkpoint, resume)."""
+"""lumiere.train.stages: the training stages on tiny configs through ``lumiere train`` (each stage: 2 steps, a
+loadable checkpoint, resume). A pretrained T2I is kept as it is unless fine-tuning it is asked for; the temporal,
+SSR and conditional stages continue a saved model (``init_from``) and refuse the wrong kind; the bundled recipe's
+switches and per-stage settings reach the models; a stage's missing input names its config key."""
 import json
-import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +11,10 @@ import torch
 from lumiere.cli import main
 from lumiere.data.analysis import COHERENCE_CRITERIA
 from lumiere.data.world import HELDOUT_COMBINATIONS
-from lumiere.io import read_video, write_video
-
 from tests.tiny import MICRO_CONFIG
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-
+# ----------------------------------------------------------------------------- all five stages
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """All five stages, 2 steps each, through the CLI."""
@@ -55,22 +50,6 @@ def test_resume_continues_from_the_saved_step(trained_run):
     assert meta["step"] == 3
 
 
-def test_resume_restores_optimizer_state(tmp_path):
-    from lumiere.train.checkpoint import load_training_state, save_training_state
-
-    model = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    model(torch.ones(1, 3)).sum().backward()
-    optimizer.step()
-    save_training_state(tmp_path, 7, model, optimizer)
-    fresh = torch.nn.Linear(3, 2)
-    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=0.1)
-    meta = load_training_state(tmp_path / "checkpoint-0000007", fresh, fresh_optimizer)
-    assert meta["step"] == 7 and torch.equal(fresh.weight, model.weight)
-    state, fresh_state = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
-    assert all(torch.equal(state[i]["exp_avg"], fresh_state[i]["exp_avg"]) for i in state)
-
-
 def test_eval_runs_on_a_tiny_model(trained_run):
     from lumiere.evaluation import evaluate_pipeline
 
@@ -87,94 +66,6 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
     assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0
     assert metrics["ssr"]["ssr_seed_change"] > 0 and metrics["ssr"]["ssr_temporal_layers_change"] >= 0
-
-
-def test_cli_generate_writes_h264(tiny_pipeline_dir, tmp_path, capsys):
-    out = tmp_path / "clip.mp4"
-    assert main(["generate", "--prompt", "a red circle", "--out", str(out), "--model", str(tiny_pipeline_dir),
-                 "--seed", "3", "--steps", "1"]) == 0
-    frames, fps = read_video(out)
-    assert frames.shape == (8, 32, 32, 3) and fps == pytest.approx(8)
-    assert "seed 3" in capsys.readouterr().out
-
-
-def test_cli_applications(tiny_pipeline_dir, tmp_path):
-    from PIL import Image
-
-    image = tmp_path / "in.png"
-    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
-    mask = tmp_path / "mask.png"
-    Image.fromarray((np.arange(256).reshape(16, 16) % 16 > 8).astype(np.uint8) * 255).save(mask)
-    video = tmp_path / "in.mp4"
-    write_video(video, np.full((8, 16, 16, 3), 120, np.uint8), 8)
-    model = ["--model", str(tiny_pipeline_dir), "--steps", "1", "--seed", "0", "--no-ssr"]
-    for command in (["i2v", "--image", str(image)], ["inpaint", "--video", str(video), "--mask", str(mask)],
-                    ["cinemagraph", "--image", str(image), "--mask", str(mask)], ["v2v", "--video", str(video)]):
-        out = tmp_path / f"{command[0]}.gif"
-        assert main(command + ["--prompt", "x", "--out", str(out)] + model) == 0
-        assert read_video(out)[0].shape == (8, 16, 16, 3)
-
-
-def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
-    code = main(["generate", "--prompt", "x", "--out", str(tmp_path / "o.mp4"), "--model", str(tiny_pipeline_dir),
-                 "--frames", "7"])
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --frames must be a multiple of 2 for this model, got 7 "
-                                               "(try 6 or 8): this model takes multiples of 2 from 2 to 80"), err
-    assert main(["i2v", "--image", str(tmp_path / "missing.png"), "--prompt", "x", "--out", "o.mp4",
-                 "--model", str(tiny_pipeline_dir)]) == 2
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["generate", "--prompt", "x", "--out", "clip.avi"], "error: --out clip.avi: the file name must end in .mp4, "
-                                                         ".webm, .gif (e.g. --out clip.mp4)"),
-    (["generate", "--prompt", "x", "--out", "{tmp}/no/clip.mp4"], "the directory '{tmp}/no' does not exist"),
-    (["generate", "--prompt", "x", "--out", "{tmp}"], "--out {tmp}: the file name must end in"),
-    (["generate", "--prompt", "x", "--out", "o.mp4", "--seed", str(2**63)], "--seed must be at most 2^63-1"),
-    (["generate", "--prompt", "x", "--out", "o.mp4", "--steps", "0"], "--steps must be at least 1, got 0"),
-    (["generate", "--prompt", "x", "--out", "o.mp4", "--guidance", "50"], "--guidance must be between 0 and 20"),
-    (["v2v", "--video", "assets/examples/red_triangle_sky.mp4", "--prompt", "x", "--out", "o.mp4", "--strength", "2"],
-     "--strength must be between 0 and 1, got 2"),
-    (["i2v", "--image", "{tmp}/missing.png", "--prompt", "x", "--out", "o.mp4"], "--image {tmp}/missing.png: no such file"),
-    (["inpaint", "--video", "assets/examples/green_square_sea.mp4", "--mask", "{tmp}/notes.png", "--prompt", "x",
-      "--out", "o.mp4"], "--mask: the file 'notes.png' is not an image file"),
-    (["generate", "--prompt", "x" * 501, "--out", "o.mp4"], "--prompt is too long: 501 characters, the limit is 500"),
-    (["generate", "--prompt", "x", "--negative-prompt", "y" * 100_000, "--out", "o.mp4"],
-     "--negative-prompt is too long: 100000 characters, the limit is 500"),
-    (["eval", "--out", "{tmp}/no/metrics.json"], "the directory '{tmp}/no' does not exist"),
-    (["train", "--stage", "t2i", "--config", "{tmp}/missing.json"], "--config {tmp}/missing.json: no such file"),
-])
-def test_cli_refuses_bad_arguments_before_loading_a_model(argv, message, tmp_path, monkeypatch, capsys):
-    """A wrong --out, out-of-range number or unreadable input costs no generation (or evaluation) time."""
-    import lumiere.evaluation
-    import lumiere.pipeline
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(lumiere.pipeline.LumierePipeline, "from_pretrained", no_work)
-    monkeypatch.setattr(lumiere.evaluation, "evaluate_pipeline", no_work)
-    monkeypatch.chdir(ROOT)
-    (tmp_path / "notes.png").write_text("not a picture")
-    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
-
-
-def test_cli_inflate_from_a_diffusers_directory(tmp_path):
-    from diffusers import UNet2DConditionModel
-
-    from lumiere import STUNet
-
-    unet = UNet2DConditionModel(**{**MICRO_CONFIG["model"]["t2i"]["unet"], "cross_attention_dim": 16})
-    unet.save_pretrained(tmp_path / "t2i")
-    result = subprocess.run([sys.executable, "-m", "lumiere", "inflate", "--t2i", str(tmp_path / "t2i"),
-                             "--out", str(tmp_path / "stunet")], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    assert "N=2" in result.stdout
-    stunet = STUNet.from_pretrained(tmp_path / "stunet")
-    assert torch.equal(stunet.t2i.conv_in.weight, unet.conv_in.weight)
 
 
 def test_motion_recipe_switches_train_and_load(tmp_path):
@@ -206,91 +97,131 @@ def test_motion_recipe_switches_train_and_load(tmp_path):
     assert isinstance(style, StyleDelta) and set(style.factors) | set(style.dense) <= set(base_spatial)
 
 
-def test_diffusion_objective_options():
-    from lumiere.build import DEFAULT_SCHEDULER
-    from lumiere.train.stages import DiffusionObjective
+# ----------------------------------------------------------------------------- a pretrained T2I
+@pytest.fixture(scope="module")
+def pretrained_t2i_config(tmp_path_factory):
+    """The CLI tests' micro config with its T2I U-Net saved as a "pretrained" diffusers directory."""
+    import copy
 
-    uniform = DiffusionObjective(DEFAULT_SCHEDULER)
-    high = DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="high_noise", loss_weighting="min_snr")
+    from diffusers import UNet2DConditionModel
+    from tests.tiny import MICRO_CONFIG
+
+    root = tmp_path_factory.mktemp("pretrained")
+    config = copy.deepcopy(MICRO_CONFIG)
     torch.manual_seed(0)
-    assert high.sample_timesteps(4000, "cpu").float().mean() > uniform.sample_timesteps(4000, "cpu").float().mean() + 100
-    prediction, target = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
-    timesteps = torch.tensor([10, 990])
-    alphas = high.schedule.alphas_cumprod[timesteps]
-    snr = alphas / (1 - alphas)
-    natural = snr + 1 if high.prediction_type == "v_prediction" else snr
-    expected = (snr.clamp(max=5.0) / natural).mean()
-    assert torch.allclose(high.loss(prediction, target, timesteps), expected)
-    assert torch.allclose(uniform.loss(prediction, target, timesteps), torch.tensor(1.0))
-    with pytest.raises(ValueError, match="timestep_sampling"):
-        DiffusionObjective(DEFAULT_SCHEDULER, timestep_sampling="late")
-    # terminal_fraction: that share of draws lands in the top 1% of the schedule, where the text alone
-    # must choose the motion; uniform sampling puts ~1% there.
-    terminal = DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=0.25)
-    share = (terminal.sample_timesteps(8000, "cpu") >= 990).float().mean()
-    assert 0.23 < share < 0.28
-    assert (uniform.sample_timesteps(8000, "cpu") >= 990).float().mean() < 0.02
-    with pytest.raises(ValueError, match="terminal_fraction"):
-        DiffusionObjective(DEFAULT_SCHEDULER, terminal_fraction=1.5)
+    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
+    unet.save_pretrained(root / "t2i" / "unet", safe_serialization=True)
+    config["model"]["t2i"] = {"pretrained": str(root / "t2i"), "subfolder": "unet"}
+    config["output_dir"] = str(root / "out")
+    return root, config
 
 
-def _neighbour_correlation(noise: torch.Tensor) -> float:
-    """Mean correlation between consecutive frames of (B, C, F, H, W) noise."""
-    return float((noise[:, :, 1:] * noise[:, :, :-1]).mean() / noise.pow(2).mean())
-
-
-@pytest.mark.parametrize("kind", ["mixed", "progressive"])
-def test_noise_prior_keeps_unit_variance_and_correlates_frames(kind):
-    from lumiere.options import NoisePrior
-    from lumiere.sampling import initial_noise
-
-    shape = (4, 3, 8, 32, 32)
-    independent = initial_noise(shape, torch.Generator().manual_seed(0), "cpu", torch.float32, NoisePrior())
-    assert torch.equal(independent, torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # same seeds, same videos
-    for alpha in (1.0, 2.0):
-        noise = initial_noise(shape, torch.Generator().manual_seed(1), "cpu", torch.float32, NoisePrior(kind, alpha))
-        per_frame_variance = noise.transpose(0, 2).reshape(shape[2], -1).var(dim=1)
-        assert torch.allclose(per_frame_variance, torch.ones(shape[2]), atol=0.05)  # a T2I's input statistics per frame
-        expected = alpha**2 / (1 + alpha**2) if kind == "mixed" else alpha / math.sqrt(1 + alpha**2)
-        assert abs(_neighbour_correlation(noise) - expected) < 0.03
-    assert abs(_neighbour_correlation(independent)) < 0.03
-    images = initial_noise((2, 3, 16, 16), torch.Generator().manual_seed(0), "cpu", torch.float32, NoisePrior(kind))
-    assert torch.equal(images, torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(0)))  # no frames
-
-
-def test_noise_prior_is_the_same_in_training_and_sampling(tmp_path):
-    """The prior is part of the model: the video stages' objective noises with it, the pipeline it writes
-    samples with it, the SSR (another model) keeps independent noise, and a bad prior is refused."""
-    from tests.tiny import TINY_CONFIG, TINY_WORDS
-
+def test_stage_all_keeps_a_pretrained_t2i_as_it_is(pretrained_t2i_config, capsys):
     from lumiere import LumierePipeline
-    from lumiere.build import ModelConfig, build_pipeline
+    from lumiere.cli import main
+
+    root, config = pretrained_t2i_config
+    (root / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "all", "--config", str(root / "config.json")]) == 0
+    out = capsys.readouterr().out
+    assert "t2i: skipped: model.t2i.pretrained is set" in out and "stages.t2i.finetune_pretrained" in out
+    assert not (root / "out" / "t2i").exists()  # nothing trained, nothing written
+    pipe = LumierePipeline.from_pretrained(root / "out" / "pipeline", device="cpu")
+    from diffusers import UNet2DConditionModel
+
+    published = UNet2DConditionModel.from_pretrained(str(root / "t2i"), subfolder="unet")
+    assert all(torch.equal(v, pipe.base.t2i.state_dict()[k]) for k, v in published.state_dict().items())
+
+
+def test_finetuning_a_pretrained_t2i_is_an_opt_in(pretrained_t2i_config):
+    from lumiere.cli import main
+
+    root, config = pretrained_t2i_config
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "opt-in")
+    config["stages"]["t2i"]["finetune_pretrained"] = True
+    (root / "opt-in.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "t2i", "--config", str(root / "opt-in.json")]) == 0
+    assert (root / "opt-in" / "t2i" / "checkpoints" / "checkpoint-0000002").is_dir()
+
+
+# ----------------------------------------------------------------------------- continuing a saved model
+def _nudged_and_saved(model, directory):
+    """Shift the temporal weights off their identity init, so "continued from this model" is observable."""
+    with torch.no_grad():
+        for parameter in model.temporal_parameters():
+            parameter.add_(0.01)
+    model.save_pretrained(directory)
+    return model
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config):
+    """``stages.temporal.init_from``: the temporal stage continues the given STUNet (here the output of
+    ``lumiere inflate``, with its temporal layers nudged so "continued" is observable) instead of
+    re-inflating the T2I; a conditional STUNet is refused with the key named."""
+    from lumiere.cli import main
     from lumiere.errors import InputError
-    from lumiere.options import NoisePrior
-    from lumiere.train.config import RunConfig
-    from lumiere.train.stages import Workspace
+    from lumiere.models.stunet import STUNet
+    from lumiere.train import run_stage
 
-    model = {**TINY_CONFIG, "noise_prior": {"kind": "mixed", "alpha": 1.0}}
-    config = RunConfig.from_dict({"output_dir": str(tmp_path / "run"), "data": {"type": "procedural"}, "model": model})
-    workspace = Workspace(config)
-    settings = workspace.settings("temporal")
-    objective = workspace.objective(settings, recipe=True)
-    assert objective.noise_prior == NoisePrior("mixed", 1.0)
-    assert workspace.objective(settings).noise_prior == NoisePrior()  # the SSR and image stages
-    torch.manual_seed(0)
-    noisy, _, _ = objective.noisy(torch.zeros(8, 3, 8, 16, 16), torch.full((8,), 999))
-    assert abs(_neighbour_correlation(noisy) - 0.5) < 0.05
+    root, config = pretrained_t2i_config
+    (root / "inflate-config.json").write_text(json.dumps(config))
+    inflate_args = ["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--config", str(root / "inflate-config.json")]
+    assert main([*inflate_args, "--out", str(root / "inflated")]) == 0
+    start = _nudged_and_saved(STUNet.from_pretrained(root / "inflated"), root / "inflated")
+    assert start.temporal_head_dim == config["model"]["temporal"]["temporal_head_dim"]  # the config's, not the default
 
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "from-inflated")
+    config["stages"]["temporal"] = {**config["stages"].get("temporal", {}), "init_from": str(root / "inflated"),
+                                    "lr": 0.0}  # lr 0: the result is exactly the starting point
+    run_stage("temporal", config, steps=1)
+    trained = STUNet.from_pretrained(root / "from-inflated" / "pipeline" / "base")
+    assert _same_weights(start, trained)
+
+    assert main([*inflate_args, "--conditional", "--out", str(root / "conditional")]) == 0
+    config["stages"]["temporal"]["init_from"] = str(root / "conditional")
+    with pytest.raises(InputError, match="stages.temporal.init_from: .* conditional model"):
+        run_stage("temporal", config, steps=1)
+    # Inflated with other temporal options than the config's (inflate's defaults): refused, not kept silently.
+    assert main(["inflate", "--t2i", str(root / "t2i"), "--subfolder", "unet", "--out", str(root / "default")]) == 0
+    config["stages"]["temporal"]["init_from"] = str(root / "default")
+    with pytest.raises(InputError, match="stages.temporal.init_from: .* temporal_head_dim 64 \\(config: 16\\)"):
+        run_stage("temporal", config, steps=1)
+
+
+def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_config, capsys):
+    """``stages.ssr.init_from``: the video phase trains the given SSR's temporal layers (e.g. on longer
+    windows) and the image phase is skipped; a base model (it down-samples time) is refused."""
+    from lumiere.build import build_ssr_unet
+    from lumiere.errors import InputError
+    from lumiere.models.stunet import STUNet, inflate
+    from lumiere.train import run_stage
+
+    root, config = pretrained_t2i_config
     torch.manual_seed(0)
-    pipe = build_pipeline(model, words=TINY_WORDS)
-    pipe.save_pretrained(tmp_path / "pipe")
-    loaded = LumierePipeline.from_pretrained(tmp_path / "pipe")
-    assert loaded.settings.noise_prior == NoisePrior("mixed", 1.0)
-    mixed = loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False)
-    loaded.config["noise_prior"] = {"kind": "independent", "alpha": 1.0}
-    assert not np.array_equal(mixed, loaded.text_to_video("a red circle moving left", seed=3, super_resolve=False))
-    with pytest.raises(InputError, match="noise_prior.kind"):
-        ModelConfig.from_dict({**TINY_CONFIG, "noise_prior": {"kind": "pink"}})
+    ssr = inflate(build_ssr_unet(config["model"]["ssr"], 16), temporal_resize=False, **config["model"]["temporal"])
+    ssr = _nudged_and_saved(ssr, root / "saved-ssr")
+    config = json.loads(json.dumps(config))
+    config["output_dir"] = str(root / "ssr-continued")
+    config["stages"]["ssr"] = {**config["stages"]["ssr"], "init_from": str(root / "saved-ssr"), "lr": 0.0}
+    result = run_stage("ssr", config, steps=1)
+    assert "skipped" in result["image"] and "ssr: image phase: continuing" in capsys.readouterr().out
+    assert not (root / "ssr-continued" / "ssr" / "image").exists()
+    continued = STUNet.from_pretrained(root / "ssr-continued" / "pipeline" / "ssr")
+    assert _same_weights(ssr, continued)
+
+    from diffusers import UNet2DConditionModel
+
+    base = inflate(UNet2DConditionModel.from_pretrained(str(root / "t2i"), subfolder="unet"), **config["model"]["temporal"])
+    base.save_pretrained(root / "a-base-stunet")
+    config["stages"]["ssr"]["init_from"] = str(root / "a-base-stunet")
+    with pytest.raises(InputError, match="stages.ssr.init_from: .* down-samples time"):
+        run_stage("ssr", config, steps=1)
 
 
 def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_path):
@@ -317,3 +248,34 @@ def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_
         from lumiere.train.stages import run_stage
 
         run_stage("conditional", config, tmp_path / "base-run")
+
+
+# ----------------------------------------------------------------------------- stage settings and inputs
+def test_gradient_checkpointing_train_setting(tmp_path, monkeypatch):
+    """``gradient_checkpointing`` in a stage's settings switches it on for the stage's model."""
+    from tests.tiny import MICRO_CONFIG
+
+    from lumiere.models.stunet import STUNet
+    from lumiere.train.stages import run_stage
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["stages"]["temporal"]["gradient_checkpointing"] = True
+    switched = []
+    original = STUNet.enable_gradient_checkpointing
+    monkeypatch.setattr(STUNet, "enable_gradient_checkpointing", lambda self: switched.append(self) or original(self))
+    run_stage("t2i", config, tmp_path)
+    assert run_stage("temporal", config, tmp_path)["step"] == 2
+    assert len(switched) == 1 and switched[0].gradient_checkpointing
+
+
+def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsys):
+    from lumiere.cli import main
+    from tests.tiny import MICRO_CONFIG
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["stages"]["style"]["styles"] = []
+    config["output_dir"] = str(tmp_path / "out")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--stage", "style", "--config", str(tmp_path / "config.json")]) == 2
+    err = capsys.readouterr().err
+    assert "stages.style.styles" in err and "--styles" not in err

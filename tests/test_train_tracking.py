@@ -1,4 +1,4 @@
-"""Experiment tracking (accelerate's trackers) and validation samples during training."""
+"""lumiere.train.loop: experiment tracking (accelerate's trackers) and validation samples during training."""
 from __future__ import annotations
 
 import numpy as np
