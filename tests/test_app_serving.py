@@ -13,6 +13,7 @@ from app.serving import client_ip, is_local, proxy_hops  # noqa: E402
 
 FAST = {"steps": 1, "super_resolve": False}
 SLOW = {"prompt": "a red circle bouncing", "steps": 100, "super_resolve": False}
+VALUES = ["a red circle", "", False, False, 0, None, 1, None, False, None, None]  # /text_to_video's 11, fast
 
 
 def fake_request(peer: str, forwarded: str | None = None):
@@ -74,18 +75,25 @@ def test_unknown_endpoint_is_a_404_that_lists_the_real_ones(served):
     response = httpx.post(f"{url}/gradio_api/run/predict", json={"data": [], "fn_index": 10**6}, timeout=30)
     assert response.status_code != 404
     # A real endpoint is untouched by the check.
-    response = httpx.post(f"{url}/gradio_api/call/text_to_video", json={"data": ["a red circle"]}, timeout=30)
+    response = httpx.post(f"{url}/gradio_api/call/text_to_video", json={"data": VALUES}, timeout=30)
     assert response.status_code == 200 and response.json()["event_id"]
 
 
-def test_extra_values_in_an_api_call_are_refused(served):
+def test_extra_values_in_an_api_call_are_refused(served, caplog):
+    """Refused when posted (HTTP 422, Gradio's validation-error shape), before Gradio reads the values."""
+    import logging
+
     url, _ = served
-    base = f"{url}/gradio_api/call/text_to_video"
-    values = ["a red circle", "", False, False, 0, None, 1, None, False, None, None]
-    event = httpx.post(base, json={"data": values + ["surprise"]}, timeout=30).json()["event_id"]
-    with httpx.stream("GET", f"{base}/{event}", timeout=60) as response:
-        body = "".join(response.iter_text())
-    assert "event: error" in body and "takes 11 values" in body and "sent 12" in body
+    caplog.set_level(logging.INFO, logger="lumiere.app")
+    response = httpx.post(f"{url}/gradio_api/call/text_to_video", json={"data": VALUES + ["surprise"]}, timeout=30)
+    assert response.status_code == 422
+    [detail] = response.json()["detail"]
+    assert detail["message"] == ("/text_to_video takes 11 values (prompt, negative_prompt, reference_guided, loop, "
+                                 "seed, num_frames, steps, guidance_scale, super_resolve, sampler, fps) but the "
+                                 "request sent 12. Send exactly these, in this order, or call it by name.")
+    assert detail["__type__"] == "validate" and detail["is_valid"] is False
+    assert any("rejected text_to_video request: /text_to_video takes 11 values" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_forged_forwarded_for_does_not_escape_the_address_limit(served, monkeypatch):

@@ -12,54 +12,19 @@ from torch import nn
 
 from lumiere.errors import InputError
 from lumiere.train.loop import TrainSettings, train
-
-
-def _grey_clip(level: int, frames: int = 10, size: int = 16) -> np.ndarray:
-    """A clip whose every pixel of frame k is level + 4k: its identity and its window show in any crop."""
-    values = np.clip(level + 4 * np.arange(frames), 0, 255).astype(np.uint8)
-    return np.broadcast_to(values[:, None, None, None], (frames, size, size, 3)).copy()
-
-
-def _micro_config(tmp_path, **data):
-    """The CLI tests' micro config with a saved "pretrained" T2I (so no t2i stage has to run first)."""
-    from diffusers import UNet2DConditionModel
-    from tests.tiny import MICRO_CONFIG
-
-    config = copy.deepcopy(MICRO_CONFIG)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
-    unet.save_pretrained(tmp_path / "t2i", safe_serialization=True)
-    config["model"]["t2i"] = {"pretrained": str(tmp_path / "t2i")}
-    config["output_dir"] = str(tmp_path / "out")
-    if data:
-        config["data"] = data
-    return config
+from tests.tiny import Regression, grey_clip, micro_config, style_folder
 
 
 # ----------------------------------------------------------------------------- per-style image folders
-def _style_folder(folder, colour, captions):
-    from lumiere.io import write_image
-
-    folder.mkdir(parents=True)
-    for k, text in enumerate(captions):
-        image = np.zeros((20, 24, 3), np.uint8)
-        image[...] = colour
-        image[k * 3:k * 3 + 6, 4:12] = 255 - np.array(colour, np.uint8)  # each image its own
-        write_image(folder / f"img{k}.png", image)
-        if text is not None:
-            (folder / f"img{k}.txt").write_text(text)
-    return folder
-
-
 def test_each_style_trains_on_its_own_folder(tmp_path, monkeypatch):
     from lumiere.data.datasets import ImageFolderDataset
     from lumiere.pipeline_format import read_style
     from lumiere.train.stages import Workspace, run_stage
 
-    red = _style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box", "a cup"])
-    blue = _style_folder(tmp_path / "blue", (30, 30, 200), [None, None])
+    red = style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box", "a cup"])
+    blue = style_folder(tmp_path / "blue", (30, 30, 200), [None, None])
     (blue / "caption.txt").write_text("a blue thing\n")  # the folder's default caption
-    config = _micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
+    config = micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
     config["stages"]["style"] = {"steps": 2, "batch_size": 2, "lr": 0.01,
                                  "styles": {"red paint": str(red), "blue paint": str(blue)}}
     seen = []
@@ -95,11 +60,11 @@ def test_each_style_trains_on_its_own_folder(tmp_path, monkeypatch):
 def test_style_folders_are_required_with_real_data(tmp_path):
     from lumiere.train.stages import run_stage
 
-    config = _micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
+    config = micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
     config["stages"]["style"]["styles"] = ["watercolor"]
     with pytest.raises(InputError, match=r"stages\.style\.styles: .*mapping style name -> image folder"):
         run_stage("style", config)
-    captionless = _style_folder(tmp_path / "bare", (0, 0, 0), [None])
+    captionless = style_folder(tmp_path / "bare", (0, 0, 0), [None])
     config["stages"]["style"]["styles"] = {"watercolor": str(captionless)}
     with pytest.raises(InputError, match=r"stages\.style\.styles\.watercolor: 1 image\(s\) .* no caption"):
         run_stage("style", config)
@@ -116,7 +81,7 @@ def test_webvid_csv_columns_load_as_published(tmp_path):
             ("1003", "000051_000100", "Clouds over hills"), ("1004", "000051_000100", "never downloaded")]
     for k, (videoid, page_dir, _) in enumerate(rows[:3]):
         (tmp_path / page_dir).mkdir(exist_ok=True)
-        write_video(tmp_path / page_dir / f"{videoid}.mp4", _grey_clip(40 * (k + 1)), fps=8)
+        write_video(tmp_path / page_dir / f"{videoid}.mp4", grey_clip(40 * (k + 1)), fps=8)
     with open(tmp_path / "results_2M_val.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
@@ -147,9 +112,9 @@ def test_a_folder_config_trains_on_videos_with_sidecar_captions(tmp_path):
                                                                      "fps": 8}}
     frames = config["model"]["base_resolution"][0]
     (tmp_path / "videos" / "day1").mkdir(parents=True)
-    write_video(tmp_path / "videos" / "day1" / "long.mp4", _grey_clip(60, frames=frames + 2), fps=8)
+    write_video(tmp_path / "videos" / "day1" / "long.mp4", grey_clip(60, frames=frames + 2), fps=8)
     (tmp_path / "videos" / "day1" / "long.txt").write_text("a long clip")
-    write_video(tmp_path / "videos" / "short.mp4", _grey_clip(120, frames=frames - 1), fps=8)
+    write_video(tmp_path / "videos" / "short.mp4", grey_clip(120, frames=frames - 1), fps=8)
     (tmp_path / "videos" / "short.txt").write_text("a short clip")
     with pytest.warns(RuntimeWarning, match=rf"skipping 1 of 2 videos too short for {frames} frames at 8 fps "
                                             rf"\(needs ≥ {frames / 8:.2f} s at 8 fps\): 'short.mp4"):
@@ -177,15 +142,6 @@ def test_a_folder_config_trains_on_videos_with_sidecar_captions(tmp_path):
 
 
 # ----------------------------------------------------------------------------- a window per epoch
-class _Regression(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(3, 1)
-
-    def forward(self, batch):
-        return (self.linear(batch["x"]) - batch["y"]).pow(2).mean()
-
-
 @pytest.fixture(scope="module")
 def long_videos(tmp_path_factory):
     """Two 40-frame videos whose frames carry their own index (frame k is uniformly 6k grey)."""
@@ -263,6 +219,6 @@ def test_fewer_clips_than_one_batch_per_process_is_a_clear_error(long_videos, tm
 
     data = RealVideoDataset(long_videos, "meta.csv", num_frames=4, height=16, width=16, fps=8)
     settings = TrainSettings(steps=2, batch_size=4, ema_decay=None)
-    module = _Regression()
+    module = Regression()
     with pytest.raises(InputError, match=r"2 item\(s\), fewer than one batch per process \(batch_size 4 x 1"):
         train(module, list(module.parameters()), _loader(data, settings), settings, tmp_path)

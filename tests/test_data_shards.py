@@ -6,35 +6,15 @@ import json
 import tarfile
 import warnings
 
-import numpy as np
 import pytest
 
 from lumiere.errors import InputError
-
-
-def _grey_clip(level: int, frames: int = 10, size: int = 16) -> np.ndarray:
-    """A clip whose every pixel of frame k is level + 4k: its identity and its window show in any crop."""
-    values = np.clip(level + 4 * np.arange(frames), 0, 255).astype(np.uint8)
-    return np.broadcast_to(values[:, None, None, None], (frames, size, size, 3)).copy()
+from tests.tiny import grey_clip, style_folder
 
 
 def _level(item) -> int:
     """The level of the clip an item came from (its first frame's grey, less the window's start)."""
     return int(round((item["video"][:, 0].mean().item() + 1) * 127.5))
-
-
-def _style_folder(folder, colour, captions):
-    from lumiere.io import write_image
-
-    folder.mkdir(parents=True)
-    for k, text in enumerate(captions):
-        image = np.zeros((20, 24, 3), np.uint8)
-        image[...] = colour
-        image[k * 3:k * 3 + 6, 4:12] = 255 - np.array(colour, np.uint8)  # each image its own
-        write_image(folder / f"img{k}.png", image)
-        if text is not None:
-            (folder / f"img{k}.txt").write_text(text)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +28,7 @@ def shards(tmp_path_factory):
     for s in range(5):
         row = []
         for k in range(3):
-            write_video(root / "v.mp4", _grey_clip(20 * (k + 1) + 60 * s, frames=12), fps=8)
+            write_video(root / "v.mp4", grey_clip(20 * (k + 1) + 60 * s, frames=12), fps=8)
             row.append((root / "v.mp4").read_bytes())
         videos.append(row)
     for s in range(5):
@@ -140,7 +120,7 @@ def test_every_stage_trains_on_shards_with_the_text_cache(shards, tmp_path):
     config["data"] = {"type": "webdataset", "shards": str(shards / "train-{00000..00004}.tar")}
     config["output_dir"] = str(tmp_path / "out")
     config["train"]["text_embedding_cache"] = str(tmp_path / "text-cache")
-    config["stages"]["style"]["styles"] = {"red": str(_style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box"]))}
+    config["stages"]["style"]["styles"] = {"red": str(style_folder(tmp_path / "red", (200, 30, 30), ["a ball", "a box"]))}
     (tmp_path / "config.json").write_text(json.dumps(config))
     encoded = []
     original = CachedTextEncoder._write

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lumiere.train import loop
 from lumiere.train.loop import TrainSettings, _lr_factor, train, train_frozen_in_eval
+from tests.tiny import Regression
 
 
 def test_frozen_parts_stay_in_eval_mode():
@@ -175,15 +176,6 @@ def test_resume_restores_optimizer_state(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the LR schedule
-class _Regression(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(3, 1)
-
-    def forward(self, batch):
-        return (self.linear(batch["x"]) - batch["y"]).pow(2).mean()
-
-
 class _Points(torch.utils.data.Dataset):
     def __len__(self):
         return 64
@@ -204,14 +196,14 @@ def test_lr_schedule_counts_optimizer_steps_under_accumulation_and_resumes(tmp_p
                              checkpoint_every=100, log_every=100)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module = _Regression()
+        module = Regression()
         loader = torch.utils.data.DataLoader(_Points(), batch_size=2, shuffle=True, drop_last=True)
         assert train(module, list(module.parameters()), loader, settings, tmp_path)["step"] == 3
     assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
     assert _saved_lr(tmp_path, 3) == pytest.approx(0.01 * _lr_factor(3, settings))  # not factor(12): 4x early
 
     longer = TrainSettings(**{**settings.__dict__, "steps": 7})
-    module = _Regression()
+    module = Regression()
     loader = torch.utils.data.DataLoader(_Points(), batch_size=2, shuffle=True, drop_last=True)
     assert train(module, list(module.parameters()), loader, longer, tmp_path, resume=True)["step"] == 7
     assert _saved_lr(tmp_path, 7) == pytest.approx(0.01 * _lr_factor(7, longer))
@@ -234,7 +226,7 @@ class _SameBatch(torch.utils.data.Dataset):
 
 def _train_regression(output_dir, steps, resume=False):
     torch.manual_seed(0)
-    module = _Regression()
+    module = Regression()
     # Warm-up longer than the run: the rate then does not depend on the run length (the cosine part does).
     settings = TrainSettings(steps=steps, batch_size=2, lr=0.05, warmup_steps=10, ema_decay=0.9, checkpoint_every=3,
                              log_every=100, log_with="none")
@@ -278,7 +270,7 @@ def test_checkpoints_refuse_the_other_launcher(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="without DeepSpeed"):
         _train_regression(tmp_path / "plain", 6, resume=True)
     _train_regression(tmp_path / "sharded", 3)
-    module = _Regression()
+    module = Regression()
     with pytest.raises(InputError, match="DeepSpeed ZeRO run"):
         load_training_state(tmp_path / "sharded" / "checkpoints" / "checkpoint-0000003", module,
                             torch.optim.AdamW(module.parameters()))

@@ -1,28 +1,12 @@
 """lumiere.train.text_cache: the text-embedding cache. It gives the encoder's own states, keyed by the encoder
 (weights and prompt length), is bypassed while the encoder trains, and is switched on in the config's train
 section only."""
-import copy
 
 import pytest
 import torch
 
 from lumiere.errors import InputError
-
-
-def _micro_config(tmp_path, **data):
-    """The CLI tests' micro config with a saved "pretrained" T2I (so no t2i stage has to run first)."""
-    from diffusers import UNet2DConditionModel
-    from tests.tiny import MICRO_CONFIG
-
-    config = copy.deepcopy(MICRO_CONFIG)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
-    unet.save_pretrained(tmp_path / "t2i", safe_serialization=True)
-    config["model"]["t2i"] = {"pretrained": str(tmp_path / "t2i")}
-    config["output_dir"] = str(tmp_path / "out")
-    if data:
-        config["data"] = data
-    return config
+from tests.tiny import micro_config
 
 
 def _encoder(seed: int = 0, max_length: int = 12):
@@ -77,7 +61,7 @@ def test_text_embedding_cache_setting(tmp_path):
     from lumiere.train.stages import Workspace
     from lumiere.train.text_cache import CachedTextEncoder
 
-    config = _micro_config(tmp_path)
+    config = micro_config(tmp_path)
     assert not isinstance(Workspace(config).text_encoder(), CachedTextEncoder)  # off by default
     config["train"]["text_embedding_cache"] = str(tmp_path / "cache")
     assert isinstance(Workspace(config).text_encoder(), CachedTextEncoder)

@@ -5,6 +5,12 @@ training config (all five stages, two steps each); ``LATENT_MODEL`` (+ ``TINY_SS
 """
 from __future__ import annotations
 
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
 TINY_WORDS = ["a", "an", "red", "green", "blue", "yellow", "circle", "square", "triangle", "moving", "left", "right",
               "bouncing", "on", "the", "grass", "sea", "sky", "night", "two"]
 
@@ -67,3 +73,48 @@ TINY_SSR = {"scale": 2, "window": 4, "noise_level": 100, "num_inference_steps": 
     "sample_size": 32, "block_out_channels": [8, 8], "layers_per_block": 1,
     "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
     "norm_num_groups": 4}}
+
+
+# ----------------------------------------------------------------------------- helpers the data and training tests share
+def grey_clip(level: int, frames: int = 10, size: int = 16) -> np.ndarray:
+    """A clip whose every pixel of frame k is level + 4k: its identity and its window show in any crop."""
+    values = np.clip(level + 4 * np.arange(frames), 0, 255).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (frames, size, size, 3)).copy()
+
+
+def micro_config(tmp_path, **data):
+    """The CLI tests' micro config with a saved "pretrained" T2I (so no t2i stage has to run first)."""
+    from diffusers import UNet2DConditionModel
+
+    config = copy.deepcopy(MICRO_CONFIG)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config["model"]["t2i"]["unet"], cross_attention_dim=16)
+    unet.save_pretrained(tmp_path / "t2i", safe_serialization=True)
+    config["model"]["t2i"] = {"pretrained": str(tmp_path / "t2i")}
+    config["output_dir"] = str(tmp_path / "out")
+    if data:
+        config["data"] = data
+    return config
+
+
+def style_folder(folder, colour, captions):
+    from lumiere.io import write_image
+
+    folder.mkdir(parents=True)
+    for k, text in enumerate(captions):
+        image = np.zeros((20, 24, 3), np.uint8)
+        image[...] = colour
+        image[k * 3:k * 3 + 6, 4:12] = 255 - np.array(colour, np.uint8)  # each image its own
+        write_image(folder / f"img{k}.png", image)
+        if text is not None:
+            (folder / f"img{k}.txt").write_text(text)
+    return folder
+
+
+class Regression(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, batch):
+        return (self.linear(batch["x"]) - batch["y"]).pow(2).mean()
