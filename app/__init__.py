@@ -13,8 +13,8 @@ GRADIO_SERVER_PORT; on ZeroGPU the generation call is wrapped with ``spaces.GPU`
 Building the UI reads the model's JSON configs only; weights load on the first generation.
 
 Modules: ``ui`` (one class per tab: its layout, validation and Generate endpoint; Stop, seeds,
-gallery), ``serving`` (per-client queue limit, messages for unreadable requests), ``components`` (inputs
-that hand raw values to ``inputs``), ``inputs`` (server-side validation), ``examples`` (each tab's
+gallery), ``serving`` (per-client limit on the Generate line, refusal of unusable requests),
+``components`` (inputs that hand raw values to ``inputs``), ``inputs`` (server-side validation), ``examples`` (each tab's
 examples and their pre-rendered results), ``model_manager`` (device/dtype, LRU memory budget, lock, OOM
 retry, cancellation, status), ``outputs`` (unique mp4/GIF files in the app's cache), ``gpu`` (ZeroGPU
 decorator), ``make_examples`` (renders assets/examples).

@@ -44,6 +44,7 @@ FIELD_LABELS = {
     "sampler": "Sampler", "fps": "Playback fps", "reference_guided": "Reference-guided", "outpaint": "Outpaint",
     "outpaint_border": "Outpaint border", "style": "Style", "style_weight": "Style weight",
     "strength": "Strength", "image": "Image", "video": "Video", "mask": "Mask", "loop": "Loop",
+    "last_image": "Last frame",
 }
 
 

@@ -9,6 +9,9 @@ parameters are on, so the manager only has to decide *where* each component live
   offloads a component to the CPU (GPU devices) or drops it (``unload_component``; it reloads from disk).
 * ``run(task, fn)`` serialises generation with a lock; on out-of-memory it frees memory, evicts every
   component the task does not need, retries once, then raises :class:`OutOfMemory` with advice.
+* The app's waiting line for that lock: a Generate handler ``join``s the line (a :class:`Ticket`), waits
+  until nothing is ``ahead`` of it, runs, and ``leave``s whatever happened. The line is the app's own count
+  of who is waiting or running (``tickets``), and ``cancel(session)`` reaches a session's waiting jobs too.
 * Each browser session's latest generation has a :class:`LiveJob` (``live(session)``): the step reached,
   a low-resolution preview of the clip as it denoises (``step_callback`` decodes the sampler's x0
   estimate every few steps: :func:`preview_strip`) and, once it has ended, how.
@@ -53,6 +56,16 @@ PREVIEW_FRAMES = 8  # frames of the clip shown side by side in the live preview
 PREVIEW_HEIGHT = 64  # pixels per preview frame
 PREVIEWS_PER_RUN = 10  # about this many previews over a whole generation (every few steps)
 LIVE_SESSIONS = 256  # sessions whose latest job is remembered for the UI
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A Generate job's place in the line: ``session`` and ``client`` (who asked; the client is opaque here, the
+    serving layer counts by it), ``cancelled`` once Stop was pressed for its session or its client went away."""
+
+    session: str | None
+    client: str | None = None
+    cancelled: bool = False
 
 
 @dataclass
@@ -176,6 +189,10 @@ class ModelManager:
         self._live: OrderedDict[str, LiveJob] = OrderedDict()  # by session, least recently requested first
         self._job: LiveJob | None = None  # the running generation's
         self._ended = threading.Condition()
+        self._line: list[Ticket] = []  # first: the job whose turn it is (running or about to), then the waiting
+        # Its own lock, never held for long: the server's event loop reads the line while _state_lock may be
+        # held for seconds by a component loading.
+        self._line_lock = threading.Lock()
         self.evictions = 0
         self.oom_recoveries = 0
         self.last_task: str | None = None
@@ -303,10 +320,43 @@ class ModelManager:
             self._generation_lock.release()
 
     # ------------------------------------------------------------------ generation
+    def join(self, session: str | None, client: str | None = None) -> Ticket:
+        """Take a place at the end of the line (callers :meth:`leave` it in a ``finally``)."""
+        ticket = Ticket(session, client)
+        with self._line_lock:
+            self._line.append(ticket)
+        return ticket
+
+    def ahead(self, ticket: Ticket) -> int:
+        """How many jobs are before ``ticket`` in the line (0: its turn)."""
+        with self._line_lock:
+            return self._line.index(ticket) if ticket in self._line else 0
+
+    def leave(self, ticket: Ticket) -> None:
+        with self._line_lock:
+            if ticket in self._line:
+                self._line.remove(ticket)
+
+    def cancel_ticket(self, ticket: Ticket) -> None:
+        """Stop one job: waiting, it ends without running; running, it stops after the current step."""
+        with self._line_lock:
+            ticket.cancelled = True
+            head = bool(self._line) and self._line[0] is ticket
+        if head and self._generation_lock.locked() and self._active_session == ticket.session:
+            self._cancel.set()
+
+    def tickets(self) -> list[Ticket]:
+        """Every job in the line, the one whose turn it is first."""
+        with self._line_lock:
+            return list(self._line)
+
     def run(self, task: str, fn: Callable[[Any], Any], *, super_resolve: bool = True, session: str | None = None):
         """Run ``fn(pipe)`` for ``task`` with its components resident; one generation at a time."""
         with self._generation_lock:
             self._cancel.clear()
+            with self._line_lock:  # Stop arrived while this job was still being prepared
+                if self._line and self._line[0].session == session and self._line[0].cancelled:
+                    self._cancel.set()
             self._active_session = session
             self._job = self._live_job(session, fresh=False)
             started = time.perf_counter()
@@ -411,11 +461,18 @@ class ModelManager:
         return job
 
     def cancel(self, session: str | None = None) -> bool:
-        """Stop the running generation (only the requesting session's, when sessions are given)."""
+        """Stop the running generation (only the requesting session's, when sessions are given) and, for a
+        session, its jobs waiting in the line (each ends without running the model). True if any was stopped."""
+        waiting = False
+        if session is not None:
+            with self._line_lock:
+                for ticket in self._line:
+                    if ticket.session == session:
+                        ticket.cancelled = waiting = True
         if self._active_session is None and not self._generation_lock.locked():
-            return False
+            return waiting
         if session is not None and self._active_session is not None and session != self._active_session:
-            return False
+            return waiting
         self._cancel.set()
         return True
 

@@ -1,27 +1,29 @@
-"""Serving the app: a per-client limit on queued generations, refusal of calls to unknown endpoints, and clear
-messages for requests Gradio cannot unpack.
+"""Serving the app: a per-client limit on Generate jobs, refusal of calls to unknown endpoints, and clear
+messages for Generate requests whose values cannot be used, all through public Gradio and Starlette API.
 
-Public Gradio API only, except two touches that no public API covers (each isolated in one function below,
-with a test in tests/test_app_serving.py that fails loudly when Gradio changes them):
+* The Generate events run without Gradio's concurrency limit; the waiting line is the app's own
+  (``ModelManager.join``/``ahead``/``leave``, the model's one-at-a-time turn), so the app knows exactly which
+  jobs are waiting or running, per browser session and per address. :class:`Admission` counts them, plus a
+  short-lived reservation for a job the middleware has let through but whose handler has not started yet.
+* :class:`RequestGuard` (ASGI middleware, passed to Gradio through ``launch(app_kwargs=...)``) refuses, before
+  Gradio reads the request: a call to an endpoint the app does not serve (404); a Generate request with the
+  wrong number of values, or a file value that is not an upload in the app's upload folder (HTTP 422 with
+  Gradio's validation-error shape, so ``gradio_client`` raises ``ValidationError`` with the sentence); and a
+  job beyond the client's share or the line's size (:class:`ClientLimit`, the same 422).
 
-* :func:`generate_jobs` reads which Generate jobs are queued or running (Gradio lists a queue's size per
-  client nowhere public), for the per-client limit.
-* :meth:`LumiereBlocks.preprocess_data` turns the errors Gradio raises while unpacking a request (too few or
-  extra values, a server path where an upload goes) into a sentence that names the field; Gradio has no
-  public hook between reading a request and calling the handler.
-
-The limit and the unknown-endpoint check are ASGI middleware (:class:`RequestGuard`), passed to Gradio
-through ``launch(app_kwargs=...)``. Rejections log one line each; only real faults log a traceback.
+Rejections log one line each; only real faults log a traceback.
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
 import ipaddress
 import json
 import logging
 import os
 import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 from starlette.requests import Request
@@ -31,8 +33,9 @@ from .gpu import on_spaces
 
 log = logging.getLogger("lumiere.app")
 
-GENERATE = "generate"  # the concurrency id every Generate endpoint shares
 SPECIAL_PARAMS = {"request", "progress"}
+RESERVATION_SECONDS = 10.0  # how long a job let in by the middleware may take to reach its handler
+EDITOR_PARTS = ("background", "composite")  # an image-editor value's single files; "layers" is a list of them
 
 
 def _env_int(name: str, default: int) -> int:
@@ -82,66 +85,113 @@ def is_local(address: str) -> bool:
         return address == "localhost"
 
 
-def param_names(block_fn) -> list[str]:
-    """The API parameter names of an event's inputs, in order."""
-    fn = getattr(block_fn, "fn", None)
-    names = []
-    if fn is not None:
-        try:
-            names = [p for p in inspect.signature(fn).parameters if p not in SPECIAL_PARAMS]
-        except (TypeError, ValueError):
-            names = []
-    count = len(block_fn.inputs)
-    return (names + [f"input {i + 1}" for i in range(len(names), count)])[:count]
+@dataclass(frozen=True)
+class Endpoint:
+    """A Generate endpoint as the app registers it (``app.ui.build_demo``): its API name, its parameters in
+    order, and which of them take an uploaded file (``files``) or an image-editor value (``editors``)."""
+
+    name: str
+    params: tuple[str, ...]
+    files: frozenset[str] = frozenset()
+    editors: frozenset[str] = frozenset()
 
 
-def describe_preprocess_error(block_fn, values: list, error: BaseException) -> str:
-    """A sentence for a request Gradio could not unpack: which field, what was wrong, what to send."""
-    cause = error
-    while cause is not None:
-        if isinstance(cause, inputs.InputError):
-            return str(cause)
-        cause = cause.__cause__ or cause.__context__
-    names = param_names(block_fn)
-    endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "this event"
-    if len(values) < len(block_fn.inputs):
-        return (f"{endpoint} takes {len(names)} values ({', '.join(names)}) but the request sent {len(values)}. "
-                f"Send all of them in this order, or call it by name, e.g. Client(url).predict(prompt=..., "
-                f"api_name='{endpoint}').")
-    for index, block in enumerate(block_fn.inputs):
-        model = getattr(block, "data_model", None)
-        if model is None or index >= len(values) or values[index] is None:
-            continue
-        try:
-            model.model_validate(values[index], context={"validate_meta": True})
-        except ValueError:  # pydantic's ValidationError: the value is not this component's file data
-            value = repr(values[index])
-            value = value if len(value) <= 60 else value[:57] + "..."
-            return (f"{inputs.field(names[index])} got {value}, which is not an uploaded file: upload it first "
-                    f"(with gradio_client: handle_file('path/to/file')).")
-    text = str(error)
-    if "upload" in text.lower() or "not allowed" in text.lower() or "cannot be accessed" in text.lower():
-        return ("A file in the request was not uploaded to this app (server paths and URLs are not accepted): "
-                "upload it first (with gradio_client: handle_file('path/to/file')).")
-    return "The request could not be read: check that each value has the type the API page lists for it."
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def not_uploaded(name: str, value) -> str:
+    return (f"{inputs.field(name)} got {_shown(value)}, which is not an uploaded file: upload it first "
+            "(with gradio_client: handle_file('path/to/file')).")
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(folder)
+    except (OSError, ValueError):  # a path the OS cannot resolve (a NUL byte, a loop of links)
+        return False
+
+
+def file_refusal(name: str, value, folder: Path) -> str | None:
+    """Why ``value`` is not an upload for the file parameter ``name``; None: null, or a FileData (a dict with
+    a string ``path``; a video's ``{"video": FileData}`` too) inside the app's upload ``folder``, or a data URL
+    (``app.components.local_path`` decodes it into the app's cache)."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("video"), dict):
+        return file_refusal(name, value["video"], folder)
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        return not_uploaded(name, value)
+    url = value.get("url")
+    if isinstance(url, str) and url.startswith("data:"):
+        return None
+    if not _inside(value["path"], folder):
+        return not_uploaded(name, value["path"])
+    return None
+
+
+def editor_refusal(name: str, value, folder: Path) -> str | None:
+    """The same for an image-editor parameter: null, a plain upload, or a dict whose background, composite and
+    each of its layers is null or an upload."""
+    if value is None or (isinstance(value, dict) and "path" in value):
+        return file_refusal(name, value, folder)
+    if not isinstance(value, dict):
+        return not_uploaded(name, value)
+    for part in EDITOR_PARTS:
+        message = file_refusal(name, value.get(part), folder)
+        if message:
+            return message
+    layers = value.get("layers")
+    if layers is not None and not isinstance(layers, list):
+        return not_uploaded(name, layers)
+    for layer in layers or []:
+        message = file_refusal(name, layer, folder)
+        if message:
+            return message
+    return None
+
+
+def values_refusal(endpoint: Endpoint, data, folder: Path) -> tuple[str, str] | None:
+    """(parameter, sentence) saying why a Generate request's ``data`` cannot be used; None: it can. ``data`` is
+    the list of values in parameter order (``/queue/join``, ``/call/NAME``) or a dict by name (``/call/v2``)."""
+    if isinstance(data, dict):
+        values = data
+    elif isinstance(data, list):
+        if len(data) != len(endpoint.params):
+            return "data", (f"/{endpoint.name} takes {len(endpoint.params)} values ({', '.join(endpoint.params)}) "
+                            f"but the request sent {len(data)}. Send exactly these, in this order, or call it by name.")
+        values = dict(zip(endpoint.params, data))
+    else:
+        return "data", f"/{endpoint.name} takes a list of values ({', '.join(endpoint.params)})."
+    for name, value in values.items():
+        check = file_refusal if name in endpoint.files else editor_refusal if name in endpoint.editors else None
+        message = check(name, value, folder) if check else None
+        if message:
+            return name, message
+    return None
 
 
 class ClientLimit:
-    """At most ``per_session`` Generate jobs (queued or running) per browser session and ``per_ip`` per
-    address, on top of the global queue size, so that one client cannot lock everyone else out.
+    """At most ``per_session`` Generate jobs (waiting or running) per browser session and ``per_ip`` per
+    address, and at most ``line_size`` waiting in all, so that one client cannot lock everyone else out.
 
     The session limit is the primary one (a browser tab keeps its session). The address limit is the
     backstop against a script that opens a new session per request; it does not apply to loopback
     clients (the machine's own users: many honest tabs share 127.0.0.1) and, behind a proxy, counts the
     address the trusted proxy appended (see :func:`client_ip`), so forged headers do not escape it."""
 
-    def __init__(self, per_session: int | None = None, per_ip: int | None = None):
+    def __init__(self, per_session: int | None = None, per_ip: int | None = None, line_size: int = 16):
         self.per_session = per_session or _env_int("LUMIERE_MAX_JOBS_PER_SESSION", 2)
         self.per_ip = per_ip or _env_int("LUMIERE_MAX_JOBS_PER_IP", 4)
+        self.line_size = line_size
 
-    def refusal(self, jobs, session: str | None, ip: str) -> str | None:
+    def refusal(self, jobs, session: str | None, ip: str, waiting: int = 0) -> str | None:
         """Why a new job from (``session``, ``ip``) is refused, given the (session, ip) of every Generate job
-        queued or running (:func:`generate_jobs`); None: it may join the queue."""
+        waiting or running and how many of them are ``waiting``; None: it may join the line."""
+        if waiting >= self.line_size:
+            return (f"The app is busy: {waiting} generations are already waiting for the model, the most it "
+                    "takes. Try again in a few minutes.")
         same_session = same_ip = 0
         for job_session, job_ip in jobs:
             same_session += session is not None and job_session == session
@@ -156,58 +206,88 @@ class ClientLimit:
         return None
 
 
-def generate_jobs(blocks: gr.Blocks) -> list[tuple[str | None, str]]:
-    """(session hash, client address) of every Generate job queued or running in ``blocks``' queue.
+@dataclass
+class Reservation:
+    session: str | None
+    ip: str
+    expires: float = field(default_factory=lambda: time.monotonic() + RESERVATION_SECONDS)
 
-    PRIVATE GRADIO TOUCH (read-only; the only one besides :meth:`LumiereBlocks.preprocess_data`): Gradio has
-    no public API that lists the jobs in its queue or counts them per client (``queue(max_size=...)`` caps the
-    total only; ``/queue/status`` is the total too), and a count kept by the app itself would drift, because
-    Gradio drops queued jobs silently when a client disconnects or calls ``/cancel``. Reads
-    ``Blocks._queue.event_queue_per_concurrency_id[*].queue`` and ``.active_jobs`` and each event's
-    ``session_hash``, ``concurrency_id`` and ``request``. If Gradio renames any of these this raises (and
-    ``tests/test_app_serving.py::test_generate_jobs_reads_gradios_queue`` fails) instead of letting every
-    client through."""
-    try:
-        queue = blocks._queue
-        events = [event for waiting in queue.event_queue_per_concurrency_id.values() for event in waiting.queue]
-        events += [event for job in queue.active_jobs if job for event in job]
-        return [(event.session_hash, client_ip(event.request)) for event in events
-                if event.concurrency_id == GENERATE]
-    except AttributeError as error:
-        raise RuntimeError(f"gradio {gr.__version__} changed its queue's internals ({error}); the per-client "
-                           "limit in app/serving.py (generate_jobs) must be updated") from error
+
+class Admission:
+    """Who may add a Generate job: the :class:`ClientLimit` over the jobs in the model manager's line and the
+    reservations of jobs on their way to it.
+
+    The middleware :meth:`reserve`s a place (the check and the reservation under one lock, so two requests of one
+    client cannot both slip under the limit); the job's handler :meth:`join`s the line, claiming it. A
+    reservation never claimed (Gradio dropped the job, or refused the request: :meth:`release`) lapses after
+    ``RESERVATION_SECONDS``. A handler that finds no reservation (the app served without the middleware) is
+    checked against the limit itself."""
+
+    def __init__(self, manager, limit: ClientLimit | None = None):
+        self.manager = manager
+        self.limit = limit or ClientLimit()
+        self._reserved: list[Reservation] = []
+        self._lock = threading.Lock()
+
+    def _refusal(self, session: str | None, ip: str) -> str | None:
+        now = time.monotonic()
+        self._reserved = [r for r in self._reserved if r.expires > now]
+        line = self.manager.tickets()
+        jobs = [(t.session, t.client) for t in line] + [(r.session, r.ip) for r in self._reserved]
+        return self.limit.refusal(jobs, session, ip, waiting=max(0, len(jobs) - 1))
+
+    def reserve(self, session: str | None, ip: str) -> tuple[str | None, Reservation | None]:
+        """(why the job is refused, None) or (None, its reservation)."""
+        with self._lock:
+            message = self._refusal(session, ip)
+            if message is not None:
+                return message, None
+            reservation = Reservation(session, ip)
+            self._reserved.append(reservation)
+            return None, reservation
+
+    def release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if reservation in self._reserved:
+                self._reserved.remove(reservation)
+
+    def join(self, session: str | None, ip: str):
+        """The job's :class:`~app.model_manager.Ticket` in the line, claiming its reservation (the one of its
+        session, else one its address made without a session: ``/call/NAME``); raises ``gr.Error`` when a job
+        that had none is over the limit."""
+        with self._lock:
+            now = time.monotonic()
+            mine = [r for r in self._reserved if r.ip == ip and r.expires > now and r.session in (session, None)]
+            mine.sort(key=lambda r: r.session != session)
+            if mine:
+                self._reserved.remove(mine[0])
+            else:
+                message = self._refusal(session, ip)
+                if message is not None:
+                    log.info("refused a job from %s: per-client limit", ip)
+                    raise gr.Error(message, title="Busy", print_exception=False)
+            return self.manager.join(session, ip)
+
+    def count(self, session: str | None = None, ip: str | None = None) -> int:
+        """Jobs waiting, running or reserved for ``session`` (or ``ip``)."""
+        with self._lock:
+            now = time.monotonic()
+            jobs = [(t.session, t.client) for t in self.manager.tickets()]
+            jobs += [(r.session, r.ip) for r in self._reserved if r.expires > now]
+        return sum(1 for s, i in jobs if (session is None or s == session) and (ip is None or i == ip))
 
 
 class LumiereBlocks(gr.Blocks):
-    """gr.Blocks with readable errors for requests that cannot be unpacked, launched behind
-    :class:`RequestGuard`. ``generate_endpoints`` ({event id: api name}) lists the events the per-client
-    limit applies to (``app.ui.connect`` registers each tab's Generate event)."""
+    """gr.Blocks launched behind :class:`RequestGuard`. ``admission`` decides who may add a Generate job;
+    ``generate_endpoints`` ({event id: :class:`Endpoint`}) lists the events it and the values check apply to
+    (``app.ui.build_demo`` registers each tab's Generate event); ``upload_folder`` is where Gradio stores
+    uploads (the app's own, ``app.ui.configure_cache_dir``): a file value must lie inside it."""
 
-    def __init__(self, *args, client_limit: ClientLimit | None = None, **kwargs):
-        self.client_limit = client_limit or ClientLimit()
-        self.generate_endpoints: dict[int, str] = {}
+    def __init__(self, *args, admission: Admission | None = None, upload_folder: str | None = None, **kwargs):
+        self.admission = admission
+        self.upload_folder = upload_folder
+        self.generate_endpoints: dict[int, Endpoint] = {}
         super().__init__(*args, **kwargs)
-
-    async def preprocess_data(self, block_fn, inputs_, state, explicit_call: bool = False):
-        """PRIVATE GRADIO TOUCH: an override of an undocumented Blocks method, the one step between reading a
-        request and calling its handler (no public hook exists there). Gradio ignores extra values silently
-        and fails on too few, or on a server path where an upload goes, with a bare "Error"; here each gets
-        a sentence naming the field. ``tests/test_app_serving.py::test_preprocess_hook_is_still_gradios``
-        fails if Gradio renames it or changes its parameters."""
-        if inputs_ is not None and len(inputs_) > len(block_fn.inputs):  # Gradio ignores extras silently
-            names = param_names(block_fn)
-            message = (f"/{block_fn.api_name} takes {len(names)} values ({', '.join(names)}) but the request sent "
-                       f"{len(inputs_)}. Send exactly these, in this order, or call it by name.")
-            log.info("rejected %s request: %s", block_fn.api_name or "UI", message)
-            raise gr.Error(message, title="Check your input", print_exception=False)
-        try:
-            return await super().preprocess_data(block_fn, inputs_, state, explicit_call)
-        except gr.Error:
-            raise
-        except (ValueError, TypeError, KeyError) as error:  # Gradio's errors (and pydantic's) for a malformed value
-            message = describe_preprocess_error(block_fn, list(inputs_ or []), error)
-            log.info("rejected %s request: %s", block_fn.api_name or "UI", message)
-            raise gr.Error(message, title="Check your input", print_exception=False) from None
 
     def launch(self, *args, app_kwargs: dict | None = None, **kwargs):
         """``gr.Blocks.launch`` with :class:`RequestGuard` in front of the app (through the public
@@ -231,10 +311,11 @@ class RequestGuard:
 
     * ``POST …/call/NAME`` or ``…/run/NAME`` for a NAME the app does not serve is a 404 that lists the
       endpoints it does serve (Gradio answers it with a 500 and a traceback in the log).
-    * A request to queue a Generate job (``…/queue/join`` with its event id, or ``…/call/NAME``) is refused
-      when the client already has its share of jobs (:class:`ClientLimit`), with Gradio's own validation
-      error (HTTP 422, so ``gradio_client`` raises ``ValidationError`` with the message). The check and the
-      joining happen under one lock, so two requests of one client cannot both slip under the limit.
+    * A request to start a Generate job (``…/queue/join`` with its event id, or ``…/call/NAME``) is refused
+      with Gradio's own validation error (HTTP 422, so ``gradio_client`` raises ``ValidationError`` with the
+      message) when its values cannot be used (:func:`values_refusal`) or the client already has its share
+      of jobs (:meth:`Admission.reserve`); otherwise it passes with a reservation in the line, released at
+      once if Gradio does not accept the job.
     """
 
     PATH = re.compile(r"/(?:call|run)/([^/]+)/?$")
@@ -243,7 +324,6 @@ class RequestGuard:
     def __init__(self, app, blocks: LumiereBlocks):
         self.app = app
         self.blocks = blocks
-        self.lock: asyncio.Lock | None = None
 
     def endpoints(self) -> tuple[set[str], list[str]]:
         """(every name Gradio would route, the public ones to name in the message)."""
@@ -252,6 +332,10 @@ class RequestGuard:
         public = sorted(dep["api_name"] for dep in dependencies
                         if dep.get("api_name") and dep.get("api_visibility", "public") == "public")
         return names, public
+
+    def upload_folder(self) -> Path:
+        folder = self.blocks.upload_folder or os.environ.get("GRADIO_TEMP_DIR") or gr.utils.get_upload_folder()
+        return Path(folder).resolve()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -268,8 +352,8 @@ class RequestGuard:
                     await send(message)
                 return
         call = self.CALL.search(path)
-        generate = set(getattr(self.blocks, "generate_endpoints", {}).values())
-        if not (path.endswith("/queue/join") or (call and call.group(1) in generate)):
+        by_name = {endpoint.name: endpoint for endpoint in self.blocks.generate_endpoints.values()}
+        if not (path.endswith("/queue/join") or (call and call.group(1) in by_name)):
             return await self.app(scope, receive, send)
         body, receive = await _buffered(receive)
         try:
@@ -277,20 +361,35 @@ class RequestGuard:
         except ValueError:
             payload = {}
         payload = payload if isinstance(payload, dict) else {}
-        name = call.group(1) if call else self.blocks.generate_endpoints.get(payload.get("fn_index"))
-        if name not in generate:
+        endpoint = by_name[call.group(1)] if call else self.blocks.generate_endpoints.get(payload.get("fn_index"))
+        if endpoint is None:
             return await self.app(scope, receive, send)
-        if self.lock is None:
-            self.lock = asyncio.Lock()
+        refused = values_refusal(endpoint, payload.get("data", []), self.upload_folder())
+        if refused is not None:
+            log.info("rejected %s request: %s", endpoint.name, refused[1])
+            return await _refuse(send, *refused)
+        admission = self.blocks.admission
+        if admission is None:
+            return await self.app(scope, receive, send)
         ip = client_ip(Request(scope))
-        async with self.lock:  # the check and Gradio's append to its queue must not interleave with another
-            message = self.blocks.client_limit.refusal(generate_jobs(self.blocks), payload.get("session_hash"), ip)
-            if message is None:
-                return await self.app(scope, receive, send)
-        log.info("refused a %s job from %s: per-client limit", name, ip)
-        detail = [{"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "queue"}]
-        for reply in _json_response(422, {"detail": detail}):
+        message, reservation = admission.reserve(payload.get("session_hash"), ip)
+        if message is not None:
+            log.info("refused a %s job from %s: per-client limit", endpoint.name, ip)
+            return await _refuse(send, "queue", message)
+
+        async def send_and_release(reply):
+            if reply["type"] == "http.response.start" and reply["status"] != 200:
+                admission.release(reservation)  # Gradio did not accept the job: no handler will claim it
             await send(reply)
+
+        return await self.app(scope, receive, send_and_release)
+
+
+async def _refuse(send, parameter: str, message: str) -> None:
+    """Gradio's validation-error reply (HTTP 422), which ``gradio_client`` raises as ``ValidationError``."""
+    detail = [{"__type__": "validate", "is_valid": False, "message": message, "parameter_name": parameter}]
+    for reply in _json_response(422, {"detail": detail}):
+        await send(reply)
 
 
 async def _buffered(receive):

@@ -13,7 +13,9 @@ the gallery entry) travels in a gr.State and is shown by a follow-up private eve
 
 No `from __future__ import annotations` here: Gradio finds ``gr.Request`` parameters by annotation.
 """
+import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import os
@@ -38,11 +40,12 @@ from .examples import EXAMPLE_SEED, EXAMPLES, output_path, outputs_available
 from .gpu import gpu
 from .model_manager import LOAD_ERRORS, GenerationCancelled, ModelManager, OutOfMemory
 from .outputs import save_outputs
-from .serving import GENERATE, SPECIAL_PARAMS, LumiereBlocks
+from .serving import SPECIAL_PARAMS, Admission, ClientLimit, Endpoint, LumiereBlocks, client_ip
 
 log = logging.getLogger("lumiere.app")
 
-QUEUE_SIZE = 16
+QUEUE_SIZE = 16  # Generate jobs that may wait for the model at once (the app's line; Gradio's queue too)
+WAIT_POLL = 0.2  # seconds between a waiting job's looks at its place in the line
 DELETE_CACHE = (3600, 3600)  # every hour, delete generated files older than an hour
 HISTORY_SIZE = 24
 RANDOM_SEED_BITS = 31  # random seeds stay below 2^31 so every client displays them exactly
@@ -690,13 +693,15 @@ TABS: tuple[type[Tab], ...] = (TextToVideoTab, ImageToVideoTab, InpaintTab, Cine
 # ----------------------------------------------------------------------------- the page
 def build_demo(manager: ModelManager) -> gr.Blocks:
     """The app. Nothing heavy happens here: weights load on the first generation."""
-    configure_cache_dir()
+    uploads = configure_cache_dir()
     configure_subprocesses()
     studio = Studio(manager)
     bundled = manager.model is None and manager.try_pipe() is not None \
         and os.environ.get("LUMIERE_CACHED_EXAMPLES", "1") != "0"
+    admission = Admission(manager, ClientLimit(line_size=QUEUE_SIZE))
 
-    with LumiereBlocks(title="Lumiere", delete_cache=DELETE_CACHE) as demo:
+    with LumiereBlocks(title="Lumiere", delete_cache=DELETE_CACHE, admission=admission,
+                       upload_folder=uploads) as demo:
         gr.Markdown(ABOUT + ("\n\n" + BUNDLED_ABOUT if manager.model is None else ""))
         with gr.Tabs():
             tabs = [tab(studio).build(bundled) for tab in TABS]
@@ -715,8 +720,9 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
                 free = gr.Button("Free model memory", size="sm")
 
         for ui in tabs:
-            generate = connect(studio, ui, history, history_state)
-            demo.generate_endpoints[generate["id"]] = ui.name  # the per-client limit applies to these
+            generate = connect(studio, ui, history, history_state, admission)
+            # The per-client limit and the values check (app.serving.RequestGuard) apply to these.
+            demo.generate_endpoints[generate["id"]] = endpoint_of(ui)
         refresh.click(manager.status_markdown, None, status, queue=False, api_visibility="private")
 
         def free_memory():
@@ -726,7 +732,80 @@ def build_demo(manager: ModelManager) -> gr.Blocks:
 
         free.click(free_memory, None, status, queue=False, api_visibility="private")
         demo.load(manager.status_markdown, None, status, queue=False, api_visibility="private")
+
+        def session_closed(request: gr.Request):
+            """The page (or API client) went away: its waiting jobs end without running the model and its
+            running one stops after the current step; nobody is left to see them."""
+            session = getattr(request, "session_hash", None)
+            if session is not None:
+                manager.cancel(session)
+
+        demo.unload(session_closed)
     return demo
+
+
+def endpoint_of(ui: TabUI) -> Endpoint:
+    """A tab's Generate endpoint as the request check sees it: its parameters in order, and which take an
+    uploaded file or an image-editor value (by the component that holds each)."""
+    params = tuple(p for p in inspect.signature(ui.handler).parameters if p not in SPECIAL_PARAMS)
+    files = frozenset(n for n, c in ui.components.items() if isinstance(c, (gr.Image, gr.Video, gr.File)))
+    editors = frozenset(n for n, c in ui.components.items() if isinstance(c, gr.ImageEditor))
+    return Endpoint(ui.name, params, files, editors)
+
+
+async def wait_for_turn(manager: ModelManager, ticket, progress) -> None:
+    """Wait (interruptibly: a cancelled task stops here) until nothing is ahead of ``ticket`` in the model's
+    line, showing the place through ``progress``; a ticket Stop cancelled ends as "Generation stopped."."""
+    shown = None
+    while True:
+        if ticket.cancelled:
+            manager.end_job(ticket.session, "cancelled")
+            raise gr.Error("Generation stopped.", title="Stopped", print_exception=False)
+        ahead = manager.ahead(ticket)
+        if ahead == 0:
+            return
+        if ahead != shown and progress is not None:
+            progress(0, desc=f"Waiting for the model: {ahead} generation{'s' if ahead != 1 else ''} ahead")
+            shown = ahead
+        await asyncio.sleep(WAIT_POLL)
+
+
+def in_line(handler: Callable, manager: ModelManager, admission: Admission | None) -> Callable:
+    """``handler`` (a tab's Generate endpoint, same parameters: the API) as an async handler that first takes
+    its place in the model's line, waits for its turn there and then runs ``handler`` in a worker thread.
+
+    Gradio starts every Generate call at once; the line (not Gradio's queue) is where jobs wait, so the app
+    counts exactly who is waiting (``app.serving.Admission``). Whatever ends the job (done, an error, Stop,
+    a cancelled task when the client cancels or the Stop button's ``cancels``), it leaves the line. A task
+    cancelled while its generation runs stops that generation and keeps its turn until the worker thread
+    has returned, so two generations never overlap."""
+    signature = inspect.signature(handler)
+
+    @functools.wraps(handler)
+    async def endpoint(*args, **kwargs):
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+        request, progress = arguments.get("request"), arguments.get("progress")
+        session = getattr(request, "session_hash", None)
+        ticket = admission.join(session, client_ip(request)) if admission else manager.join(session)
+        try:
+            await wait_for_turn(manager, ticket, progress)
+            work = asyncio.ensure_future(asyncio.to_thread(handler, *args, **kwargs))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                manager.cancel_ticket(ticket)
+                while not work.done():
+                    try:
+                        await asyncio.wait({work})
+                    except asyncio.CancelledError:  # cancelled again: the thread still has to return first
+                        continue
+                if not work.cancelled():
+                    work.exception()  # retrieved: its error belongs to a job nobody waits for any more
+                raise
+        finally:
+            manager.leave(ticket)
+
+    return endpoint
 
 
 def stopped_message(job) -> str:
@@ -742,16 +821,17 @@ def _show_result(result, history):
     return result["seed"], result["files"], history, history
 
 
-def connect(studio: Studio, ui: TabUI, history, history_state):
-    """A tab's events: Generate (its public endpoint ``/<name>``), then the result's follow-up; Stop; the
-    seed controls; the output summary (all private). Returns the Generate event."""
+def connect(studio: Studio, ui: TabUI, history, history_state, admission: Admission | None = None):
+    """A tab's events: Generate (its public endpoint ``/<name>``, waiting in the model's line: :func:`in_line`),
+    then the result's follow-up; Stop; the seed controls; the output summary (all private). Returns the
+    Generate event."""
     manager = studio.manager
     adv, out = ui.advanced, ui.result
 
     def stop(request: gr.Request):
         """Stop this session's generation after the current denoising step, then say where it stopped."""
         session = getattr(request, "session_hash", None)
-        if not manager.cancel(session):  # not running: still queued (Stop takes it out of the queue) or done
+        if not manager.cancel(session):  # neither running nor waiting: not yet in the line, or done
             job = manager.live(session)
             if job is None or job.ended:
                 return gr.skip(), gr.skip(), gr.skip()
@@ -795,8 +875,10 @@ def connect(studio: Studio, ui: TabUI, history, history_state):
     # in its upload cache), so app.inputs checks and converts it with messages that name the field: the
     # components' own preprocessing coerces (a list into its str(), 3.7 into 4) or decodes whole uploads
     # (a 20000x20000 PNG) before any check could run.
-    event = ui.go.click(ui.handler, ui.inputs, [out.video, out.seed, result], api_name=ui.name, concurrency_limit=1,
-                        concurrency_id=GENERATE, preprocess=False)
+    # concurrency_limit=None: Gradio starts every Generate call at once and the job waits in the app's own
+    # line for the model (in_line), where the app can count and cancel it.
+    event = ui.go.click(in_line(ui.handler, manager, admission), ui.inputs, [out.video, out.seed, result],
+                        api_name=ui.name, concurrency_limit=None, preprocess=False)
     event.success(_show_result, [result, history_state], [out.seed_text, out.files, history, history_state],
                   queue=False, api_visibility="private")
     event.then(lambda: (gr.skip(), gr.update(visible=False, value=None), gr.Timer(active=False)), None, live,

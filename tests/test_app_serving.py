@@ -235,3 +235,175 @@ def test_controls_and_checks_share_the_library_options(app_manager):
     library_border = inspect.signature(outpaint_mask).parameters["border"].default
     assert border.value == inputs.DEFAULT_OUTPAINT_BORDER == library_border
     assert 0 < border.minimum and border.maximum < 0.5  # inside outpaint_mask's open range
+
+
+# ----------------------------------------------------------------------------- the app's own line for the model
+def spy_runs(manager, monkeypatch) -> list:
+    """The sessions whose generation reached the model (``ModelManager.run``), in order."""
+    runs, run = [], manager.run
+
+    def spy(task, fn, **kwargs):
+        runs.append(kwargs.get("session"))
+        return run(task, fn, **kwargs)
+
+    monkeypatch.setattr(manager, "run", spy)
+    return runs
+
+
+def wait_for(condition, seconds=30, what="the condition"):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def in_line(manager, session) -> int:
+    return sum(ticket.session == session for ticket in manager.tickets())
+
+
+def test_a_waiting_job_stopped_by_stop_never_runs_the_model(served, monkeypatch):
+    """Stop for a session whose job still waits for the model (what the tab's Stop button asks the manager)
+    ends that job at once with "stopped", and the model never runs for it; the running job is untouched."""
+    url, manager = served
+    runs = spy_runs(manager, monkeypatch)
+    hog, waiter = Client(url, verbose=False), Client(url, verbose=False)
+    running = hog.submit(**SLOW, api_name="/text_to_video")
+    try:
+        wait_busy(manager)
+        waiting = waiter.submit(prompt="a blue circle moving left", api_name="/text_to_video", **FAST)
+        wait_for(lambda: in_line(manager, waiter.session_hash) == 1, what="the job to wait in line")
+
+        def shown():  # Gradio's own queue position no longer applies: the job shows its place in the app's line
+            progress = waiting.status().progress_data or []
+            return any(unit.desc == "Waiting for the model: 1 generation ahead" for unit in progress)
+
+        wait_for(shown, what="the job's place in line to show")
+        assert manager.cancel(waiter.session_hash)
+        with pytest.raises(Exception, match="stopped"):
+            waiting.result(timeout=30)
+        assert manager.busy and not running.done()  # the running generation goes on
+        assert in_line(manager, waiter.session_hash) == 0
+    finally:
+        stop_all(manager, hog, [running])
+    assert waiter.session_hash not in runs and hog.session_hash in runs
+
+
+def test_a_client_that_goes_away_while_waiting_frees_its_place(served, monkeypatch):
+    """A page (or gradio_client) holds its session open with a heartbeat; when that closes while its jobs wait,
+    they leave the line without running the model, and the session may queue again at once."""
+    import uuid
+
+    url, manager = served
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.25")  # how soon the server notices the closed heartbeat
+    runs = spy_runs(manager, monkeypatch)
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    [fn_index] = [dep["id"] for dep in config["dependencies"] if dep.get("api_name") == "text_to_video"]
+    session = uuid.uuid4().hex[:11]
+
+    def join():
+        return httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
+                          json={"data": VALUES, "fn_index": fn_index, "session_hash": session})
+
+    hog = Client(url, verbose=False)
+    running = hog.submit(**SLOW, api_name="/text_to_video")
+    page = httpx.Client(timeout=None)
+    heartbeat = page.send(page.build_request("GET", f"{url}/gradio_api/heartbeat/{session}"), stream=True)
+    try:
+        wait_busy(manager)
+        assert [join().status_code for _ in range(2)] == [200, 200]
+        wait_for(lambda: in_line(manager, session) == 2, what="both jobs to wait in line")
+        refused = join()
+        assert refused.status_code == 422 and "already have 2" in refused.text
+        heartbeat.close()
+        page.close()  # the page goes away
+        wait_for(lambda: in_line(manager, session) == 0, what="the closed session's jobs to leave the line")
+        again = join()
+        assert again.status_code == 200, again.text
+        wait_for(lambda: in_line(manager, session) == 1, what="the new job to wait in line")
+        manager.cancel(session)
+        wait_for(lambda: in_line(manager, session) == 0, what="the new job to be stopped")
+    finally:
+        stop_all(manager, hog, [running])
+    assert session not in runs
+
+
+# ----------------------------------------------------------------------------- files that are not uploads
+def uploaded_file(name: str) -> dict:
+    """A file inside the app's upload folder, as the FileData an upload gives."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ["GRADIO_TEMP_DIR"]) / "test-serving"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_a_file_outside_the_upload_folder_is_refused(served, tmp_path):
+    """A FileData naming a server file (directly, or by climbing out of the upload folder) is refused when
+    posted, with the field and the fix, before Gradio or the handler reads it."""
+    url, _ = served
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG\r\n\x1a\n")
+    inside = uploaded_file("inside.png")
+    climbing = inside["path"].rsplit("/", 1)[0] + "/../../../" + str(outside).lstrip("/")
+    advanced = [0, None, 1, None, False, None, None]
+    for path in (str(outside), climbing, "/etc/passwd"):
+        image = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        response = httpx.post(f"{url}/gradio_api/call/image_to_video", timeout=30,
+                              json={"data": [image, "a red circle", None, *advanced]})
+        assert response.status_code == 422, response.text
+        message = response.json()["detail"][0]["message"]
+        assert message.startswith("Image got '") and "which is not an uploaded file: upload it first" in message
+        assert "handle_file('path/to/file')" in message
+    last = {"path": str(outside), "meta": {"_type": "gradio.FileData"}}
+    response = httpx.post(f"{url}/gradio_api/call/image_to_video", timeout=30,
+                          json={"data": [inside, "a red circle", last, *advanced]})
+    assert response.status_code == 422 and "Last frame (last_image) got '" in response.json()["detail"][0]["message"]
+    # An upload inside the folder passes the check (the handler then finds it is no real picture).
+    response = httpx.post(f"{url}/gradio_api/call/image_to_video", timeout=30,
+                          json={"data": [inside, "a red circle", None, *advanced]})
+    assert response.status_code == 200 and response.json()["event_id"]
+
+
+def test_an_image_editor_layer_outside_the_upload_folder_is_refused(served, tmp_path):
+    """An image-editor value holds FileData inside (background, layers, composite): each is checked."""
+    url, _ = served
+    outside = {"path": str(tmp_path / "layer.png"), "meta": {"_type": "gradio.FileData"}}
+    background = uploaded_file("background.png")
+    advanced = [0, None, 1, None, False, None, None]
+    for editor in ({"background": background, "layers": [outside], "composite": None},
+                   {"background": background, "layers": [], "composite": outside},
+                   {"background": outside, "layers": [], "composite": None},
+                   {"background": background, "layers": ["/etc/passwd"], "composite": None}):
+        response = httpx.post(f"{url}/gradio_api/call/cinemagraph", timeout=30,
+                              json={"data": [editor, "a yellow circle", None, False, *advanced]})
+        assert response.status_code == 422, response.text
+        message = response.json()["detail"][0]["message"]
+        assert message.startswith("Image got '") and "not an uploaded file" in message, message
+
+
+def test_the_line_has_a_size_and_unclaimed_reservations_lapse():
+    """At most ``line_size`` jobs wait (the one running aside); a job let in but never started (Gradio dropped
+    it) stops counting after a few seconds; a started job claims its reservation instead of counting twice."""
+    from app import serving
+    from app.model_manager import ModelManager
+
+    manager = ModelManager("never-opened")
+    admission = serving.Admission(manager, serving.ClientLimit(per_session=2, per_ip=4, line_size=3))
+    tickets = [manager.join(f"s{i}", f"203.0.113.{i}") for i in range(4)]  # one running, three waiting
+    message, _ = admission.reserve("new", "198.51.100.1")
+    assert "3 generations are already waiting for the model" in message
+    manager.leave(tickets[0])
+    message, reservation = admission.reserve("new", "198.51.100.1")
+    assert message is None and admission.count(session="new") == 1
+    ticket = admission.join("new", "198.51.100.1")
+    assert admission.count(session="new") == 1 and ticket.session == "new"
+    manager.leave(ticket)
+    assert admission.count(session="new") == 0
+    message, reservation = admission.reserve("new", "198.51.100.1")
+    assert message is None and admission.count(session="new") == 1
+    assert reservation.expires - time.monotonic() <= serving.RESERVATION_SECONDS
+    reservation.expires = time.monotonic() - 0.01  # as if RESERVATION_SECONDS had passed
+    assert admission.count(session="new") == 0
