@@ -6,6 +6,8 @@ them up.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import numpy as np
 
 
 def output_dir() -> Path:
-    from gradio.utils import get_upload_folder
-
-    directory = Path(get_upload_folder()) / "lumiere-outputs"
+    """``lumiere-outputs`` in Gradio's temp directory: ``GRADIO_TEMP_DIR`` (Gradio's documented setting, which
+    ``app.ui.configure_cache_dir`` sets), else Gradio's documented default."""
+    root = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+    directory = Path(root) / "lumiere-outputs"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
