@@ -595,3 +595,37 @@ def inputs_mask(layer: np.ndarray, shape) -> np.ndarray:
     background[..., 3] = 255
     return np.asarray(inputs.mask_from_editor({"background": background, "layers": [layer], "composite": None},
                                               tuple(shape)))
+
+
+def test_app_loop_checkbox_reaches_the_pipeline(tiny_pipeline_dir, monkeypatch):
+    """The Loop checkbox of the Text to video, Cinemagraph and Stylized tabs is the endpoint parameter
+    ``loop`` and arrives at the pipeline call; a non-boolean is refused."""
+    from app.model_manager import ModelManager
+    from app.ui import CinemagraphTab, StylizeTab, Studio, TextToVideoTab
+    from lumiere import LumierePipeline
+
+    pipe = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+    calls = []
+    original = pipe.generate
+
+    def spy(request, **kwargs):
+        calls.append((request.task, request.options.loop, request.options.style))
+        return original(request, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", spy)
+    studio = Studio(ModelManager(pipeline=pipe))
+    fast = dict(seed=2, steps=1, super_resolve=False)
+    TextToVideoTab(studio).endpoint("a red circle moving right", loop=True, **fast)
+    TextToVideoTab(studio).endpoint("a red circle moving right", **fast)
+    StylizeTab(studio).endpoint("a red circle moving right", style=pipe.styles[0], loop=True, **fast)
+    image = np.full((16, 16, 3), 90, np.uint8)
+    mask = np.zeros((16, 16, 4), np.uint8)
+    mask[4:12, 4:12] = 255
+    CinemagraphTab(studio).endpoint({"background": image, "layers": [mask], "composite": None}, "a red circle moving right", loop=True,
+                                    **fast)
+    assert calls == [("text_to_video", True, None), ("text_to_video", False, None),
+                     ("text_to_video", True, pipe.styles[0]), ("cinemagraph", True, None)]
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="Loop"):
+        TextToVideoTab(studio).endpoint("a red circle moving right", loop="yes", **fast)

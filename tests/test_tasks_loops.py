@@ -1,7 +1,6 @@
 """lumiere.tasks: seamless loops end to end. ``loop=True`` changes the video (the SSR taking wrapping windows when
-its window is shorter than the clip), ``loop=False`` changes nothing; the app's Loop checkbox reaches the pipeline."""
+its window is shorter than the clip), ``loop=False`` changes nothing."""
 import numpy as np
-import pytest
 
 from lumiere.models.temporal import TemporalAttentionBlock, TemporalConv
 
@@ -32,36 +31,3 @@ def test_loop_with_ssr_windows_runs_and_keeps_shape(tiny_pipe):
     """The tiny SSR's window (4) is shorter than the clip (8): loop=True takes the wrapping windows."""
     video = tiny_pipe.text_to_video(PROMPT, seed=1, num_inference_steps=1, loop=True)
     assert video.shape == (tiny_pipe.output_resolution[0], *tiny_pipe.output_resolution[1:], 3)
-
-
-def test_app_loop_checkbox_reaches_the_pipeline(tiny_pipeline_dir, monkeypatch):
-    """The Loop checkbox of the Text to video, Cinemagraph and Stylized tabs is the endpoint parameter
-    ``loop`` and arrives at the pipeline call; a non-boolean is refused."""
-    gr = pytest.importorskip("gradio")
-    from app.model_manager import ModelManager
-    from app.ui import CinemagraphTab, StylizeTab, Studio, TextToVideoTab
-    from lumiere import LumierePipeline
-
-    pipe = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
-    calls = []
-    original = pipe.generate
-
-    def spy(request, **kwargs):
-        calls.append((request.task, request.options.loop, request.options.style))
-        return original(request, **kwargs)
-
-    monkeypatch.setattr(pipe, "generate", spy)
-    studio = Studio(ModelManager(pipeline=pipe))
-    fast = dict(seed=2, steps=1, super_resolve=False)
-    TextToVideoTab(studio).endpoint(PROMPT, loop=True, **fast)
-    TextToVideoTab(studio).endpoint(PROMPT, **fast)
-    StylizeTab(studio).endpoint(PROMPT, style=pipe.styles[0], loop=True, **fast)
-    image = np.full((16, 16, 3), 90, np.uint8)
-    mask = np.zeros((16, 16, 4), np.uint8)
-    mask[4:12, 4:12] = 255
-    CinemagraphTab(studio).endpoint({"background": image, "layers": [mask], "composite": None}, PROMPT, loop=True,
-                                    **fast)
-    assert calls == [("text_to_video", True, None), ("text_to_video", False, None),
-                     ("text_to_video", True, pipe.styles[0]), ("cinemagraph", True, None)]
-    with pytest.raises(gr.Error, match="Loop"):
-        TextToVideoTab(studio).endpoint(PROMPT, loop="yes", **fast)
