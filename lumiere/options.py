@@ -29,7 +29,7 @@ MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones
 # num_frames <= 10 x the model's clip length (the bundled model: 160 frames = 20 s, the longest video the
 # front ends accept). Up to ONE_PASS_FRAMES_FACTOR x the clip every frame is generated in one pass; longer
 # clips in overlapping windows of that length, BASE_WINDOW_STRIDE_CLIPS x the clip apart, joined by temporal
-# MultiDiffusion, so memory stays bounded (``base_windows``). With LONG_CLIP_SHARED_NOISE a clip longer than
+# MultiDiffusion, so memory stays bounded (``tasks.common.base_windows``). With LONG_CLIP_SHARED_NOISE a clip longer than
 # the model's clip starts from FreeNoise-style shared noise (``sampling.shared_window_noise``). The choice is
 # measured in docs/research/long-clips.md (benchmarks/bench_long_clips.py).
 MAX_FRAMES_FACTOR = 10
@@ -58,17 +58,6 @@ def frame_rule(base_frames: int, factor: int) -> str:
     counts = frame_counts(base_frames, factor)
     return (f"multiples of {counts.step} from {counts.start} to {counts[-1]} (the model's temporal down-sampling "
             f"factor is {counts.step}; at most {MAX_FRAMES_FACTOR} x its {base_frames}-frame clip)")
-
-
-def base_windows(num_frames: int, base_frames: int, circular: bool = False) -> list[tuple[int, int]]:
-    """The [start, end) frame windows the base model samples ``num_frames`` in: one window up to
-    ``ONE_PASS_FRAMES_FACTOR`` x its clip length ``base_frames``, beyond that windows of that length
-    starting ``BASE_WINDOW_STRIDE_CLIPS`` x the clip apart (temporal MultiDiffusion, as the SSR's windows);
-    ``circular`` (a loop): the windows go around the clip (``multidiffusion.temporal_windows``)."""
-    from .multidiffusion import temporal_windows
-
-    window = ONE_PASS_FRAMES_FACTOR * int(base_frames)
-    return temporal_windows(int(num_frames), window, window - base_window_stride(base_frames), circular)
 
 
 def base_window_stride(base_frames: int) -> int:

@@ -60,12 +60,7 @@ FORBIDDEN_LIBRARIES = {
 
 # Upward imports in the current code, each with why it is wrong and how it goes away. Not a licence:
 # test_known_upward_imports_still_exist fails once one is gone, so remove its line then.
-KNOWN_UPWARD = {
-    # options (settings, cheap to import: no torch) lays out the base model's windows with
-    # multidiffusion.temporal_windows (a lazy import). The window arithmetic is plain Python and belongs
-    # below both (or base_windows belongs next to the sampling that uses it).
-    ("lumiere.options", "lumiere.multidiffusion"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()  # none: every import runs down the layers
 
 
 def _module_name(path: Path) -> str:

@@ -1,5 +1,5 @@
 """lumiere.tasks: clips longer than the model's. Text to video with FreeNoise-style shared noise
-(``sampling.shared_window_noise``) over the base's windows (``options.base_windows``; measured in
+(``sampling.shared_window_noise``) over the base's windows (``tasks.common.base_windows``; measured in
 docs/research/long-clips.md); a creator's footage keeps its duration through video-to-video and inpainting (one pass
 up to 4x the clip, temporal MultiDiffusion windows beyond, memory bounded by the window)."""
 import numpy as np
@@ -8,7 +8,8 @@ import torch
 
 from lumiere import options
 from lumiere.errors import InputError
-from lumiere.options import ONE_PASS_FRAMES_FACTOR, NoisePrior, base_windows, frame_counts
+from lumiere.options import ONE_PASS_FRAMES_FACTOR, NoisePrior, frame_counts
+from lumiere.tasks.common import base_windows
 from lumiere.sampling import initial_noise, shared_window_noise
 
 PROMPT = "a red circle moving right"
@@ -103,7 +104,7 @@ def test_the_default_long_clip_setting_samples_every_frame(tiny_pipe, monkeypatc
     clip = tiny_pipe.base_resolution[0]
     video = tiny_pipe.text_to_video(PROMPT, seed=0, num_frames=3 * clip, num_inference_steps=1, super_resolve=False)
     assert video.shape[0] == 3 * clip
-    windows = options.base_windows(3 * clip, clip)
+    windows = base_windows(3 * clip, clip)
     assert windows[0][0] == 0 and windows[-1][1] == 3 * clip
     assert all(b[0] < a[1] for a, b in zip(windows, windows[1:]))
 

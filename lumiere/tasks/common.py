@@ -17,7 +17,8 @@ from ..denoisers import Constrained, Guided, Parametrisation, sample, windowed, 
 from ..errors import InputError
 from ..models.vae import latent_condition
 from .. import options
-from ..options import DEFAULT_SSR_OVERLAP, base_windows
+from ..multidiffusion import temporal_windows
+from ..options import DEFAULT_SSR_OVERLAP
 from ..preprocessing import tensor_to_uint8
 from ..progress import Progress
 from ..request import GenerationSettings
@@ -26,6 +27,15 @@ from ..styles import styled
 from ..super_resolution import sample_ssr
 
 Condition = tuple[torch.Tensor, torch.Tensor]  # (C, M): known content and where it is known (1 = keep)
+
+
+def base_windows(num_frames: int, base_frames: int, circular: bool = False) -> list[tuple[int, int]]:
+    """The [start, end) frame windows the base model samples ``num_frames`` in: one window up to
+    ``ONE_PASS_FRAMES_FACTOR`` x its clip length ``base_frames``, beyond that windows of that length
+    starting ``BASE_WINDOW_STRIDE_CLIPS`` x the clip apart (temporal MultiDiffusion, as the SSR's windows);
+    ``circular`` (a loop): the windows go around the clip (:func:`temporal_windows`)."""
+    window = options.ONE_PASS_FRAMES_FACTOR * int(base_frames)
+    return temporal_windows(int(num_frames), window, window - options.base_window_stride(base_frames), circular)
 
 
 def require(pipe, name: str) -> None:
@@ -57,7 +67,7 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     (1, C, T, h, w) for a latent pipeline (``condition`` and ``init_video`` are in the same space).
 
     The whole clip in one pass, or, beyond ``ONE_PASS_FRAMES_FACTOR`` x the model's clip, its windows
-    (``options.base_windows``) averaged every step. Text to video longer than the model's clip starts,
+    (:func:`base_windows`) averaged every step. Text to video longer than the model's clip starts,
     with ``options.LONG_CLIP_SHARED_NOISE``, from noise its windows share (``sampling.shared_window_noise``);
     a loop, a condition or an input video keep independent noise. ``init_video`` starts SDEdit at
     ``strength``; ``guide_known`` holds the condition's known content in every step's x0.
