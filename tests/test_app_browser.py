@@ -102,6 +102,26 @@ def save_screenshot(page, path: Path = SCREENSHOT) -> None:
     assert path.stat().st_size < 300_000
 
 
+def wait_until(condition, seconds: float, every: float = 0.25) -> bool:
+    """Poll ``condition()`` until it holds (True) or ``seconds`` have passed (its last value)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return bool(condition())
+        time.sleep(every)
+    return True
+
+
+def set_steps(page, tab: str, steps: int) -> None:
+    """Set the tab's Denoising steps (a UI test needs the app's path, not the model's best quality)."""
+    open_advanced(page, tab)
+    field = page.locator(f"#{tab}-advanced").get_by_label("number input for Denoising steps")
+    field.fill(str(steps))
+    field.press("Enter")
+
+
 def magenta_fraction(png: bytes) -> float:
     """Share of pixels tinted by the pink mask brush (#ff33cc) in a screenshot."""
     import io
@@ -134,8 +154,8 @@ def test_page_loads_cleanly_and_example_masks_are_visible(page):
         page.wait_for_timeout(1000)
         assert magenta_fraction(editor.screenshot()) < 0.01  # empty editor: no pink yet
         page.get_by_text(example).first.click()
-        page.wait_for_timeout(3000)  # the editor draws the example's picture and its brushed layer
-        assert magenta_fraction(editor.screenshot()) > 0.02, f"the {tab} example's mask is not visible in the editor"
+        assert wait_until(lambda shown=editor: magenta_fraction(shown.screenshot()) > 0.02, seconds=15), \
+            f"the {tab} example's mask is not visible in the editor"  # the editor draws the picture, then its layer
         if tab == "Cinemagraph" and os.environ.get("LUMIERE_SCREENSHOT") == "1":
             save_screenshot(page, CINEMAGRAPH_SCREENSHOT)
     assert page.console_errors == [], page.console_errors
@@ -188,7 +208,7 @@ def open_advanced(page, tab: str) -> None:
 
 
 def test_text_to_video_in_browser(page):
-    open_advanced(page, "text_to_video")
+    set_steps(page, "text_to_video", 4)
     seed_used = page.locator("#text_to_video-seed-used textarea, #text_to_video-seed-used input").first
     seed_input = page.locator("#text_to_video-seed textarea, #text_to_video-seed input").first
     assert seed_input.input_value() == "" and not seed_input.is_editable()  # blank = random, not a fake 0
@@ -225,6 +245,7 @@ def test_text_to_video_in_browser(page):
 
 def test_cinemagraph_brush_in_browser(page):
     page.get_by_role("tab", name="Cinemagraph").click()
+    set_steps(page, "cinemagraph", 4)
     editor = page.locator("#cinemagraph-editor")
     editor.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "examples" / "yellow_circle_night.png"))
     canvas = editor.locator("canvas").first
