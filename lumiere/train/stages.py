@@ -12,7 +12,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -627,22 +627,22 @@ class Workspace:
             raise FileNotFoundError(f"no {name} model at {directory}: run the {name} stage first")
         return STUNet.from_pretrained(directory)
 
-    def write_component(self, name: str, module) -> None:
-        """Save one component into the pipeline directory and refresh model_index.json (main process)."""
+    def _write(self, save: Callable[[], Any]) -> None:
+        """On the main process: ``save()`` into the pipeline directory, refresh model_index.json, then tell
+        ``on_write`` (e.g. the packer)."""
         def write():
-            pipeline_format.write_component(self.pipeline, name, module)
+            save()
             self._write_index()
             if self.on_write is not None:
                 self.on_write()
         self.on_main_process(write)
 
+    def write_component(self, name: str, module) -> None:
+        """Save one component into the pipeline directory and refresh model_index.json (main process)."""
+        self._write(lambda: pipeline_format.write_component(self.pipeline, name, module))
+
     def write_style(self, style: str, spatial_state: dict[str, torch.Tensor]) -> None:
-        def write():
-            pipeline_format.write_style(self.pipeline, style, spatial_state)
-            self._write_index()
-            if self.on_write is not None:
-                self.on_write()
-        self.on_main_process(write)
+        self._write(lambda: pipeline_format.write_style(self.pipeline, style, spatial_state))
 
     def write_index(self) -> None:
         """List what the stages have written so far (``pipeline_format``: the same format as an export)."""
