@@ -14,11 +14,15 @@ from pathlib import Path
 import numpy as np
 
 
+def gradio_temp_dir() -> Path:
+    """Where Gradio keeps uploads and the files it serves: ``GRADIO_TEMP_DIR`` (Gradio's documented setting,
+    which ``app.ui.configure_cache_dir`` sets), else Gradio's documented default."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
 def output_dir() -> Path:
-    """``lumiere-outputs`` in Gradio's temp directory: ``GRADIO_TEMP_DIR`` (Gradio's documented setting, which
-    ``app.ui.configure_cache_dir`` sets), else Gradio's documented default."""
-    root = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
-    directory = Path(root) / "lumiere-outputs"
+    """``lumiere-outputs`` in :func:`gradio_temp_dir`."""
+    directory = gradio_temp_dir() / "lumiere-outputs"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 

@@ -30,6 +30,7 @@ from starlette.requests import Request
 
 from . import inputs
 from .gpu import on_spaces
+from .outputs import gradio_temp_dir
 
 log = logging.getLogger("lumiere.app")
 
@@ -334,8 +335,7 @@ class RequestGuard:
         return names, public
 
     def upload_folder(self) -> Path:
-        folder = self.blocks.upload_folder or os.environ.get("GRADIO_TEMP_DIR") or gr.utils.get_upload_folder()
-        return Path(folder).resolve()
+        return Path(self.blocks.upload_folder or gradio_temp_dir()).resolve()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST":

@@ -14,6 +14,7 @@ so the app and the CLI check values before a model loads.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import secrets
@@ -724,8 +725,6 @@ def documented(request: type[Request]):
     _, inputs, returns = _doc_sections(request.__doc__)
 
     def decorate(method):
-        import inspect
-
         summary, own, _ = _doc_sections(method.__doc__)
         entries: list[str] = []
         for name, parameter in list(inspect.signature(method).parameters.items())[1:]:
