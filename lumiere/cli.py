@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=int, default=None, help="videos per metric (default: each held-out prompt once)")
     evaluate.add_argument("--steps", type=int, default=None)
     evaluate.add_argument("--quick", action="store_true", help="fewer samples and no SSR (smoke test)")
-    evaluate.add_argument("--parts", default="t2v,conditional,ssr",
-                          help="comma-separated subset of t2v, conditional, ssr (default: all the model has)")
+    evaluate.add_argument("--parts", default=None,
+                          help="comma-separated subset of t2v, v2v, conditional, ssr (default: all the model has)")
     return parser
 
 
@@ -280,7 +280,7 @@ def run(args) -> int:
         from .errors import InputError
         from .evaluation import EVAL_PARTS, evaluate_pipeline
 
-        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip()) if args.parts else EVAL_PARTS
         if set(parts) - set(EVAL_PARTS):
             raise InputError(f"unknown evaluation parts {args.parts!r}; choose from {', '.join(EVAL_PARTS)}")
         metrics = evaluate_pipeline(args.model, samples=args.samples, steps=args.steps, quick=args.quick, parts=parts)

@@ -5,6 +5,9 @@ Metrics (``python -m lumiere eval``):
   seen ones (``lumiere.data.analysis`` recovers these attributes from rendered clips; tests/test_data.py),
   per motion and per shape, temporal coherence (and which of its criteria the misses fail), and the
   shape accuracy of the base's T2I U-Net alone (what bounds the video model's shapes);
+- video-to-video (SDEdit) on held-out world clips: at a near-identity strength the input must come back
+  (PSNR, dB); at a strong one the source's structure must survive (the same number of objects, each
+  frame's object where the source's is, within a stated tolerance);
 - image-to-video first-frame PSNR, inpainting PSNR outside the mask, cinemagraph temporal std outside
   the mask — all on the *raw* model output (before the pipeline pastes known pixels back, which
   would make these trivially perfect);
@@ -22,7 +25,8 @@ import torch
 
 from .conditioning import cinemagraph_condition, image_to_video_condition, inpaint_condition
 from .data.analysis import (COHERENCE_CRITERIA, analyse, classify_shape, coherence_failures, coherence_measures,
-                            is_coherent, object_mask, world_coherence_bounds)
+                            estimate_background, is_coherent, object_count, object_mask, object_track,
+                            world_coherence_bounds)
 from .data.world import (HELDOUT_COMBINATIONS, ClipSpec, ObjectSpec, canonical_prompt, caption, is_valid_object,
                          render_clip)
 from .multidiffusion import temporal_windows
@@ -157,6 +161,52 @@ def conditional_metrics(pipe, samples: int, steps: int | None) -> dict:
             "cinemagraph_static_region_temporal_std": float(np.mean(still)), "samples": samples}
 
 
+# ----------------------------------------------------------------------------- video-to-video
+
+V2V_FIDELITY_STRENGTH = 0.05     # one step near the clean end: a near-identity edit
+V2V_STRUCTURE_STRENGTH = 0.6     # most of the schedule re-run: the edit may change looks, not layout
+V2V_CENTROID_TOLERANCE = 0.1     # of the frame's width / height (3.2 px at 32x32): "where the source's is"
+
+
+def structure_kept(output: np.ndarray, source: np.ndarray, tolerance: float = V2V_CENTROID_TOLERANCE) -> dict:
+    """Does ``output`` keep the layout of ``source`` (both uint8 (T, H, W, 3))? Per frame: the same number
+    of objects, present in every frame, and the objects' centroid within ``tolerance`` (normalised units)
+    of the source's. Masks use the source's background, so a recoloured object still counts as an object."""
+    background = estimate_background(source)
+    masks = object_mask(source, background), object_mask(output, background)
+    counts = [np.array([object_count(f) for f in m]) for m in masks]
+    (source_xy, _), (output_xy, _) = (object_track(m) for m in masks)
+    error = float(np.linalg.norm(output_xy - source_xy, axis=1).max())
+    same_count = bool((counts[0] == counts[1]).all())
+    present = bool(masks[1].reshape(len(output), -1).any(1).all())
+    return {"kept": same_count and present and error <= tolerance, "same_count": same_count,
+            "present": present, "max_centroid_error": error}
+
+
+def v2v_metrics(pipe, samples: int, steps: int | None) -> dict:
+    """SDEdit at base resolution on held-out world clips, with the clip's own prompt: the near-identity
+    strength's PSNR to the input (the low-noise end of what the model learned; with at least 20 steps, so one
+    step runs) and the share of clips whose structure survives the strong edit (``structure_kept``)."""
+    frames, height, width = pipe.base_resolution
+    # at least one denoising step must run at the near-identity strength (SDEdit rounds steps x strength)
+    fidelity_steps = max(steps or 0, round(1 / V2V_FIDELITY_STRENGTH))
+    fidelity, kept, errors = [], [], []
+    for i in range(samples):
+        clip, prompt = _eval_clip(i, frames, height, width)
+        near = pipe.video_to_video(clip, prompt, strength=V2V_FIDELITY_STRENGTH, seed=i, super_resolve=False,
+                                   num_inference_steps=fidelity_steps)
+        fidelity.append(psnr(near, clip))
+        edited = pipe.video_to_video(clip, prompt, strength=V2V_STRUCTURE_STRENGTH, seed=i, super_resolve=False,
+                                     num_inference_steps=steps)
+        structure = structure_kept(edited, clip)
+        kept.append(structure["kept"])
+        errors.append(structure["max_centroid_error"])
+    return {f"v2v_psnr_db_at_{V2V_FIDELITY_STRENGTH}": float(np.mean(fidelity)),
+            f"v2v_structure_kept_at_{V2V_STRUCTURE_STRENGTH}": float(np.mean(kept)),
+            "v2v_max_centroid_error": float(np.mean(errors)), "v2v_centroid_tolerance": V2V_CENTROID_TOLERANCE,
+            "samples": samples}
+
+
 # ----------------------------------------------------------------------------- SSR
 # Backgrounds with texture (sea swell, grass blades, stars) so detail and flicker are measurable.
 SSR_BACKGROUNDS = ("sea", "grass", "night", "sky")
@@ -285,12 +335,13 @@ def ssr_metrics(pipe, samples: int) -> dict:
             "ssr_boundary_pairs": boundaries, "samples": samples}
 
 
-EVAL_PARTS = ("t2v", "conditional", "ssr")
+EVAL_PARTS = ("t2v", "v2v", "conditional", "ssr")
 
 
 def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None = None, quick: bool = False,
                       device=None, parts: tuple[str, ...] = EVAL_PARTS) -> dict:
-    """Run the evaluation ``parts`` (text-to-video attributes and coherence, raw conditional model, SSR)
+    """Run the evaluation ``parts`` (text-to-video attributes and coherence, video-to-video fidelity and
+    structure, raw conditional model, SSR)
     on a pipeline (object, directory or Hub id); ``samples`` = seeds per prompt / clips per metric."""
     unknown = set(parts) - set(EVAL_PARTS)
     if unknown:
@@ -307,6 +358,8 @@ def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None 
     if "t2v" in parts:
         metrics["heldout"] = attribute_accuracy(pipe, heldout, seeds, steps)
         metrics["seen"] = attribute_accuracy(pipe, seen, seeds, steps)
+    if "v2v" in parts:
+        metrics["v2v"] = v2v_metrics(pipe, per_app, steps)
     if "conditional" in parts and pipe.has_component("conditional"):
         metrics["conditional"] = conditional_metrics(pipe, per_app, steps)
     if "ssr" in parts and pipe.has_component("ssr"):

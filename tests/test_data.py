@@ -185,6 +185,17 @@ def test_coherence_measure_scores_world_renders_coherent_and_shuffled_frames_inc
     assert "split_into_blobs" in failures["split"] and failures["shuffled"] == ["jumps"]
 
 
+def test_object_count_counts_objects_and_split_blobs_not_specks():
+    frame = np.zeros((32, 32), bool)
+    frame[4:14, 4:14] = True  # a 100-pixel object
+    assert analysis.object_count(frame) == 1
+    frame[30:32, 30:32] = True  # a 4-pixel star
+    assert analysis.object_count(frame) == 1
+    frame[20:25, 20:25] = True  # a 25-pixel blob split off
+    assert analysis.object_count(frame) == 2
+    assert analysis.object_count(np.zeros((32, 32), bool)) == 0
+
+
 def test_analysis_of_empty_video_returns_none():
     video = np.full((8, 32, 32, 3), 110, np.uint8)
     assert analysis.dominant_colour(video) is None and analysis.motion_direction(video) is None

@@ -1,7 +1,9 @@
-"""lumiere.evaluation: SSR fidelity and window-boundary metrics on rendered world clips: no model needed."""
+"""lumiere.evaluation: SSR fidelity, window-boundary and video-to-video structure metrics on rendered world
+clips: no model needed."""
 import numpy as np
 
-from lumiere.evaluation import _ssr_clip, bicubic_upsample, boundary_peak, ssr_fidelity
+from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
+from lumiere.evaluation import _eval_clip, _ssr_clip, bicubic_upsample, boundary_peak, ssr_fidelity, structure_kept
 from lumiere.multidiffusion import temporal_windows
 
 
@@ -27,3 +29,19 @@ def test_boundary_peak_finds_an_injected_discontinuity():
     jumped = np.clip(jumped, 0, 255).astype(np.uint8)
     assert boundary_peak(jumped, boundaries) > 3
     assert boundary_peak(jumped, [3]) < 1  # the metric looks where it is told
+
+
+def test_structure_kept_accepts_a_recolour_and_refuses_a_moved_or_doubled_object():
+    clip, _ = _eval_clip(0, 16, 32, 32)  # a red triangle moving left on black
+    assert structure_kept(clip, clip) == {"kept": True, "same_count": True, "present": True, "max_centroid_error": 0.0}
+    recoloured = clip.copy()
+    recoloured[..., [0, 2]] = clip[..., [2, 0]]  # red <-> blue: looks change, layout does not
+    assert structure_kept(recoloured, clip)["kept"]
+    moved = np.zeros_like(clip)
+    moved[:, :, 6:] = clip[:, :, :-6]  # the object 6 px (0.19 of the frame) to the right, whole in every frame
+    assert not structure_kept(moved, clip)["kept"] and structure_kept(moved, clip)["same_count"]
+    two = render_clip(ClipSpec((ObjectSpec("red", "triangle", "moving left"), ObjectSpec("blue", "circle", "moving up")),
+                               "black", 3), 16, 32, 32)
+    assert not structure_kept(two, clip)["same_count"]
+    blank = np.zeros_like(clip)
+    assert not structure_kept(blank, clip)["present"]

@@ -62,6 +62,8 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     assert set(failures) == set(COHERENCE_CRITERIA)
     assert max(failures.values()) <= incoherent + 1e-9 <= sum(failures.values()) + 2e-9
     assert set(metrics["heldout"]["shape_accuracy_per_class"]) == {shape for _, shape, _ in HELDOUT_COMBINATIONS[:2]}
+    assert np.isfinite(metrics["v2v"]["v2v_psnr_db_at_0.05"])
+    assert 0.0 <= metrics["v2v"]["v2v_structure_kept_at_0.6"] <= 1.0
     assert np.isfinite(metrics["conditional"]["i2v_first_frame_psnr_db"])
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
     assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0
