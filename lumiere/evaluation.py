@@ -178,7 +178,7 @@ def structure_kept(output: np.ndarray, source: np.ndarray, tolerance: float = V2
     (source_xy, _), (output_xy, _) = (object_track(m) for m in masks)
     error = float(np.linalg.norm(output_xy - source_xy, axis=1).max())
     same_count = bool((counts[0] == counts[1]).all())
-    present = bool(masks[1].reshape(len(output), -1).any(1).all())
+    present = bool((counts[1] > 0).all())
     return {"kept": same_count and present and error <= tolerance, "same_count": same_count,
             "present": present, "max_centroid_error": error}
 
@@ -341,8 +341,8 @@ EVAL_PARTS = ("t2v", "v2v", "conditional", "ssr")
 def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None = None, quick: bool = False,
                       device=None, parts: tuple[str, ...] = EVAL_PARTS) -> dict:
     """Run the evaluation ``parts`` (text-to-video attributes and coherence, video-to-video fidelity and
-    structure, raw conditional model, SSR)
-    on a pipeline (object, directory or Hub id); ``samples`` = seeds per prompt / clips per metric."""
+    structure, raw conditional model, SSR) on a pipeline (object, directory or Hub id); ``samples`` = seeds
+    per prompt / clips per metric."""
     unknown = set(parts) - set(EVAL_PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(EVAL_PARTS)}")

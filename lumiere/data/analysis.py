@@ -65,12 +65,17 @@ def object_mask(video, background=None, threshold: float = DEFAULT_THRESHOLD) ->
     return np.stack([_remove_small_components(f, min_area) for f in far])
 
 
+def component_areas(frame_mask) -> np.ndarray:
+    """Pixel counts of the 8-connected components of one frame's mask (empty for an empty mask)."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(frame_mask, np.uint8), connectivity=8)
+    return stats[1:, cv2.CC_STAT_AREA]
+
+
 def object_count(frame_mask, min_share: float = 0.1) -> int:
     """Objects in one frame's ``object_mask``: 8-connected components holding at least ``min_share`` of the
     frame's object pixels (a star the model drew a little brighter is not an object; a blob split off is)."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(frame_mask, np.uint8), connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    return int((areas >= min_share * areas.sum()).sum()) if count > 1 else 0
+    areas = component_areas(frame_mask)
+    return int((areas >= min_share * areas.sum()).sum())
 
 
 def nearest_colour(rgb) -> str:
@@ -237,8 +242,7 @@ def coherence_measures(video, background=None) -> dict:
         if area == 0:
             shares.append(0.0)
             continue
-        count, _, stats, _ = cv2.connectedComponentsWithStats(frame_mask.astype(np.uint8), connectivity=8)
-        shares.append(float(stats[1:, cv2.CC_STAT_AREA].max() / area))
+        shares.append(float(component_areas(frame_mask).max() / area))
     centroids, area_fraction = object_track(mask)
     jumps = np.linalg.norm(np.diff(centroids, axis=0), axis=1) if len(mask) > 1 else np.zeros(1)
     area_change = np.abs(np.diff(np.log(np.maximum(area_fraction, 1e-6)))) if len(mask) > 1 else np.zeros(1)
