@@ -216,10 +216,31 @@ def test_train_settings_reject_an_unknown_key_and_allow_comments():
         TrainSettings.from_dict({"stpes": 3})
 
 
+def test_temporal_refine_phase_settings_and_budget():
+    """``stages.temporal.refine`` is the temporal stage's second phase: its settings over the stage's (a
+    time budget too), its time budget counted with the others'."""
+    config = _tiny()
+    config["stages"]["temporal"].update(terminal_fraction=0.4, lr=1e-3, refine={"steps": 7, "lr": 5e-4})
+    run = RunConfig.from_dict(config)
+    assert run.phases("temporal") == (None, "refine") and RunConfig.from_dict(_tiny()).phases("temporal") == (None,)
+    refine = run.settings("temporal", "refine")
+    assert (refine.steps, refine.lr, refine.terminal_fraction) == (7, 5e-4, 0.4)
+    assert run.settings("temporal").lr == 1e-3
+    for stage in STAGES:
+        section = config["stages"].setdefault(stage, {})
+        for part in ("image", "video") if stage == "ssr" else (None,):
+            (section[part] if part else section)["time_budget"] = 10
+    styles = len(config["stages"]["style"]["styles"])
+    assert RunConfig.from_dict(config).time_budget() == pytest.approx(10 * (5 + styles) + 10)  # the stage's
+    config["stages"]["temporal"]["refine"]["time_budget"] = 30
+    assert RunConfig.from_dict(config).time_budget() == pytest.approx(10 * (5 + styles) + 30)
+
+
 @pytest.mark.parametrize("where, edit", [
     ("train", lambda c: c["train"].update(learning_rate=1)),
     ("stages.temporal", lambda c: c["stages"]["temporal"].update(stpes=1)),
     ("stages.ssr.video", lambda c: c["stages"]["ssr"]["video"].update(btach_size=1)),
+    ("stages.temporal.refine", lambda c: c["stages"]["temporal"].update(refine={"stepz": 1})),
     ("stages", lambda c: c["stages"].update(temporl={})),
     ("model.text_encoder", lambda c: c["model"]["text_encoder"].update(hidden=8)),
     (r"model\.ssr", lambda c: c["model"]["ssr"].update(windw=4)),

@@ -252,6 +252,35 @@ def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_
         run_stage("conditional", config, tmp_path / "base-run")
 
 
+def test_temporal_refine_phase_trains_the_first_phase_further(trained_run, tmp_path):
+    """``stages.temporal.refine``: a second phase in the same run starts from the first phase's weights
+    (at lr 0 the base is exactly the first phase's), keeps its own checkpoints, resumes, and trains on."""
+    import shutil
+
+    from lumiere.models.stunet import STUNet
+    from lumiere.train import run_stage
+
+    def temporal_run(name: str, refine: dict | None, resume: bool = False):
+        config = json.loads(json.dumps(MICRO_CONFIG))
+        config["output_dir"] = str(tmp_path / name)
+        if not (tmp_path / name).exists():  # the trained T2I and text encoder the stage inflates
+            shutil.copytree(trained_run / "out", tmp_path / name, ignore=shutil.ignore_patterns("temporal"))
+        if refine:
+            config["stages"]["temporal"]["refine"] = refine
+        result = run_stage("temporal", config, resume=resume)
+        return result, STUNet.from_pretrained(tmp_path / name / "pipeline" / "base")
+
+    _, first = temporal_run("one-phase", None)
+    result, refined_at_zero = temporal_run("two-phase", {"steps": 2, "lr": 0.0})
+    assert result["step"] == 2 and result["refine"]["step"] == 2
+    assert _same_weights(first, refined_at_zero)
+    assert (tmp_path / "two-phase" / "temporal" / "refine" / "checkpoints" / "checkpoint-0000002").is_dir()
+    _, refined = temporal_run("trained", {"steps": 2, "lr": 1e-2})
+    assert not _same_weights(first, refined)
+    result, _ = temporal_run("trained", {"steps": 3, "lr": 1e-2}, resume=True)
+    assert result["step"] == 2 and result["refine"]["step"] == 3
+
+
 # ----------------------------------------------------------------------------- stage settings and inputs
 def test_gradient_checkpointing_train_setting(tmp_path, monkeypatch):
     """``gradient_checkpointing`` in a stage's settings switches it on for the stage's model."""

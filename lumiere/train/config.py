@@ -25,9 +25,11 @@ from .loop import TrainSettings
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
-# Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the SSR
-# stage's crop, window and two phases; the style list.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from",), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
+# Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the temporal
+# stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list.
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
+# Sections of a stage that are TrainSettings overrides of one of its phases.
+PHASE_KEYS = ("image", "video", "refine")
 
 
 def _fields(cls) -> set[str]:
@@ -97,6 +99,8 @@ class StageConfig:
     train_window: int | None = bounded(None, min=1)  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase
     video: dict = field(default_factory=dict)  # ssr: ... of the video (temporal layers) phase
+    refine: dict = field(default_factory=dict)  # temporal: ... of a second phase continuing the first's EMA
+    #                                             weights with a fresh optimizer, schedule and EMA (empty: none)
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
 
@@ -115,7 +119,7 @@ class StageConfig:
             raise InputError(f"{where}.text_embedding_cache: set it in the config's train section (one cache for every stage)")
         settings = check_types(TrainSettings, {k: v for k, v in values.items() if k not in own}, where)
         extras = {k: v for k, v in values.items() if k in own}
-        for phase in ("image", "video"):
+        for phase in PHASE_KEYS:
             if phase in extras:
                 section = check_keys(extras[phase], _fields(TrainSettings), f"{where}.{phase}")
                 extras[phase] = check_types(TrainSettings, section, f"{where}.{phase}")
@@ -146,9 +150,18 @@ class RunConfig:
     def stage(self, name: str) -> StageConfig:
         return self.stages.get(name, StageConfig())
 
+    def phases(self, stage: str) -> tuple[str | None, ...]:
+        """The phases ``stage`` trains in order (None: the stage's own settings): the SSR's image and video
+        phases; the temporal stage, then its ``refine`` phase when the config has one."""
+        if stage == "ssr":
+            return ("image", "video")
+        if stage == "temporal" and self.stage("temporal").refine:
+            return (None, "refine")
+        return (None,)
+
     def settings(self, stage: str, phase: str | None = None, time_scale: float = 1.0, **overrides) -> TrainSettings:
-        """TrainSettings of ``stage`` (its ``phase``, for the SSR stage's "image" / "video"): the
-        dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None;
+        """TrainSettings of ``stage`` (its ``phase``: the SSR stage's "image" / "video", the temporal stage's
+        "refine"): the dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None;
         a ``time_budget`` is multiplied by ``time_scale`` (``scale_to_budget``)."""
         section = self.stage(stage)
         values = {**self.train, **section.settings, **(getattr(section, phase) if phase else {}),
@@ -159,8 +172,8 @@ class RunConfig:
         return settings
 
     def time_budget(self, stages=STAGES) -> float:
-        """The seconds of training the config's time budgets add up to over ``stages`` (the SSR stage's two
-        phases, the style stage once per style); 0 when no stage has one.
+        """The seconds of training the config's time budgets add up to over ``stages`` (each stage's phases,
+        the style stage once per style); 0 when no stage has one.
 
         Raises:
             InputError: some of the stages have a budget and others not (a time-boxed run would then
@@ -172,9 +185,8 @@ class RunConfig:
                 continue  # skipped: a pretrained T2I is used as it is
             if stage == "ssr" and self.model.ssr is None:
                 continue
-            phases = ("image", "video") if stage == "ssr" else (None,)
             repeat = max(1, len(self.stage("style").styles)) if stage == "style" else 1
-            for phase in phases:
+            for phase in self.phases(stage):
                 parts[f"{stage}.{phase}" if phase else stage] = (self.settings(stage, phase).time_budget, repeat)
         budgeted = {name for name, (seconds, _) in parts.items() if seconds}
         if budgeted and budgeted != set(parts):
@@ -201,7 +213,7 @@ class RunConfig:
                      stages={name: StageConfig.from_dict(name, section) for name, section in stages.items()},
                      output_dir=values.get("output_dir"))
         for stage in STAGES:  # every stage's merged settings, so a bad combination fails now, not stages later
-            for phase in ("image", "video") if stage == "ssr" else (None,):
+            for phase in config.phases(stage):
                 config.settings(stage, phase)
         config.check_styles(config.stage("style").styles)
         return config

@@ -761,18 +761,34 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
 def run_temporal(ws: Workspace, resume: bool, **overrides) -> dict:
     """Train the temporal layers of the base STUNet: inflated from the T2I, or, with
     ``stages.temporal.init_from``, continued from a STUNet saved earlier (``lumiere inflate``'s output or a
-    pipeline's ``base/``) with a fresh optimizer and schedule, e.g. to change the recipe part-way."""
-    settings = ws.settings("temporal", **overrides)
+    pipeline's ``base/``) with a fresh optimizer and schedule, e.g. to change the recipe part-way.
+
+    With ``stages.temporal.refine`` a second phase follows in the same run: the first phase's EMA weights
+    trained further with that section's settings over the stage's (a fresh optimizer, schedule and EMA;
+    checkpoints in ``temporal/refine``), so a recipe that changes its timestep draws or rate part-way is
+    still one config and one command. The result is the first phase's, with the second's under "refine"."""
     text_encoder = ws.text_encoder()
-    base = _initial_stunet(ws, text_encoder)
+    ws.write_component("text_encoder", text_encoder)  # with each snapshot of the base, a loadable pipeline
+    result = _train_base(ws, _initial_stunet(ws, text_encoder), text_encoder, ws.settings("temporal", **overrides),
+                         ws.root / "temporal", resume, "temporal")
+    if "refine" in ws.config.phases("temporal"):
+        base = ws.load_stunet("base")
+        base.t2i.requires_grad_(False)
+        result["refine"] = _train_base(ws, base, text_encoder, ws.settings("temporal", "refine", **overrides),
+                                       ws.root / "temporal" / "refine", resume, "temporal-refine")
+    return result
+
+
+def _train_base(ws: Workspace, base: STUNet, text_encoder: TextEncoder, settings: TrainSettings, directory: Path,
+                resume: bool, description: str) -> dict:
+    """One phase of the temporal stage: train ``base`` and write its EMA weights as the pipeline's base."""
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
     module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal",
                          vae=ws.vae(), render=device_renderer(data))
     _memory_settings(settings, base)
-    ws.write_component("text_encoder", text_encoder)  # with each snapshot of the base, a loadable pipeline
     result = train(module, _video_parameters(base, settings), _loader(data, settings),
-                   settings, ws.root / "temporal", resume, "temporal", validation=_video_validation(ws, module),
+                   settings, directory, resume, description, validation=_video_validation(ws, module),
                    on_checkpoint=ws.snapshot("base", base))
     base.t2i.requires_grad_(False)
     ws.write_component("base", base)
