@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a pipeline on held-out prompts of the procedural world")
     evaluate.add_argument("--model", default=None)
     evaluate.add_argument("--out", default=None, help="write the metrics as JSON here")
-    evaluate.add_argument("--samples", type=int, default=None, help="videos per metric (default: each held-out prompt once)")
+    evaluate.add_argument("--samples", type=int, default=None, help="seeds per text-to-video prompt and clips per application metric (default: 6 seeds, 16 clips)")
     evaluate.add_argument("--steps", type=int, default=None)
     evaluate.add_argument("--quick", action="store_true", help="fewer samples and no SSR (smoke test)")
     evaluate.add_argument("--parts", default=None,
-                          help="comma-separated subset of t2v, v2v, conditional, ssr (default: all the model has)")
+                          help="comma-separated subset of t2v, v2v, conditional, ssr, style (default: all the model has)")
     return parser
 
 

@@ -14,7 +14,10 @@ Metrics (``python -m lumiere eval``):
 - SSR fidelity on held-out clips rendered at high res (low = area down-sampling), with bicubic and
   ground-truth rows: PSNR, |Laplacian| relative to the ground truth, down-sampled-back PSNR vs the
   input, background flicker; and temporal-boundary artifacts (App. C): adjacent-frame difference at
-  window boundaries relative to the other pairs, with and without MultiDiffusion and for the truth.
+  window boundaries relative to the other pairs, with and without MultiDiffusion and for the truth;
+- styles (StyleDrop-like weight interpolation): at a weight of 0.8 the prompt's subject must still be
+  found (colour and shape); at 1 the style must show, scored by a nearest-centroid classifier of simple
+  image statistics fitted on the world's own renders in each style and unstyled.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from .conditioning import cinemagraph_condition, image_to_video_condition, inpai
 from .data.analysis import (COHERENCE_CRITERIA, analyse, classify_shape, coherence_failures, coherence_measures,
                             estimate_background, is_coherent, object_count, object_mask, object_track,
                             world_coherence_bounds)
-from .data.world import (HELDOUT_COMBINATIONS, ClipSpec, ObjectSpec, canonical_prompt, caption, is_valid_object,
-                         render_clip)
+from .data.world import (HELDOUT_COMBINATIONS, STYLES, ClipSpec, ObjectSpec, canonical_prompt, caption,
+                         is_valid_object, render_clip)
 from .multidiffusion import temporal_windows
 from .preprocessing import image_tensor, video_tensor
 
@@ -207,6 +210,100 @@ def v2v_metrics(pipe, samples: int, steps: int | None) -> dict:
             "samples": samples}
 
 
+# ----------------------------------------------------------------------------- styles
+
+STYLE_SUBJECT_WEIGHT = 0.8   # the strongest weight at which the subject must still be found
+STYLE_REFERENCE_SEEDS = 3    # world renders per held-out prompt and look that fit the style classifier
+
+
+def style_features(video: np.ndarray) -> np.ndarray:
+    """Image statistics that tell the world's looks apart (uint8 (T, H, W, 3) in): the background's
+    brightness and saturation, the whole clip's saturation, the share of paper-white pixels, detail
+    (mean |Laplacian|) and the share of object pixels, each on a 0..1 scale."""
+    background = estimate_background(video)
+    pixels = video.astype(np.float64)
+    return np.array([background.mean() / 255, np.ptp(background, axis=-1).mean() / 255,
+                     np.ptp(pixels, axis=-1).mean() / 255, (pixels > 215).all(axis=-1).mean(),
+                     laplacian_energy(video) / 255, object_mask(video, background).mean()])
+
+
+class StyleClassifier:
+    """Which look of its scene a video has: nearest centroid over standardised ``style_features``, one
+    centroid per held-out prompt (its scene: colour, shape, motion, background) and look (None: unstyled),
+    fitted on the world's renders. Scenes differ more than looks do (a sky is brighter than a night), so a
+    video is compared with the renders of its own prompt. It scores whether a styled video *looks* like the
+    style's training images: a measurable style, independent of the model."""
+
+    def __init__(self, looks, frames: int, height: int, width: int, seeds: int = STYLE_REFERENCE_SEEDS):
+        prompts = len(HELDOUT_COMBINATIONS)
+        rows = {look: np.stack([style_features(render_clip(spec, frames, height, width, style=look))
+                                for spec in _reference_specs(seeds, 500)]).reshape(prompts, seeds, -1)
+                for look in looks}
+        every = np.concatenate([r.reshape(prompts * seeds, -1) for r in rows.values()])
+        self.mean, self.scale = every.mean(axis=0), every.std(axis=0) + 1e-9
+        self.centroids = {look: ((r - self.mean) / self.scale).mean(axis=1) for look, r in rows.items()}
+
+    def __call__(self, video: np.ndarray, prompt_index: int) -> str | None:
+        """The look of ``video``, generated for ``HELDOUT_COMBINATIONS[prompt_index]``."""
+        z = (style_features(video) - self.mean) / self.scale
+        return min(self.centroids, key=lambda look: float(np.linalg.norm(z - self.centroids[look][prompt_index])))
+
+
+def _reference_specs(seeds: int, first_seed: int) -> list[ClipSpec]:
+    """``seeds`` scenes of each held-out prompt (prompt-major), with its evaluation background."""
+    return [ClipSpec((ObjectSpec(colour, shape, motion),), _background_for(colour, shape, motion, i), first_seed + seed)
+            for i, (colour, shape, motion) in enumerate(HELDOUT_COMBINATIONS) for seed in range(seeds)]
+
+
+def _subject_found(video: np.ndarray, colour: str, shape: str) -> bool:
+    found, _ = analyse(video)
+    return found.colour == colour and found.shape == shape
+
+
+def style_metrics(pipe, samples: int, steps: int | None) -> dict:
+    """Per style of the pipeline that the world can render (a style trained from a folder of images has no
+    reference renders here), on ``samples`` held-out prompts (each prompt in turn, the seed counting up):
+
+    - ``subject_at_0`` / ``subject_at_0.8``: the share of videos whose colour and shape are the prompt's,
+      without the style and at ``STYLE_SUBJECT_WEIGHT``;
+    - ``recognised_at_1`` / ``recognised_at_0``: the share classified as the style (``StyleClassifier``)
+      at full weight, and without the style (how often the classifier says so anyway);
+    - calibration on the world's renders: ``world_recognised`` (the classifier on other seeds' renders in
+      the style) and ``world_subject_at_1`` (the analysis finding the subject in them: line drawings and
+      pastels are not always read as their palette colour, so subject-at-1 is not a target)."""
+    frames, height, width = pipe.base_resolution
+    styles = [style for style in pipe.styles if style in STYLES]
+    if not styles:
+        return {"styles": {}, "samples": samples, "skipped": "no style the procedural world renders"}
+    classify = StyleClassifier((None, *styles), frames, height, width)
+    plain, metrics = [], {}
+    cases = [(*HELDOUT_COMBINATIONS[i % len(HELDOUT_COMBINATIONS)], i % len(HELDOUT_COMBINATIONS),
+              i // len(HELDOUT_COMBINATIONS)) for i in range(samples)]
+    for colour, shape, motion, index, seed in cases:
+        prompt = eval_prompt(colour, shape, motion, _background_for(colour, shape, motion, index), seed)
+        plain.append(pipe.text_to_video(prompt, seed=seed, num_inference_steps=steps, super_resolve=False))
+    world_specs = _reference_specs(1, 900)
+    for style in styles:
+        subject, recognised = [], []
+        for (colour, shape, motion, index, seed), unstyled in zip(cases, plain):
+            prompt = eval_prompt(colour, shape, motion, _background_for(colour, shape, motion, index), seed)
+            styled = {weight: pipe.text_to_video(prompt, seed=seed, num_inference_steps=steps, super_resolve=False,
+                                                 style=style, style_weight=weight)
+                      for weight in (STYLE_SUBJECT_WEIGHT, 1.0)}
+            subject.append((_subject_found(unstyled, colour, shape),
+                            _subject_found(styled[STYLE_SUBJECT_WEIGHT], colour, shape)))
+            recognised.append((classify(unstyled, index) == style, classify(styled[1.0], index) == style))
+        world = [render_clip(spec, frames, height, width, style=style) for spec in world_specs]
+        subject_at, recognised_at = np.mean(subject, axis=0), np.mean(recognised, axis=0)
+        metrics[style] = {"subject_at_0": float(subject_at[0]), f"subject_at_{STYLE_SUBJECT_WEIGHT}": float(subject_at[1]),
+                          "recognised_at_1": float(recognised_at[1]), "recognised_at_0": float(recognised_at[0]),
+                          "world_recognised": float(np.mean([classify(v, i) == style for i, v in enumerate(world)])),
+                          "world_subject_at_1": float(np.mean([_subject_found(v, spec.objects[0].colour,
+                                                                               spec.objects[0].shape)
+                                                               for v, spec in zip(world, world_specs)]))}
+    return {"styles": metrics, "samples": samples}
+
+
 # ----------------------------------------------------------------------------- SSR
 # Backgrounds with texture (sea swell, grass blades, stars) so detail and flicker are measurable.
 SSR_BACKGROUNDS = ("sea", "grass", "night", "sky")
@@ -335,22 +432,26 @@ def ssr_metrics(pipe, samples: int) -> dict:
             "ssr_boundary_pairs": boundaries, "samples": samples}
 
 
-EVAL_PARTS = ("t2v", "v2v", "conditional", "ssr")
+EVAL_PARTS = ("t2v", "v2v", "conditional", "ssr", "style")
+# Defaults: six seeds per text-to-video prompt (48 videos per split: one video is 2 points) and sixteen
+# world clips per application metric, so that two models can be told apart by one command's numbers.
+EVAL_SEEDS = 6
+EVAL_CLIPS = 16
 
 
 def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None = None, quick: bool = False,
                       device=None, parts: tuple[str, ...] = EVAL_PARTS) -> dict:
     """Run the evaluation ``parts`` (text-to-video attributes and coherence, video-to-video fidelity and
-    structure, raw conditional model, SSR) on a pipeline (object, directory or Hub id); ``samples`` = seeds
-    per prompt / clips per metric."""
+    structure, raw conditional model, SSR, styles) on a pipeline (object, directory or Hub id); ``samples`` = seeds
+    per prompt and clips per metric (default ``EVAL_SEEDS`` and ``EVAL_CLIPS``)."""
     unknown = set(parts) - set(EVAL_PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(EVAL_PARTS)}")
     from .pipeline import LumierePipeline
 
     pipe = model if isinstance(model, LumierePipeline) else LumierePipeline.from_pretrained(model, device=device)
-    seeds = 1 if quick else (samples or 3)
-    per_app = 2 if quick else (samples or 8)
+    seeds = 1 if quick else (samples or EVAL_SEEDS)
+    per_app = 2 if quick else (samples or EVAL_CLIPS)
     heldout = HELDOUT_COMBINATIONS[:2] if quick else HELDOUT_COMBINATIONS
     seen = SEEN_COMBINATIONS[:2] if quick else SEEN_COMBINATIONS
     started = time.time()
@@ -364,6 +465,8 @@ def evaluate_pipeline(model=None, samples: int | None = None, steps: int | None 
         metrics["conditional"] = conditional_metrics(pipe, per_app, steps)
     if "ssr" in parts and pipe.has_component("ssr"):
         metrics["ssr"] = ssr_metrics(pipe, 1 if quick else min(per_app, 4))
+    if "style" in parts and pipe.styles:
+        metrics["style"] = style_metrics(pipe, per_app, steps)
     metrics["seconds"] = round(time.time() - started, 1)
     return finite_or_none(metrics)
 

@@ -3,7 +3,8 @@ clips: no model needed."""
 import numpy as np
 
 from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
-from lumiere.evaluation import _eval_clip, _ssr_clip, bicubic_upsample, boundary_peak, ssr_fidelity, structure_kept
+from lumiere.evaluation import (StyleClassifier, _eval_clip, _reference_specs, _ssr_clip, bicubic_upsample, boundary_peak,
+                                ssr_fidelity, structure_kept)
 from lumiere.multidiffusion import temporal_windows
 
 
@@ -45,3 +46,13 @@ def test_structure_kept_accepts_a_recolour_and_refuses_a_moved_or_doubled_object
     assert not structure_kept(two, clip)["same_count"]
     blank = np.zeros_like(clip)
     assert not structure_kept(blank, clip)["present"]
+
+
+def test_style_classifier_tells_the_worlds_looks_apart_on_unseen_clips():
+    """Fitted on renders of seeds 500-502, it names the look of renders it never saw (other seeds)."""
+    looks = (None, "line drawing", "watercolor")
+    classify = StyleClassifier(looks, 16, 32, 32)
+    for first_seed in (900, 2000):
+        for index, spec in enumerate(_reference_specs(1, first_seed)):
+            for look in looks:
+                assert classify(render_clip(spec, 16, 32, 32, style=look), index) == look

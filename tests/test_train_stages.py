@@ -68,6 +68,10 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     assert 0.0 <= metrics["conditional"]["i2v_continues_object_app"] <= 1.0
     assert metrics["ssr"]["ssr_boundary_peak_no_overlap"] > 0
     assert metrics["ssr"]["ssr_seed_change"] > 0 and metrics["ssr"]["ssr_temporal_layers_change"] >= 0
+    style = metrics["style"]["styles"]["line drawing"]
+    assert set(style) == {"subject_at_0", "subject_at_0.8", "recognised_at_1", "recognised_at_0", "world_recognised",
+                          "world_subject_at_1"}
+    assert style["world_recognised"] == 1.0 and all(0.0 <= v <= 1.0 for v in style.values())
 
 
 def test_motion_recipe_switches_train_and_load(tmp_path):
