@@ -236,6 +236,21 @@ def test_temporal_refine_phase_settings_and_budget():
     assert RunConfig.from_dict(config).time_budget() == pytest.approx(10 * (5 + styles) + 30)
 
 
+def test_per_style_settings_override_the_style_stage_for_that_style_only():
+    config = _tiny()
+    config["stages"]["style"].update(styles=["line drawing", "watercolor"], steps=120,
+                                     per_style={"watercolor": {"steps": 480}})
+    run = RunConfig.from_dict(config)
+    assert run.phases("style") == ("line drawing", "watercolor")
+    assert run.settings("style", "watercolor").steps == 480 and run.settings("style", "line drawing").steps == 120
+    config["stages"]["style"]["per_style"] = {"pixel art": {"steps": 1}}  # not one of the styles
+    with pytest.raises(InputError, match=r"unknown key 'pixel art' in stages\.style\.per_style"):
+        RunConfig.from_dict(config)
+    config["stages"]["style"]["per_style"] = {"watercolor": {"setps": 1}}
+    with pytest.raises(InputError, match=r"unknown key 'setps' in stages\.style\.per_style\.watercolor"):
+        RunConfig.from_dict(config)
+
+
 @pytest.mark.parametrize("where, edit", [
     ("train", lambda c: c["train"].update(learning_rate=1)),
     ("stages.temporal", lambda c: c["stages"]["temporal"].update(stpes=1)),

@@ -285,6 +285,20 @@ def test_temporal_refine_phase_trains_the_first_phase_further(trained_run, tmp_p
     assert result["step"] == 2 and result["refine"]["step"] == 3
 
 
+def test_style_stage_trains_each_style_with_its_own_settings(trained_run, tmp_path):
+    """``stages.style.per_style``: one style's steps differ from the stage's, the other's do not."""
+    import shutil
+
+    from lumiere.train import run_stage
+
+    shutil.copytree(trained_run / "out", tmp_path / "out", ignore=shutil.ignore_patterns("style", "styles"))
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "out")
+    config["stages"]["style"].update(styles=["line drawing", "watercolor"], per_style={"watercolor": {"steps": 3}})
+    result = run_stage("style", config)
+    assert result["line drawing"]["step"] == config["stages"]["style"]["steps"] and result["watercolor"]["step"] == 3
+
+
 # ----------------------------------------------------------------------------- stage settings and inputs
 def test_gradient_checkpointing_train_setting(tmp_path, monkeypatch):
     """``gradient_checkpointing`` in a stage's settings switches it on for the stage's model."""

@@ -26,8 +26,9 @@ from .loop import TrainSettings
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the temporal
-# stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles",)}
+# stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
+# style's own settings.
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
 
@@ -103,6 +104,14 @@ class StageConfig:
     #                                             weights with a fresh optimizer, schedule and EMA (empty: none)
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
+    per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
+
+    def phase_settings(self, phase: str | None) -> dict:
+        """The TrainSettings overrides of one phase (an SSR phase, the temporal refinement, or a style's
+        name in the style stage) over the stage's own; {} for None or a phase without any."""
+        if phase in self.per_style:
+            return self.per_style[phase]
+        return getattr(self, phase) if phase in PHASE_KEYS else {}
 
     @classmethod
     def from_dict(cls, stage: str, values: dict | None) -> "StageConfig":
@@ -133,6 +142,12 @@ class StageConfig:
             elif not isinstance(styles, (list, tuple)) or not all(isinstance(name, str) for name in styles):
                 raise InputError(f"{where}.styles must be a list of style names or a mapping name -> image folder")
             extras["styles"] = tuple(styles)
+        if "per_style" in extras:
+            per_style = check_keys(extras["per_style"], set(extras.get("styles", ())), f"{where}.per_style")
+            extras["per_style"] = {name: check_types(TrainSettings, check_keys(section, _fields(TrainSettings),
+                                                                               f"{where}.per_style.{name}"),
+                                                     f"{where}.per_style.{name}")
+                                   for name, section in per_style.items()}
         extras = check_types(cls, extras, where)
         return cls(settings=settings, **extras)
 
@@ -152,19 +167,22 @@ class RunConfig:
 
     def phases(self, stage: str) -> tuple[str | None, ...]:
         """The phases ``stage`` trains in order (None: the stage's own settings): the SSR's image and video
-        phases; the temporal stage, then its ``refine`` phase when the config has one."""
+        phases; the temporal stage, then its ``refine`` phase when the config has one; one per style."""
         if stage == "ssr":
             return ("image", "video")
         if stage == "temporal" and self.stage("temporal").refine:
             return (None, "refine")
+        if stage == "style" and self.stage("style").styles:
+            return self.stage("style").styles
         return (None,)
 
     def settings(self, stage: str, phase: str | None = None, time_scale: float = 1.0, **overrides) -> TrainSettings:
         """TrainSettings of ``stage`` (its ``phase``: the SSR stage's "image" / "video", the temporal stage's
-        "refine"): the dataclass defaults, then ``train``, the stage, the phase, then ``overrides`` that are not None;
+        "refine", a style's name): the dataclass defaults, then ``train``, the stage, the phase, then
+        ``overrides`` that are not None;
         a ``time_budget`` is multiplied by ``time_scale`` (``scale_to_budget``)."""
         section = self.stage(stage)
-        values = {**self.train, **section.settings, **(getattr(section, phase) if phase else {}),
+        values = {**self.train, **section.settings, **section.phase_settings(phase),
                   **{k: v for k, v in overrides.items() if v is not None}}
         settings = TrainSettings.from_dict(values, f"the {stage} stage's settings")
         if settings.time_budget and time_scale != 1.0:
@@ -173,7 +191,7 @@ class RunConfig:
 
     def time_budget(self, stages=STAGES) -> float:
         """The seconds of training the config's time budgets add up to over ``stages`` (each stage's phases,
-        the style stage once per style); 0 when no stage has one.
+        a style each); 0 when no stage has one.
 
         Raises:
             InputError: some of the stages have a budget and others not (a time-boxed run would then
@@ -185,14 +203,13 @@ class RunConfig:
                 continue  # skipped: a pretrained T2I is used as it is
             if stage == "ssr" and self.model.ssr is None:
                 continue
-            repeat = max(1, len(self.stage("style").styles)) if stage == "style" else 1
             for phase in self.phases(stage):
-                parts[f"{stage}.{phase}" if phase else stage] = (self.settings(stage, phase).time_budget, repeat)
-        budgeted = {name for name, (seconds, _) in parts.items() if seconds}
+                parts[f"{stage}.{phase}" if phase else stage] = self.settings(stage, phase).time_budget
+        budgeted = {name for name, seconds in parts.items() if seconds}
         if budgeted and budgeted != set(parts):
             raise InputError(f"time_budget is set for {', '.join(sorted(budgeted))} but not for "
                              f"{', '.join(sorted(set(parts) - budgeted))}: a time-boxed run needs one for every stage")
-        return float(sum(seconds * repeat for seconds, repeat in parts.values() if seconds))
+        return float(sum(seconds for seconds in parts.values() if seconds))
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":

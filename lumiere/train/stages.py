@@ -906,7 +906,6 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     """Fine-tune a copy of the spatial T2I weights on each style's images (StyleDrop-like data): its own
     folder of images where ``stages.style.styles`` maps it to one, else the procedural world rendered in
     that style (real videos have no styles: a bare name there is an error, not a silently unstyled style)."""
-    settings = ws.settings("style", **overrides)
     stage = ws.config.stage("style")
     styles = styles or list(stage.styles)
     if not styles:
@@ -925,6 +924,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     # video stages kept it frozen, the video-tuned ones when they trained it).
     original = ws.load_stunet("base").t2i if (ws.pipeline / "base" / "config.json").is_file() else ws.t2i_unet()
     for style in styles:
+        settings = ws.settings("style", style, **overrides)  # the stage's, then stages.style.per_style's
         unet = copy.deepcopy(original).requires_grad_(True)
         module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae(),
                            render=device_renderer(datasets[style]))
