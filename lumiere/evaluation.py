@@ -277,16 +277,17 @@ def style_metrics(pipe, samples: int, steps: int | None) -> dict:
         return {"styles": {}, "samples": samples, "skipped": "no style the procedural world renders"}
     classify = StyleClassifier((None, *styles), frames, height, width)
     plain, metrics = [], {}
-    cases = [(*HELDOUT_COMBINATIONS[i % len(HELDOUT_COMBINATIONS)], i % len(HELDOUT_COMBINATIONS),
-              i // len(HELDOUT_COMBINATIONS)) for i in range(samples)]
-    for colour, shape, motion, index, seed in cases:
+    cases = []  # (colour, shape, prompt index, seed, prompt)
+    for i in range(samples):
+        index, seed = i % len(HELDOUT_COMBINATIONS), i // len(HELDOUT_COMBINATIONS)
+        colour, shape, motion = HELDOUT_COMBINATIONS[index]
         prompt = eval_prompt(colour, shape, motion, _background_for(colour, shape, motion, index), seed)
+        cases.append((colour, shape, index, seed, prompt))
         plain.append(pipe.text_to_video(prompt, seed=seed, num_inference_steps=steps, super_resolve=False))
     world_specs = _reference_specs(1, 900)
     for style in styles:
         subject, recognised = [], []
-        for (colour, shape, motion, index, seed), unstyled in zip(cases, plain):
-            prompt = eval_prompt(colour, shape, motion, _background_for(colour, shape, motion, index), seed)
+        for (colour, shape, index, seed, prompt), unstyled in zip(cases, plain):
             styled = {weight: pipe.text_to_video(prompt, seed=seed, num_inference_steps=steps, super_resolve=False,
                                                  style=style, style_weight=weight)
                       for weight in (STYLE_SUBJECT_WEIGHT, 1.0)}
