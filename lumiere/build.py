@@ -112,6 +112,9 @@ class VAEConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+SSR_FIXED_TEMPORAL = ("extra_input_channels", "temporal_resize")  # the SSR's own: 3 inputs, every frame kept
+
+
 @dataclass(frozen=True)
 class SSRConfig:
     """``model.ssr``: the super-resolution stage's inference options and how training builds its U-Net."""
@@ -120,6 +123,10 @@ class SSRConfig:
     unet: dict | None = None        # the image SR U-Net's UNet2DConditionModel config (diffusers checks it)
     pretrained: str | None = None   # or a diffusers U-Net directory / Hub repo
     subfolder: str | None = None
+    # The SSR's temporal options over ``model.temporal`` (the base's): the SSR only adds detail to a motion
+    # the base already decided, so it can leave out what the base needs for motion (e.g. motion_conditioning,
+    # spatial_kernel_size 0), which at the SSR's resolution is most of its cost.
+    temporal: dict | None = None
     option_keys: tuple[str, ...] = ()  # the options the section sets: the pipeline config records those
 
     def __post_init__(self):
@@ -131,6 +138,8 @@ class SSRConfig:
     def from_dict(cls, values: dict, where: str = "model.ssr") -> "SSRConfig":
         values = check_keys(values, {f.name for f in dataclasses.fields(SSROptions)} | set(SSR_BUILD_KEYS), where)
         build = check_types(cls, {k: v for k, v in values.items() if k in SSR_BUILD_KEYS}, where)
+        if build.get("temporal") is not None:  # keys, types and ranges checked here; the merge in ModelConfig
+            TemporalConfig.from_dict(build["temporal"], f"{where}.temporal", exclude=SSR_FIXED_TEMPORAL)
         settings = {k: v for k, v in values.items() if k not in SSR_BUILD_KEYS}
         return cls(options=SSROptions.from_config(settings, where), option_keys=tuple(settings), **build)
 
@@ -160,6 +169,13 @@ class ModelConfig:
     @property
     def ssr_options(self) -> SSROptions:
         return self.ssr.options if self.ssr is not None else SSROptions()
+
+    @property
+    def ssr_temporal(self) -> TemporalConfig:
+        """The SSR STUNet's temporal options: ``model.temporal`` with ``model.ssr.temporal`` over it, and no
+        temporal resizing (the SSR keeps every frame)."""
+        over = (self.ssr.temporal if self.ssr is not None else None) or {}
+        return TemporalConfig.of(self.temporal, "model.ssr.temporal", **{**over, "temporal_resize": False})
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -386,7 +402,7 @@ def build_pipeline(config: ModelConfig | dict, *, words: list[str] | None = None
                                             extra_input_channels=unet.config.in_channels + 1)
     if with_ssr and model.ssr is not None:
         ssr_unet = build_ssr_unet(model.ssr, text_encoder.hidden_size)
-        components["ssr"] = inflate(ssr_unet, model.temporal, temporal_resize=False)  # the SSR keeps every frame
+        components["ssr"] = inflate(ssr_unet, model.ssr_temporal)
     return LumierePipeline(config=pipeline_config(model, base.temporal_downsampling_factor),
                            scheduler_config=model_scheduler_config(model),
                            components=components, device=device, dtype=dtype)

@@ -277,7 +277,7 @@ class NoisePrior:
 
 LOW_RES_CONSISTENCY_MODES = ("every_step", "final", "off")
 # Keys of a model config's "ssr" section that say how training builds the SSR U-Net, not how it runs.
-SSR_BUILD_KEYS = ("unet", "pretrained", "subfolder")
+SSR_BUILD_KEYS = ("unet", "pretrained", "subfolder", "temporal")
 
 
 @dataclass(frozen=True)

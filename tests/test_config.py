@@ -62,6 +62,9 @@ def _unet() -> UNet2DConditionModel:
     (lambda c: c["model"]["scheduler"].update(snr_shift="2"), r"model\.scheduler: .*snr_shift must be a number > 0"),
     (lambda c: c["model"]["scheduler"].update(beta_schedule="wobbly"), r"model\.scheduler: diffusers cannot build"),
     (lambda c: c["model"]["ssr"].update(strength=1.5), r"ssr\.strength must be in \(0, 1\]"),
+    (lambda c: c["model"]["ssr"].update(temporal={"spatial_kernel_size": 2}), r"spatial_kernel_size must be odd or 0"),
+    (lambda c: c["model"]["ssr"].update(temporal={"temporal_resize": True}),
+     r"unknown key 'temporal_resize' in model\.ssr\.temporal"),
     (lambda c: c["data"].update(length=-1), r"data\.length must be >= 1"),
     (lambda c: c["data"].update(seed="0"), r"data\.seed must be an integer, got '0'"),
     (lambda c: c.update(output_dir=3), r"output_dir must be a string or null, got 3"),
@@ -200,6 +203,30 @@ def test_builders_read_the_parsed_tree_and_still_take_dicts():
     assert pipes[0].get_component("ssr").temporal_resize is False
 
 
+def test_the_ssr_takes_its_own_temporal_options_over_the_bases():
+    """model.ssr.temporal: the SSR leaves out the base's motion machinery (fewer weights, less compute at
+    its resolution); the base is built as model.temporal says; without the section the SSR has the base's."""
+    from tests.tiny import TINY_CONFIG, TINY_WORDS
+
+    lean = copy.deepcopy(TINY_CONFIG)
+    lean["temporal"] = {**lean.get("temporal", {}), "motion_conditioning": True, "spatial_kernel_size": 3}
+    lean["ssr"] = {**lean["ssr"], "temporal": {"motion_conditioning": False, "spatial_kernel_size": 0}}
+    same = copy.deepcopy(lean)
+    del same["ssr"]["temporal"]
+    pipes = {name: build_pipeline(config, words=TINY_WORDS, with_conditional=False)
+             for name, config in (("lean", lean), ("same", same))}
+    for name, pipe in pipes.items():
+        base, ssr = pipe.get_component("base").temporal_config, pipe.get_component("ssr").temporal_config
+        assert base.motion_conditioning and base.spatial_kernel_size == 3 and base.temporal_resize
+        assert ssr.temporal_resize is False
+    assert pipes["same"].get_component("ssr").temporal_config.motion_conditioning
+    lean_ssr = pipes["lean"].get_component("ssr")
+    assert not lean_ssr.temporal_config.motion_conditioning and lean_ssr.temporal_config.spatial_kernel_size == 0
+    assert ModelConfig.from_dict(lean).ssr_temporal == lean_ssr.temporal_config
+    count = {name: sum(p.numel() for p in pipe.get_component("ssr").temporal_parameters()) for name, pipe in pipes.items()}
+    assert count["lean"] < count["same"]
+
+
 def test_stage_settings_layer_train_stage_phase_and_overrides():
     config = RunConfig.from_dict(_tiny())
     temporal = config.settings("temporal", steps=None, batch_size=2)
@@ -259,6 +286,7 @@ def test_per_style_settings_override_the_style_stage_for_that_style_only():
     ("stages", lambda c: c["stages"].update(temporl={})),
     ("model.text_encoder", lambda c: c["model"]["text_encoder"].update(hidden=8)),
     (r"model\.ssr", lambda c: c["model"]["ssr"].update(windw=4)),
+    (r"model\.ssr\.temporal", lambda c: c["model"]["ssr"].update(temporal={"head_dimm": 4})),
     (r"model\.defaults", lambda c: c["model"]["defaults"].update(steps=4)),
     (r"model\.temporal", lambda c: c["model"]["temporal"].update(head_dimm=4)),
     (r"model\.scheduler", lambda c: c["model"]["scheduler"].update(beta_schedul="linear")),

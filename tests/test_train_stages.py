@@ -202,7 +202,8 @@ def test_temporal_stage_starts_from_a_cli_inflated_stunet(pretrained_t2i_config)
 
 def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_config, capsys):
     """``stages.ssr.init_from``: the video phase trains the given SSR's temporal layers (e.g. on longer
-    windows) and the image phase is skipped; a base model (it down-samples time) is refused."""
+    windows) and the image phase is skipped; a base model (it down-samples time) and an SSR saved with other
+    temporal options than the config's are refused."""
     from lumiere.build import build_ssr_unet
     from lumiere.errors import InputError
     from lumiere.models.stunet import STUNet, inflate
@@ -227,6 +228,12 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
     base.save_pretrained(root / "a-base-stunet")
     config["stages"]["ssr"]["init_from"] = str(root / "a-base-stunet")
     with pytest.raises(InputError, match="stages.ssr.init_from: .* down-samples time"):
+        run_stage("ssr", config, steps=1)
+
+    # the saved SSR is checked against the SSR's own temporal options (model.ssr.temporal over model.temporal)
+    config["stages"]["ssr"]["init_from"] = str(root / "saved-ssr")
+    config["model"]["ssr"] = {**config["model"]["ssr"], "temporal": {"spatial_kernel_size": 0}}
+    with pytest.raises(InputError, match=r"spatial_kernel_size 3 \(config: 0\).* model\.ssr\.temporal match"):
         run_stage("ssr", config, steps=1)
 
 

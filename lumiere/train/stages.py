@@ -817,13 +817,15 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
     # The config's temporal options describe the model the run trains: a STUNet saved with others would be
     # trained (and exported) as it is, under a config that says something else. The stage checks the two
     # options that differ per model itself (the base's / SSR's temporal resizing, a conditional's inputs).
-    wanted, saved = ws.model.temporal.to_dict(), model.temporal_config.to_dict()
+    wanted = (ws.model.ssr_temporal if stage == "ssr" else ws.model.temporal).to_dict()
+    saved = model.temporal_config.to_dict()
     differ = {key: (value, saved[key]) for key, value in wanted.items()
               if key not in ("temporal_resize", "extra_input_channels") and saved[key] != value}
     if differ:
         listed = ", ".join(f"{key} {saved!r} (config: {wanted!r})" for key, (wanted, saved) in differ.items())
         raise InputError(f"stages.{stage}.init_from: {directory} was saved with {listed}: inflate it with this "
-                         f"config (`python -m lumiere inflate --config ...`) or make model.temporal match")
+                         f"config (`python -m lumiere inflate --config ...`) or make "
+                         f"{'model.ssr.temporal' if stage == 'ssr' else 'model.temporal'} match")
     width = model.t2i.config.cross_attention_dim
     if width != text_encoder.hidden_size:
         raise InputError(f"stages.{stage}.init_from: {directory} attends to {width}-wide text states, "
@@ -888,7 +890,7 @@ def run_ssr(ws: Workspace, resume: bool, **overrides) -> dict:
         image_data = RandomCrop(video_dataset(ws.config, 1, *high, lowres=(height, width)), crop, scale, seed=1)
         image_result = train(image_module, list(unet.parameters()), _loader(image_data, image_settings),
                              image_settings, ws.root / "ssr" / "image", resume, "ssr-image")
-        ssr = inflate(unet, ws.model.temporal, temporal_resize=False)  # the SSR keeps every frame
+        ssr = inflate(unet, ws.model.ssr_temporal)
 
     video_settings = ws.settings("ssr", "video", **overrides)
     video_module = VideoModule(ssr, text_encoder, objective, "ssr", options)
