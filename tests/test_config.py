@@ -141,6 +141,17 @@ def test_every_component_config_of_the_bundled_model_loads():
         assert set(again) - set(saved) <= {f.name for f in dataclasses.fields(TemporalConfig)}
 
 
+def test_the_bundled_models_recipe_configs_describe_its_stunets():
+    """configs/tiny-motion*.json (the bundled base and conditional model's recipe) build the STUNets the bundle
+    ships: the base's temporal options from model.temporal, the SSR's from model.ssr.temporal over them."""
+    for name in ("tiny-motion", "tiny-motion-refine", "tiny-keyframes"):
+        model = RunConfig.from_dict(json.loads((ROOT / "configs" / f"{name}.json").read_text())).model
+        for component, wanted in (("base", model.temporal), ("conditional", model.temporal), ("ssr", model.ssr_temporal)):
+            saved = TemporalConfig.from_saved(json.loads((BUNDLED / component / "config.json").read_text()))
+            # extra_input_channels: set per model by the builder (the conditional model's C and M)
+            assert dataclasses.replace(saved, extra_input_channels=0) == wanted, (name, component)
+
+
 def test_a_saved_stunet_reloads_with_an_equal_temporal_config(tmp_path):
     temporal = TemporalConfig(temporal_attention_depth=1, temporal_head_dim=8, temporal_kernel_size=5,
                               motion_conditioning=True, spatial_kernel_size=0, text_pooling="mean",
