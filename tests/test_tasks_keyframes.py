@@ -100,13 +100,31 @@ def test_mask_probabilities_keep_the_old_proportions():
     assert np.allclose(others / others.sum(), old)
 
 
-def test_keyframes_mask_kind_draws_valid_conditions(monkeypatch):
-    monkeypatch.setattr(masks, "MASK_PROBABILITIES", tuple(float(k == "keyframes") for k in masks.MASK_KINDS))
+def test_mask_shares_choose_the_kinds_drawn_and_bad_shares_are_refused():
+    """``stages.conditional.mask_shares``: the listed kinds only, in the given ratio; the default without."""
+    assert masks.mask_probabilities(None) == masks.mask_probabilities({}) == masks.MASK_PROBABILITIES
+    old = masks.mask_probabilities({"first_frame": 0.35, "box": 0.2, "strokes": 0.15, "cinemagraph": 0.15,
+                                    "outpaint": 0.15})
+    assert old[-1] == 0 and np.allclose(old[:-1], [0.35, 0.2, 0.15, 0.15, 0.15])
+    assert masks.mask_probabilities({"first_frame": 3, "keyframes": 1}) == (0.75, 0, 0, 0, 0, 0.25)
+    rng = np.random.default_rng(0)
+    video = torch.rand(3, 16, 8, 8) * 2 - 1
+    kinds = [masks.random_condition(video, rng, probabilities=masks.mask_probabilities({"first_frame": 3, "box": 1})).kind
+             for _ in range(200)]
+    assert set(kinds) == {"first_frame", "box"} and 0.65 < kinds.count("first_frame") / 200 < 0.85
+    for shares, message in (({"keyframe": 1}, "unknown mask kind 'keyframe'"), ({"box": -1}, r"mask_shares\.box must be"),
+                            ({"box": "1"}, r"mask_shares\.box must be"), ({"box": 0}, "sum to 0")):
+        with pytest.raises(InputError, match=message):
+            masks.mask_probabilities(shares)
+
+
+def test_keyframes_mask_kind_draws_valid_conditions():
     rng = np.random.default_rng(0)
     video = torch.rand(3, 16, 8, 8) * 2 - 1
     pairs = 0
+    only_keyframes = masks.mask_probabilities({"keyframes": 1})
     for _ in range(60):
-        draw = masks.random_condition(video, rng)
+        draw = masks.random_condition(video, rng, probabilities=only_keyframes)
         assert draw.kind == "keyframes" and torch.equal(draw.target, video)
         given = [t for t in range(16) if draw.keep[0, t].any()]
         assert given[0] == 0 and 2 <= len(given) <= 3

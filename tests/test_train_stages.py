@@ -237,19 +237,31 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
         run_stage("ssr", config, steps=1)
 
 
-def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_path):
+def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_path, monkeypatch):
     """``stages.conditional.init_from``: the stage trains a saved conditional STUNet further (no base needed,
-    its C and M inputs kept, not widened again); a STUNet without them is refused before any step."""
+    its C and M inputs kept, not widened again); a STUNet without them is refused before any step.
+    ``stages.conditional.mask_shares`` sets the kinds its draws take."""
     from lumiere.errors import InputError
     from lumiere.hub import read_safetensors
     from lumiere.models.stunet import STUNet
+    from lumiere.train import stages
 
+    kinds = []
+
+    def recorded(*args, **kwargs):
+        draw = random_condition(*args, **kwargs)
+        kinds.append(draw.kind)
+        return draw
+
+    random_condition = stages.random_condition
+    monkeypatch.setattr(stages, "random_condition", recorded)
     saved = trained_run / "out" / "pipeline" / "conditional"
     config = json.loads(json.dumps(MICRO_CONFIG))
     config["output_dir"] = str(tmp_path / "again")
-    config["stages"]["conditional"]["init_from"] = str(saved)
+    config["stages"]["conditional"].update(init_from=str(saved), mask_shares={"box": 1, "outpaint": 1})
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert main(["train", "--stage", "conditional", "--config", str(tmp_path / "config.json")]) == 0
+    assert kinds and set(kinds) <= {"box", "outpaint"}
     before, after = STUNet.from_pretrained(saved), STUNet.from_pretrained(tmp_path / "again" / "pipeline" / "conditional")
     assert after.in_channels == before.in_channels  # the 3 + 3 + 1 inputs as saved, not widened again
     start = read_safetensors(next(saved.glob("*.safetensors")))

@@ -22,13 +22,14 @@ from ..build import ModelConfig
 from ..errors import InputError
 from ..options import bounded, check_keys, check_types, from_mapping
 from .loop import TrainSettings
+from .masks import mask_probabilities
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the temporal
 # stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
 # style's own settings.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from",), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
 
@@ -105,6 +106,8 @@ class StageConfig:
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
     per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
+    mask_shares: dict = field(default_factory=dict)  # conditional: mask kind -> weight of its draws
+    #                                                  (masks.mask_probabilities; empty: the default shares)
 
     def phase_settings(self, phase: str | None) -> dict:
         """The TrainSettings overrides of one phase (an SSR phase, the temporal refinement, or a style's
@@ -148,6 +151,10 @@ class StageConfig:
                                                                                f"{where}.per_style.{name}"),
                                                      f"{where}.per_style.{name}")
                                    for name, section in per_style.items()}
+        if "mask_shares" in extras:
+            if not isinstance(extras["mask_shares"], dict):
+                raise InputError(f"{where}.mask_shares must be a mapping mask kind -> weight")
+            mask_probabilities(extras["mask_shares"])  # checked here, not at the conditional stage's first step
         extras = check_types(cls, extras, where)
         return cls(settings=settings, **extras)
 

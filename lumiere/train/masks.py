@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .. import conditioning as cond
+from ..errors import InputError
 
 MASK_KINDS = ("first_frame", "box", "strokes", "cinemagraph", "outpaint", "keyframes")
 # "keyframes" (first + last frame, or a few frames, given) takes its share from the others in
@@ -90,9 +91,34 @@ class TrainingCondition(NamedTuple):
     target: torch.Tensor
 
 
+def mask_probabilities(shares: dict | None = None) -> tuple[float, ...]:
+    """Per ``MASK_KINDS`` entry, the probability of a draw: ``shares`` (kind -> weight >= 0; the kinds it
+    leaves out are never drawn) normalised to sum 1, or ``MASK_PROBABILITIES`` when None or empty.
+
+    Raises:
+        InputError: an unknown kind, a negative or non-numeric weight, or weights summing to 0.
+    """
+    if not shares:
+        return MASK_PROBABILITIES
+    unknown = sorted(set(shares) - set(MASK_KINDS))
+    if unknown:
+        raise InputError(f"stages.conditional.mask_shares: unknown mask kind {unknown[0]!r}; allowed: "
+                         f"{', '.join(MASK_KINDS)}")
+    bad = {kind: w for kind, w in shares.items() if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0}
+    if bad:
+        kind, weight = next(iter(bad.items()))
+        raise InputError(f"stages.conditional.mask_shares.{kind} must be a number >= 0, got {weight!r}")
+    total = float(sum(shares.values()))
+    if total <= 0:
+        raise InputError("stages.conditional.mask_shares: the weights sum to 0; give at least one kind a share")
+    return tuple(float(shares.get(kind, 0.0)) / total for kind in MASK_KINDS)
+
+
 def random_condition(video: torch.Tensor, rng: np.random.Generator,
-                     user_region_fraction: float = 0.5) -> TrainingCondition:
-    """A random (C, M) for a clip (3, T, H, W) in [-1, 1]; M = 1 marks known content.
+                     user_region_fraction: float = 0.5,
+                     probabilities: tuple[float, ...] = MASK_PROBABILITIES) -> TrainingCondition:
+    """A random (C, M) for a clip (3, T, H, W) in [-1, 1]; M = 1 marks known content. ``probabilities``:
+    of each ``MASK_KINDS`` entry (``mask_probabilities``).
 
     Cinemagraphs: a share ``1 - user_region_fraction`` animate the clip's own moving region (the target
     is the clip as rendered, static outside the region); the rest animate a box, brush strokes or half
@@ -101,7 +127,7 @@ def random_condition(video: torch.Tensor, rng: np.random.Generator,
     moving regions only, the model never sees known pixels it must hold still against the prompt's
     motion, and its raw output moved the still region (temporal std 16/255 there).
     """
-    kind = MASK_KINDS[int(rng.choice(len(MASK_KINDS), p=MASK_PROBABILITIES))]
+    kind = MASK_KINDS[int(rng.choice(len(MASK_KINDS), p=probabilities))]
     _, frames, height, width = video.shape
     target = video
     if kind == "first_frame":

@@ -40,7 +40,7 @@ from ..sampling import (augmentation_scheduler, flow_shift, initial_noise, is_fl
 from .config import STAGES, RunConfig
 from .loop import TrainSettings, Validation, train
 from .processes import process_state
-from .masks import random_condition
+from .masks import MASK_PROBABILITIES, mask_probabilities, random_condition
 
 
 
@@ -341,6 +341,7 @@ class T2IModule(nn.Module):
         self.unet, self.text_encoder, self.objective, self.vae = unet, text_encoder, objective, _frozen(vae)
         self.text_encoder.requires_grad_(train_text_encoder)
         self.render = render
+        self.mask_probabilities = mask_probabilities
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
@@ -358,14 +359,16 @@ class VideoModule(nn.Module):
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
                  kind: str = "temporal", ssr: SSROptions | None = None, vae=None,
-                 render: Callable[[dict], dict] | None = None):
+                 render: Callable[[dict], dict] | None = None, mask_probabilities: tuple[float, ...] = MASK_PROBABILITIES):
         """``render(batch)``: the batch's pixels from the clip parameters the loader gave (a dataset's
-        ``render_batch``, ``data.render_on_device``), on the device the batch is on."""
+        ``render_batch``, ``data.render_on_device``), on the device the batch is on. ``mask_probabilities``:
+        the conditional model's draws of each mask kind (``masks.mask_probabilities``)."""
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
         self.vae = _frozen(vae)
         self.ssr = ssr or SSROptions()
         self.render = render
+        self.mask_probabilities = mask_probabilities
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
@@ -373,7 +376,7 @@ class VideoModule(nn.Module):
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             # Seeded from the global generator, which the loop seeds per (step, rank): reproducible on resume.
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
-            draws = [random_condition(v.cpu(), rng) for v in pixels]
+            draws = [random_condition(v.cpu(), rng, probabilities=self.mask_probabilities) for v in pixels]
             pixels = torch.stack([d.target for d in draws]).to(pixels)
             condition = torch.stack([d.condition for d in draws]).to(pixels)
             keep = torch.stack([d.keep for d in draws]).to(pixels)
@@ -850,7 +853,8 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     frames, height, width = ws.model.base_resolution
     data = video_dataset(ws.config, frames, height, width, on_device=True)
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
-                         vae=ws.vae(), render=device_renderer(data))
+                         vae=ws.vae(), render=device_renderer(data),
+                         mask_probabilities=mask_probabilities(ws.config.stage("conditional").mask_shares))
     _memory_settings(settings, conditional)
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(data, settings), settings, ws.root / "conditional", resume, "conditional",
