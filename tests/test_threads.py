@@ -120,49 +120,67 @@ sys.meta_path.insert(0, Probe())
 """
 
 
-def _run(code: str, **extra) -> dict:
+def _start(code: str, **extra) -> subprocess.Popen:
+    """A fresh Python process running ``code`` with ``extra`` over the environment (less the thread
+    variables): started now, read by ``_result``, so independent probes run side by side."""
     env = {k: v for k, v in os.environ.items() if k not in VARS}
     env.update(PYTHONPATH=str(ROOT), **extra)
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(process: subprocess.Popen):
+    """The JSON the process printed last."""
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(code: str, **extra):
+    return _result(_start(code, **extra))
 
 
 def test_env_defaults_precede_torch_import():
     """The library, the CLI entry point and the tests' conftest all set the defaults before torch loads,
     so torch's OpenMP starts with them (1 thread here, from LUMIERE_THREADS=1, without configure())."""
     report = "import torch; print(json.dumps({'seen': seen, 'threads': torch.get_num_threads()}))"
-    for entry in ("import lumiere.pipeline",
-                  "import runpy; runpy.run_path('tests/conftest.py')",
-                  "import sys; sys.argv = ['lumiere', '--help']\ntry:\n    import lumiere.__main__\n"
-                  "except SystemExit:\n    pass"):  # the report's own `import torch` comes after
-        result = _run(_PROBE + entry + "\n" + report, LUMIERE_THREADS="1")
-        assert result == {"seen": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}, "threads": 1}, entry
+    entries = ("import lumiere.pipeline",
+               "import runpy; runpy.run_path('tests/conftest.py')",
+               "import sys; sys.argv = ['lumiere', '--help']\ntry:\n    import lumiere.__main__\n"
+               "except SystemExit:\n    pass")  # the report's own `import torch` comes after
+    processes = {entry: _start(_PROBE + entry + "\n" + report, LUMIERE_THREADS="1") for entry in entries}
+    for entry, process in processes.items():
+        assert _result(process) == {"seen": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}, "threads": 1}, entry
 
 
 def test_configure_in_a_fresh_process():
     code = ("import gc, json, lumiere, torch\nfrom lumiere.threads import configure, count_workers\n"
             "from torch.utils.data import DataLoader\n{body}\n"
             "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads()]))")
-    # LUMIERE_THREADS CPUs (here more than the machine may have: torch takes what it is given); 1 inter-op
-    # thread. DataLoader workers are counted in while the loader lives, and given back when it is gone.
-    body = ("configure(); assert [torch.get_num_threads(), torch.get_num_interop_threads()] == [3, 1]\n"
-            "loader = count_workers(DataLoader(range(4), num_workers=2))\n"
-            "assert torch.get_num_threads() == 1\n"
-            "del loader; gc.collect()")
-    assert _run(code.format(body=body), LUMIERE_THREADS="3") == [3, 1]
-    # The user's OMP_NUM_THREADS, torch.set_num_threads and set_num_interop_threads win.
-    body = "configure(); loader = count_workers(DataLoader(range(4), num_workers=1))"
-    assert _run(code.format(body=body), LUMIERE_THREADS="3", OMP_NUM_THREADS="2") == [2, 1]
-    body = "configure(); torch.set_num_threads(2); loader = count_workers(DataLoader(range(4), num_workers=1))"
-    assert _run(code.format(body=body), LUMIERE_THREADS="3") == [2, 1]
-    body = "torch.set_num_interop_threads(2); configure()"
-    assert _run(code.format(body=body), LUMIERE_THREADS="1") == [1, 2]
-    # Without configure() (a library user's own program) a loader changes nothing.
-    body = "torch.set_num_threads(1); loader = count_workers(DataLoader(range(4), num_workers=1))"
-    assert _run(code.format(body=body), LUMIERE_THREADS="3")[0] == 1
+    # Each case a fresh process, all started at once: (body, environment, expected [threads, inter-op]).
+    cases = [
+        # LUMIERE_THREADS CPUs (here more than the machine may have: torch takes what it is given); 1 inter-op
+        # thread. DataLoader workers are counted in while the loader lives, and given back when it is gone.
+        ("configure(); assert [torch.get_num_threads(), torch.get_num_interop_threads()] == [3, 1]\n"
+         "loader = count_workers(DataLoader(range(4), num_workers=2))\n"
+         "assert torch.get_num_threads() == 1\n"
+         "del loader; gc.collect()", {"LUMIERE_THREADS": "3"}, [3, 1]),
+        # The user's OMP_NUM_THREADS, torch.set_num_threads and set_num_interop_threads win.
+        ("configure(); loader = count_workers(DataLoader(range(4), num_workers=1))",
+         {"LUMIERE_THREADS": "3", "OMP_NUM_THREADS": "2"}, [2, 1]),
+        ("configure(); torch.set_num_threads(2); loader = count_workers(DataLoader(range(4), num_workers=1))",
+         {"LUMIERE_THREADS": "3"}, [2, 1]),
+        ("torch.set_num_interop_threads(2); configure()", {"LUMIERE_THREADS": "1"}, [1, 2]),
+        # Without configure() (a library user's own program) a loader changes nothing.
+        ("torch.set_num_threads(1); loader = count_workers(DataLoader(range(4), num_workers=1))",
+         {"LUMIERE_THREADS": "3"}, [1, None]),
+    ]
+    processes = [(_start(code.format(body=body), **env), expected) for body, env, expected in cases]
     # Switched off: the environment and torch's threads are left alone.
-    off = _run("import json, os, lumiere, torch\nfrom lumiere.threads import configure\n"
-               "print(json.dumps([configure(), os.environ.get('OMP_WAIT_POLICY')]))", LUMIERE_THREADS="off")
+    off = _start("import json, os, lumiere, torch\nfrom lumiere.threads import configure\n"
+                 "print(json.dumps([configure(), os.environ.get('OMP_WAIT_POLICY')]))", LUMIERE_THREADS="off")
+    for process, expected in processes:
+        got = _result(process)
+        assert got[0] == expected[0] and expected[1] in (None, got[1]), (got, expected)
+    off = _result(off)
     assert off == [None, None]
