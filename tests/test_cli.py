@@ -108,11 +108,18 @@ def lavfi_clip(path: Path, source: str, vf: str | None = None) -> Path:
     return path
 
 
-def peak_rss_mb(argv: list[str]) -> int:
-    result = subprocess.run([sys.executable, "-c", RSS_WRAPPER, sys.executable, "-m", "lumiere", *argv],
-                            capture_output=True, text=True, cwd=ROOT, check=True)
-    code, peak = map(int, result.stdout.split())
-    assert code == 0, result.stderr
+def start_peak_rss(argv: list[str]) -> subprocess.Popen:
+    """``python -m lumiere *argv`` under a wrapper that prints its exit code and peak RSS (MB); started
+    now and read by ``peak_rss_mb``, so independent measurements run side by side."""
+    return subprocess.Popen([sys.executable, "-c", RSS_WRAPPER, sys.executable, "-m", "lumiere", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def peak_rss_mb(process: subprocess.Popen) -> int:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    code, peak = map(int, out.split())
+    assert code == 0, err
     return peak
 
 
@@ -128,8 +135,9 @@ def test_cli_v2v_on_a_60fps_memory_bomb_stays_near_the_small_clip_baseline(tiny_
     assert bomb.stat().st_size < 300_000
     common = ["--prompt", "a red circle", "--model", str(tiny_pipeline_dir), "--steps", "1", "--no-ssr", "--seed", "0",
               "--frames", "8"]
-    baseline = peak_rss_mb(["v2v", "--video", str(small), "--out", str(tmp_path / "small_out.mp4"), *common])
-    peak = peak_rss_mb(["v2v", "--video", str(bomb), "--out", str(tmp_path / "bomb_out.mp4"), *common])
+    baseline = start_peak_rss(["v2v", "--video", str(small), "--out", str(tmp_path / "small_out.mp4"), *common])
+    peak = start_peak_rss(["v2v", "--video", str(bomb), "--out", str(tmp_path / "bomb_out.mp4"), *common])
+    baseline, peak = peak_rss_mb(baseline), peak_rss_mb(peak)
     assert (tmp_path / "bomb_out.mp4").is_file()
     assert peak < baseline + 300, f"v2v on the 60 fps clip peaked at {peak} MB (small clip: {baseline} MB)"
 
