@@ -341,7 +341,6 @@ class T2IModule(nn.Module):
         self.unet, self.text_encoder, self.objective, self.vae = unet, text_encoder, objective, _frozen(vae)
         self.text_encoder.requires_grad_(train_text_encoder)
         self.render = render
-        self.mask_probabilities = mask_probabilities
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
@@ -820,15 +819,14 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
     # The config's temporal options describe the model the run trains: a STUNet saved with others would be
     # trained (and exported) as it is, under a config that says something else. The stage checks the two
     # options that differ per model itself (the base's / SSR's temporal resizing, a conditional's inputs).
-    wanted = (ws.model.ssr_temporal if stage == "ssr" else ws.model.temporal).to_dict()
-    saved = model.temporal_config.to_dict()
+    section, config = ("model.ssr.temporal", ws.model.ssr_temporal) if stage == "ssr" else ("model.temporal", ws.model.temporal)
+    wanted, saved = config.to_dict(), model.temporal_config.to_dict()
     differ = {key: (value, saved[key]) for key, value in wanted.items()
               if key not in ("temporal_resize", "extra_input_channels") and saved[key] != value}
     if differ:
         listed = ", ".join(f"{key} {saved!r} (config: {wanted!r})" for key, (wanted, saved) in differ.items())
         raise InputError(f"stages.{stage}.init_from: {directory} was saved with {listed}: inflate it with this "
-                         f"config (`python -m lumiere inflate --config ...`) or make "
-                         f"{'model.ssr.temporal' if stage == 'ssr' else 'model.temporal'} match")
+                         f"config (`python -m lumiere inflate --config ...`) or make {section} match")
     width = model.t2i.config.cross_attention_dim
     if width != text_encoder.hidden_size:
         raise InputError(f"stages.{stage}.init_from: {directory} attends to {width}-wide text states, "
