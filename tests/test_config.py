@@ -69,6 +69,8 @@ def _unet() -> UNet2DConditionModel:
      r"stages\.conditional\.mask_shares: unknown mask kind 'keyframe'"),
     (lambda c: c["stages"]["conditional"].update(mask_shares=[1, 2]), r"stages\.conditional\.mask_shares must be a mapping"),
     (lambda c: c["stages"]["temporal"].update(mask_shares={"box": 1}), r"unknown key 'mask_shares' in stages\.temporal"),
+    (lambda c: c["stages"]["conditional"].update(known_weight=0), r"stages\.conditional\.known_weight must be > 0"),
+    (lambda c: c["stages"]["ssr"].update(known_weight=2), r"unknown key 'known_weight' in stages\.ssr"),
     (lambda c: c["data"].update(length=-1), r"data\.length must be >= 1"),
     (lambda c: c["data"].update(seed="0"), r"data\.seed must be an integer, got '0'"),
     (lambda c: c.update(output_dir=3), r"output_dir must be a string or null, got 3"),

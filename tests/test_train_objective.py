@@ -129,6 +129,26 @@ def test_c_channel_models_and_fixed_variance_schedules_are_unchanged(config, wei
     assert torch.equal(fixed.loss(wide, target, t, clean=clean, noisy=noisy), fixed.loss(prediction, target, t))
 
 
+@pytest.mark.parametrize("weighting", ["none", "min_snr"])
+def test_element_weights_scale_each_squared_error(weighting):
+    """``weights`` (the conditional stage's known-pixel weight): all ones is the plain loss; an error on an
+    element of weight w counts w times; the weights broadcast over the channels."""
+    objective = DiffusionObjective(DEFAULT_SCHEDULER, loss_weighting=weighting)
+    _, _, t, target = _batch(objective, [0, 500, 999])
+    prediction = torch.randn(3, 3, 8, 8)
+    plain = objective.loss(prediction, target, t)
+    assert torch.allclose(objective.loss(prediction, target, t, weights=torch.ones(3, 1, 8, 8)), plain)
+    known = torch.zeros(3, 1, 8, 8)
+    known[:, :, :2] = 1
+    off_known = target.clone()
+    off_known[:, :, :2] += 1  # an error of 1 on the known rows only
+    heavy = objective.loss(off_known, target, t, weights=1 + 3 * known)
+    assert torch.allclose(heavy, 4 * objective.loss(off_known, target, t))
+    off_rest = target.clone()
+    off_rest[:, :, 2:] += 1  # an error of 1 on the rest only: the same loss as unweighted
+    assert torch.allclose(objective.loss(off_rest, target, t, weights=1 + 3 * known), objective.loss(off_rest, target, t))
+
+
 def test_a_learned_variance_output_without_x0_is_an_error():
     objective = DiffusionObjective(IF_LIKE)
     clean, noisy, t, target = _batch(objective, [10])

@@ -240,7 +240,8 @@ def test_ssr_stage_continues_a_saved_ssr_without_its_image_phase(pretrained_t2i_
 def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_path, monkeypatch):
     """``stages.conditional.init_from``: the stage trains a saved conditional STUNet further (no base needed,
     its C and M inputs kept, not widened again); a STUNet without them is refused before any step.
-    ``stages.conditional.mask_shares`` sets the kinds its draws take."""
+    ``stages.conditional.mask_shares`` sets the kinds its draws take; ``known_weight`` weighs the known
+    pixels' errors (here: it trains)."""
     from lumiere.errors import InputError
     from lumiere.hub import read_safetensors
     from lumiere.models.stunet import STUNet
@@ -255,13 +256,23 @@ def test_conditional_stage_continues_a_saved_conditional_model(trained_run, tmp_
 
     random_condition = stages.random_condition
     monkeypatch.setattr(stages, "random_condition", recorded)
+    weighed = []  # (weights, M) of every loss: the known pixels (M = 1) weigh known_weight, the rest 1
+    loss = stages.DiffusionObjective.loss
+
+    def recorded_loss(self, *args, **kwargs):
+        weighed.append((kwargs["weights"], kwargs["noisy"][:, -1:]))
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(stages.DiffusionObjective, "loss", recorded_loss)
     saved = trained_run / "out" / "pipeline" / "conditional"
     config = json.loads(json.dumps(MICRO_CONFIG))
     config["output_dir"] = str(tmp_path / "again")
-    config["stages"]["conditional"].update(init_from=str(saved), mask_shares={"box": 1, "outpaint": 1})
+    config["stages"]["conditional"].update(init_from=str(saved), mask_shares={"box": 1, "outpaint": 1}, known_weight=4)
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert main(["train", "--stage", "conditional", "--config", str(tmp_path / "config.json")]) == 0
     assert kinds and set(kinds) <= {"box", "outpaint"}
+    assert weighed and all(torch.equal(weights, 1 + 3 * keep) for weights, keep in weighed)
+    assert all(keep.any() and not keep.all() for _, keep in weighed)
     before, after = STUNet.from_pretrained(saved), STUNet.from_pretrained(tmp_path / "again" / "pipeline" / "conditional")
     assert after.in_channels == before.in_channels  # the 3 + 3 + 1 inputs as saved, not widened again
     start = read_safetensors(next(saved.glob("*.safetensors")))

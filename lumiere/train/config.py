@@ -29,7 +29,7 @@ DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the temporal
 # stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
 # style's own settings.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
+STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
 
@@ -108,6 +108,8 @@ class StageConfig:
     per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
     mask_shares: dict = field(default_factory=dict)  # conditional: mask kind -> weight of its draws
     #                                                  (masks.mask_probabilities; empty: the default shares)
+    known_weight: float = bounded(1.0, above=0.0)  # conditional: the loss's weight on the known pixels (M = 1)
+    #                                                relative to the generated ones (1: one plain mean)
 
     def phase_settings(self, phase: str | None) -> dict:
         """The TrainSettings overrides of one phase (an SSR phase, the temporal refinement, or a style's

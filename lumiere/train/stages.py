@@ -142,22 +142,30 @@ class DiffusionObjective(nn.Module):
         return timesteps
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
-             clean: torch.Tensor | None = None, noisy: torch.Tensor | None = None) -> torch.Tensor:
+             clean: torch.Tensor | None = None, noisy: torch.Tensor | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of ``prediction`` (the model's output at ``noisy`` = x_t, ``timesteps``) for ``target``;
         a learned-variance output (``learns_variance``) adds ``variance_loss``, which needs ``clean`` (x0)
-        and ``noisy`` (x_t, its first C channels when the model's input has more).
+        and ``noisy`` (x_t, its first C channels when the model's input has more). ``weights`` (broadcast to
+        ``target``, e.g. (B, 1, F, H, W)) scale each element's squared error before the mean; None is the
+        plain mean.
 
         Raises:
             ValueError: a learned-variance output without ``clean`` / ``noisy``.
         """
-        if self.loss_weighting == "none":
+        if weights is None and self.loss_weighting == "none":
             loss = _mse(prediction, target)
         else:
-            per_sample = (prediction[:, : target.shape[1]].float() - target.float()).pow(2).flatten(1).mean(1)
-            alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
-            snr = alphas / (1 - alphas)
-            weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
-            loss = (weight * per_sample).mean()
+            squared = (prediction[:, : target.shape[1]].float() - target.float()).pow(2)
+            if weights is not None:
+                squared = squared * weights.float()
+            per_sample = squared.flatten(1).mean(1)
+            if self.loss_weighting != "none":
+                alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
+                snr = alphas / (1 - alphas)
+                weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+                per_sample = weight * per_sample
+            loss = per_sample.mean()
         if not self.learns_variance(prediction, target):
             return loss
         if clean is None or noisy is None:
@@ -358,16 +366,21 @@ class VideoModule(nn.Module):
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
                  kind: str = "temporal", ssr: SSROptions | None = None, vae=None,
-                 render: Callable[[dict], dict] | None = None, mask_probabilities: tuple[float, ...] = MASK_PROBABILITIES):
+                 render: Callable[[dict], dict] | None = None, mask_probabilities: tuple[float, ...] = MASK_PROBABILITIES,
+                 known_weight: float = 1.0):
         """``render(batch)``: the batch's pixels from the clip parameters the loader gave (a dataset's
         ``render_batch``, ``data.render_on_device``), on the device the batch is on. ``mask_probabilities``:
-        the conditional model's draws of each mask kind (``masks.mask_probabilities``)."""
+        the conditional model's draws of each mask kind (``masks.mask_probabilities``); ``known_weight``: its
+        loss's weight on the known pixels (M = 1) against 1 on the rest. Why a weight: the known pixels are
+        a small share of most draws (an I2V draw knows 1 frame of 16), so a plain mean spends little of the
+        gradient on learning to copy C."""
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
         self.vae = _frozen(vae)
         self.ssr = ssr or SSROptions()
         self.render = render
         self.mask_probabilities = mask_probabilities
+        self.known_weight = float(known_weight)
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
@@ -383,17 +396,19 @@ class VideoModule(nn.Module):
         with torch.no_grad():
             states = self.text_encoder(self.objective.captions(batch["caption"]))
         noisy, t, target = self.objective.noisy(video)
-        class_labels = None
+        class_labels, weights = None, None
         if self.kind == "conditional":
             if self.vae is not None:
                 with torch.no_grad():
                     condition, keep = latent_condition(self.vae, condition, keep)
             noisy = torch.cat([noisy, condition.to(noisy), keep.to(noisy)], dim=1)
+            if self.known_weight != 1.0:
+                weights = 1.0 + (self.known_weight - 1.0) * keep.to(noisy)
         elif self.kind == "ssr":
             condition, class_labels = self._sr_condition(batch["lowres_video"], video)
             noisy = torch.cat([noisy, condition], dim=1)
         return self.objective.loss(self.model(noisy, t, states, class_labels=class_labels), target, t,
-                                   clean=video, noisy=noisy)  # x_t: noisy's first C channels
+                                   clean=video, noisy=noisy, weights=weights)  # x_t: noisy's first C channels
 
     def _sr_condition(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The SSR model's input at random augmentation levels (``conditioning.ssr_condition``, the
@@ -852,7 +867,8 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     data = video_dataset(ws.config, frames, height, width, on_device=True)
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
                          vae=ws.vae(), render=device_renderer(data),
-                         mask_probabilities=mask_probabilities(ws.config.stage("conditional").mask_shares))
+                         mask_probabilities=mask_probabilities(ws.config.stage("conditional").mask_shares),
+                         known_weight=ws.config.stage("conditional").known_weight)
     _memory_settings(settings, conditional)
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(data, settings), settings, ws.root / "conditional", resume, "conditional",
