@@ -147,6 +147,25 @@ def test_analysis_recovers_rendered_attributes():
     assert accuracy["shape"] >= 0.85 and accuracy["background"] >= 0.9, accuracy
 
 
+@pytest.mark.parametrize("style, plain_at_most, styled_at_least", [("line drawing", 0.5, 0.95), ("watercolor", 0.7, 0.9)])
+def test_analysis_reads_the_subject_of_a_styled_render(style, plain_at_most, styled_at_least):
+    """``analyse(style=...)``: a line drawing's dark outline and a watercolor's pastel are read as the object's
+    palette colour and shape (the plain analysis misses most of them); unstyled renders still read right."""
+    specs = [sample_clip_spec(60_000 + i, num_objects=1) for i in range(40)]
+
+    def share(render_style, read_as):
+        found = [analysis.analyse(render_clip(spec, 16, 32, 32, style=render_style), style=read_as)[0] for spec in specs]
+        return np.mean([(f.colour, f.shape) == (spec.objects[0].colour, spec.objects[0].shape)
+                        for f, spec in zip(found, specs)])
+
+    assert share(style, None) <= plain_at_most
+    assert share(style, style) >= styled_at_least
+    assert share(None, style) >= 0.9
+    outline = np.zeros((9, 9), bool)
+    outline[2, 2:7] = outline[6, 2:7] = outline[2:7, 2] = outline[2:7, 6] = True
+    assert analysis.fill_outlines(outline)[2:7, 2:7].all() and analysis.fill_outlines(outline).sum() == 25
+
+
 def test_analysis_tolerates_noise():
     rng = np.random.default_rng(0)
     spec = ClipSpec((ObjectSpec("orange", "triangle", "moving down"),), "grass", 7)
