@@ -147,27 +147,6 @@ def test_analysis_recovers_rendered_attributes():
     assert accuracy["shape"] >= 0.85 and accuracy["background"] >= 0.9, accuracy
 
 
-def test_analysis_reads_the_subject_of_a_styled_render():
-    """``analyse(style=...)``: a line drawing's dark outline and a watercolor's pastel are read as the object's
-    palette colour and shape (the plain analysis misses most of them); unstyled renders still read right."""
-    specs = [sample_clip_spec(60_000 + i, num_objects=1) for i in range(30)]
-    truth = [(spec.objects[0].colour, spec.objects[0].shape) for spec in specs]
-    renders = {look: [render_clip(spec, 8, 32, 32, style=look) for spec in specs]
-               for look in (None, "line drawing", "watercolor")}
-
-    def share(look, read_as):
-        found = [analysis.analyse(video, style=read_as)[0] for video in renders[look]]
-        return np.mean([(f.colour, f.shape) == t for f, t in zip(found, truth)])
-
-    for style, plain_at_most, styled_at_least in (("line drawing", 0.5, 0.95), ("watercolor", 0.75, 0.9)):
-        assert share(style, None) <= plain_at_most, style
-        assert share(style, style) >= styled_at_least, style
-        assert share(None, style) >= 0.9, style
-    outline = np.zeros((9, 9), bool)
-    outline[2, 2:7] = outline[6, 2:7] = outline[2:7, 2] = outline[2:7, 6] = True
-    assert analysis.fill_outlines(outline)[2:7, 2:7].all() and analysis.fill_outlines(outline).sum() == 25
-
-
 def test_analysis_tolerates_noise():
     rng = np.random.default_rng(0)
     spec = ClipSpec((ObjectSpec("orange", "triangle", "moving down"),), "grass", 7)

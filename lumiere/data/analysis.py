@@ -13,7 +13,7 @@ import functools
 import cv2
 import numpy as np
 
-from lumiere.data.world import BACKGROUND_COLOURS, PALETTE, SHAPES, ObjectSpec, shape_sdf, style_colour
+from lumiere.data.world import BACKGROUND_COLOURS, PALETTE, SHAPES, ObjectSpec, shape_sdf
 
 DEFAULT_THRESHOLD = 48.0   # RGB distance; palette colours are >= 100 away from every background
 MIN_OBJECT_FRACTION = 0.004  # components smaller than this share of the frame are noise (e.g. stars)
@@ -78,33 +78,16 @@ def object_count(frame_mask, min_share: float = 0.1) -> int:
     return int((areas >= min_share * areas.sum()).sum())
 
 
-def nearest_colour(rgb, style: str | None = None) -> str:
-    """Palette name nearest to an RGB triple; with a ``style``, nearest among the palette and the colours
-    that style paints it with (``world.style_colour``): a styled or partly styled object keeps its name."""
-    entries = [(name, np.asarray(rgb_, float)) for name, rgb_ in PALETTE.items()]
-    if style is not None:
-        entries += [(name, style_colour(rgb_, style)) for name, rgb_ in PALETTE.items()]
-    dists = [np.linalg.norm(np.subtract(rgb, value, dtype=float)) for _, value in entries]
-    return entries[int(np.argmin(dists))][0]
+def nearest_colour(rgb) -> str:
+    """Palette name nearest to an RGB triple."""
+    names = list(PALETTE)
+    dists = [np.linalg.norm(np.subtract(rgb, PALETTE[n], dtype=float)) for n in names]
+    return names[int(np.argmin(dists))]
 
 
-def fill_outlines(mask) -> np.ndarray:
-    """Bool (T, H, W) or (H, W): ``mask`` with every region it encloses filled (a line drawing's outline
-    becomes the shape it outlines; a filled shape is unchanged)."""
-    mask = np.asarray(mask, bool)
-    frames = mask if mask.ndim == 3 else mask[None]
-    filled = []
-    for frame in frames:
-        outside = np.pad(frame, 1).astype(np.uint8)  # a border ring of 0s: every outside pixel joins it
-        cv2.floodFill(outside, None, (0, 0), 2)
-        filled.append(frame | (outside[1:-1, 1:-1] == 0))
-    return np.stack(filled) if mask.ndim == 3 else filled[0]
-
-
-def dominant_colour(video, mask=None, background=None, style: str | None = None) -> str | None:
+def dominant_colour(video, mask=None, background=None) -> str | None:
     """Palette colour of the object: median of its most background-distinct pixels (edge pixels are
-    blended with the background, so only the upper half by distance is used). None if no object.
-    ``style``: name it among the palette and that style's colours too (``nearest_colour``)."""
+    blended with the background, so only the upper half by distance is used). None if no object."""
     video = _as_float(video)
     if background is None:
         background = estimate_background(video)
@@ -115,7 +98,7 @@ def dominant_colour(video, mask=None, background=None, style: str | None = None)
     pixels = video[mask]
     distance = np.linalg.norm(pixels - background[np.nonzero(mask)[1:]], axis=-1)
     core = pixels[distance >= np.median(distance)]
-    return nearest_colour(np.median(core, axis=0), style)
+    return nearest_colour(np.median(core, axis=0))
 
 
 # ----------------------------------------------------------------------------- shape
@@ -329,16 +312,11 @@ def classify_background(background) -> str:
     return min(BACKGROUND_COLOURS, key=lambda n: np.linalg.norm(observed - ideal(n)))
 
 
-def analyse(video, style: str | None = None) -> tuple[ObjectSpec, str]:
-    """(ObjectSpec(colour, shape, motion), background name) measured from a video.
-
-    ``style``: the video may show a world style (``world.STYLES``), fully or in part (a style weight below
-    1): the colour is named among the palette and the colours the style paints it with, and the shape is
-    read from the object's mask with its outline filled (a line drawing draws only the outline)."""
+def analyse(video) -> tuple[ObjectSpec, str]:
+    """(ObjectSpec(colour, shape, motion), background name) measured from a video."""
     video = _as_float(video)
     background = estimate_background(video)
     mask = object_mask(video, background)
-    shape_mask = fill_outlines(mask) if style is not None else mask
-    spec = ObjectSpec(dominant_colour(video, mask, background, style), classify_shape(shape_mask),
+    spec = ObjectSpec(dominant_colour(video, mask, background), classify_shape(mask),
                       motion_direction(video, mask, background))
     return spec, classify_background(background)

@@ -471,19 +471,6 @@ def _pastel(colour, amount=0.45):
     return np.asarray(colour, float) * (1 - amount) + 255 * amount
 
 
-LINE_INK = 0.35  # a line drawing's ink: the object's colour darkened to this share
-
-
-def style_colour(colour, style: str | None) -> np.ndarray:
-    """The RGB ``style`` paints an object of RGB ``colour`` with: the renderer's one definition, which the
-    analysis also reads (``analysis.analyse(video, style=...)``). Pixel art and no style keep the colour."""
-    if style == "line drawing":
-        return np.asarray(colour, float) * LINE_INK
-    if style == "watercolor":
-        return _pastel(colour)
-    return np.asarray(colour, float)
-
-
 def default_times(num_frames: int) -> np.ndarray:
     """The clip times ``render_clip`` uses when given none: evenly spaced over [0, 1] (one frame: 0)."""
     if num_frames < 1:
@@ -526,8 +513,15 @@ def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: i
         for obj, place in zip(spec.objects, placements):
             x, y, r, angle = object_state(obj.motion, place, float(s))
             sdf = shape_sdf(obj.shape, (gx - x) * px_scale_x, (gy - y) * px_scale_y, r, angle)
-            colour = style_colour(PALETTE[obj.colour], style)
-            cover = ((np.abs(sdf) < 0.022) if style == "line drawing" else (sdf < 0)).astype(float)
+            colour = np.asarray(PALETTE[obj.colour], float)
+            if style == "line drawing":
+                cover = (np.abs(sdf) < 0.022).astype(float)
+                colour = colour * 0.35
+            elif style == "watercolor":
+                cover = (sdf < 0).astype(float)
+                colour = _pastel(colour)
+            else:
+                cover = (sdf < 0).astype(float)
             img = img * (1 - cover[..., None]) + colour * cover[..., None]
         frame = _area_downsample(img, ss)
         if style == "watercolor":
