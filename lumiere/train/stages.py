@@ -853,13 +853,14 @@ def _stunet_to_continue(ws: Workspace, stage: str, text_encoder: TextEncoder) ->
 def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     settings = ws.settings("conditional", **overrides)
     text_encoder = ws.text_encoder()
+    stage = ws.config.stage("conditional")
     conditional = _stunet_to_continue(ws, "conditional", text_encoder)  # a conditional model trained further
     if conditional is None:
         conditional = ws.load_stunet("base")  # start from the trained temporal layers
         conditional.expand_input_channels(conditional.in_channels + 1,
                                           ws.model.temporal.condition_every_level)
     elif not conditional.extra_input_channels:
-        raise InputError(f"stages.conditional.init_from: {ws.config.stage('conditional').init_from} has no C and M "
+        raise InputError(f"stages.conditional.init_from: {stage.init_from} has no C and M "
                          "input channels: give a conditional STUNet (a pipeline's conditional/ folder), or leave "
                          "init_from out to start from the run's base")
     conditional.t2i.conv_in.requires_grad_(True)  # must learn to read C and M
@@ -867,8 +868,7 @@ def run_conditional(ws: Workspace, resume: bool, **overrides) -> dict:
     data = video_dataset(ws.config, frames, height, width, on_device=True)
     module = VideoModule(conditional, text_encoder, ws.objective(settings, recipe=True), "conditional",
                          vae=ws.vae(), render=device_renderer(data),
-                         mask_probabilities=mask_probabilities(ws.config.stage("conditional").mask_shares),
-                         known_weight=ws.config.stage("conditional").known_weight)
+                         mask_probabilities=mask_probabilities(stage.mask_shares), known_weight=stage.known_weight)
     _memory_settings(settings, conditional)
     params = _video_parameters(conditional, settings, also_full_rate=list(conditional.t2i.conv_in.parameters()))
     result = train(module, params, _loader(data, settings), settings, ws.root / "conditional", resume, "conditional",
