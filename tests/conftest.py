@@ -1,7 +1,15 @@
 """Shared fixtures: a tiny random pipeline (seconds to build) saved once per test session."""
 from __future__ import annotations
 
-import lumiere.threads  # first: its OpenMP defaults must be in the environment before torch loads
+import os
+
+# pytest-xdist (the default run, ``-n auto`` in pyproject.toml) runs one test process per core: each worker
+# then gets its share of the CPUs, not all of them, so the workers do not oversubscribe the machine. Set
+# before lumiere (imported next) reads it; a user's own LUMIERE_THREADS / OMP_NUM_THREADS still wins.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "LUMIERE_THREADS" not in os.environ:
+    os.environ["LUMIERE_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+import lumiere.threads  # noqa: E402  first: its OpenMP defaults must be in the environment before torch loads
 
 lumiere.threads.configure()  # thread count and wait policy for this process and its subprocesses
 
