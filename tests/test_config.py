@@ -280,6 +280,18 @@ def test_temporal_refine_phase_settings_and_budget():
     assert RunConfig.from_dict(config).time_budget() == pytest.approx(10 * (5 + styles) + 30)
 
 
+def test_t2i_refine_phase_settings():
+    """``stages.t2i.refine``: the T2I stage's second phase, its settings over the stage's; a bad key is named."""
+    config = _tiny()
+    config["stages"]["t2i"].update(lr=2e-3, refine={"steps": 6, "lr": 1e-3})
+    run = RunConfig.from_dict(config)
+    assert run.phases("t2i") == (None, "refine") and RunConfig.from_dict(_tiny()).phases("t2i") == (None,)
+    assert (run.settings("t2i", "refine").steps, run.settings("t2i", "refine").lr, run.settings("t2i").lr) == (6, 1e-3, 2e-3)
+    config["stages"]["t2i"]["refine"] = {"stepz": 1}
+    with pytest.raises(InputError, match=r"stages\.t2i\.refine"):
+        RunConfig.from_dict(config)
+
+
 def test_per_style_settings_override_the_style_stage_for_that_style_only():
     config = _tiny()
     config["stages"]["style"].update(styles=["line drawing", "watercolor"], steps=120,

@@ -315,6 +315,35 @@ def test_temporal_refine_phase_trains_the_first_phase_further(trained_run, tmp_p
     assert result["step"] == 2 and result["refine"]["step"] == 3
 
 
+def test_t2i_refine_phase_trains_the_unet_further_with_the_text_encoder_kept(tmp_path):
+    """``stages.t2i.refine``: a second phase in the same run continues the first phase's U-Net (at lr 0 it
+    is exactly the first phase's), keeps its own checkpoints, and leaves the text encoder as the first
+    phase trained it."""
+    from diffusers import UNet2DConditionModel
+
+    from lumiere.models.text_encoder import TextEncoder
+    from lumiere.train import run_stage
+
+    def t2i_run(name: str, refine: dict | None):
+        config = json.loads(json.dumps(MICRO_CONFIG))
+        config["output_dir"] = str(tmp_path / name)
+        if refine:
+            config["stages"]["t2i"]["refine"] = refine
+        result = run_stage("t2i", config)
+        final = tmp_path / name / "t2i" / "final"
+        return result, UNet2DConditionModel.from_pretrained(final / "unet"), TextEncoder.from_pretrained(
+            final / "text_encoder", final / "tokenizer")
+
+    _, unet, encoder = t2i_run("one-phase", None)
+    result, unet_at_zero, _ = t2i_run("at-zero", {"steps": 2, "lr": 0.0})
+    assert result["step"] == MICRO_CONFIG["stages"]["t2i"]["steps"] and result["refine"]["step"] == 2
+    assert _same_weights(unet, unet_at_zero)
+    assert (tmp_path / "at-zero" / "t2i" / "refine" / "checkpoints" / "checkpoint-0000002").is_dir()
+    _, refined, refined_encoder = t2i_run("trained", {"steps": 2, "lr": 1e-2})
+    assert not _same_weights(unet, refined)
+    assert _same_weights(encoder, refined_encoder)
+
+
 def test_style_stage_trains_each_style_with_its_own_settings(trained_run, tmp_path):
     """``stages.style.per_style``: one style's steps differ from the stage's, the other's do not."""
     import shutil

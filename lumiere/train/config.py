@@ -26,10 +26,10 @@ from .masks import mask_probabilities
 
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
-# Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the temporal
-# stage's optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
+# Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the T2I and
+# temporal stages' optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
 # style's own settings.
-STAGE_KEYS = {"t2i": ("finetune_pretrained",), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
+STAGE_KEYS = {"t2i": ("finetune_pretrained", "refine"), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
 
@@ -101,8 +101,8 @@ class StageConfig:
     train_window: int | None = bounded(None, min=1)  # ssr: frames per training window (None: the model's ssr.window)
     image: dict = field(default_factory=dict)  # ssr: TrainSettings overrides of the image phase
     video: dict = field(default_factory=dict)  # ssr: ... of the video (temporal layers) phase
-    refine: dict = field(default_factory=dict)  # temporal: ... of a second phase continuing the first's EMA
-    #                                             weights with a fresh optimizer, schedule and EMA (empty: none)
+    refine: dict = field(default_factory=dict)  # t2i / temporal: ... of a second phase continuing the first's
+    #                                             EMA weights with a fresh optimizer, schedule and EMA (empty: none)
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
     per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
@@ -112,7 +112,7 @@ class StageConfig:
     #                                                relative to the generated ones (1: one plain mean)
 
     def phase_settings(self, phase: str | None) -> dict:
-        """The TrainSettings overrides of one phase (an SSR phase, the temporal refinement, or a style's
+        """The TrainSettings overrides of one phase (an SSR phase, a T2I or temporal refinement, or a style's
         name in the style stage) over the stage's own; {} for None or a phase without any."""
         if phase in self.per_style:
             return self.per_style[phase]
@@ -176,18 +176,18 @@ class RunConfig:
 
     def phases(self, stage: str) -> tuple[str | None, ...]:
         """The phases ``stage`` trains in order (None: the stage's own settings): the SSR's image and video
-        phases; the temporal stage, then its ``refine`` phase when the config has one; one per style."""
+        phases; the T2I or temporal stage, then its ``refine`` phase when the config has one; one per style."""
         if stage == "ssr":
             return ("image", "video")
-        if stage == "temporal" and self.stage("temporal").refine:
+        if stage in ("t2i", "temporal") and self.stage(stage).refine:
             return (None, "refine")
         if stage == "style" and self.stage("style").styles:
             return self.stage("style").styles
         return (None,)
 
     def settings(self, stage: str, phase: str | None = None, time_scale: float = 1.0, **overrides) -> TrainSettings:
-        """TrainSettings of ``stage`` (its ``phase``: the SSR stage's "image" / "video", the temporal stage's
-        "refine", a style's name): the dataclass defaults, then ``train``, the stage, the phase, then
+        """TrainSettings of ``stage`` (its ``phase``: the SSR stage's "image" / "video", the T2I or temporal
+        stage's "refine", a style's name): the dataclass defaults, then ``train``, the stage, the phase, then
         ``overrides`` that are not None;
         a ``time_budget`` is multiplied by ``time_scale`` (``scale_to_budget``)."""
         section = self.stage(stage)

@@ -751,7 +751,14 @@ def _image_validation(ws: Workspace, module: T2IModule) -> Validation:
 def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     """Train the T2I U-Net (and text encoder) from scratch; a pretrained T2I (``model.t2i.pretrained``)
     is skipped with a log line (the video stages inflate it as published) unless the config opts in
-    with ``stages.t2i.finetune_pretrained``."""
+    with ``stages.t2i.finetune_pretrained``.
+
+    With ``stages.t2i.refine`` a second phase follows in the same run: the first phase's EMA U-Net trained
+    further with that section's settings (a fresh optimizer, schedule and EMA; checkpoints in ``t2i/refine``)
+    and the text encoder frozen, so that the prompt states the video stages learn on are the first phase's.
+    Why: a T2I continued this way with a fresh schedule learns the world's shapes that one schedule of the
+    same length does not reach (``docs/research/lumiere-tiny.md``). The result is the first phase's, with
+    the second's under "refine"."""
     settings = ws.settings("t2i", **overrides)
     pretrained = bool(ws.model.t2i.pretrained)
     if pretrained and not ws.config.stage("t2i").finetune_pretrained:
@@ -768,6 +775,14 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     _memory_settings(settings, unet)
     result = train(module, list(module.parameters()), _loader(data, settings),
                    settings, ws.root / "t2i", resume, "t2i", validation=_image_validation(ws, module))
+    if "refine" in ws.config.phases("t2i"):  # train() leaves the first phase's EMA weights in the U-Net
+        refine = ws.settings("t2i", "refine", **overrides)
+        module = T2IModule(unet, text_encoder, ws.objective(refine), train_text_encoder=False, vae=ws.vae(),
+                           render=device_renderer(data))
+        _memory_settings(refine, unet)
+        result["refine"] = train(module, [p for p in module.parameters() if p.requires_grad],
+                                 _loader(data, refine), refine, ws.root / "t2i" / "refine", resume, "t2i-refine",
+                                 validation=_image_validation(ws, module))
     final = ws.root / "t2i" / "final"
     ws.on_main_process(lambda: (unet.save_pretrained(str(final / "unet"), safe_serialization=True),
                                 text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")))
