@@ -770,17 +770,18 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
     _, height, width = ws.model.base_resolution
     data = image_dataset(ws.config, height, width, on_device=True)
-    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=ws.vae(),
+    vae = ws.vae()  # read once: the refine phase encodes with the same frozen VAE
+    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=vae,
                        render=device_renderer(data))
     _memory_settings(settings, unet)
     result = train(module, list(module.parameters()), _loader(data, settings),
                    settings, ws.root / "t2i", resume, "t2i", validation=_image_validation(ws, module))
     if "refine" in ws.config.phases("t2i"):  # train() leaves the first phase's EMA weights in the U-Net
         refine = ws.settings("t2i", "refine", **overrides)
-        module = T2IModule(unet, text_encoder, ws.objective(refine), train_text_encoder=False, vae=ws.vae(),
+        module = T2IModule(unet, text_encoder, ws.objective(refine), train_text_encoder=False, vae=vae,
                            render=device_renderer(data))
         _memory_settings(refine, unet)
-        result["refine"] = train(module, [p for p in module.parameters() if p.requires_grad],
+        result["refine"] = train(module, list(unet.parameters()),
                                  _loader(data, refine), refine, ws.root / "t2i" / "refine", resume, "t2i-refine",
                                  validation=_image_validation(ws, module))
     final = ws.root / "t2i" / "final"
