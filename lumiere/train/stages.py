@@ -770,20 +770,22 @@ def run_t2i(ws: Workspace, resume: bool, **overrides) -> dict:
     unet = build_t2i_unet(ws.model.t2i, text_encoder.hidden_size)
     _, height, width = ws.model.base_resolution
     data = image_dataset(ws.config, height, width, on_device=True)
-    vae = ws.vae()  # read once: the refine phase encodes with the same frozen VAE
-    module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=not pretrained, vae=vae,
-                       render=device_renderer(data))
-    _memory_settings(settings, unet)
-    result = train(module, list(module.parameters()), _loader(data, settings),
-                   settings, ws.root / "t2i", resume, "t2i", validation=_image_validation(ws, module))
+    vae, render = ws.vae(), device_renderer(data)  # both phases encode and render with the same ones
+
+    def phase(settings: TrainSettings, train_text_encoder: bool, directory: Path, description: str,
+              parameters: list | None = None) -> dict:
+        """One phase over the shared U-Net; ``parameters``: what it trains (None: the whole module's)."""
+        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=train_text_encoder,
+                           vae=vae, render=render)
+        _memory_settings(settings, unet)
+        return train(module, list(module.parameters()) if parameters is None else parameters,
+                     _loader(data, settings), settings, directory, resume, description,
+                     validation=_image_validation(ws, module))
+
+    result = phase(settings, not pretrained, ws.root / "t2i", "t2i")
     if "refine" in ws.config.phases("t2i"):  # train() leaves the first phase's EMA weights in the U-Net
-        refine = ws.settings("t2i", "refine", **overrides)
-        module = T2IModule(unet, text_encoder, ws.objective(refine), train_text_encoder=False, vae=vae,
-                           render=device_renderer(data))
-        _memory_settings(refine, unet)
-        result["refine"] = train(module, list(unet.parameters()),
-                                 _loader(data, refine), refine, ws.root / "t2i" / "refine", resume, "t2i-refine",
-                                 validation=_image_validation(ws, module))
+        result["refine"] = phase(ws.settings("t2i", "refine", **overrides), False, ws.root / "t2i" / "refine",
+                                 "t2i-refine", list(unet.parameters()))
     final = ws.root / "t2i" / "final"
     ws.on_main_process(lambda: (unet.save_pretrained(str(final / "unet"), safe_serialization=True),
                                 text_encoder.save_pretrained(final / "text_encoder", final / "tokenizer")))
