@@ -4,6 +4,13 @@
 #
 #   bash scripts/train_on_gpu.sh OUT_DIR [BUDGET_SECONDS]   # one GPU; default budget 480 s of training
 #   bash scripts/train_on_gpu.sh --smoke OUT_DIR            # the same path on the CPU in about a minute
+#   bash scripts/train_on_gpu.sh --refine OUT_DIR [BUDGET]  # or: train the bundled model further
+#
+# --refine (configs/gpu-refine.json) continues assets/lumiere-tiny's base (temporal layers) and conditional
+# model instead of starting from scratch: two processes at once on the one GPU, each for the whole budget
+# (a step of this small model is bound by launching kernels, not by the GPU), then the bundle with both
+# replaced is packed and evaluated. While they train, each packs its own pipeline into OUT_DIR/temporal and
+# OUT_DIR/conditional (a run cut off still returns them); they are removed once model.tar is written.
 #
 # OUT_DIR receives at most 5 files, each well under 16 MiB: model.tar (the fp16 pipeline; repacked about
 # every minute, so a run cut off still leaves its latest model), train_stages.json (per stage: steps,
@@ -12,8 +19,12 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 smoke=0
-if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
-out=${1:?usage: bash scripts/train_on_gpu.sh [--smoke] OUT_DIR [BUDGET_SECONDS]}
+refine=0
+while [ "${1:-}" = "--smoke" ] || [ "${1:-}" = "--refine" ]; do
+  if [ "$1" = "--smoke" ]; then smoke=1; else refine=1; fi
+  shift
+done
+out=${1:?usage: bash scripts/train_on_gpu.sh [--smoke] [--refine] OUT_DIR [BUDGET_SECONDS]}
 budget=${2:-$([ "$smoke" = 1 ] && echo 30 || echo 480)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -44,8 +55,35 @@ else
   eval_args=()
 fi
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu', torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/train.log"
-"$python" -m lumiere train --stage all --config configs/gpu.json --output-dir "$run" --pack "$out" "${train_args[@]}" 2>&1 \
-  | tr '\r' '\n' | grep -v -E '^\s*$' >> "$out/train.log" || { tail -n 30 "$out/train.log" >&2; exit 1; }
+if [ "$refine" = 0 ]; then
+  "$python" -m lumiere train --stage all --config configs/gpu.json --output-dir "$run" --pack "$out" "${train_args[@]}" 2>&1 \
+    | tr '\r' '\n' | grep -v -E '^\s*$' >> "$out/train.log" || { tail -n 30 "$out/train.log" >&2; exit 1; }
+else
+  bundle=assets/lumiere-tiny
+  pids=()
+  for stage in temporal conditional; do
+    # Each process packs a loadable pipeline of its own: seeded with the bundle's base and text encoder.
+    mkdir -p "$run/$stage/pipeline"
+    cp -r "$bundle/base" "$bundle/text_encoder" "$bundle/tokenizer" "$run/$stage/pipeline/"
+    "$python" -m lumiere train --stage "$stage" --config configs/gpu-refine.json --output-dir "$run/$stage" \
+      --pack "$out/$stage" "${train_args[@]}" > "$run/$stage.log" 2>&1 &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  for stage in temporal conditional; do
+    { echo "== $stage"; tr '\r' '\n' < "$run/$stage.log" | grep -v -E '^\s*$'; } >> "$out/train.log"
+  done
+  [ "$failed" = 0 ] || { tail -n 30 "$out/train.log" >&2; exit 1; }
+  # The bundle with the two trained parts (each process's fp16 export) in place of its own.
+  "$python" -c "import sys; from lumiere.build import load_config; from lumiere.train.stages import continue_pipeline
+continue_pipeline(sys.argv[1], {'base': sys.argv[2] + '/temporal/export/base', 'conditional': sys.argv[2] + '/conditional/export/conditional'},
+                  sys.argv[2] + '/export', load_config('configs/gpu-refine.json'))" "$bundle" "$run"
+  "$python" -c "import json, sys; print(json.dumps({s: json.load(open(f'{sys.argv[1]}/{s}/train_stages.json')) for s in ('temporal', 'conditional')}, indent=2))" \
+    "$out" > "$run/train_stages.json"
+  "$python" -c "import sys; from lumiere.train.pack import pack_directory; pack_directory(sys.argv[1], sys.argv[2])" "$run/export" "$out"
+  rm -rf "$out/temporal" "$out/conditional" && mv "$run/train_stages.json" "$out/"
+fi
 tail -n 12 "$out/train.log"
 # The evaluation of the exported pipeline (its time is capped by EVAL_TIMEOUT, seconds: the pack is already there).
 timeout "${EVAL_TIMEOUT:-1800}" "$python" -m lumiere eval --model "$run/export" --out "$out/eval.json" "${eval_args[@]}" \

@@ -27,10 +27,9 @@ ABSENT_ON_THE_GPU_IMAGE = ("gradio", "moviepy", "imageio_ffmpeg")
 SMOKE_BUDGET = 12  # seconds of training over all stages (the script's own smoke default is 30)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """``bash scripts/train_on_gpu.sh --smoke OUT`` with the GPU image's missing packages made unimportable."""
-    root = tmp_path_factory.mktemp("gpu_smoke")
+def _smoke(root: Path, *flags: str) -> None:
+    """``bash scripts/train_on_gpu.sh --smoke [flags] root/out`` with the GPU image's missing packages made
+    unimportable."""
     blocker = root / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -43,12 +42,25 @@ def smoke_run(tmp_path_factory):
         "sys.meta_path.insert(0, _Absent())\n")
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}", "LUMIERE_RUN_DIR": str(root / "run"),
            "PYTHON": sys.executable, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    started = time.perf_counter()
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "train_on_gpu.sh"), "--smoke", str(root / "out"),
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "train_on_gpu.sh"), "--smoke", *flags, str(root / "out"),
                              str(SMOKE_BUDGET)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_smoke")
+    started = time.perf_counter()
+    _smoke(root)
     return root, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def refine_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_refine_smoke")
+    _smoke(root, "--refine")
+    return root
 
 
 @pytest.mark.slow  # ~1 min: run before any GPU call (docs/training.md)
@@ -258,3 +270,35 @@ def test_ssr_windows_render_only_their_frames_with_the_same_pixels():
             for key in ("video", "lowres_video"):
                 assert torch.equal(fast[key], whole[key]), (epoch, index, key)
     assert crops[0]["video"].shape == (3, 3, 16, 16) and crops[0]["lowres_video"].shape == (3, 3, 8, 8)
+
+
+@pytest.mark.slow  # ~2 min: run before any GPU call (docs/training.md)
+def test_refine_mode_continues_the_bundle_base_and_conditional_and_keeps_the_rest(refine_run, tmp_path):
+    """--refine: both processes train, the hand-back holds one pack (their partial packs removed) and a
+    log of both; the pack is the bundle with a new base and conditional model, every other file the
+    bundle's, recording the refine config and what it continued."""
+    from lumiere import LumierePipeline
+    from lumiere.train.stages import training_record
+
+    out = refine_run / "out"
+    assert check_output_folder(out) == []
+    assert {p.name for p in out.iterdir()} == {"model.tar", "train_stages.json", "train.log", "eval.json", "eval.log"}
+    stages = json.loads((out / "train_stages.json").read_text())
+    for stage in ("temporal", "conditional"):
+        assert stages[stage]["stages"][stage]["result"]["step"] >= 1
+    model = unpack(out / "model.tar", tmp_path / "model")
+    bundle = ROOT / "assets" / "lumiere-tiny"
+    pipe = LumierePipeline.from_pretrained(model, device="cpu")
+    released = LumierePipeline.from_pretrained(bundle, device="cpu")
+    for part, changed in (("base", True), ("conditional", True), ("ssr", False), ("text_encoder", False)):
+        ours, theirs = pipe.get_component(part).state_dict(), released.get_component(part).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours) != changed, part
+    styles = sorted(path.relative_to(bundle) for path in (bundle / "styles").rglob("*") if path.is_file())
+    assert styles == sorted(path.relative_to(model) for path in (model / "styles").rglob("*") if path.is_file())
+    assert all((model / path).read_bytes() == (bundle / path).read_bytes() for path in styles)
+    record = training_record(json.loads((ROOT / "configs" / "gpu-refine.json").read_text()))
+    assert pipe.training["config_sha256"] == record["config_sha256"]
+    assert pipe.training["continued_from"] == released.training
+    video = pipe.text_to_video("a red circle moving left", seed=0, num_inference_steps=2, super_resolve=False)
+    assert video.shape == (16, 32, 32, 3)

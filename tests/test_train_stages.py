@@ -387,3 +387,33 @@ def test_no_styles_error_names_the_config_key_not_a_missing_flag(tmp_path, capsy
     assert main(["train", "--stage", "style", "--config", str(tmp_path / "config.json")]) == 2
     err = capsys.readouterr().err
     assert "stages.style.styles" in err and "--styles" not in err
+
+
+def test_continue_pipeline_replaces_the_named_models_and_keeps_the_rest(tiny_pipeline_dir, tmp_path):
+    """The GPU refine's last step: a saved pipeline with its base swapped for a continued one; the other
+    models, the styles and the inference config are the start's, and the record names both recipes."""
+    from lumiere import LumierePipeline
+    from lumiere.errors import InputError
+    from lumiere.train.stages import continue_pipeline, training_record
+    from tests.conftest import make_tiny_pipeline
+
+    continued_base = make_tiny_pipeline(seed=1).base
+    continued_base.save_pretrained(tmp_path / "base")
+    recipe = {"stages": {"temporal": {"lr": 0.001}}}
+    out = continue_pipeline(tiny_pipeline_dir, {"base": tmp_path / "base"}, tmp_path / "out", recipe,
+                            dtype=torch.float32)
+    start = LumierePipeline.from_pretrained(tiny_pipeline_dir, device="cpu")
+    pipe = LumierePipeline.from_pretrained(out, device="cpu")
+
+    def same(a, b) -> bool:
+        a, b = a.state_dict(), b.state_dict()
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(pipe.base, continued_base) and not same(pipe.base, start.base)
+    for name in set(start.component_names) - {"base"}:
+        assert same(pipe.get_component(name), start.get_component(name)), name
+    assert pipe.styles == start.styles and pipe.config == start.config
+    assert pipe.training["config_sha256"] == training_record(recipe)["config_sha256"]
+    assert pipe.training["continued_from"] == start.training
+    with pytest.raises(InputError, match="no vae to replace"):
+        continue_pipeline(tiny_pipeline_dir, {"vae": tmp_path / "base"}, tmp_path / "bad", recipe)

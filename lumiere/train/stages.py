@@ -1004,6 +1004,39 @@ def run_stage(stage: str, config: dict, output_dir: str | Path | None = None, re
     return RUNNERS[stage](ws, resume, **overrides)
 
 
+def continue_pipeline(start: str | Path, parts: dict[str, str | Path], destination: str | Path, config: RunConfig | dict,
+                      dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``start`` (a saved pipeline, e.g. the bundle) to ``destination`` with the STUNets in ``parts``
+    (component name -> a saved STUNet folder: what runs continuing its base or conditional model wrote) in
+    place of its own; everything else (text encoder, the other models, styles, inference config, noise
+    schedule) is ``start``'s. Its "training" record names ``config`` (the recipe that continued it) and keeps
+    ``start``'s own record under "continued_from": a continued model's recipe is both.
+
+    Raises:
+        InputError: a name in ``parts`` that is not one of ``start``'s STUNets.
+    """
+    from ..pipeline import LumierePipeline
+
+    pipe = LumierePipeline.from_pretrained(start, device="cpu", dtype=torch.float32)
+    models = {name: pipe.get_component(name) for name in ("base", "conditional", "ssr") if pipe.has_component(name)}
+    unknown = sorted(set(parts) - set(models))
+    if unknown:
+        raise InputError(f"{start} has no {', '.join(unknown)} to replace (its models: {', '.join(models)})")
+    models.update({name: STUNet.from_pretrained(Path(folder)) for name, folder in parts.items()})
+    training = {**training_record(config), "continued_from": pipe.training}
+    continued = LumierePipeline(text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                vae=pipe.vae if pipe.is_latent else None, **models, config=pipe.config,
+                                scheduler_config=pipe.scheduler_config,
+                                styles={name: pipe.style_state(name) for name in pipe.styles},
+                                device="cpu", dtype=torch.float32, training=training)
+    destination = Path(destination)
+    shutil.rmtree(destination, ignore_errors=True)
+    continued.save_pretrained(destination, dtype=dtype)
+    if (Path(start) / "README.md").is_file():
+        shutil.copy(Path(start) / "README.md", destination / "README.md")
+    return destination
+
+
 def export_pipeline(output_dir: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16,
                     process=None) -> Path:
     """Copy the trained pipeline to ``destination`` with weights cast to ``dtype`` (fp16, the default, halves
