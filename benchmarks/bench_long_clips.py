@@ -36,6 +36,9 @@ SETTINGS = {
     # the model's clip spread over the long clip's span (its frames at every ~multiple-th index), the frames
     # between filled by the conditional model holding them (``keyframes_to_video``): slow motion
     "clip spread, keyframes between": "spread",
+    # one pass over the long clip plus one temporal factor of frames at each end, those then dropped: the
+    # model's own clip jumps most in its first and last frames
+    "one pass, ends trimmed": "trim",
 }
 
 
@@ -124,6 +127,10 @@ def main() -> None:
                 start = time.process_time()
                 if SETTINGS[name] == "spread":
                     video = spread(pipe, prompt, seed, frames, args.steps)
+                elif SETTINGS[name] == "trim":
+                    margin = pipe.temporal_downsampling_factor
+                    video = pipe.text_to_video(prompt, seed=seed, num_frames=frames + 2 * margin, super_resolve=False,
+                                               num_inference_steps=args.steps)[margin:-margin]
                 else:
                     video = pipe.text_to_video(prompt, seed=seed, num_frames=frames, super_resolve=False,
                                                num_inference_steps=args.steps)
