@@ -9,6 +9,7 @@ training code calls :func:`process_state` before anything else, and the loop cal
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -50,6 +51,10 @@ def process_state() -> PartialState:
                              "--num_processes N -m lumiere train ...` (the processes then train on the CPU)")
         cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
         PartialState(cpu=cpu)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Released before the interpreter's teardown: a gloo group left to it can abort the process
+            # ("terminate called without an active exception") after all its work is done.
+            atexit.register(_release_group)
     state = PartialState()
     expected = launched_world_size()
     if expected is not None and state.num_processes != expected:
@@ -57,6 +62,11 @@ def process_state() -> PartialState:
                          f"{state.num_processes}: the process group did not form (check MASTER_ADDR / MASTER_PORT and "
                          f"that every rank runs the same command)")
     return state
+
+
+def _release_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def parameter_checksum(module: torch.nn.Module) -> torch.Tensor:
