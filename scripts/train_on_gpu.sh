@@ -75,13 +75,20 @@ else
     { echo "== $stage"; tr '\r' '\n' < "$run/$stage.log" | grep -v -E '^\s*$'; } >> "$out/train.log"
   done
   [ "$failed" = 0 ] || { tail -n 30 "$out/train.log" >&2; exit 1; }
-  # The bundle with the two trained parts (each process's fp16 export) in place of its own.
-  "$python" -c "import sys; from lumiere.build import load_config; from lumiere.train.stages import continue_pipeline
-continue_pipeline(sys.argv[1], {'base': sys.argv[2] + '/temporal/export/base', 'conditional': sys.argv[2] + '/conditional/export/conditional'},
-                  sys.argv[2] + '/export', load_config('configs/gpu-refine.json'))" "$bundle" "$run"
-  "$python" -c "import json, sys; print(json.dumps({s: json.load(open(f'{sys.argv[1]}/{s}/train_stages.json')) for s in ('temporal', 'conditional')}, indent=2))" \
-    "$out" > "$run/train_stages.json"
-  "$python" -c "import sys; from lumiere.train.pack import pack_directory; pack_directory(sys.argv[1], sys.argv[2])" "$run/export" "$out"
+  # The bundle with the two trained parts (each process's fp16 export) in place of its own, packed, and the two
+  # processes' stage logs as one.
+  "$python" - "$bundle" "$run" "$out" <<'PY'
+import json, sys
+from lumiere.build import load_config
+from lumiere.train.pack import pack_directory
+from lumiere.train.stages import continue_pipeline
+bundle, run, out = sys.argv[1:]
+continue_pipeline(bundle, {"base": f"{run}/temporal/export/base", "conditional": f"{run}/conditional/export/conditional"},
+                  f"{run}/export", load_config("configs/gpu-refine.json"))
+pack_directory(f"{run}/export", out)
+stages = {stage: json.load(open(f"{out}/{stage}/train_stages.json")) for stage in ("temporal", "conditional")}
+open(f"{run}/train_stages.json", "w").write(json.dumps(stages, indent=2))
+PY
   rm -rf "$out/temporal" "$out/conditional" && mv "$run/train_stages.json" "$out/"
 fi
 tail -n 12 "$out/train.log"

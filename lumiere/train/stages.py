@@ -1018,11 +1018,13 @@ def continue_pipeline(start: str | Path, parts: dict[str, str | Path], destinati
     from ..pipeline import LumierePipeline
 
     pipe = LumierePipeline.from_pretrained(start, device="cpu", dtype=torch.float32)
-    models = {name: pipe.get_component(name) for name in ("base", "conditional", "ssr") if pipe.has_component(name)}
-    unknown = sorted(set(parts) - set(models))
+    names = [name for name in ("base", "conditional", "ssr") if pipe.has_component(name)]
+    unknown = sorted(set(parts) - set(names))
     if unknown:
-        raise InputError(f"{start} has no {', '.join(unknown)} to replace (its models: {', '.join(models)})")
-    models.update({name: STUNet.from_pretrained(Path(folder)) for name, folder in parts.items()})
+        raise InputError(f"{start} has no {', '.join(unknown)} to replace (its models: {', '.join(names)})")
+    # Only the models kept are read from ``start``: the replaced ones come from ``parts`` alone.
+    models = {name: STUNet.from_pretrained(Path(parts[name])) if name in parts else pipe.get_component(name)
+              for name in names}
     training = {**training_record(config), "continued_from": pipe.training}
     continued = LumierePipeline(text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                                 vae=pipe.vae if pipe.is_latent else None, **models, config=pipe.config,
