@@ -149,6 +149,25 @@ def test_element_weights_scale_each_squared_error(weighting):
     assert torch.allclose(objective.loss(off_rest, target, t, weights=1 + 3 * known), objective.loss(off_rest, target, t))
 
 
+def test_the_temporal_difference_term_penalises_uneven_errors_only():
+    """``temporal_difference_weight``: an error that is the same in every frame costs what plain MSE says;
+    one that jumps between frames costs lambda x its mean squared jump more; images and a weight of 0 are
+    the plain loss; a negative weight is refused."""
+    plain = DiffusionObjective(DEFAULT_SCHEDULER)
+    weighted = DiffusionObjective(DEFAULT_SCHEDULER, temporal_difference_weight=2.0)
+    t = torch.tensor([10, 990])
+    target = torch.randn(2, 3, 6, 4, 4)
+    even = target + 0.5  # the same error in every frame
+    assert torch.allclose(weighted.loss(even, target, t), plain.loss(even, target, t))
+    jumpy = target.clone()
+    jumpy[:, :, 3:] += 1.0  # one jump of 1 between frames 2 and 3: 1 of the 5 frame steps
+    assert torch.allclose(weighted.loss(jumpy, target, t), plain.loss(jumpy, target, t) + 2.0 / 5)
+    images = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(weighted.loss(images + 1, images, t), plain.loss(images + 1, images, t))
+    with pytest.raises(ValueError, match="temporal_difference_weight"):
+        DiffusionObjective(DEFAULT_SCHEDULER, temporal_difference_weight=-1.0)
+
+
 def test_a_learned_variance_output_without_x0_is_an_error():
     objective = DiffusionObjective(IF_LIKE)
     clean, noisy, t, target = _batch(objective, [10])

@@ -62,6 +62,7 @@ class TrainSettings:
     loss_weighting: str = "none"        # or "min_snr": Min-SNR-gamma weighting (Hang et al., 2023)
     min_snr_gamma: float = 5.0
     terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
+    temporal_difference_weight: float = 0.0  # > 0: also fit the frame-to-frame differences (DiffusionObjective)
     caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1 more forward
     text_embedding_cache: str | None = None  # a directory: frozen text states cached there (train section only)

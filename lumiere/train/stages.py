@@ -58,6 +58,14 @@ class DiffusionObjective(nn.Module):
     layout and the motion from the text, and that is where sampling starts. Uniform draws spend
     ~1% of the training there, and Min-SNR weighting (v-prediction) gives those draws ~0 weight.
 
+    ``temporal_difference_weight`` (lambda) adds lambda x the mean squared error of the prediction's
+    frame-to-frame differences, (e_{f+1} - e_f)^2 with e = prediction - target, for a video batch
+    (B, C, F, H, W). Why: a plain MSE spends almost all of its gradient on what each frame shows; how
+    evenly the object advances from frame to frame is a small share of the error's energy. A model whose
+    frames agree one by one can still move its object in bursts (the temporal down-sampling groups frames
+    by the factor N, and the up-sampling's conv must learn to spread them out again); this term weights
+    that temporal high-frequency part of the error directly. Images (4-D) are unaffected.
+
     ``noise_prior`` (``options.NoisePrior``) correlates a video's noise across frames; it is drawn by
     ``sampling.initial_noise``, the function sampling draws with, so both see the same prior.
 
@@ -79,8 +87,12 @@ class DiffusionObjective(nn.Module):
 
     def __init__(self, scheduler_config: dict, caption_dropout: float = 0.1, timestep_sampling: str = "uniform",
                  loss_weighting: str = "none", min_snr_gamma: float = 5.0, terminal_fraction: float = 0.0,
-                 noise_prior: NoisePrior | None = None, logit_normal: tuple[float, float] = (0.0, 1.0)):
+                 noise_prior: NoisePrior | None = None, logit_normal: tuple[float, float] = (0.0, 1.0),
+                 temporal_difference_weight: float = 0.0):
         super().__init__()
+        if not float(temporal_difference_weight) >= 0.0:
+            raise ValueError(f"temporal_difference_weight must be >= 0, got {temporal_difference_weight}")
+        self.temporal_difference_weight = float(temporal_difference_weight)
         self.noise_prior = noise_prior or NoisePrior()
         if not 0.0 <= terminal_fraction <= 1.0:
             raise ValueError(f"terminal_fraction must be in [0, 1], got {terminal_fraction}")
@@ -153,13 +165,18 @@ class DiffusionObjective(nn.Module):
         Raises:
             ValueError: a learned-variance output without ``clean`` / ``noisy``.
         """
-        if weights is None and self.loss_weighting == "none":
+        differences = self.temporal_difference_weight > 0 and target.ndim == 5 and target.shape[2] > 1
+        if weights is None and self.loss_weighting == "none" and not differences:
             loss = _mse(prediction, target)
         else:
-            squared = (prediction[:, : target.shape[1]].float() - target.float()).pow(2)
+            error = prediction[:, : target.shape[1]].float() - target.float()
+            squared = error.pow(2)
             if weights is not None:
                 squared = squared * weights.float()
             per_sample = squared.flatten(1).mean(1)
+            if differences:
+                steps = (error[:, :, 1:] - error[:, :, :-1]).pow(2)
+                per_sample = per_sample + self.temporal_difference_weight * steps.flatten(1).mean(1)
             if self.loss_weighting != "none":
                 alphas = self.schedule.alphas_cumprod.to(timesteps.device)[timesteps].float()
                 snr = alphas / (1 - alphas)
@@ -583,6 +600,7 @@ class Workspace:
                                          "loss_weighting": settings.loss_weighting,
                                          "min_snr_gamma": settings.min_snr_gamma,
                                          "terminal_fraction": settings.terminal_fraction,
+                                         "temporal_difference_weight": settings.temporal_difference_weight,
                                          "noise_prior": self.model.noise_prior}
         return DiffusionObjective(self.scheduler_config, settings.caption_dropout, **options)
 
