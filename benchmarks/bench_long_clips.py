@@ -10,7 +10,8 @@ guidance. Per clip: each of its ``multiple`` clip-long parts ("thirds" at 3x) is
 ``data.analysis.motion_direction`` against the prompt's motion; "seam peak" = the largest frame-to-frame
 mean |difference| over the mean one (1: no frame change stands out; a join of disagreeing windows
 raises it); "one object" = ``coherence_measures``: an object in every frame, one component in each.
-The reference row is the model's own clip (16 frames, one part per clip). Rows are appended to a JSON
+The reference row is the model's own clip (16 frames, one part per clip); for it the bench also prints the
+step profile (``profile_table``), where bursts of the temporal down-sampling factor show. Rows are appended to a JSON
 lines file as they finish (``--out``), so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ def measures(video: np.ndarray, motion: str, clip: int) -> dict:
     coherence = coherence_measures(video)
     return {"parts": len(parts), "as_prompted": sum(p == motion for p in parts), "motions": parts,
             "seam_peak": float(diffs.max() / max(diffs.mean(), 1e-8)), "peak_at": int(diffs.argmax()),
+            "step_profile": [round(float(d), 4) for d in diffs / max(diffs.mean(), 1e-8)],
             "one_object": bool(coherence["present_every_frame"] and coherence["one_component"])}
 
 
@@ -87,6 +89,23 @@ def table(rows: list[dict], names: list[str]) -> str:
         lines.append(f"| {name} | {len(r)} | {sum(row['as_prompted'] for row in r)} / {sum(row['parts'] for row in r)} | "
                      f"{np.mean(peaks):.2f} / {max(peaks):.2f} | {sum(p <= 1.3 for p in peaks)}/{len(r)} | "
                      f"{sum(row['one_object'] for row in r)}/{len(r)} | {np.mean([row['seconds'] for row in r]):.1f} |")
+    return "\n".join(lines)
+
+
+def profile_table(rows: list[dict], names: list[str]) -> str:
+    """Each setting's frame-to-frame change at every step, over its mean, averaged over the clips: a model
+    that advances its object in bursts of the temporal down-sampling factor shows a period there, one
+    that moves evenly a flat row of ~1. Rows recorded before this column existed are left out."""
+    lines = []
+    for name in names:
+        profiles = [row["step_profile"] for row in rows if row["setting"] == name and "step_profile" in row]
+        if not profiles or len({len(p) for p in profiles}) != 1:
+            continue
+        mean = np.mean(profiles, axis=0)
+        if not lines:
+            lines = ["| sampling | clips | " + " | ".join(str(i) for i in range(len(mean))) + " | std |",
+                     "|---|---|" + "---|" * (len(mean) + 1)]
+        lines.append(f"| {name} | {len(profiles)} | " + " | ".join(f"{v:.2f}" for v in mean) + f" | {mean.std():.3f} |")
     return "\n".join(lines)
 
 
@@ -143,6 +162,8 @@ def main() -> None:
     configure(defaults)
     rows = [row for row in done if row["steps"] == args.steps and row["frames"] in (clip, args.multiple * clip)]
     print(table(rows, args.settings))
+    print("\nframe-to-frame change by step, over the clip's mean (16-frame rows):")
+    print(profile_table([row for row in rows if row["frames"] == clip], args.settings))
 
 
 if __name__ == "__main__":
