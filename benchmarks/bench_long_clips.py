@@ -63,10 +63,11 @@ def measures(video: np.ndarray, motion: str, clip: int) -> dict:
 
     parts = [motion_direction(video[s:s + clip]) for s in range(0, len(video) - clip + 1, clip)]
     diffs = np.abs(np.diff(video.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))
+    profile = diffs / max(diffs.mean(), 1e-8)  # each step's change over the mean one; its max is the seam peak
     coherence = coherence_measures(video)
     return {"parts": len(parts), "as_prompted": sum(p == motion for p in parts), "motions": parts,
-            "seam_peak": float(diffs.max() / max(diffs.mean(), 1e-8)), "peak_at": int(diffs.argmax()),
-            "step_profile": [round(float(d), 4) for d in diffs / max(diffs.mean(), 1e-8)],
+            "seam_peak": float(profile.max()), "peak_at": int(profile.argmax()),
+            "step_profile": [round(float(d), 4) for d in profile],
             "one_object": bool(coherence["present_every_frame"] and coherence["one_component"])}
 
 
