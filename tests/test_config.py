@@ -76,6 +76,12 @@ def _unet() -> UNet2DConditionModel:
     (lambda c: c.update(output_dir=3), r"output_dir must be a string or null, got 3"),
     # the merged settings of every stage are checked when the config is read
     (lambda c: c["stages"]["style"].update(validation_every=5), r"validation_prompts is empty"),
+    # long training clips: the temporal stage only, on procedural clips rendered where the batch is
+    (lambda c: c["stages"]["temporal"].update(long_clip_share=0.5), r"needs data\.type 'procedural' with data\.render_on_device"),
+    (lambda c: (c["data"].update(render_on_device=True), c["train"].update(long_clip_share=0.5)),
+     r"read by the temporal stage only, but the t2i stage's settings have 0\.5"),
+    (lambda c: c["stages"]["temporal"].update(long_clip_share=1.5), r"long_clip_share must be in \[0, 1\]"),
+    (lambda c: c["stages"]["temporal"].update(long_clip_multiple=1), r"long_clip_multiple >= 2"),
 ])
 def test_bad_values_are_refused_at_parse_time_naming_the_key_and_its_place(edit, message):
     config = _tiny()

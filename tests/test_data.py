@@ -221,6 +221,26 @@ def test_procedural_video_dataset():
         data[10]
 
 
+def test_long_clips_are_the_same_motion_spread_over_more_frames():
+    """``long_frames``: each device-rendered item also carries its clip at that length, which starts and ends
+    where the model-length clip does (the world spreads one motion over the clip), with the same caption."""
+    data = ProceduralVideoDataset(num_frames=8, height=32, width=32, length=10, seed=3, render_on_device=True,
+                                  long_frames=24)
+    items = [data[i] for i in range(3)]
+    short = data.render_batch(torch.utils.data.default_collate(items))
+    long = data.render_batch(torch.utils.data.default_collate(items), long=True)
+    assert short["video"].shape == (3, 3, 8, 32, 32) and long["video"].shape == (3, 3, 24, 32, 32)
+    assert long["caption"] == short["caption"] and "world_long" not in long and "world" not in short
+    for frame, long_frame in ((0, 0), (7, 23)):
+        assert torch.equal(long["video"][:, :, long_frame], short["video"][:, :, frame])
+    assert not torch.equal(long["video"][:, :, 3], short["video"][:, :, 1])  # frames between: slower motion
+    plain = ProceduralVideoDataset(8, 32, 32, render_on_device=True)
+    with pytest.raises(ValueError, match="no long clips"):
+        plain.render_batch(torch.utils.data.default_collate([plain[0]]), long=True)
+    with pytest.raises(ValueError, match="needs render_on_device"):
+        ProceduralVideoDataset(8, 32, 32, long_frames=24)
+
+
 def test_style_dataset_and_image_dataset():
     styled = ProceduralVideoDataset(num_frames=4, height=16, width=16, length=3, style="watercolor")[0]
     assert styled["caption"].endswith("in watercolor style")

@@ -315,6 +315,33 @@ def test_temporal_refine_phase_trains_the_first_phase_further(trained_run, tmp_p
     assert result["step"] == 2 and result["refine"]["step"] == 3
 
 
+def test_long_clip_share_trains_that_share_of_steps_on_longer_clips(trained_run, tmp_path, monkeypatch):
+    """``long_clip_share``: the drawn share of the temporal stage's steps sees clips ``long_clip_multiple`` x the
+    model's clip, on 1/multiple of the batch (the same frames per step); the rest the model's clip, whole batch."""
+    import shutil
+
+    from lumiere.models.stunet import STUNet
+    from lumiere.train import run_stage
+
+    seen = []
+    forward = STUNet.forward
+
+    def recording(self, sample, *args, **kwargs):
+        seen.append(tuple(sample.shape[:3]))
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(STUNet, "forward", recording)
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "long")
+    config["data"]["render_on_device"] = True
+    config["stages"]["temporal"].update(steps=8, batch_size=3, long_clip_share=0.5, long_clip_multiple=3)
+    shutil.copytree(trained_run / "out", tmp_path / "long", ignore=shutil.ignore_patterns("temporal"))
+    assert run_stage("temporal", config)["step"] == 8
+    frames = MICRO_CONFIG["model"]["base_resolution"][0]
+    assert set(seen) == {(3, 3, frames), (1, 3, 3 * frames)}, seen
+    assert 2 <= seen.count((1, 3, 3 * frames)) <= 6  # about half of 8 steps
+
+
 def test_t2i_refine_phase_trains_the_unet_further_with_the_text_encoder_kept(tmp_path):
     """``stages.t2i.refine``: a second phase in the same run continues the first phase's U-Net (at lr 0 it
     is exactly the first phase's), keeps its own checkpoints, and leaves the text encoder as the first

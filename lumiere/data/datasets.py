@@ -76,24 +76,33 @@ class ProceduralVideoDataset(Dataset):
     ``render_on_device=True``: an item is the clip's parameters (``"world"``, small tensors) and its
     caption; ``render_batch`` turns a batch of them into the same ``video`` (``lowres_video``) on whatever
     device the batch is on (``render_torch``, equal to ``render_clip`` within its stated tolerance).
-    Why: rendering is the data cost; a GPU renders a whole batch in milliseconds.
+    Why: rendering is the data cost; a GPU renders a whole batch in milliseconds. ``long_frames`` (with
+    ``render_on_device``): items also carry the same clip's parameters at that many frames ("world_long": the
+    same motion spread over the longer clip), which ``render_batch(batch, long=True)`` renders instead.
     """
 
     def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
                  seed: int = 0, style: str | None = None, holdout: bool = True,
-                 return_lowres: tuple[int, int] | None = None, render_on_device: bool = False):
+                 return_lowres: tuple[int, int] | None = None, render_on_device: bool = False,
+                 long_frames: int | None = None):
         _check_style(style)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
+        if long_frames is not None and not (render_on_device and long_frames >= 1):
+            raise ValueError(f"long_frames needs render_on_device and >= 1 frame, got {long_frames}")
         self.num_frames, self.height, self.width = num_frames, height, width
         self.length, self.seed, self.style, self.holdout = length, seed, style, holdout
-        self.return_lowres, self.render_on_device = return_lowres, render_on_device
+        self.return_lowres, self.render_on_device, self.long_frames = return_lowres, render_on_device, long_frames
 
-    def render_batch(self, batch: dict) -> dict:
-        """A collated batch of ``render_on_device`` items with its pixels rendered: "world" -> "video"
-        (B, 3, T, H, W) and, with ``return_lowres``, "lowres_video"."""
+    def render_batch(self, batch: dict, long: bool = False) -> dict:
+        """A collated batch of ``render_on_device`` items with its pixels rendered: "world" ("world_long" if
+        ``long``) -> "video" (B, 3, T, H, W) and, with ``return_lowres``, "lowres_video"."""
         batch = dict(batch)
-        world = batch.pop("world")
+        world, long_world = batch.pop("world"), batch.pop("world_long", None)
+        if long:
+            if long_world is None:
+                raise ValueError("this dataset has no long clips: build it with long_frames")
+            world = long_world
         batch["video"] = _render_world(world, self.height, self.width, self.style)
         if self.return_lowres is not None:
             batch["lowres_video"] = _render_world(world, *self.return_lowres, self.style)
@@ -120,7 +129,10 @@ class ProceduralVideoDataset(Dataset):
         times = default_times(self.num_frames)
         times = times[frames] if frames is not None else times
         if self.render_on_device:
-            return {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
+            item = {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
+            if self.long_frames is not None:
+                item["world_long"] = _world_item(spec, default_times(self.long_frames))
+            return item
         item = {"video": video_to_tensor(render_clip(spec, len(times), self.height, self.width, self.style, times)),
                 "caption": _style_caption(text, self.style)}
         if self.return_lowres is not None:

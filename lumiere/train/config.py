@@ -240,7 +240,13 @@ class RunConfig:
                      output_dir=values.get("output_dir"))
         for stage in STAGES:  # every stage's merged settings, so a bad combination fails now, not stages later
             for phase in config.phases(stage):
-                config.settings(stage, phase)
+                settings = config.settings(stage, phase)
+                if settings.long_clip_share and stage != "temporal":
+                    raise InputError(f"long_clip_share is read by the temporal stage only, but the {stage} stage's "
+                                     f"settings have {settings.long_clip_share}: set it in stages.temporal")
+                if settings.long_clip_share and not (config.data.type == "procedural" and config.data.render_on_device):
+                    raise InputError("long_clip_share renders each clip again at its long length: it needs "
+                                     "data.type 'procedural' with data.render_on_device true")
         config.check_styles(config.stage("style").styles)
         return config
 

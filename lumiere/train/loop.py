@@ -63,6 +63,12 @@ class TrainSettings:
     min_snr_gamma: float = 5.0
     terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
     temporal_difference_weight: float = 0.0  # > 0: also fit the frame-to-frame differences (DiffusionObjective)
+    # The temporal stage on procedural data rendered on the device: this share of the steps trains on clips
+    # long_clip_multiple x the model's clip (the world spreads a clip's motion over any length: the same motion,
+    # slower), on 1/multiple of the batch, so a long clip sampled in one pass is not a length the model never saw
+    # (it would move at its clip's speed near the ends and stall between). 0: every step on the model's clip.
+    long_clip_share: float = 0.0
+    long_clip_multiple: int = 3
     caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1 more forward
     text_embedding_cache: str | None = None  # a directory: frozen text states cached there (train section only)
@@ -93,6 +99,9 @@ class TrainSettings:
                 raise InputError(f"{name} must be a number of seconds > 0 (or null: none), got {value!r}")
         if int(self.log_every) < 1:
             raise InputError(f"log_every must be >= 1, got {self.log_every}")
+        if not 0.0 <= float(self.long_clip_share) <= 1.0 or int(self.long_clip_multiple) < 2:
+            raise InputError(f"long_clip_share must be in [0, 1] and long_clip_multiple >= 2, got "
+                             f"{self.long_clip_share} and {self.long_clip_multiple}")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":

@@ -383,14 +383,16 @@ class VideoModule(nn.Module):
 
     def __init__(self, model: STUNet, text_encoder: TextEncoder, objective: DiffusionObjective,
                  kind: str = "temporal", ssr: SSROptions | None = None, vae=None,
-                 render: Callable[[dict], dict] | None = None, mask_probabilities: tuple[float, ...] = MASK_PROBABILITIES,
-                 known_weight: float = 1.0):
+                 render: Callable[..., dict] | None = None, mask_probabilities: tuple[float, ...] = MASK_PROBABILITIES,
+                 known_weight: float = 1.0, long_clips: tuple[float, int] | None = None):
         """``render(batch)``: the batch's pixels from the clip parameters the loader gave (a dataset's
         ``render_batch``, ``data.render_on_device``), on the device the batch is on. ``mask_probabilities``:
         the conditional model's draws of each mask kind (``masks.mask_probabilities``); ``known_weight``: its
         loss's weight on the known pixels (M = 1) against 1 on the rest. Why a weight: the known pixels are
         a small share of most draws (an I2V draw knows 1 frame of 16), so a plain mean spends little of the
-        gradient on learning to copy C."""
+        gradient on learning to copy C. ``long_clips`` = (share, multiple): that share of the steps (drawn from
+        the step's seed) renders the batch's long clips (``render(batch, long=True)``, multiple x the frames) and
+        trains on its first 1/multiple of the clips (at least one), so a step's frames stay about the same."""
         super().__init__()
         self.model, self.text_encoder, self.objective, self.kind = model, text_encoder.requires_grad_(False), objective, kind
         self.vae = _frozen(vae)
@@ -398,9 +400,17 @@ class VideoModule(nn.Module):
         self.render = render
         self.mask_probabilities = mask_probabilities
         self.known_weight = float(known_weight)
+        self.long_clips = long_clips
+        if long_clips is not None and render is None:
+            raise ValueError("long_clips needs a renderer of the batch's long clips (procedural data on the device)")
 
     def forward(self, batch):
-        batch = self.render(batch) if self.render is not None else batch
+        if self.long_clips is not None and float(torch.rand(())) < self.long_clips[0]:
+            batch = self.render(batch, long=True)
+            keep = max(1, len(batch["caption"]) // self.long_clips[1])
+            batch = {key: value[:keep] for key, value in batch.items()}
+        elif self.render is not None:
+            batch = self.render(batch)
         pixels = batch["video"]
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             # Seeded from the global generator, which the loop seeds per (step, rank): reproducible on resume.
@@ -490,18 +500,21 @@ class RandomCrop(_EpochWrapper):
 
 # ----------------------------------------------------------------------------- data
 def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
-                  lowres: tuple[int, int] | None = None, style: str | None = None, on_device: bool = False):
+                  lowres: tuple[int, int] | None = None, style: str | None = None, on_device: bool = False,
+                  long_frames: int | None = None):
     """The config's video data (procedural, real, folder or webdataset shards) at (num_frames, height, width);
     ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict.
     ``on_device`` (procedural data with ``data.render_on_device``): items carry the clips' parameters, and
-    the dataset's ``render_batch`` renders a batch of them where it is (``device_renderer``)."""
+    the dataset's ``render_batch`` renders a batch of them where it is (``device_renderer``); ``long_frames``
+    (only there: ``RunConfig.from_dict`` refuses ``long_clip_share`` elsewhere) adds each clip at that length."""
     config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     data = config.data
     if data.type == "procedural":
         from ..data.datasets import ProceduralVideoDataset
 
         return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
-                                      return_lowres=lowres, render_on_device=on_device and data.render_on_device)
+                                      return_lowres=lowres, render_on_device=on_device and data.render_on_device,
+                                      long_frames=long_frames)
     if data.type == "webdataset":
         from ..data.shards import ShardedVideoDataset
 
@@ -836,9 +849,11 @@ def _train_base(ws: Workspace, base: STUNet, text_encoder: TextEncoder, settings
                 resume: bool, description: str) -> dict:
     """One phase of the temporal stage: train ``base`` and write its EMA weights as the pipeline's base."""
     frames, height, width = ws.model.base_resolution
-    data = video_dataset(ws.config, frames, height, width, on_device=True)
+    long = (float(settings.long_clip_share), int(settings.long_clip_multiple)) if settings.long_clip_share else None
+    data = video_dataset(ws.config, frames, height, width, on_device=True,
+                         long_frames=frames * long[1] if long else None)
     module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal",
-                         vae=ws.vae(), render=device_renderer(data))
+                         vae=ws.vae(), render=device_renderer(data), long_clips=long)
     _memory_settings(settings, base)
     result = train(module, _video_parameters(base, settings), _loader(data, settings),
                    settings, directory, resume, description, validation=_video_validation(ws, module),
