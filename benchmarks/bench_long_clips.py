@@ -11,7 +11,8 @@ guidance. Per clip: each of its ``multiple`` clip-long parts ("thirds" at 3x) is
 mean |difference| over the mean one (1: no frame change stands out; a join of disagreeing windows
 raises it); "one object" = ``coherence_measures``: an object in every frame, one component in each.
 The reference rows are the model's own clip (16 frames, one part per clip) and the world's own render of each
-prompt at the long length (no model: what the measures give the training data); for the 16-frame rows the bench also prints the
+prompt at the long length (no model: what the measures give the training data; at the clip's pace, and with
+every motion spread); for the 16-frame rows the bench also prints the
 step profile (``profile_table``), where bursts of the temporal down-sampling factor show. Rows are appended to a JSON
 lines file as they finish (``--out``), so an interrupted run resumes where it stopped.
 """
@@ -41,9 +42,12 @@ SETTINGS = {
     # one pass over the long clip plus one temporal factor of frames at each end, those then dropped: the
     # model's own clip jumps most in its first and last frames
     "one pass, ends trimmed": "trim",
-    # no model: the procedural world's own render of the prompt at the long clip's length (its motion spread
-    # over the clip, as a training clip of that length is): what the measures give the data itself
+    # no model: the procedural world's own render of the prompt at the long clip's length and the clip's pace
+    # (``world.motion_time``: repeating motions go on, bounded ones are spread), as a long training clip
+    # (``long_clip_share``) is: what the measures give the data itself
     "world render (reference)": "world",
+    # the same with every motion spread over the long clip (the path of the model's clip, slower)
+    "world render, every motion spread (reference)": "world spread",
 }
 
 
@@ -149,10 +153,11 @@ def main() -> None:
                     continue
                 configure(SETTINGS[name])
                 start = time.process_time()
-                if SETTINGS[name] == "world":
+                if SETTINGS[name] in ("world", "world spread"):
                     from lumiere.data.world import render_clip, spec_from_prompt
 
-                    video = render_clip(spec_from_prompt(prompt, seed), frames, *pipe.base_resolution[1:])
+                    span = (frames - 1) / (clip - 1) if SETTINGS[name] == "world" else 1.0
+                    video = render_clip(spec_from_prompt(prompt, seed), frames, *pipe.base_resolution[1:], span=span)
                 elif SETTINGS[name] == "spread":
                     video = spread(pipe, prompt, seed, frames, args.steps)
                 elif SETTINGS[name] == "trim":

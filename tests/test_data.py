@@ -221,19 +221,40 @@ def test_procedural_video_dataset():
         data[10]
 
 
-def test_long_clips_are_the_same_motion_spread_over_more_frames():
-    """``long_frames``: each device-rendered item also carries its clip at that length, which starts and ends
-    where the model-length clip does (the world spreads one motion over the clip), with the same caption."""
+def test_long_clips_go_on_at_the_clips_pace_where_the_frame_allows():
+    """A clip 3 clips long at the clip's pace (span 3): a repeating motion goes on (its first clip-length is the
+    model's clip, and every clip-length of it shows the motion); one the frame bounds is spread over it (it
+    starts and ends where the clip does, moving the same way, slower)."""
+    bounce = ClipSpec((ObjectSpec("red", "circle", "bouncing"),), "black", 5)
+    left = ClipSpec((ObjectSpec("red", "circle", "moving left"),), "black", 5)
+    clip, long = render_clip(bounce, 16), render_clip(bounce, 46, span=3.0)
+    assert np.abs(long[:16].astype(int) - clip).max() <= 1  # the same instants, up to float rounding
+    assert [analysis.motion_direction(long[k:k + 16]) for k in (0, 15, 30)] == ["bouncing"] * 3
+    assert analysis.motion_direction(render_clip(bounce, 46)[:16]) != "bouncing"  # span 1: a slow half-bounce
+    clip, long = render_clip(left, 16), render_clip(left, 46, span=3.0)
+    assert np.array_equal(long[0], clip[0]) and np.array_equal(long[-1], clip[-1])
+    assert analysis.motion_direction(long) == "moving left" and not np.array_equal(long[15], clip[15])
+    with pytest.raises(ValueError, match="span"):
+        render_clip(left, 16, span=0.0)
+
+
+def test_long_clip_items_carry_the_clip_at_its_pace():
+    """``long_frames``: each device-rendered item also carries its clip at that length at the clip's pace
+    (``clip_parameters`` with span (long - 1) / (clip - 1)), with the same caption."""
+    from lumiere.data.render_torch import clip_parameters
+
     data = ProceduralVideoDataset(num_frames=8, height=32, width=32, length=10, seed=3, render_on_device=True,
-                                  long_frames=24)
+                                  long_frames=22)
     items = [data[i] for i in range(3)]
+    for i, item in enumerate(items):
+        expected = clip_parameters(data.spec_and_caption(i)[0], np.linspace(0, 1, 22), span=3.0)
+        for key in ("x", "y", "radius", "angle"):
+            assert np.allclose(item["world_long"][key].numpy(), expected[key])
     short = data.render_batch(torch.utils.data.default_collate(items))
     long = data.render_batch(torch.utils.data.default_collate(items), long=True)
-    assert short["video"].shape == (3, 3, 8, 32, 32) and long["video"].shape == (3, 3, 24, 32, 32)
+    assert short["video"].shape == (3, 3, 8, 32, 32) and long["video"].shape == (3, 3, 22, 32, 32)
     assert long["caption"] == short["caption"] and "world_long" not in long and "world" not in short
-    for frame, long_frame in ((0, 0), (7, 23)):
-        assert torch.equal(long["video"][:, :, long_frame], short["video"][:, :, frame])
-    assert not torch.equal(long["video"][:, :, 3], short["video"][:, :, 1])  # frames between: slower motion
+    assert torch.equal(long["video"][:, :, 0], short["video"][:, :, 0])
     plain = ProceduralVideoDataset(8, 32, 32, render_on_device=True)
     with pytest.raises(ValueError, match="no long clips"):
         plain.render_batch(torch.utils.data.default_collate([plain[0]]), long=True)

@@ -56,13 +56,13 @@ def two_object_specs():
     return specs
 
 
-def assert_matches_numpy(specs, num_frames, height, width, style=None, times=None, device="cpu"):
+def assert_matches_numpy(specs, num_frames, height, width, style=None, times=None, device="cpu", span=1.0):
     """Render ``specs`` as one torch batch and compare every clip with world.render_clip."""
-    frames = render_clips(specs, num_frames, height, width, style, times, device=device)
+    frames = render_clips(specs, num_frames, height, width, style, times, device=device, span=span)
     assert frames.dtype == torch.uint8 and frames.device.type == torch.device(device).type
     frames = frames.cpu().numpy().astype(int)
     for spec, got in zip(specs, frames):
-        want = world.render_clip(spec, num_frames, height, width, style, times).astype(int)
+        want = world.render_clip(spec, num_frames, height, width, style, times, span).astype(int)
         assert got.shape == want.shape
         error = np.abs(got - want)
         assert error.mean() <= MAX_CLIP_MEAN_ABS_ERROR, (spec, error.mean())
@@ -95,6 +95,11 @@ def test_explicit_times_match_render_clip():
     moment = np.array([int(rng.integers(16)) / 15])  # one instant, as the image dataset draws it
     assert_matches_numpy(specs, 1, 32, 32, times=moment)
     assert_matches_numpy(specs, 3, 32, 32, times=rng.uniform(0, 1, 3))
+
+
+def test_long_clips_at_the_clips_pace_match_render_clip():
+    """span > 1 (a clip several clips long at the clip's pace) moves each motion as render_clip does."""
+    assert_matches_numpy(every_shape_motion_background()[::5] + two_object_specs()[-2:], 46, 32, 32, span=3.0)
 
 
 @pytest.mark.parametrize("style", ["line drawing", "watercolor"])

@@ -50,11 +50,11 @@ def _check_style(style):
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
 
 
-def _world_item(spec, times: np.ndarray) -> dict:
+def _world_item(spec, times: np.ndarray, span: float = 1.0) -> dict:
     """A clip's parameters as tensors (``render_torch.clip_parameters``): what a device-rendered item carries."""
     from .render_torch import clip_parameters, parameters_to_tensors
 
-    return parameters_to_tensors(clip_parameters(spec, times))
+    return parameters_to_tensors(clip_parameters(spec, times, span))
 
 
 def _render_world(world: dict, height: int, width: int, style: str | None):
@@ -77,8 +77,9 @@ class ProceduralVideoDataset(Dataset):
     caption; ``render_batch`` turns a batch of them into the same ``video`` (``lowres_video``) on whatever
     device the batch is on (``render_torch``, equal to ``render_clip`` within its stated tolerance).
     Why: rendering is the data cost; a GPU renders a whole batch in milliseconds. ``long_frames`` (with
-    ``render_on_device``): items also carry the same clip's parameters at that many frames ("world_long": the
-    same motion spread over the longer clip), which ``render_batch(batch, long=True)`` renders instead.
+    ``render_on_device``): items also carry the same clip at that many frames and the clip's own pace ("world_long":
+    ``world.motion_time``: a repeating motion goes on, one the frame bounds is spread over the longer clip),
+    which ``render_batch(batch, long=True)`` renders instead.
     """
 
     def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
@@ -131,7 +132,8 @@ class ProceduralVideoDataset(Dataset):
         if self.render_on_device:
             item = {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
             if self.long_frames is not None:
-                item["world_long"] = _world_item(spec, default_times(self.long_frames))
+                span = (self.long_frames - 1) / max(1, self.num_frames - 1)
+                item["world_long"] = _world_item(spec, default_times(self.long_frames), span)
             return item
         item = {"video": video_to_tensor(render_clip(spec, len(times), self.height, self.width, self.style, times)),
                 "caption": _style_caption(text, self.style)}

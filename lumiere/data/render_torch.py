@@ -28,7 +28,7 @@ from torch.utils.data import default_collate
 
 from lumiere.data.world import (
     BACKGROUND_COLOURS, BACKGROUNDS, PALETTE, SHAPES, STYLES, ClipSpec, _grid, _placements, default_times,
-    _supersample_factor, object_state,
+    _supersample_factor, motion_time, object_state,
 )
 
 MAX_OBJECTS = 2      # world._placements lays out at most two objects (two lanes)
@@ -64,8 +64,9 @@ def _wave_parameters(rng: np.random.Generator, count: int, max_freq: float) -> n
     return rng.uniform([-max_freq, -max_freq, 0.0], [max_freq, max_freq, 2 * np.pi], size=(count, 3))
 
 
-def clip_parameters(spec: ClipSpec, times: np.ndarray) -> dict[str, np.ndarray]:
-    """Everything random about ``spec`` at clip ``times`` (shape (F,), values in [0, 1]), as numpy arrays.
+def clip_parameters(spec: ClipSpec, times: np.ndarray, span: float = 1.0) -> dict[str, np.ndarray]:
+    """Everything random about ``spec`` at clip ``times`` (shape (F,), values in [0, 1]) of a clip ``span``
+    clips long (``world.motion_time``), as numpy arrays.
 
     The rng is consumed exactly as ``world.render_clip`` does it (``default_rng(spec.seed)``: placements,
     then the background's draws; the watercolor grain from ``default_rng(spec.seed + 1)``), and the
@@ -82,6 +83,8 @@ def clip_parameters(spec: ClipSpec, times: np.ndarray) -> dict[str, np.ndarray]:
     times = np.asarray(times, float).reshape(-1)
     if times.size == 0:
         raise ValueError("need at least one time")
+    if not span > 0:
+        raise ValueError(f"span must be > 0, got {span}")
     if spec.background not in _BACKGROUND_IDS:
         raise ValueError(f"unknown background {spec.background!r}; expected one of {BACKGROUNDS}")
     num_frames = len(times)
@@ -96,7 +99,7 @@ def clip_parameters(spec: ClipSpec, times: np.ndarray) -> dict[str, np.ndarray]:
             raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
         present[k], shape[k], colour[k] = True, _SHAPE_IDS[obj.shape], PALETTE[obj.colour]
         for t, s in enumerate(times):
-            state[:, k, t] = object_state(obj.motion, place, float(s))
+            state[:, k, t] = object_state(obj.motion, place, float(motion_time(obj.motion, s, span)))
     waves = np.zeros((GRASS_WAVES, 3))
     sea_phase = 0.0
     stars = np.zeros((MAX_STARS, 3))
@@ -383,13 +386,14 @@ def _nearest_index(src: int, dst: int, device) -> torch.Tensor:
 
 def render_clips(specs: Sequence[ClipSpec], num_frames: int = 16, height: int = 32, width: int = 32,
                  style: str | None = None, times: np.ndarray | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+                 device: torch.device | str = "cpu", span: float = 1.0) -> torch.Tensor:
     """``render_clip`` for a batch of specs: uint8 (B, F, H, W, 3) on ``device``.
 
-    ``times`` (F,) is shared by all clips; None gives ``num_frames`` evenly spaced times as render_clip.
+    ``times`` (F,) and ``span`` are shared by all clips; None gives ``num_frames`` evenly spaced times as
+    render_clip.
     """
     if len(specs) == 0:
         raise ValueError("need at least one spec")
     times = default_times(num_frames) if times is None else np.asarray(times, float).reshape(-1)
-    batch = default_collate([clip_parameters(spec, times) for spec in specs])
+    batch = default_collate([clip_parameters(spec, times, span) for spec in specs])
     return render_parameters({k: v.to(device) for k, v in batch.items()}, height, width, style)

@@ -362,6 +362,22 @@ def _placements(spec: ClipSpec, rng) -> list[_Placement]:
     return placements
 
 
+# Motions that repeat within a clip (``object_state`` is periodic in s with a period dividing 1). In a clip
+# longer than the model's they go on at the clip's own pace; the frame bounds the others (moving, growing,
+# shrinking), which are spread over the longer clip instead. See ``motion_time``.
+REPEATING_MOTIONS = ("bouncing", "rotating", "circling")
+
+
+def motion_time(motion: str, s, span: float = 1.0):
+    """``object_state``'s s for the frame at clip time ``s`` (in [0, 1]) of a clip ``span`` clips long.
+
+    A repeating motion goes on at one clip's pace (s * span: a 3x clip bounces three times as often); a
+    bounded one is spread over the clip (s: the same path, ``span`` times slower), so it stays in frame.
+    ``span`` 1 is the model's own clip.
+    """
+    return s * span if motion in REPEATING_MOTIONS else s
+
+
 def object_state(motion: str, p: _Placement, s: float) -> tuple[float, float, float, float]:
     """(x, y, radius, angle) at clip time s in [0, 1]; every motion is visible within 16 frames."""
     x, y, r, angle = p.x, p.y, p.radius, p.phase
@@ -479,18 +495,22 @@ def default_times(num_frames: int) -> np.ndarray:
 
 
 def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: int = 32,
-                style: str | None = None, times: np.ndarray | None = None) -> np.ndarray:
+                style: str | None = None, times: np.ndarray | None = None, span: float = 1.0) -> np.ndarray:
     """Render ``spec`` as a uint8 (T, H, W, 3) video at any size and frame count.
 
     ``times`` (values in [0, 1], clip start to end) renders just those instants instead of
     ``num_frames`` evenly spaced ones: the image datasets draw one frame without rendering a clip.
+    ``span``: how many clips long this clip lasts (``motion_time``): a clip 3x the model's length at its
+    pace has ``span`` (48 - 1) / (16 - 1).
     """
     if num_frames < 1 or height < 4 or width < 4:
         raise ValueError(f"need num_frames >= 1 and height, width >= 4, got {num_frames}, {height}, {width}")
+    if not span > 0:
+        raise ValueError(f"span must be > 0, got {span}")
     if style is not None and style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
     if style == "pixel art":
-        return _pixel_art(spec, num_frames, height, width, times)
+        return _pixel_art(spec, num_frames, height, width, times, span)
     rng = np.random.default_rng(spec.seed)
     placements = _placements(spec, rng)
     ss = _supersample_factor(height, width)
@@ -511,7 +531,7 @@ def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: i
     for t, s in enumerate(times):
         img = background.copy()
         for obj, place in zip(spec.objects, placements):
-            x, y, r, angle = object_state(obj.motion, place, float(s))
+            x, y, r, angle = object_state(obj.motion, place, float(motion_time(obj.motion, s, span)))
             sdf = shape_sdf(obj.shape, (gx - x) * px_scale_x, (gy - y) * px_scale_y, r, angle)
             colour = np.asarray(PALETTE[obj.colour], float)
             if style == "line drawing":
@@ -543,12 +563,13 @@ def _watercolor_finish(frame, seed, unit):
     return (soft - 0.25 * np.abs(rim)) * (1 + 0.035 * grain[..., None])
 
 
-def _pixel_art(spec, num_frames, height, width, times=None):
+def _pixel_art(spec, num_frames, height, width, times=None, span=1.0):
     """Blocky, posterised look: render at 1/2 (or coarser) resolution, quantise, nearest up-sample."""
     import cv2
 
     block = max(2, min(height, width) // 16)
-    small = render_clip(spec, num_frames, max(4, height // block), max(4, width // block), times=times)
+    small = render_clip(spec, num_frames, max(4, height // block), max(4, width // block), times=times,
+                        span=span)
     levels = 4
     small = (np.round(small.astype(float) / 255 * (levels - 1)) * (255 / (levels - 1))).astype(np.uint8)
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_NEAREST) for f in small])

@@ -64,8 +64,9 @@ class TrainSettings:
     terminal_fraction: float = 0.0      # share of draws from the top 1% of the schedule (see DiffusionObjective)
     temporal_difference_weight: float = 0.0  # > 0: also fit the frame-to-frame differences (DiffusionObjective)
     # The temporal stage on procedural data rendered on the device: this share of the steps trains on clips
-    # long_clip_multiple x the model's clip (the world spreads a clip's motion over any length: the same motion,
-    # slower), on 1/multiple of the batch, so a long clip sampled in one pass is not a length the model never saw
+    # long_clip_multiple x the model's clip at its pace (``world.motion_time``: bouncing, rotating and circling go
+    # on; moves and size changes, which the frame bounds, are spread over the clip), on 1/multiple of the batch,
+    # so a long clip sampled in one pass is not a length the model never saw
     # (it would move at its clip's speed near the ends and stall between). 0: every step on the model's clip.
     long_clip_share: float = 0.0
     long_clip_multiple: int = 3
