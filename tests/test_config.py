@@ -82,6 +82,12 @@ def _unet() -> UNet2DConditionModel:
      r"read by the temporal stage only, but the t2i stage's settings have 0\.5"),
     (lambda c: c["stages"]["temporal"].update(long_clip_share=1.5), r"long_clip_share must be in \[0, 1\]"),
     (lambda c: c["stages"]["temporal"].update(long_clip_multiple=1), r"long_clip_multiple >= 2"),
+    # motion weights: the procedural world's motions, weights >= 0, not all 0
+    (lambda c: c["data"].update(motion_weights={"jumping": 2}), r"data\.motion_weights: unknown motions \['jumping'\]"),
+    (lambda c: c["data"].update(motion_weights={"growing": -1}), r"data\.motion_weights: .*must be >= 0"),
+    (lambda c: c["data"].update(motion_weights={"growing": "2"}), r"data\.motion_weights must be a JSON object"),
+    (lambda c: c["data"].update(type="folder", root="videos", motion_weights={"growing": 2}),
+     r"data\.motion_weights weighs the procedural world's motions; data\.type is 'folder'"),
 ])
 def test_bad_values_are_refused_at_parse_time_naming_the_key_and_its_place(edit, message):
     config = _tiny()

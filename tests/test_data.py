@@ -262,6 +262,28 @@ def test_long_clip_items_carry_the_clip_at_its_pace():
         ProceduralVideoDataset(8, 32, 32, long_frames=24)
 
 
+def test_motion_weights_shift_the_first_objects_motion_draw():
+    """``motion_weights``: the first object's motion follows the weights (motions not named weigh 1, a weight of
+    0 is never drawn), held-out triples stay out of training draws, and bad weights are refused."""
+    from lumiere.data.world import motion_probabilities
+
+    only_growing = {m: 0 for m in MOTIONS if m != "growing"}
+    data = ProceduralVideoDataset(8, 16, 16, length=60, seed=1, motion_weights=only_growing)
+    specs = [data.spec_and_caption(i)[0] for i in range(60)]
+    assert all(spec.objects[0].motion == "growing" for spec in specs)
+    assert not any(obj.triple in HELDOUT_COMBINATIONS for spec in specs for obj in spec.objects)
+    rng = np.random.default_rng(0)
+    sizes = motion_probabilities({"growing": 4, "shrinking": 4})  # 8 of 15
+    weighted = [sample_clip_spec(rng, motion_probs=sizes).objects[0].motion for _ in range(1500)]
+    uniform = [sample_clip_spec(rng).objects[0].motion for _ in range(1500)]
+    share = lambda draws: np.mean([m in ("growing", "shrinking") for m in draws])  # noqa: E731
+    assert abs(share(weighted) - 8 / 15) < 0.05 and abs(share(uniform) - 2 / 9) < 0.05
+    with pytest.raises(ValueError, match="unknown motions"):
+        ProceduralImageDataset(motion_weights={"jumping": 1})
+    with pytest.raises(ValueError, match="not all 0"):
+        ProceduralVideoDataset(motion_weights={m: 0 for m in MOTIONS})
+
+
 def test_style_dataset_and_image_dataset():
     styled = ProceduralVideoDataset(num_frames=4, height=16, width=16, length=3, style="watercolor")[0]
     assert styled["caption"].endswith("in watercolor style")

@@ -444,3 +444,18 @@ def test_continue_pipeline_replaces_the_named_models_and_keeps_the_rest(tiny_pip
     assert pipe.training["continued_from"] == start.training
     with pytest.raises(InputError, match="no vae to replace"):
         continue_pipeline(tiny_pipeline_dir, {"vae": tmp_path / "base"}, tmp_path / "bad", recipe)
+
+
+def test_data_motion_weights_reach_the_stages_procedural_datasets():
+    """``data.motion_weights`` is what every stage's procedural data draws from: with every weight but
+    shrinking's 0, the video stages' and the T2I stage's captions all say an object shrinks."""
+    from lumiere.data.world import MOTIONS, parse_prompt
+    from lumiere.train.config import RunConfig
+    from lumiere.train.stages import image_dataset, video_dataset
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["data"]["motion_weights"] = {m: 0 for m in MOTIONS if m != "shrinking"}
+    run = RunConfig.from_dict(config)
+    for data in (video_dataset(run, 4, 16, 16), image_dataset(run, 16, 16)):
+        motions = {parse_prompt(data[i]["caption"]).objects[0].motion for i in range(12)}
+        assert motions == {"shrinking"}, (type(data).__name__, motions)

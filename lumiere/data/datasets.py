@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lumiere.data.world import STYLES, caption, default_times, render_clip, sample_clip_spec
+from lumiere.data.world import STYLES, caption, default_times, motion_probabilities, render_clip, sample_clip_spec
 from lumiere.errors import InputError
 from lumiere.options import InputLimits
 from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
@@ -69,7 +69,9 @@ def _render_world(world: dict, height: int, width: int, style: str | None):
 class ProceduralVideoDataset(Dataset):
     """Clips of the procedural world.
 
-    holdout=True (training) never yields a HELDOUT_COMBINATIONS triple. ``style`` renders every clip
+    holdout=True (training) never yields a HELDOUT_COMBINATIONS triple; ``motion_weights`` (motion name ->
+    relative weight, unnamed motions 1; ``world.motion_probabilities``) draws the first object's motion with
+    those weights instead of uniformly. ``style`` renders every clip
     in that style and appends ", in <style> style" to the caption. ``return_lowres=(h, w)`` adds
     ``lowres_video``: the same clip rendered at (h, w), for super-resolution training.
 
@@ -85,8 +87,9 @@ class ProceduralVideoDataset(Dataset):
     def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
                  seed: int = 0, style: str | None = None, holdout: bool = True,
                  return_lowres: tuple[int, int] | None = None, render_on_device: bool = False,
-                 long_frames: int | None = None):
+                 long_frames: int | None = None, motion_weights: dict[str, float] | None = None):
         _check_style(style)
+        self.motion_probs = motion_probabilities(motion_weights)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if long_frames is not None and not (render_on_device and long_frames >= 1):
@@ -114,7 +117,7 @@ class ProceduralVideoDataset(Dataset):
 
     def spec_and_caption(self, index: int):
         rng = _item_rng(self.seed, index)
-        spec = sample_clip_spec(rng, holdout=self.holdout)
+        spec = sample_clip_spec(rng, holdout=self.holdout, motion_probs=self.motion_probs)
         return spec, caption(spec, rng)
 
     def __getitem__(self, index: int) -> dict:
@@ -153,8 +156,9 @@ class ProceduralImageDataset(Dataset):
 
     def __init__(self, height: int = 32, width: int = 32, length: int = 100_000, seed: int = 0,
                  style: str | None = None, holdout: bool = True, include_motion: bool = False,
-                 render_on_device: bool = False):
+                 render_on_device: bool = False, motion_weights: dict[str, float] | None = None):
         _check_style(style)
+        self.motion_probs = motion_probabilities(motion_weights)
         self.height, self.width, self.length = height, width, length
         self.seed, self.style, self.holdout, self.include_motion = seed, style, holdout, include_motion
         self.render_on_device = render_on_device
@@ -172,7 +176,7 @@ class ProceduralImageDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = _item_rng(self.seed, index)
-        spec = sample_clip_spec(rng, holdout=self.holdout)
+        spec = sample_clip_spec(rng, holdout=self.holdout, motion_probs=self.motion_probs)
         text = caption(spec, rng, include_motion=self.include_motion)
         frames = 16  # a random frame of the 16-frame clip, rendered alone
         moment = np.array([int(rng.integers(frames)) / (frames - 1)])

@@ -152,9 +152,27 @@ def _compatible_motions(first_motion: str) -> list[str]:
     return sorted(_HORIZONTAL | _VERTICAL | _IN_PLACE)
 
 
-def _sample_object(rng, background, motions, holdout) -> ObjectSpec:
+def motion_probabilities(weights: dict[str, float] | None) -> np.ndarray | None:
+    """MOTIONS' draw probabilities from relative ``weights`` (motion name -> weight; motions not named weigh 1),
+    or None for None (the uniform draw).
+
+    Raises:
+        ValueError: a name that is not one of MOTIONS, a negative weight, or every weight zero.
+    """
+    if weights is None:
+        return None
+    unknown = sorted(set(weights) - set(MOTIONS))
+    if unknown:
+        raise ValueError(f"unknown motions {unknown}; expected some of {list(MOTIONS)}")
+    values = np.array([float(weights.get(m, 1.0)) for m in MOTIONS])
+    if (values < 0).any() or not values.sum() > 0:
+        raise ValueError(f"motion weights must be >= 0 and not all 0, got {weights}")
+    return values / values.sum()
+
+
+def _sample_object(rng, background, motions, holdout, p=None) -> ObjectSpec:
     while True:
-        obj = ObjectSpec(str(rng.choice(COLOURS)), str(rng.choice(SHAPES)), str(rng.choice(motions)))
+        obj = ObjectSpec(str(rng.choice(COLOURS)), str(rng.choice(SHAPES)), str(rng.choice(motions, p=p)))
         if not is_valid_object(*obj.triple, background):
             continue
         if holdout and obj.triple in HELDOUT_COMBINATIONS:
@@ -163,17 +181,20 @@ def _sample_object(rng, background, motions, holdout) -> ObjectSpec:
 
 
 def sample_clip_spec(rng_or_seed=None, holdout: bool = True, num_objects: int | None = None,
-                     p_two: float = 0.3, p_identical: float = 0.5) -> ClipSpec:
+                     p_two: float = 0.3, p_identical: float = 0.5,
+                     motion_probs: np.ndarray | None = None) -> ClipSpec:
     """Draw a random clip. ``holdout=True`` (training) never yields a HELDOUT_COMBINATIONS triple.
 
     Two-object clips are either identical objects ("two yellow triangles circling") or two objects
     whose motions can share the frame (e.g. a horizontal mover above an in-place rotation).
+    ``motion_probs`` (``motion_probabilities``' result): the first object's motion is drawn with these
+    probabilities over MOTIONS; None draws it uniformly.
     """
     rng = _as_rng(rng_or_seed)
     background = str(rng.choice(BACKGROUNDS))
     if num_objects is None:
         num_objects = 2 if rng.random() < p_two else 1
-    first = _sample_object(rng, background, MOTIONS, holdout)
+    first = _sample_object(rng, background, MOTIONS, holdout, motion_probs)
     objects = [first]
     if num_objects == 2:
         if rng.random() < p_identical:

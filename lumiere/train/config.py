@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..build import ModelConfig
 from ..errors import InputError
+from ..data.world import motion_probabilities
 from ..options import bounded, check_keys, check_types, from_mapping
 from .loop import TrainSettings
 from .masks import mask_probabilities
@@ -59,6 +60,9 @@ class DataConfig:
     # only each clip's parameters. Why: numpy rendering on the CPU cores, not the training step, would
     # bound a GPU run. The SSR stage's crops are still rendered by the workers.
     render_on_device: bool = False
+    # procedural: relative weight of each motion in the draw of a clip's (first) object, motions not named 1
+    # (null: uniform). Why: the classes a model learns last (growing, shrinking) get more of its steps.
+    motion_weights: dict[str, float] | None = None
 
     def __post_init__(self):
         data = self
@@ -78,6 +82,13 @@ class DataConfig:
             raise InputError("data.type 'webdataset' needs data.shards (e.g. \"shards/{00000..00099}.tar\")")
         if data.render_on_device and data.type != "procedural":
             raise InputError(f"data.render_on_device renders the procedural world; data.type is {data.type!r}")
+        if data.motion_weights is not None:
+            if data.type != "procedural":
+                raise InputError(f"data.motion_weights weighs the procedural world's motions; data.type is {data.type!r}")
+            try:
+                motion_probabilities(data.motion_weights)
+            except ValueError as error:
+                raise InputError(f"data.motion_weights: {error}") from None
         if not isinstance(data.check_headers, bool):
             raise InputError(f"data.check_headers must be true or false, got {data.check_headers!r}")
         if data.fps is not None and (isinstance(data.fps, bool) or not isinstance(data.fps, (int, float))

@@ -514,7 +514,7 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
 
         return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
                                       return_lowres=lowres, render_on_device=on_device and data.render_on_device,
-                                      long_frames=long_frames)
+                                      long_frames=long_frames, motion_weights=data.motion_weights)
     if data.type == "webdataset":
         from ..data.shards import ShardedVideoDataset
 
@@ -555,7 +555,8 @@ def image_dataset(config: RunConfig, height: int, width: int, style: str | None 
         from ..data.datasets import ProceduralImageDataset
 
         return ProceduralImageDataset(height, width, length=config.data.length, seed=config.data.seed, style=style,
-                                      include_motion=True, render_on_device=on_device and config.data.render_on_device)
+                                      include_motion=True, render_on_device=on_device and config.data.render_on_device,
+                                      motion_weights=config.data.motion_weights)
     return FramesAsImages(video_dataset(config, 1, height, width, style=style))
 
 
