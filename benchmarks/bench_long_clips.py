@@ -154,9 +154,9 @@ def main() -> None:
                 configure(SETTINGS[name])
                 start = time.process_time()
                 if SETTINGS[name] in ("world", "world spread"):
-                    from lumiere.data.world import render_clip, spec_from_prompt
+                    from lumiere.data.world import pace_span, render_clip, spec_from_prompt
 
-                    span = (frames - 1) / (clip - 1) if SETTINGS[name] == "world" else 1.0
+                    span = pace_span(frames, clip) if SETTINGS[name] == "world" else 1.0
                     video = render_clip(spec_from_prompt(prompt, seed), frames, *pipe.base_resolution[1:], span=span)
                 elif SETTINGS[name] == "spread":
                     video = spread(pipe, prompt, seed, frames, args.steps)

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lumiere.data.world import STYLES, caption, default_times, motion_probabilities, render_clip, sample_clip_spec
+from lumiere.data.world import (
+    STYLES, caption, default_times, motion_probabilities, pace_span, render_clip, sample_clip_spec,
+)
 from lumiere.errors import InputError
 from lumiere.options import InputLimits
 from lumiere.preprocessing import resize_center_crop, tensor_to_uint8, uint8_to_tensor
@@ -135,8 +137,8 @@ class ProceduralVideoDataset(Dataset):
         if self.render_on_device:
             item = {"world": _world_item(spec, times), "caption": _style_caption(text, self.style)}
             if self.long_frames is not None:
-                span = (self.long_frames - 1) / max(1, self.num_frames - 1)
-                item["world_long"] = _world_item(spec, default_times(self.long_frames), span)
+                item["world_long"] = _world_item(spec, default_times(self.long_frames),
+                                                 pace_span(self.long_frames, self.num_frames))
             return item
         item = {"video": video_to_tensor(render_clip(spec, len(times), self.height, self.width, self.style, times)),
                 "caption": _style_caption(text, self.style)}

@@ -394,9 +394,17 @@ def motion_time(motion: str, s, span: float = 1.0):
 
     A repeating motion goes on at one clip's pace (s * span: a 3x clip bounces three times as often); a
     bounded one is spread over the clip (s: the same path, ``span`` times slower), so it stays in frame.
-    ``span`` 1 is the model's own clip.
+    ``span`` 1 is the model's own clip; ``pace_span`` gives it for a frame count.
     """
+    if not span > 0:
+        raise ValueError(f"span must be > 0, got {span}")
     return s * span if motion in REPEATING_MOTIONS else s
+
+
+def pace_span(num_frames: int, clip_frames: int) -> float:
+    """The ``span`` of a ``num_frames`` clip at the pace of a ``clip_frames`` one (frames evenly spaced over
+    [0, 1] in both): (num_frames - 1) / (clip_frames - 1), e.g. 47 / 15 for 48 frames at a 16-frame pace."""
+    return (num_frames - 1) / max(1, clip_frames - 1)
 
 
 def object_state(motion: str, p: _Placement, s: float) -> tuple[float, float, float, float]:
@@ -521,13 +529,10 @@ def render_clip(spec: ClipSpec, num_frames: int = 16, height: int = 32, width: i
 
     ``times`` (values in [0, 1], clip start to end) renders just those instants instead of
     ``num_frames`` evenly spaced ones: the image datasets draw one frame without rendering a clip.
-    ``span``: how many clips long this clip lasts (``motion_time``): a clip 3x the model's length at its
-    pace has ``span`` (48 - 1) / (16 - 1).
+    ``span``: how many clips long this clip lasts (``motion_time``; ``pace_span`` for a frame count).
     """
     if num_frames < 1 or height < 4 or width < 4:
         raise ValueError(f"need num_frames >= 1 and height, width >= 4, got {num_frames}, {height}, {width}")
-    if not span > 0:
-        raise ValueError(f"span must be > 0, got {span}")
     if style is not None and style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES} or None")
     if style == "pixel art":
