@@ -1,4 +1,4 @@
-"""Command line: ``python -m lumiere {generate,i2v,inpaint,cinemagraph,v2v,inflate,train,eval,export}``.
+"""Command line: ``python -m lumiere {generate,i2v,inpaint,cinemagraph,v2v,inflate,train,eval,compare,export}``.
 
 Generation commands show a tqdm bar and write ``--out`` (default: ``outputs/<command>-<time>-seed<seed>.mp4``).
 Input files are read by ``lumiere.io`` as the app reads uploads: refused by their headers before decoding,
@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quick", action="store_true", help="fewer samples and no SSR (smoke test)")
     evaluate.add_argument("--parts", default=None,
                           help="comma-separated subset of t2v, v2v, conditional, ssr, style (default: all the model has)")
+
+    compare = sub.add_parser("compare", help="compare two models' eval metrics row by row (exit 1 if any row is "
+                                             "worse or unmeasured)")
+    compare.add_argument("--baseline", nargs="+", required=True, metavar="JSON",
+                         help="the shipped model's metrics (e.g. assets/lumiere-tiny/eval.json); several files "
+                              "from `eval --parts` runs are merged")
+    compare.add_argument("--candidate", nargs="+", required=True, metavar="JSON", help="the candidate's metrics")
     return parser
 
 
@@ -168,6 +175,10 @@ def check_args(args) -> None:
         check_values(args.prompt, _options(args, args.seed), strength=getattr(args, "strength", None), names=FLAGS)
     elif args.command == "eval" and args.out:
         _check_output_file(args.out)
+    elif args.command == "compare":
+        for option in ("baseline", "candidate"):
+            for value in getattr(args, option):
+                _check_input_file(f"--{option}", value)
     elif args.command == "export":
         if not Path(args.output_dir).is_dir():
             raise MissingFileError(f"--output-dir {args.output_dir}: no such directory (the training run's output_dir)")
@@ -289,6 +300,8 @@ def run(args) -> int:
         if args.out:
             Path(args.out).write_text(text)
         return 0
+    if args.command == "compare":
+        return _compare(args)
 
     from .request import check_num_frames, random_seed
 
@@ -339,6 +352,41 @@ def _inflate(args) -> int:
     print(f"wrote STUNet to {args.out}: N={stunet.temporal_downsampling_factor}, "
           f"{trainable / 1e6:.2f}M temporal parameters to train")
     return 0
+
+
+def _read_metrics(option: str, paths: list[str]) -> dict:
+    """The metrics of several ``eval --out`` files, merged by part (a later file's part replaces an earlier one)."""
+    merged = {}
+    for path in paths:
+        try:
+            metrics = json.loads(Path(path).read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InputError(f"--{option} {path}: not a metrics JSON file ({error})") from None
+        if not isinstance(metrics, dict):
+            raise InputError(f"--{option} {path}: not a metrics JSON file (expected an object of parts)")
+        merged.update(metrics)
+    return merged
+
+
+def _compare(args) -> int:
+    """Print the compared rows and a verdict; 0 when the candidate is better or the same on every row."""
+    from .evaluation import compare_metrics
+
+    rows = compare_metrics(_read_metrics("baseline", args.baseline), _read_metrics("candidate", args.candidate))
+
+    def show(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    width = max(len(row["row"]) for row in rows)
+    print(f"{'row':{width}s}  {'baseline':>9s}  {'candidate':>9s}  verdict")
+    for row in rows:
+        print(f"{row['row']:{width}s}  {show(row['baseline']):>9s}  {show(row['candidate']):>9s}  {row['verdict']}")
+    counts = {verdict: sum(row["verdict"] == verdict for row in rows)
+              for verdict in ("better", "same", "worse", "not measured")}
+    beats = not counts["worse"] and not counts["not measured"]
+    print(", ".join(f"{count} {verdict}" for verdict, count in counts.items()) + ": the candidate "
+          + ("is not worse on any row" if beats else "does not beat the baseline on every row"))
+    return 0 if beats else 1
 
 
 def _train(args) -> int:

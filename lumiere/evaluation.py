@@ -482,3 +482,56 @@ def finite_or_none(value):
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+# The rows a candidate model is judged on against the shipped one (the model card's evaluation table): the path
+# into the metrics JSON, the row's name, and whether a higher value is better. Styles add two rows each.
+COMPARED_ROWS = (
+    *((f"{split}.{key}", f"{split} {name}", True) for split in ("heldout", "seen")
+      for key, name in (("colour_accuracy", "colour"), ("shape_accuracy", "shape"), ("motion_accuracy", "motion"),
+                        ("coherence", "temporal coherence"))),
+    ("v2v.v2v_psnr_db_at_0.05", "video-to-video PSNR at strength 0.05 (dB)", True),
+    ("v2v.v2v_structure_kept_at_0.6", "video-to-video structure kept at 0.6", True),
+    ("conditional.i2v_first_frame_psnr_db", "I2V first frame, raw (dB)", True),
+    ("conditional.i2v_continues_object", "I2V continues the object, raw", True),
+    ("conditional.i2v_continues_object_app", "I2V continues the object, as the app gives it", True),
+    ("conditional.inpaint_kept_region_psnr_db", "inpainting kept region, raw (dB)", True),
+    ("conditional.cinemagraph_static_region_temporal_std", "cinemagraph still-region std, raw", False),
+    ("ssr.fidelity.ssr.psnr_db", "SSR PSNR (dB)", True),
+    ("ssr.ssr_boundary_peak_multidiffusion", "SSR window-boundary peak", False),
+)
+STYLE_ROWS = (("subject_at_0.8", "subject found at weight 0.8", True),
+              ("recognised_at_1", "recognised as the style at weight 1", True))
+
+
+def _lookup(metrics: dict, path: str):
+    """The value at ``path`` (keys joined by dots; a key may itself hold a dot, as in ``at_0.05``), or None."""
+    node, rest = metrics, path
+    while rest:
+        if not isinstance(node, dict):
+            return None
+        key = next((k for k in sorted(node, key=len, reverse=True) if rest == k or rest.startswith(k + ".")), None)
+        if key is None:
+            return None
+        node, rest = node[key], rest[len(key) + 1:]
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def compare_metrics(baseline: dict, candidate: dict) -> list[dict]:
+    """Each compared row of two ``evaluate_pipeline`` results: ``{"row", "baseline", "candidate", "verdict"}``,
+    where verdict is ``better``, ``same``, ``worse``, or ``not measured`` when either side lacks the row. The
+    shipping rule reads it: a candidate replaces the bundled model only when no row is worse or unmeasured."""
+    rows = [(path, name, higher) for path, name, higher in COMPARED_ROWS]
+    for style in sorted((baseline.get("style") or {}).get("styles", {})):
+        rows += [(f"style.styles.{style}.{key}", f"{style}: {name}", higher) for key, name, higher in STYLE_ROWS]
+    compared = []
+    for path, name, higher in rows:
+        old, new = _lookup(baseline, path), _lookup(candidate, path)
+        if old is None or new is None:
+            verdict = "not measured"
+        elif new == old:
+            verdict = "same"
+        else:
+            verdict = "better" if (new > old) == higher else "worse"
+        compared.append({"row": name, "baseline": old, "candidate": new, "verdict": verdict})
+    return compared

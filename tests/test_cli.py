@@ -2,6 +2,7 @@
 ignored outputs/ folder by default); refusals are one line, without tracebacks or ffmpeg banners, and come before any
 model is loaded; one prompt limit and one frame rule for the library, the app and the CLI; the decoder reads only
 what the model uses."""
+import json
 import struct
 import subprocess
 import sys
@@ -221,6 +222,10 @@ def test_cli_errors_are_one_line(tiny_pipeline_dir, tmp_path, capsys):
      "--negative-prompt is too long: 100000 characters, the limit is 500"),
     (["eval", "--out", "{tmp}/no/metrics.json"], "the directory '{tmp}/no' does not exist"),
     (["train", "--stage", "t2i", "--config", "{tmp}/missing.json"], "--config {tmp}/missing.json: no such file"),
+    (["compare", "--baseline", "assets/lumiere-tiny/eval.json", "--candidate", "{tmp}/notes.png"],
+     "--candidate {tmp}/notes.png: not a metrics JSON file"),
+    (["compare", "--baseline", "{tmp}/missing.json", "--candidate", "assets/lumiere-tiny/eval.json"],
+     "--baseline {tmp}/missing.json: no such file"),
 ])
 def test_cli_refuses_bad_arguments_before_loading_a_model(argv, message, tmp_path, monkeypatch, capsys):
     """A wrong --out, out-of-range number or unreadable input costs no generation (or evaluation) time."""
@@ -317,3 +322,24 @@ def test_cli_warns_about_words_the_model_does_not_know(tiny_pipeline_dir, tmp_pa
     assert "bouncing" in warnings[0] and (tmp_path / "a.mp4").is_file()
     assert main(["generate", "--prompt", "a red circle", "--out", str(tmp_path / "b.mp4"), *common]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_cli_compare_says_whether_a_candidate_beats_the_bundled_model_on_every_row(tmp_path, capsys):
+    """The shipping rule as a command: exit 0 only when no row is worse or unmeasured; parts merge."""
+    metrics = json.loads((ROOT / "assets/lumiere-tiny/eval.json").read_text())
+    t2v = {split: metrics[split] for split in ("heldout", "seen")}
+    rest = {part: value for part, value in metrics.items() if part not in t2v}
+    (tmp_path / "t2v.json").write_text(json.dumps(t2v))
+    (tmp_path / "rest.json").write_text(json.dumps(rest))
+    release = ["--baseline", str(ROOT / "assets/lumiere-tiny/eval.json")]
+    assert main(["compare", *release, "--candidate", str(tmp_path / "t2v.json"), str(tmp_path / "rest.json")]) == 0
+    out = capsys.readouterr().out
+    assert "0 worse, 0 not measured" in out and "is not worse on any row" in out
+    assert main(["compare", *release, "--candidate", str(tmp_path / "t2v.json")]) == 1  # parts missing
+    assert "cinemagraph still-region std, raw" in capsys.readouterr().out
+    worse = json.loads(json.dumps(metrics))
+    worse["conditional"]["cinemagraph_static_region_temporal_std"] += 1.0  # lower is better for this row
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    assert main(["compare", *release, "--candidate", str(tmp_path / "worse.json")]) == 1
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("cinemagraph"))
+    assert line.endswith("worse")

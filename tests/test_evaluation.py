@@ -4,7 +4,7 @@ import numpy as np
 
 from lumiere.data.world import ClipSpec, ObjectSpec, render_clip
 from lumiere.evaluation import (StyleClassifier, _eval_clip, _reference_specs, _ssr_clip, bicubic_upsample, boundary_peak,
-                                ssr_fidelity, structure_kept)
+                                compare_metrics, ssr_fidelity, structure_kept)
 from lumiere.multidiffusion import temporal_windows
 
 
@@ -55,3 +55,20 @@ def test_style_classifier_tells_the_worlds_looks_apart_on_unseen_clips():
     for index, spec in enumerate(_reference_specs(1, 900)):
         for look in looks:
             assert classify(render_clip(spec, 16, 32, 32, style=look), index) == look
+
+
+def test_compare_metrics_reads_each_rows_direction_and_dotted_keys():
+    baseline = {"heldout": {"motion_accuracy": 0.5}, "v2v": {"v2v_psnr_db_at_0.05": 30.0},
+                "ssr": {"ssr_boundary_peak_multidiffusion": 0.9, "fidelity": {"ssr": {"psnr_db": 30.0}}},
+                "style": {"styles": {"ink": {"subject_at_0.8": 0.5, "recognised_at_1": 1.0}}}}
+    candidate = {"heldout": {"motion_accuracy": 0.75}, "v2v": {"v2v_psnr_db_at_0.05": 29.0},
+                 "ssr": {"ssr_boundary_peak_multidiffusion": 0.8, "fidelity": {"ssr": {"psnr_db": 30.0}}},
+                 "style": {"styles": {"ink": {"subject_at_0.8": 0.25}}}}
+    verdicts = {row["row"]: row["verdict"] for row in compare_metrics(baseline, candidate)}
+    assert verdicts["heldout motion"] == "better"
+    assert verdicts["video-to-video PSNR at strength 0.05 (dB)"] == "worse"
+    assert verdicts["SSR window-boundary peak"] == "better"  # lower is better
+    assert verdicts["SSR PSNR (dB)"] == "same"
+    assert verdicts["ink: subject found at weight 0.8"] == "worse"
+    assert verdicts["ink: recognised as the style at weight 1"] == "not measured"
+    assert verdicts["seen colour"] == "not measured"
