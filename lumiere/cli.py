@@ -378,9 +378,11 @@ def _compare(args) -> int:
         return "-" if value is None else f"{value:.3f}"
 
     width = max(len(row["row"]) for row in rows)
-    print(f"{'row':{width}s}  {'baseline':>9s}  {'candidate':>9s}  verdict")
+    print(f"{'row':{width}s}  {'baseline':>9s}  {'candidate':>9s}  {'z':>5s}  verdict")
     for row in rows:
-        print(f"{row['row']:{width}s}  {show(row['baseline']):>9s}  {show(row['candidate']):>9s}  {row['verdict']}")
+        z = "" if row["z"] is None else f"{row['z']:+.1f}"
+        print(f"{row['row']:{width}s}  {show(row['baseline']):>9s}  {show(row['candidate']):>9s}  {z:>5s}  "
+              f"{row['verdict']}")
     counts = {verdict: sum(row["verdict"] == verdict for row in rows)
               for verdict in ("better", "same", "worse", "not measured")}
     beats = not counts["worse"] and not counts["not measured"]

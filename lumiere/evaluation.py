@@ -486,20 +486,23 @@ def finite_or_none(value):
 
 
 # The rows a candidate model is judged on against the shipped one (the model card's evaluation table): the path
-# into the metrics JSON, the row's name, and whether a higher value is better. Styles add two rows each.
+# into the metrics JSON, the row's name, whether a higher value is better, and for a share of videos the path of
+# its sample count (the standard error of a share p over n is sqrt(p (1 - p) / n); the other rows keep no spread).
+# Styles add two rows each.
 COMPARED_ROWS = (
-    *((f"{split}.{key}", f"{split} {name}", True) for split in ("heldout", "seen")
+    *((f"{split}.{key}", f"{split} {name}", True, f"{split}.videos") for split in ("heldout", "seen")
       for key, name in (("colour_accuracy", "colour"), ("shape_accuracy", "shape"), ("motion_accuracy", "motion"),
                         ("coherence", "temporal coherence"))),
-    ("v2v.v2v_psnr_db_at_0.05", "video-to-video PSNR at strength 0.05 (dB)", True),
-    ("v2v.v2v_structure_kept_at_0.6", "video-to-video structure kept at 0.6", True),
-    ("conditional.i2v_first_frame_psnr_db", "I2V first frame, raw (dB)", True),
-    ("conditional.i2v_continues_object", "I2V continues the object, raw", True),
-    ("conditional.i2v_continues_object_app", "I2V continues the object, as the app gives it", True),
-    ("conditional.inpaint_kept_region_psnr_db", "inpainting kept region, raw (dB)", True),
-    ("conditional.cinemagraph_static_region_temporal_std", "cinemagraph still-region std, raw", False),
-    ("ssr.fidelity.ssr.psnr_db", "SSR PSNR (dB)", True),
-    ("ssr.ssr_boundary_peak_multidiffusion", "SSR window-boundary peak", False),
+    ("v2v.v2v_psnr_db_at_0.05", "video-to-video PSNR at strength 0.05 (dB)", True, None),
+    ("v2v.v2v_structure_kept_at_0.6", "video-to-video structure kept at 0.6", True, "v2v.samples"),
+    ("conditional.i2v_first_frame_psnr_db", "I2V first frame, raw (dB)", True, None),
+    ("conditional.i2v_continues_object", "I2V continues the object, raw", True, "conditional.samples"),
+    ("conditional.i2v_continues_object_app", "I2V continues the object, as the app gives it", True,
+     "conditional.samples"),
+    ("conditional.inpaint_kept_region_psnr_db", "inpainting kept region, raw (dB)", True, None),
+    ("conditional.cinemagraph_static_region_temporal_std", "cinemagraph still-region std, raw", False, None),
+    ("ssr.fidelity.ssr.psnr_db", "SSR PSNR (dB)", True, None),
+    ("ssr.ssr_boundary_peak_multidiffusion", "SSR window-boundary peak", False, None),
 )
 STYLE_ROWS = (("subject_at_0.8", "subject found at weight 0.8", True),
               ("recognised_at_1", "recognised as the style at weight 1", True))
@@ -518,21 +521,34 @@ def _lookup(metrics: dict, path: str):
     return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
+def _share_error(metrics: dict, path: str, count_path: str | None):
+    """The standard error of the share at ``path`` over the sample count at ``count_path``, or None."""
+    share, count = _lookup(metrics, path), _lookup(metrics, count_path) if count_path else None
+    if share is None or not count:
+        return None
+    return float(np.sqrt(share * (1 - share) / count))
+
+
 def compare_metrics(baseline: dict, candidate: dict) -> list[dict]:
-    """Each compared row of two ``evaluate_pipeline`` results: ``{"row", "baseline", "candidate", "verdict"}``,
-    where verdict is ``better``, ``same``, ``worse``, or ``not measured`` when either side lacks the row. The
-    shipping rule reads it: a candidate replaces the bundled model only when no row is worse or unmeasured."""
-    rows = [(path, name, higher) for path, name, higher in COMPARED_ROWS]
+    """Each compared row of two ``evaluate_pipeline`` results: ``{"row", "baseline", "candidate", "verdict",
+    "z"}``, where verdict is ``better``, ``same``, ``worse``, or ``not measured`` when either side lacks the row,
+    and ``z`` (shares of videos only, else None) is the difference over its standard error, both samples taken as
+    independent: |z| < 2 is a difference the evaluation's sample size cannot tell from chance. The shipping rule
+    reads the verdicts alone: a candidate replaces the bundled model only when no row is worse or unmeasured."""
+    rows = list(COMPARED_ROWS)
     for style in sorted((baseline.get("style") or {}).get("styles", {})):
-        rows += [(f"style.styles.{style}.{key}", f"{style}: {name}", higher) for key, name, higher in STYLE_ROWS]
+        rows += [(f"style.styles.{style}.{key}", f"{style}: {name}", higher, "style.samples")
+                 for key, name, higher in STYLE_ROWS]
     compared = []
-    for path, name, higher in rows:
+    for path, name, higher, count_path in rows:
         old, new = _lookup(baseline, path), _lookup(candidate, path)
+        errors = [_share_error(m, path, count_path) for m in (baseline, candidate)]
+        z = None
         if old is None or new is None:
             verdict = "not measured"
-        elif new == old:
-            verdict = "same"
         else:
-            verdict = "better" if (new > old) == higher else "worse"
-        compared.append({"row": name, "baseline": old, "candidate": new, "verdict": verdict})
+            verdict = "same" if new == old else "better" if (new > old) == higher else "worse"
+            if None not in errors and (errors[0] or errors[1]):
+                z = float((new - old) / np.hypot(*errors))
+        compared.append({"row": name, "baseline": old, "candidate": new, "verdict": verdict, "z": z})
     return compared

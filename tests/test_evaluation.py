@@ -58,13 +58,14 @@ def test_style_classifier_tells_the_worlds_looks_apart_on_unseen_clips():
 
 
 def test_compare_metrics_reads_each_rows_direction_and_dotted_keys():
-    baseline = {"heldout": {"motion_accuracy": 0.5}, "v2v": {"v2v_psnr_db_at_0.05": 30.0},
+    baseline = {"heldout": {"motion_accuracy": 0.5, "videos": 48}, "v2v": {"v2v_psnr_db_at_0.05": 30.0},
                 "ssr": {"ssr_boundary_peak_multidiffusion": 0.9, "fidelity": {"ssr": {"psnr_db": 30.0}}},
                 "style": {"styles": {"ink": {"subject_at_0.8": 0.5, "recognised_at_1": 1.0}}}}
-    candidate = {"heldout": {"motion_accuracy": 0.75}, "v2v": {"v2v_psnr_db_at_0.05": 29.0},
+    candidate = {"heldout": {"motion_accuracy": 0.75, "videos": 48}, "v2v": {"v2v_psnr_db_at_0.05": 29.0},
                  "ssr": {"ssr_boundary_peak_multidiffusion": 0.8, "fidelity": {"ssr": {"psnr_db": 30.0}}},
                  "style": {"styles": {"ink": {"subject_at_0.8": 0.25}}}}
-    verdicts = {row["row"]: row["verdict"] for row in compare_metrics(baseline, candidate)}
+    rows = {row["row"]: row for row in compare_metrics(baseline, candidate)}
+    verdicts = {name: row["verdict"] for name, row in rows.items()}
     assert verdicts["heldout motion"] == "better"
     assert verdicts["video-to-video PSNR at strength 0.05 (dB)"] == "worse"
     assert verdicts["SSR window-boundary peak"] == "better"  # lower is better
@@ -72,3 +73,6 @@ def test_compare_metrics_reads_each_rows_direction_and_dotted_keys():
     assert verdicts["ink: subject found at weight 0.8"] == "worse"
     assert verdicts["ink: recognised as the style at weight 1"] == "not measured"
     assert verdicts["seen colour"] == "not measured"
+    # a share's difference over its standard error: (0.75 - 0.5) / sqrt((0.25 + 0.1875) / 48) = 2.62
+    assert abs(rows["heldout motion"]["z"] - 2.619) < 1e-3
+    assert rows["video-to-video PSNR at strength 0.05 (dB)"]["z"] is None  # no spread kept for dB rows
