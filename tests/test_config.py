@@ -82,6 +82,11 @@ def _unet() -> UNet2DConditionModel:
      r"read by the temporal stage only, but the t2i stage's settings have 0\.5"),
     (lambda c: c["stages"]["temporal"].update(long_clip_share=1.5), r"long_clip_share must be in \[0, 1\]"),
     (lambda c: c["stages"]["temporal"].update(long_clip_multiple=1), r"long_clip_multiple >= 2"),
+    (lambda c: (c["data"].update(render_on_device=True),
+                c["stages"]["temporal"].update(long_clip_share=0.5, long_clip_motions=["jumping"])),
+     r"long_clip_motions must be a list of some of"),
+    (lambda c: (c["data"].update(render_on_device=True), c["stages"]["temporal"].update(long_clip_motions=["bouncing"])),
+     r"long_clip_motions chooses the long clips of long_clip_share, which the temporal stage's settings leave at 0"),
     # motion weights: the procedural world's motions, weights >= 0, not all 0
     (lambda c: c["data"].update(motion_weights={"jumping": 2}), r"data\.motion_weights: unknown motions \['jumping'\]"),
     (lambda c: c["data"].update(motion_weights={"growing": -1}), r"data\.motion_weights: .*must be >= 0"),

@@ -255,6 +255,7 @@ def test_long_clip_items_carry_the_clip_at_its_pace():
     assert short["video"].shape == (3, 3, 8, 32, 32) and long["video"].shape == (3, 3, 22, 32, 32)
     assert long["caption"] == short["caption"] and "world_long" not in long and "world" not in short
     assert torch.equal(long["video"][:, :, 0], short["video"][:, :, 0])
+    assert bool(long["long_ok"].all()) and "long_ok" not in short  # no long_motions: every clip may be long
     plain = ProceduralVideoDataset(8, 32, 32, render_on_device=True)
     with pytest.raises(ValueError, match="no long clips"):
         plain.render_batch(torch.utils.data.default_collate([plain[0]]), long=True)
@@ -485,3 +486,19 @@ def test_real_video_dataset_frame_stride(video_folder):
     assert dense[0]["video"].shape == sparse[0]["video"].shape == (3, 4, 48, 64)
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         RealVideoDataset(video_folder, video_folder / "missing.csv")
+
+
+def test_long_motions_mark_the_clips_a_long_step_may_train_on():
+    """``long_motions``: an item's "long_ok" holds exactly when every object of its clip moves one of those ways."""
+    repeating = ("bouncing", "rotating", "circling")
+    data = ProceduralVideoDataset(num_frames=8, height=16, width=16, length=200, seed=1, render_on_device=True,
+                                  long_frames=24, long_motions=repeating)
+    marks = [(bool(data[i]["long_ok"]), all(o.motion in repeating for o in data.spec_and_caption(i)[0].objects))
+             for i in range(60)]
+    assert all(mark == expected for mark, expected in marks)
+    assert {mark for mark, _ in marks} == {True, False}
+    for bad in ((), ("jumping",)):
+        with pytest.raises(ValueError, match="long_motions needs long_frames"):
+            ProceduralVideoDataset(8, 16, 16, render_on_device=True, long_frames=24, long_motions=bad)
+    with pytest.raises(ValueError, match="long_motions needs long_frames"):
+        ProceduralVideoDataset(8, 16, 16, render_on_device=True, long_motions=repeating)

@@ -341,6 +341,19 @@ def test_long_clip_share_trains_that_share_of_steps_on_longer_clips(trained_run,
     assert set(seen) == {(3, 3, frames), (1, 3, 3 * frames)}, seen
     assert 2 <= seen.count((1, 3, 3 * frames)) <= 6  # about half of 8 steps
 
+    # long_clip_motions reaches the temporal stage's dataset, which marks the clips a long step may use
+    from lumiere.data.datasets import ProceduralVideoDataset
+
+    built = []
+    init = ProceduralVideoDataset.__init__
+    monkeypatch.setattr(ProceduralVideoDataset, "__init__",
+                        lambda self, *a, **k: (built.append(k.get("long_motions")), init(self, *a, **k))[1])
+    config["stages"]["temporal"].update(steps=1, long_clip_motions=["rotating"])
+    config["output_dir"] = str(tmp_path / "long-rotating")
+    shutil.copytree(trained_run / "out", tmp_path / "long-rotating", ignore=shutil.ignore_patterns("temporal"))
+    assert run_stage("temporal", config)["step"] == 1
+    assert ("rotating",) in built
+
 
 def test_t2i_refine_phase_trains_the_unet_further_with_the_text_encoder_kept(tmp_path):
     """``stages.t2i.refine``: a second phase in the same run continues the first phase's U-Net (at lr 0 it
@@ -459,3 +472,18 @@ def test_data_motion_weights_reach_the_stages_procedural_datasets():
     for data in (video_dataset(run, 4, 16, 16), image_dataset(run, 16, 16)):
         motions = {parse_prompt(data[i]["caption"]).objects[0].motion for i in range(12)}
         assert motions == {"shrinking"}, (type(data).__name__, motions)
+
+
+def test_a_long_step_trains_only_on_the_clips_its_motions_allow():
+    """``long_clip_motions``: a long step keeps 1/multiple of the batch from the clips marked "long_ok" (the
+    first ones), and gives way to an ordinary step (None) when no clip of the batch is marked."""
+    from lumiere.train.stages import _long_clips
+
+    batch = {"video": torch.arange(6).view(6, 1), "caption": [f"clip {i}" for i in range(6)],
+             "long_ok": torch.tensor([False, True, False, True, True, False])}
+    kept = _long_clips(dict(batch), 3)
+    assert kept["caption"] == ["clip 1", "clip 3"] and kept["video"].flatten().tolist() == [1, 3]
+    assert "long_ok" not in kept
+    assert _long_clips({**batch, "long_ok": torch.zeros(6, dtype=torch.bool)}, 3) is None
+    unmarked = _long_clips({key: value for key, value in batch.items() if key != "long_ok"}, 3)
+    assert unmarked["caption"] == ["clip 0", "clip 1"]  # no marks: the first clips, as before the option

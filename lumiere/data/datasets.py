@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lumiere.data.world import (
-    STYLES, caption, default_times, motion_probabilities, pace_span, render_clip, sample_clip_spec,
+    MOTIONS, STYLES, caption, default_times, motion_probabilities, pace_span, render_clip, sample_clip_spec,
 )
 from lumiere.errors import InputError
 from lumiere.options import InputLimits
@@ -83,19 +83,27 @@ class ProceduralVideoDataset(Dataset):
     Why: rendering is the data cost; a GPU renders a whole batch in milliseconds. ``long_frames`` (with
     ``render_on_device``): items also carry the same clip at that many frames and the clip's own pace ("world_long":
     ``world.motion_time``: a repeating motion goes on, one the frame bounds is spread over the longer clip),
-    which ``render_batch(batch, long=True)`` renders instead.
+    which ``render_batch(batch, long=True)`` renders instead. ``long_motions`` (with ``long_frames``): the motions a
+    long clip may show; each item's "long_ok" says whether every object of its clip moves so (without it, always),
+    and a long batch keeps it for the training step to choose those clips. Why: a move or size change the frame
+    bounds is only slowed down by a longer clip, so its long render teaches a slower motion, not a longer one.
     """
 
     def __init__(self, num_frames: int = 16, height: int = 32, width: int = 32, length: int = 100_000,
                  seed: int = 0, style: str | None = None, holdout: bool = True,
                  return_lowres: tuple[int, int] | None = None, render_on_device: bool = False,
-                 long_frames: int | None = None, motion_weights: dict[str, float] | None = None):
+                 long_frames: int | None = None, motion_weights: dict[str, float] | None = None,
+                 long_motions: tuple[str, ...] | None = None):
         _check_style(style)
         self.motion_probs = motion_probabilities(motion_weights)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if long_frames is not None and not (render_on_device and long_frames >= 1):
             raise ValueError(f"long_frames needs render_on_device and >= 1 frame, got {long_frames}")
+        if long_motions is not None and (long_frames is None or not long_motions
+                                         or not set(long_motions) <= set(MOTIONS)):
+            raise ValueError(f"long_motions needs long_frames and some of {list(MOTIONS)}, got {long_motions}")
+        self.long_motions = None if long_motions is None else frozenset(long_motions)
         self.num_frames, self.height, self.width = num_frames, height, width
         self.length, self.seed, self.style, self.holdout = length, seed, style, holdout
         self.return_lowres, self.render_on_device, self.long_frames = return_lowres, render_on_device, long_frames
@@ -105,10 +113,11 @@ class ProceduralVideoDataset(Dataset):
         ``long``) -> "video" (B, 3, T, H, W) and, with ``return_lowres``, "lowres_video"."""
         batch = dict(batch)
         world, long_world = batch.pop("world"), batch.pop("world_long", None)
+        long_ok = batch.pop("long_ok", None)
         if long:
             if long_world is None:
                 raise ValueError("this dataset has no long clips: build it with long_frames")
-            world = long_world
+            world, batch["long_ok"] = long_world, long_ok
         batch["video"] = _render_world(world, self.height, self.width, self.style)
         if self.return_lowres is not None:
             batch["lowres_video"] = _render_world(world, *self.return_lowres, self.style)
@@ -139,6 +148,8 @@ class ProceduralVideoDataset(Dataset):
             if self.long_frames is not None:
                 item["world_long"] = _world_item(spec, default_times(self.long_frames),
                                                  pace_span(self.long_frames, self.num_frames))
+                item["long_ok"] = torch.tensor(self.long_motions is None
+                                               or all(o.motion in self.long_motions for o in spec.objects))
             return item
         item = {"video": video_to_tensor(render_clip(spec, len(times), self.height, self.width, self.style, times)),
                 "caption": _style_caption(text, self.style)}

@@ -255,6 +255,9 @@ class RunConfig:
                 if settings.long_clip_share and stage != "temporal":
                     raise InputError(f"long_clip_share is read by the temporal stage only, but the {stage} stage's "
                                      f"settings have {settings.long_clip_share}: set it in stages.temporal")
+                if settings.long_clip_motions is not None and not settings.long_clip_share:
+                    raise InputError(f"long_clip_motions chooses the long clips of long_clip_share, which the {stage} "
+                                     "stage's settings leave at 0")
                 if settings.long_clip_share and not (config.data.type == "procedural" and config.data.render_on_device):
                     raise InputError("long_clip_share renders each clip again at its long length: it needs "
                                      "data.type 'procedural' with data.render_on_device true")

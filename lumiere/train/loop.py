@@ -70,6 +70,10 @@ class TrainSettings:
     # (it would move at its clip's speed near the ends and stall between). 0: every step on the model's clip.
     long_clip_share: float = 0.0
     long_clip_multiple: int = 3
+    # The motions a long clip may show (every object's; the world's names), or None: any. The repeating ones
+    # (bouncing, rotating, circling) are what a longer clip can show going on; a long render of a move or a size
+    # change is the same motion slowed down.
+    long_clip_motions: tuple[str, ...] | None = None
     caption_dropout: float = 0.1        # share of captions replaced by "": trains the unconditional model CFG needs
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1 more forward
     text_embedding_cache: str | None = None  # a directory: frozen text states cached there (train section only)
@@ -103,6 +107,14 @@ class TrainSettings:
         if not 0.0 <= float(self.long_clip_share) <= 1.0 or int(self.long_clip_multiple) < 2:
             raise InputError(f"long_clip_share must be in [0, 1] and long_clip_multiple >= 2, got "
                              f"{self.long_clip_share} and {self.long_clip_multiple}")
+        if self.long_clip_motions is not None:
+            from ..data.world import MOTIONS
+
+            motions = self.long_clip_motions
+            if isinstance(motions, str) or not motions or not set(motions) <= set(MOTIONS):
+                raise InputError(f"long_clip_motions must be a list of some of {list(MOTIONS)} (or null: any), "
+                                 f"got {motions!r}")
+            self.long_clip_motions = tuple(motions)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train settings") -> "TrainSettings":

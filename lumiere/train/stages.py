@@ -376,6 +376,18 @@ class T2IModule(nn.Module):
         return self.objective.loss(self.unet(noisy, t, states).sample, target, t, clean=images, noisy=noisy)
 
 
+def _long_clips(batch: dict, multiple: int) -> dict | None:
+    """A rendered long batch cut to 1/multiple of its clips (at least one), so a long step's frames stay about
+    the same: its first clips whose "long_ok" holds (the dataset's ``long_motions``), or None when none does."""
+    eligible = batch.pop("long_ok", None)
+    chosen = list(range(len(batch["caption"]))) if eligible is None else torch.nonzero(eligible).flatten().tolist()
+    chosen = chosen[:max(1, len(batch["caption"]) // multiple)]
+    if not chosen:
+        return None
+    return {key: [value[i] for i in chosen] if isinstance(value, list) else value[chosen]
+            for key, value in batch.items()}
+
+
 class VideoModule(nn.Module):
     """Temporal / conditional / SSR stages: a STUNet on video batches, text encoder frozen. With a
     ``vae`` (a latent model's base / conditional; never the pixel-space SSR) the STUNet trains on the
@@ -405,12 +417,14 @@ class VideoModule(nn.Module):
             raise ValueError("long_clips needs a renderer of the batch's long clips (procedural data on the device)")
 
     def forward(self, batch):
+        long_batch = None
         if self.long_clips is not None and float(torch.rand(())) < self.long_clips[0]:
-            batch = self.render(batch, long=True)
-            keep = max(1, len(batch["caption"]) // self.long_clips[1])
-            batch = {key: value[:keep] for key, value in batch.items()}
+            long_batch = _long_clips(self.render(batch, long=True), self.long_clips[1])
+        if long_batch is not None:
+            batch = long_batch
         elif self.render is not None:
             batch = self.render(batch)
+            batch.pop("long_ok", None)
         pixels = batch["video"]
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             # Seeded from the global generator, which the loop seeds per (step, rank): reproducible on resume.
@@ -501,12 +515,13 @@ class RandomCrop(_EpochWrapper):
 # ----------------------------------------------------------------------------- data
 def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width: int,
                   lowres: tuple[int, int] | None = None, style: str | None = None, on_device: bool = False,
-                  long_frames: int | None = None):
+                  long_frames: int | None = None, long_motions: tuple[str, ...] | None = None):
     """The config's video data (procedural, real, folder or webdataset shards) at (num_frames, height, width);
     ``lowres`` adds "lowres_video" items of that size. ``config`` is a RunConfig or a config dict.
     ``on_device`` (procedural data with ``data.render_on_device``): items carry the clips' parameters, and
     the dataset's ``render_batch`` renders a batch of them where it is (``device_renderer``); ``long_frames``
-    (only there: ``RunConfig.from_dict`` refuses ``long_clip_share`` elsewhere) adds each clip at that length."""
+    (only there: ``RunConfig.from_dict`` refuses ``long_clip_share`` elsewhere) adds each clip at that length,
+    ``long_motions`` which of them a long step may train on."""
     config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     data = config.data
     if data.type == "procedural":
@@ -514,7 +529,8 @@ def video_dataset(config: RunConfig | dict, num_frames: int, height: int, width:
 
         return ProceduralVideoDataset(num_frames, height, width, length=data.length, seed=data.seed, style=style,
                                       return_lowres=lowres, render_on_device=on_device and data.render_on_device,
-                                      long_frames=long_frames, motion_weights=data.motion_weights)
+                                      long_frames=long_frames, motion_weights=data.motion_weights,
+                                      long_motions=long_motions)
     if data.type == "webdataset":
         from ..data.shards import ShardedVideoDataset
 
@@ -852,7 +868,8 @@ def _train_base(ws: Workspace, base: STUNet, text_encoder: TextEncoder, settings
     frames, height, width = ws.model.base_resolution
     long = (float(settings.long_clip_share), int(settings.long_clip_multiple)) if settings.long_clip_share else None
     data = video_dataset(ws.config, frames, height, width, on_device=True,
-                         long_frames=frames * long[1] if long else None)
+                         long_frames=frames * long[1] if long else None,
+                         long_motions=settings.long_clip_motions if long else None)
     module = VideoModule(base, text_encoder, ws.objective(settings, recipe=True), "temporal",
                          vae=ws.vae(), render=device_renderer(data), long_clips=long)
     _memory_settings(settings, base)
