@@ -14,7 +14,9 @@ The reference rows are the model's own clip (16 frames, one part per clip) and t
 prompt at the long length (no model: what the measures give the training data; at the clip's pace, and with
 every motion spread); for the 16-frame rows the bench also prints the
 step profile (``profile_table``), where bursts of the temporal down-sampling factor show. Rows are appended to a JSON
-lines file as they finish (``--out``), so an interrupted run resumes where it stopped.
+lines file as they finish (``--out``), so an interrupted run resumes where it stopped. ``--summary FILE`` writes the
+model card's row (the default sampling, "one pass") as a "long_clips" metrics part that ``python -m lumiere compare``
+reads next to ``eval``'s parts.
 """
 from __future__ import annotations
 
@@ -101,6 +103,22 @@ def table(rows: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+CARD_SETTING = "one pass"  # the pipeline's default for clips longer than the model's: the card's row
+
+
+def summary(rows: list[dict]) -> dict:
+    """The card's long-clip row as a metrics part: the share of clip-long parts moving as prompted (over
+    ``thirds`` parts), the mean seam peak, the share of clips with one object in every frame."""
+    r = [row for row in rows if row["setting"] == CARD_SETTING]
+    if not r:
+        raise SystemExit(f"--summary: no {CARD_SETTING!r} rows measured; add it to --settings")
+    parts = sum(row["parts"] for row in r)
+    return {"long_clips": {"setting": CARD_SETTING, "clips": len(r), "thirds": parts,
+                           "thirds_as_prompted": sum(row["as_prompted"] for row in r) / parts,
+                           "seam_peak": float(np.mean([row["seam_peak"] for row in r])),
+                           "one_object": sum(row["one_object"] for row in r) / len(r)}}
+
+
 def profile_table(rows: list[dict], names: list[str]) -> str:
     """Each setting's frame-to-frame change at every step, over its mean, averaged over the clips: a model
     that advances its object in bursts of the temporal down-sampling factor shows a period there, one
@@ -127,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_clips.jsonl"))
+    parser.add_argument("--summary", type=Path, default=None,
+                        help=f"write the {CARD_SETTING!r} row as a metrics part for `python -m lumiere compare`")
     args = parser.parse_args()
     import torch
 
@@ -178,6 +198,9 @@ def main() -> None:
     print(table(rows, args.settings))
     print("\nframe-to-frame change by step, over the clip's mean (16-frame rows):")
     print(profile_table([row for row in rows if row["frames"] == clip], args.settings))
+    if args.summary is not None:
+        seeds = set(range(args.seeds))
+        args.summary.write_text(json.dumps(summary([row for row in rows if row["seed"] in seeds]), indent=2))
 
 
 if __name__ == "__main__":

@@ -503,6 +503,9 @@ COMPARED_ROWS = (
     ("conditional.cinemagraph_static_region_temporal_std", "cinemagraph still-region std, raw", False, None),
     ("ssr.fidelity.ssr.psnr_db", "SSR PSNR (dB)", True, None),
     ("ssr.ssr_boundary_peak_multidiffusion", "SSR window-boundary peak", False, None),
+    # from ``benchmarks/bench_long_clips.py --summary`` (text to video at 3x the clip, the default sampling)
+    ("long_clips.thirds_as_prompted", "3x clip: thirds moving as prompted", True, "long_clips.thirds"),
+    ("long_clips.seam_peak", "3x clip: seam peak", False, None),
 )
 STYLE_ROWS = (("subject_at_0.8", "subject found at weight 0.8", True),
               ("recognised_at_1", "recognised as the style at weight 1", True))

@@ -76,3 +76,13 @@ def test_compare_metrics_reads_each_rows_direction_and_dotted_keys():
     # a share's difference over its standard error: (0.75 - 0.5) / sqrt((0.25 + 0.1875) / 48) = 2.62
     assert abs(rows["heldout motion"]["z"] - 2.619) < 1e-3
     assert rows["video-to-video PSNR at strength 0.05 (dB)"]["z"] is None  # no spread kept for dB rows
+
+
+def test_compare_metrics_reads_the_long_clip_benchmarks_part():
+    """``bench_long_clips.py --summary``'s part: more thirds as prompted is better, a higher seam peak worse."""
+    baseline = {"long_clips": {"thirds": 96, "thirds_as_prompted": 39 / 96, "seam_peak": 1.67}}
+    candidate = {"long_clips": {"thirds": 96, "thirds_as_prompted": 36 / 96, "seam_peak": 1.60}}
+    rows = {row["row"]: row for row in compare_metrics(baseline, candidate)}
+    assert rows["3x clip: thirds moving as prompted"]["verdict"] == "worse"
+    assert -1 < rows["3x clip: thirds moving as prompted"]["z"] < 0  # 3 thirds in 96: within chance
+    assert rows["3x clip: seam peak"]["verdict"] == "better"
