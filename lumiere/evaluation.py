@@ -545,12 +545,12 @@ def compare_metrics(baseline: dict, candidate: dict) -> list[dict]:
     compared = []
     for path, name, higher, count_path in rows:
         old, new = _lookup(baseline, path), _lookup(candidate, path)
-        errors = [_share_error(m, path, count_path) for m in (baseline, candidate)]
         z = None
         if old is None or new is None:
             verdict = "not measured"
         else:
             verdict = "same" if new == old else "better" if (new > old) == higher else "worse"
+            errors = [_share_error(m, path, count_path) for m in (baseline, candidate)]
             if None not in errors and (errors[0] or errors[1]):
                 z = float((new - old) / np.hypot(*errors))
         compared.append({"row": name, "baseline": old, "candidate": new, "verdict": verdict, "z": z})

@@ -423,8 +423,7 @@ class VideoModule(nn.Module):
         if long_batch is not None:
             batch = long_batch
         elif self.render is not None:
-            batch = self.render(batch)
-            batch.pop("long_ok", None)
+            batch = self.render(batch)  # an ordinary batch: the renderer drops "long_ok"
         pixels = batch["video"]
         if self.kind == "conditional":  # draw (C, M) before noising: a cinemagraph draw may change the clip to produce
             # Seeded from the global generator, which the loop seeds per (step, rank): reproducible on resume.
