@@ -1,9 +1,9 @@
 """The app's examples: inputs per tab, and the outputs pre-rendered from them with the bundled model.
 
 Kept free of Gradio so ``python -m app.make_examples --outputs`` can render the outputs without the UI.
-Each output is ``assets/examples/outputs/<tab>-<index>.mp4`` rendered with the tab's defaults and
-``EXAMPLE_SEED``; the app shows them as cached example results (``gr.Examples(cache_examples=True)``)
-when it serves the bundled model, so a visitor sees what each tab does before waiting.
+Each output is ``assets/examples/outputs/<tab>-<index>.mp4`` rendered with the tab's defaults, the advanced
+settings its row names (``num_frames`` for a longer clip) and ``EXAMPLE_SEED``; the app shows them as the
+examples' results when it serves the bundled model, so a visitor sees what each tab does before waiting.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def editor_value(background: str, layer: str | None = None) -> dict:
             "composite": example_file(composite)}
 
 
-# tab -> list of {API parameter: value}; prompts are unique within a tab (they key the cached outputs).
+# tab -> list of {API parameter: value}, the tab's own inputs and any advanced setting (``app.ui.Advanced``) other
+# than the seed; prompts are unique within a tab (they key the pre-rendered outputs).
 EXAMPLES: dict[str, list[dict]] = {
     "text_to_video": [
         {"prompt": "a red circle bouncing on the grass"},
@@ -34,6 +35,7 @@ EXAMPLES: dict[str, list[dict]] = {
         {"prompt": "a yellow triangle rotating at night"},
         {"prompt": "a purple circle moving right at night"},
         {"prompt": "a white circle bouncing at night", "loop": True},  # a seamless loop
+        {"prompt": "a red square rotating over the sea", "num_frames": 48},  # 3x the model's clip, in one pass
     ],
     "image_to_video": [
         {"image": example_file("red_circle_grass.png"), "prompt": "a red circle moving right on the grass"},

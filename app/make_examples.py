@@ -86,8 +86,8 @@ def mask_previews() -> None:
 
 
 def render_outputs() -> None:
-    """Each tab's examples through the app's own request path (validation included), default settings,
-    seed EXAMPLE_SEED, on the bundled model."""
+    """Each tab's examples through the app's own request path (validation included), default settings but
+    for those the row names, seed EXAMPLE_SEED, on the bundled model."""
     import time
 
     from app.examples import EXAMPLE_SEED, OUTPUTS_DIR, output_path
@@ -99,8 +99,9 @@ def render_outputs() -> None:
     for tab in (cls(studio) for cls in TABS):
         for index, row in enumerate(tab.example_rows()):
             started = time.perf_counter()
-            settings = studio.settings(Advanced(seed=EXAMPLE_SEED))
-            job = tab.prepare(settings, **row)
+            advanced = {k: v for k, v in row.items() if k in Advanced._fields}  # e.g. a longer duration
+            settings = studio.settings(Advanced(**{**advanced, "seed": EXAMPLE_SEED}))
+            job = tab.prepare(settings, **{k: v for k, v in row.items() if k not in advanced})
             video = studio.manager.pipe.generate(job.with_settings(settings, EXAMPLE_SEED))
             write_video(output_path(tab.name, index), video, settings.fps)
             print(f"{output_path(tab.name, index).name}: {video.shape}, {time.perf_counter() - started:.1f} s, "

@@ -461,7 +461,9 @@ class Tab:
         (``app.examples``), so a visitor sees what the tab does before waiting for a generation."""
         rows = self.example_rows()
         names = [p for p in inspect.signature(self.endpoint).parameters if any(p in row for row in rows)]
-        samples = [[row.get(k) for k in names] for row in rows]
+        # An advanced setting one row gives (say a longer duration) is reset to its default by the others.
+        unset = {k: ui.advanced.inputs[k].value if k in ui.advanced.inputs else None for k in names}
+        samples = [[row.get(k, unset[k]) for k in names] for row in rows]
         components = [ui.components[k] for k in names]
         if not (bundled and outputs_available(self.name)):
             gr.Examples(samples, inputs=components, label="Examples", elem_id=f"{self.name}-examples")

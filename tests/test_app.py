@@ -571,7 +571,8 @@ def test_inpaint_example_mask_covers_the_objects_path_in_every_frame():
 @pytest.mark.bundled
 def test_prerendered_example_outputs_are_the_bundled_models_clips():
     """The app shows assets/examples/outputs as the bundled model's results: each is a playable clip at the
-    bundled model's output size (base frames, base height and width times the SSR scale)."""
+    bundled model's output size (base height and width times the SSR scale) and of the example's length (the
+    frames it asks for, its video's, or the model's clip)."""
     from app.examples import EXAMPLES as TABS
     from app.examples import output_path, outputs_available
     from lumiere.io import read_video
@@ -583,7 +584,8 @@ def test_prerendered_example_outputs_are_the_bundled_models_clips():
     assert rendered, "no tab has its pre-rendered example outputs"
     for tab in rendered:
         for index, example in enumerate(TABS[tab]):
-            length = read_video(example["video"], fps=config["fps"])[0].shape[0] if "video" in example else frames
+            length = (read_video(example["video"], fps=config["fps"])[0].shape[0] if "video" in example
+                      else example.get("num_frames", frames))
             check_video(output_path(tab, index), length, (height * scale, width * scale))
 
 

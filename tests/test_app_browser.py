@@ -183,7 +183,7 @@ def test_every_tabs_examples_are_in_view_without_scrolling(page):
 
 
 def test_examples_show_their_prerendered_results(page, served):
-    from app.examples import EXAMPLE_SEED, outputs_available
+    from app.examples import EXAMPLE_SEED, EXAMPLES, outputs_available
 
     if served[1].model is not None or not outputs_available("text_to_video"):
         pytest.skip("pre-rendered example outputs exist for the bundled model only")
@@ -198,6 +198,18 @@ def test_examples_show_their_prerendered_results(page, served):
     download.first.wait_for(state="attached", timeout=10_000)
     assert "text_to_video-2.mp4" in download.first.get_attribute("href")
     assert not served[1].busy
+
+    # An example that asks for a longer clip sets the duration; the others set it back to the model's clip.
+    open_advanced(page, "text_to_video")
+    frames = page.locator("#text_to_video-advanced").get_by_label("number input for Frames (duration)")
+    assert frames.input_value() == str(served[1].pipe.base_resolution[0])
+    index, row = next((i, row) for i, row in enumerate(EXAMPLES["text_to_video"]) if "num_frames" in row)
+    page.get_by_text(row["prompt"]).first.click()
+    page.wait_for_function(f"document.querySelector('#text_to_video-result video[src*=\"text_to_video-{index}\"]')")
+    assert frames.input_value() == str(row["num_frames"])
+    page.get_by_text("a yellow triangle rotating at night").first.click()
+    wait_until(lambda: frames.input_value() != str(row["num_frames"]), 10)
+    assert frames.input_value() == str(served[1].pipe.base_resolution[0])
 
 
 def open_advanced(page, tab: str) -> None:
