@@ -72,6 +72,7 @@ def test_eval_runs_on_a_tiny_model(trained_run):
     assert set(style) == {"subject_at_0", "subject_at_0.8", "recognised_at_1", "recognised_at_0", "world_recognised",
                           "world_subject_at_1"}
     assert style["world_recognised"] == 1.0 and all(0.0 <= v <= 1.0 for v in style.values())
+    assert metrics["style"]["samples"] == metrics["heldout"]["videos"]  # styled text to video, sampled as the t2v part
 
 
 def test_motion_recipe_switches_train_and_load(tmp_path):
