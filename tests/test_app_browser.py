@@ -208,6 +208,7 @@ def test_examples_show_their_prerendered_results(page, served):
     page.wait_for_function(f"document.querySelector('#text_to_video-result video[src*=\"text_to_video-{index}\"]')")
     assert frames.input_value() == str(row["num_frames"])
     page.get_by_text("a yellow triangle rotating at night").first.click()
+    page.wait_for_function("document.querySelector('#text_to_video-result video[src*=\"text_to_video-2\"]')")
     wait_until(lambda: frames.input_value() != str(row["num_frames"]), 10)
     assert frames.input_value() == str(served[1].pipe.base_resolution[0])
 
