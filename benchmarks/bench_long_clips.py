@@ -89,17 +89,26 @@ def configure(setting) -> None:
             options.SHARED_NOISE_STRIDE_CLIPS = setting
 
 
+def aggregate(rows: list[dict], name: str) -> dict | None:
+    """One setting's clips pooled: parts moving as prompted over all parts, the seam peaks, clips with one object."""
+    r = [row for row in rows if row["setting"] == name]
+    if not r:
+        return None
+    return {"clips": len(r), "parts": sum(row["parts"] for row in r), "as_prompted": sum(row["as_prompted"] for row in r),
+            "peaks": [row["seam_peak"] for row in r], "one_object": sum(row["one_object"] for row in r),
+            "seconds": float(np.mean([row["seconds"] for row in r]))}
+
+
 def table(rows: list[dict], names: list[str]) -> str:
     lines = ["| sampling | clips | parts moving as prompted | seam peak (mean / max over clips) | clips ≤ 1.3 | "
              "one object in every frame | seconds per clip |", "|---|---|---|---|---|---|---|"]
     for name in names:
-        r = [row for row in rows if row["setting"] == name]
-        if not r:
+        a = aggregate(rows, name)
+        if a is None:
             continue
-        peaks = [row["seam_peak"] for row in r]
-        lines.append(f"| {name} | {len(r)} | {sum(row['as_prompted'] for row in r)} / {sum(row['parts'] for row in r)} | "
-                     f"{np.mean(peaks):.2f} / {max(peaks):.2f} | {sum(p <= 1.3 for p in peaks)}/{len(r)} | "
-                     f"{sum(row['one_object'] for row in r)}/{len(r)} | {np.mean([row['seconds'] for row in r]):.1f} |")
+        peaks, n = a["peaks"], a["clips"]
+        lines.append(f"| {name} | {n} | {a['as_prompted']} / {a['parts']} | {np.mean(peaks):.2f} / {max(peaks):.2f} | "
+                     f"{sum(p <= 1.3 for p in peaks)}/{n} | {a['one_object']}/{n} | {a['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -109,14 +118,12 @@ CARD_SETTING = "one pass"  # the pipeline's default for clips longer than the mo
 def summary(rows: list[dict]) -> dict:
     """The card's long-clip row as a metrics part: the share of clip-long parts moving as prompted (over
     ``thirds`` parts), the mean seam peak, the share of clips with one object in every frame."""
-    r = [row for row in rows if row["setting"] == CARD_SETTING]
-    if not r:
+    a = aggregate(rows, CARD_SETTING)
+    if a is None:
         raise SystemExit(f"--summary: no {CARD_SETTING!r} rows measured; add it to --settings")
-    parts = sum(row["parts"] for row in r)
-    return {"long_clips": {"setting": CARD_SETTING, "clips": len(r), "thirds": parts,
-                           "thirds_as_prompted": sum(row["as_prompted"] for row in r) / parts,
-                           "seam_peak": float(np.mean([row["seam_peak"] for row in r])),
-                           "one_object": sum(row["one_object"] for row in r) / len(r)}}
+    return {"long_clips": {"setting": CARD_SETTING, "clips": a["clips"], "thirds": a["parts"],
+                           "thirds_as_prompted": a["as_prompted"] / a["parts"], "seam_peak": float(np.mean(a["peaks"])),
+                           "one_object": a["one_object"] / a["clips"]}}
 
 
 def profile_table(rows: list[dict], names: list[str]) -> str:
