@@ -296,6 +296,26 @@ def test_style_dataset_and_image_dataset():
         ProceduralVideoDataset(style="cubism")
 
 
+@pytest.mark.parametrize("on_device", [False, True])
+def test_paired_style_images_show_the_same_scene_unstyled(on_device):
+    """``paired``: beside each styled image, the same scene rendered plain (what a slider style blends toward)."""
+    paired = ProceduralImageDataset(height=32, width=32, length=4, seed=3, style="line drawing", paired=True,
+                                    render_on_device=on_device)
+    plain = ProceduralImageDataset(height=32, width=32, length=4, seed=3, render_on_device=on_device)
+    if on_device:
+        from torch.utils.data import default_collate
+
+        pairs, plains = (d.render_batch(default_collate([d[i] for i in range(4)])) for d in (paired, plain))
+    else:
+        pairs, plains = ({k: [d[i][k] for i in range(4)] for k in d[0]} for d in (paired, plain))
+        pairs = {k: torch.stack(v) if k != "caption" else v for k, v in pairs.items()}
+        plains = {k: torch.stack(v) if k != "caption" else v for k, v in plains.items()}
+    assert torch.equal(pairs["plain_image"], plains["image"])
+    assert not torch.equal(pairs["image"], plains["image"])
+    with pytest.raises(ValueError, match="need a style"):
+        ProceduralImageDataset(paired=True)
+
+
 def test_tensor_round_trip():
     video = render_clip(sample_clip_spec(1), 4, 16, 16)
     assert np.array_equal(tensor_to_video(video_to_tensor(video)), video)

@@ -175,3 +175,62 @@ def test_the_style_stage_writes_the_low_rank_difference(monkeypatch, tmp_path):
     assert set(delta.dense) | set(delta.factors) == set(original.state_dict())  # (micro: all too small to factor)
     weight = original.conv_in.weight
     assert torch.allclose(delta.difference("conv_in.weight", weight.shape), torch.full_like(weight, 0.01), atol=1e-5)
+
+
+def test_a_slider_style_trains_only_its_difference_and_is_the_original_at_weight_zero(monkeypatch, tmp_path):
+    """``stages.style.slider``: the stage trains Delta through W_orig + alpha Delta on the blend of one scene's
+    plain and styled renders; the base's spatial weights get no gradient, and the written style is Delta."""
+    from lumiere.train import stages
+    from tests.tiny import MICRO_CONFIG
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "out")
+    config["stages"]["style"]["slider"] = True
+    ws = stages.Workspace(config)
+    original = stages.build_t2i_unet(ws.model.t2i, 16)
+    before = {name: value.clone() for name, value in original.state_dict().items()}
+    monkeypatch.setattr(stages.Workspace, "t2i_unet", lambda self: original)
+    written, seen = {}, {}
+    monkeypatch.setattr(stages.Workspace, "write_style", lambda self, style, state: written.update({style: state}))
+
+    def one_step(module, params, loader, *args, **kwargs):
+        assert isinstance(module, stages.StyleSliderModule)
+        assert {id(p) for p in params} == {id(p) for p in module.delta.parameters()}
+        with torch.no_grad():  # at weight 0 the slider is the base itself, whatever Delta holds
+            for p in params:
+                p.normal_()
+            zero = module.weights(0.0)
+        assert all(torch.equal(zero[name], value) for name, value in module.unet.named_parameters())
+        batch = next(iter(loader))
+        batch = module.render(batch) if module.render is not None else batch
+        seen["pair"] = batch["plain_image"].shape == batch["image"].shape and not torch.equal(batch["plain_image"],
+                                                                                              batch["image"])
+        torch.manual_seed(1)  # alpha > 0 for this draw
+        module(next(iter(loader))).backward()
+        assert all(p.grad is None for p in module.unet.parameters())
+        assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+        with torch.no_grad():
+            for p in params:
+                p.fill_(0.01)
+        return {}
+
+    monkeypatch.setattr(stages, "train", one_step)
+    stages.run_style(ws, False)
+    assert seen["pair"]  # every scene styled and plain
+    assert all(torch.equal(before[name], value) for name, value in original.state_dict().items())
+    weight = original.conv_in.weight
+    assert torch.allclose(written["line drawing"].difference("conv_in.weight", weight.shape),
+                          torch.full_like(weight, 0.01), atol=1e-5)
+
+
+def test_a_slider_style_needs_the_worlds_plain_renders(tmp_path):
+    """A folder of a style's images has no unstyled twin to blend toward: refused when the config is read."""
+    from lumiere.errors import InputError
+    from lumiere.train.stages import run_stage
+    from tests.tiny import micro_config, style_folder
+
+    config = micro_config(tmp_path, type="real", root=str(tmp_path), metadata="unused.csv")
+    folder = style_folder(tmp_path / "red", (200, 30, 30), ["a ball"])
+    config["stages"]["style"] = {"steps": 2, "batch_size": 1, "styles": {"red paint": str(folder)}, "slider": True}
+    with pytest.raises(InputError, match=r"stages\.style\.slider: style 'red paint' comes from a folder"):
+        run_stage("style", config)

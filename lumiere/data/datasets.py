@@ -165,21 +165,31 @@ class ProceduralImageDataset(Dataset):
     Captions describe appearance only ("a red circle on the grass"): a still frame cannot show
     motion, and teaching the T2I model to ignore motion words would be wasted capacity; the temporal
     stage learns what motion words mean. Set ``include_motion=True`` to keep them anyway.
+
+    ``paired`` (with a ``style``): each item also holds ``plain_image``, the same scene unstyled (a style
+    changes no draw, so both renders show one scene), which a style trained as a slider blends toward.
     """
 
     def __init__(self, height: int = 32, width: int = 32, length: int = 100_000, seed: int = 0,
                  style: str | None = None, holdout: bool = True, include_motion: bool = False,
-                 render_on_device: bool = False, motion_weights: dict[str, float] | None = None):
+                 render_on_device: bool = False, motion_weights: dict[str, float] | None = None,
+                 paired: bool = False):
         _check_style(style)
+        if paired and style is None:
+            raise ValueError("paired renders need a style (the unstyled render is the pair's other half)")
         self.motion_probs = motion_probabilities(motion_weights)
         self.height, self.width, self.length = height, width, length
         self.seed, self.style, self.holdout, self.include_motion = seed, style, holdout, include_motion
-        self.render_on_device = render_on_device
+        self.render_on_device, self.paired = render_on_device, paired
 
     def render_batch(self, batch: dict) -> dict:
-        """A collated batch of ``render_on_device`` items with "world" rendered as "image" (B, 3, H, W)."""
+        """A collated batch of ``render_on_device`` items with "world" rendered as "image" (B, 3, H, W)
+        (and, ``paired``, as "plain_image" unstyled)."""
         batch = dict(batch)
-        batch["image"] = _render_world(batch.pop("world"), self.height, self.width, self.style)[:, :, 0]
+        world = batch.pop("world")
+        batch["image"] = _render_world(world, self.height, self.width, self.style)[:, :, 0]
+        if self.paired:
+            batch["plain_image"] = _render_world(world, self.height, self.width, None)[:, :, 0]
         return batch
 
     def __len__(self):
@@ -196,7 +206,10 @@ class ProceduralImageDataset(Dataset):
         if self.render_on_device:
             return {"world": _world_item(spec, moment), "caption": _style_caption(text, self.style)}
         frame = render_clip(spec, 1, self.height, self.width, self.style, times=moment)[0]
-        return {"image": video_to_tensor(frame[None])[:, 0], "caption": _style_caption(text, self.style)}
+        item = {"image": video_to_tensor(frame[None])[:, 0], "caption": _style_caption(text, self.style)}
+        if self.paired:
+            item["plain_image"] = video_to_tensor(render_clip(spec, 1, self.height, self.width, None, times=moment))[:, 0]
+        return item
 
 
 # ----------------------------------------------------------------------------- real video

@@ -30,7 +30,7 @@ DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the T2I and
 # temporal stages' optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
 # style's own settings.
-STAGE_KEYS = {"t2i": ("finetune_pretrained", "refine"), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style")}
+STAGE_KEYS = {"t2i": ("finetune_pretrained", "refine"), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style", "slider")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
 
@@ -117,6 +117,8 @@ class StageConfig:
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
     per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
+    slider: bool = False  # style: train each style as the app's weight slider uses it (stages.StyleSliderModule;
+    #                       needs the procedural world, which renders every scene both plain and styled)
     mask_shares: dict = field(default_factory=dict)  # conditional: mask kind -> weight of its draws
     #                                                  (masks.mask_probabilities; empty: the default shares)
     known_weight: float = bounded(1.0, above=0.0)  # conditional: the loss's weight on the known pixels (M = 1)
@@ -268,14 +270,21 @@ class RunConfig:
         """Refuse styles without image folders on real data when the config is read, not after the other
         stages trained: only the procedural world renders a style from its name.
 
+        A style trained as a slider (``stages.style.slider``) needs every scene both plain and styled, which only
+        the world renders: a folder of a style's images has no unstyled twin.
+
         Raises:
-            InputError: naming ``stages.style.styles`` and the mapping it needs.
+            InputError: naming ``stages.style.styles`` and the mapping it needs, or ``stages.style.slider``.
         """
         named = [style for style in styles if style not in self.stage("style").style_folders]
         if named and self.data.type != "procedural":
             raise InputError(f"stages.style.styles: with {self.data.type} data each style needs its own images; give "
                              f"a mapping style name -> image folder (e.g. {{\"{named[0]}\": \"data/styles/...\"}}) "
                              f"instead of a list of names (only the procedural data renders styles itself)")
+        folders = [style for style in styles if style in self.stage("style").style_folders]
+        if folders and self.stage("style").slider:
+            raise InputError(f"stages.style.slider: style {folders[0]!r} comes from a folder of images, which has no "
+                             f"unstyled render of each scene to blend toward; train it without the slider")
 
     def plan(self, stages) -> tuple[tuple[str, ...], dict[str, str]]:
         """The stages a run of ``stages`` trains, and why each other one is skipped, checked before the first

@@ -376,6 +376,46 @@ class T2IModule(nn.Module):
         return self.objective.loss(self.unet(noisy, t, states).sample, target, t, clean=images, noisy=noisy)
 
 
+SLIDER_FULL_WEIGHT_SHARE = 0.5  # the share of a slider style's steps at weight 1, where the style itself is learned
+
+
+class StyleSliderModule(nn.Module):
+    """The style stage trained as the app's weight slider uses it (Lumiere Sec. 4.1 interpolates W_orig toward
+    the style's weights): the trainable difference Delta (zero at the start) enters as W_orig + alpha Delta, with
+    alpha drawn each step (1 for ``SLIDER_FULL_WEIGHT_SHARE`` of the steps, else uniform on [0, 1]; from the
+    global generator, which the loop seeds per step), and the target is the pixel blend (1 - alpha) plain +
+    alpha styled of one scene. Trained at weight 1 only, a style need not be anything in particular at 0.8;
+    trained like this, an in-between weight has an in-between target. W_orig stays frozen."""
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
+                 vae=None, render: Callable[[dict], dict] | None = None):
+        super().__init__()
+        self.unet, self.objective, self.vae = unet.requires_grad_(False), objective, _frozen(vae)
+        self.text_encoder = text_encoder.requires_grad_(False)
+        self.render = render
+        self.names = [name for name, _ in unet.named_parameters()]
+        # ParameterDict keys cannot hold dots: parameter i's difference is delta[str(i)].
+        self.delta = nn.ParameterDict({str(i): nn.Parameter(torch.zeros_like(param))
+                                       for i, (_, param) in enumerate(unet.named_parameters())})
+
+    def weights(self, alpha: float) -> dict[str, torch.Tensor]:
+        """W_orig + alpha Delta under the U-Net's parameter names."""
+        params = dict(self.unet.named_parameters())
+        return {name: params[name] + alpha * self.delta[str(i)] for i, name in enumerate(self.names)}
+
+    def forward(self, batch):
+        batch = self.render(batch) if self.render is not None else batch
+        draw = float(torch.rand(()))
+        alpha = 1.0 if draw < SLIDER_FULL_WEIGHT_SHARE else (draw - SLIDER_FULL_WEIGHT_SHARE) / (1 - SLIDER_FULL_WEIGHT_SHARE)
+        pixels = torch.lerp(batch["plain_image"], batch["image"], alpha)
+        images = _latents(self.vae, pixels[:, :, None])[:, :, 0]
+        with torch.no_grad():
+            states = self.text_encoder(self.objective.captions(batch["caption"]))
+        noisy, t, target = self.objective.noisy(images)
+        prediction = torch.func.functional_call(self.unet, self.weights(alpha), (noisy, t, states)).sample
+        return self.objective.loss(prediction, target, t, clean=images, noisy=noisy)
+
+
 def _long_clips(batch: dict, multiple: int) -> dict | None:
     """A rendered long batch cut to 1/multiple of its clips (at least one), so a long step's frames stay about
     the same: its first clips whose "long_ok" holds (the dataset's ``long_motions``), or None when none does."""
@@ -565,13 +605,15 @@ class FramesAsImages(_EpochWrapper):
         return {"image": item["video"][:, frame], "caption": item["caption"]}
 
 
-def image_dataset(config: RunConfig, height: int, width: int, style: str | None = None, on_device: bool = False):
+def image_dataset(config: RunConfig, height: int, width: int, style: str | None = None, on_device: bool = False,
+                  paired: bool = False):
+    """Single images for the T2I / style stages; ``paired`` (procedural data, with a style): each also unstyled."""
     if config.data.type == "procedural":
         from ..data.datasets import ProceduralImageDataset
 
         return ProceduralImageDataset(height, width, length=config.data.length, seed=config.data.seed, style=style,
                                       include_motion=True, render_on_device=on_device and config.data.render_on_device,
-                                      motion_weights=config.data.motion_weights)
+                                      motion_weights=config.data.motion_weights, paired=paired)
     return FramesAsImages(video_dataset(config, 1, height, width, style=style))
 
 
@@ -1004,7 +1046,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     # Every folder checked before the first style trains (a typo in the last one fails now, not hours later).
     datasets = {style: ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
                 if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style,
-                                                                                  on_device=True))
+                                                                                  on_device=True, paired=stage.slider))
                 for style in styles}
     text_encoder = ws.text_encoder()
     results = {}
@@ -1014,14 +1056,22 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     for style in styles:
         settings = ws.settings("style", style, **overrides)  # the stage's, then stages.style.per_style's
         unet = copy.deepcopy(original).requires_grad_(True)
-        module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae(),
-                           render=device_renderer(datasets[style]))
+        render = device_renderer(datasets[style])
+        if stage.slider:
+            module = StyleSliderModule(unet, text_encoder, ws.objective(settings), vae=ws.vae(), render=render)
+            trained = list(module.delta.parameters())
+        else:
+            module = T2IModule(unet, text_encoder, ws.objective(settings), train_text_encoder=False, vae=ws.vae(),
+                               render=render)
+            trained = list(unet.parameters())
         _memory_settings(settings, unet)
-        results[style] = train(module, list(unet.parameters()), _loader(datasets[style], settings), settings,
+        results[style] = train(module, trained, _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
+        weights = {name: value.detach() for name, value in module.weights(1.0).items()} if stage.slider \
+            else unet.state_dict()
         # Stored as its low-rank difference to W_orig (styles.StyleDelta, rank styles.STYLE_RANK): all the
         # interpolation needs, a fraction of a full copy of the T2I.
-        ws.write_style(style, StyleDelta.between(unet.state_dict(), original.state_dict()))
+        ws.write_style(style, StyleDelta.between(weights, original.state_dict()))
     return results
 
 
