@@ -28,8 +28,8 @@ from .masks import mask_probabilities
 STAGES = ("t2i", "temporal", "conditional", "ssr", "style")
 DATA_TYPES = ("procedural", "real", "folder", "webdataset")
 # Keys a stage has besides TrainSettings: the T2I stage's opt-in to fine-tune a pretrained T2I; the T2I and
-# temporal stages' optional refinement phase; the SSR stage's crop, window and two phases; the style list and each
-# style's own settings.
+# temporal stages' optional refinement phase; the SSR stage's crop, window and two phases; the style list, each
+# style's own settings and the slider switch.
 STAGE_KEYS = {"t2i": ("finetune_pretrained", "refine"), "temporal": ("init_from", "refine"), "conditional": ("init_from", "mask_shares", "known_weight"), "ssr": ("crop", "train_window", "image", "video", "init_from"), "style": ("styles", "per_style", "slider")}
 # Sections of a stage that are TrainSettings overrides of one of its phases.
 PHASE_KEYS = ("image", "video", "refine")
