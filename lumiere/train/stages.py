@@ -369,17 +369,21 @@ class T2IModule(nn.Module):
 
     def forward(self, batch):
         batch = self.render(batch) if self.render is not None else batch
-        images = _latents(self.vae, batch["image"][:, :, None])[:, :, 0]
+        return self.denoising_loss(batch["image"], batch["caption"], self.unet)
+
+    def denoising_loss(self, pixels: torch.Tensor, captions, unet: Callable) -> torch.Tensor:
+        """The objective's loss of ``unet(noisy, t, states)`` on images ``pixels`` (B, 3, H, W) captioned ``captions``."""
+        images = _latents(self.vae, pixels[:, :, None])[:, :, 0]
         with torch.set_grad_enabled(any(p.requires_grad for p in self.text_encoder.parameters())):
-            states = self.text_encoder(self.objective.captions(batch["caption"]))
+            states = self.text_encoder(self.objective.captions(captions))
         noisy, t, target = self.objective.noisy(images)
-        return self.objective.loss(self.unet(noisy, t, states).sample, target, t, clean=images, noisy=noisy)
+        return self.objective.loss(unet(noisy, t, states).sample, target, t, clean=images, noisy=noisy)
 
 
 SLIDER_FULL_WEIGHT_SHARE = 0.5  # the share of a slider style's steps at weight 1, where the style itself is learned
 
 
-class StyleSliderModule(nn.Module):
+class StyleSliderModule(T2IModule):
     """The style stage trained as the app's weight slider uses it (Lumiere Sec. 4.1 interpolates W_orig toward
     the style's weights): the trainable difference Delta (zero at the start) enters as W_orig + alpha Delta, with
     alpha drawn each step (1 for ``SLIDER_FULL_WEIGHT_SHARE`` of the steps, else uniform on [0, 1]; from the
@@ -389,10 +393,8 @@ class StyleSliderModule(nn.Module):
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, objective: DiffusionObjective,
                  vae=None, render: Callable[[dict], dict] | None = None):
-        super().__init__()
-        self.unet, self.objective, self.vae = unet.requires_grad_(False), objective, _frozen(vae)
-        self.text_encoder = text_encoder.requires_grad_(False)
-        self.render = render
+        super().__init__(unet.requires_grad_(False), text_encoder, objective, train_text_encoder=False, vae=vae,
+                         render=render)
         self.names = [name for name, _ in unet.named_parameters()]
         # ParameterDict keys cannot hold dots: parameter i's difference is delta[str(i)].
         self.delta = nn.ParameterDict({str(i): nn.Parameter(torch.zeros_like(param))
@@ -407,13 +409,9 @@ class StyleSliderModule(nn.Module):
         batch = self.render(batch) if self.render is not None else batch
         draw = float(torch.rand(()))
         alpha = 1.0 if draw < SLIDER_FULL_WEIGHT_SHARE else (draw - SLIDER_FULL_WEIGHT_SHARE) / (1 - SLIDER_FULL_WEIGHT_SHARE)
-        pixels = torch.lerp(batch["plain_image"], batch["image"], alpha)
-        images = _latents(self.vae, pixels[:, :, None])[:, :, 0]
-        with torch.no_grad():
-            states = self.text_encoder(self.objective.captions(batch["caption"]))
-        noisy, t, target = self.objective.noisy(images)
-        prediction = torch.func.functional_call(self.unet, self.weights(alpha), (noisy, t, states)).sample
-        return self.objective.loss(prediction, target, t, clean=images, noisy=noisy)
+        weights = self.weights(alpha)
+        return self.denoising_loss(torch.lerp(batch["plain_image"], batch["image"], alpha), batch["caption"],
+                                   lambda *inputs: torch.func.functional_call(self.unet, weights, inputs))
 
 
 def _long_clips(batch: dict, multiple: int) -> dict | None:
