@@ -223,6 +223,35 @@ def test_a_slider_style_trains_only_its_difference_and_is_the_original_at_weight
                           torch.full_like(weight, 0.01), atol=1e-5)
 
 
+def test_a_slider_list_trains_only_the_styles_it_names(monkeypatch, tmp_path):
+    """``stages.style.slider`` as a list: those styles train as sliders (on paired renders), the others as plain
+    fine-tunes of the whole copy; a name that is not one of the stage's styles is refused when the config is read."""
+    from lumiere.errors import InputError
+    from lumiere.train import stages
+    from tests.tiny import MICRO_CONFIG
+
+    config = json.loads(json.dumps(MICRO_CONFIG))
+    config["output_dir"] = str(tmp_path / "out")
+    config["stages"]["style"].update(styles=["line drawing", "watercolor"], slider=["watercolor"])
+    ws = stages.Workspace(config)
+    original = stages.build_t2i_unet(ws.model.t2i, 16)
+    monkeypatch.setattr(stages.Workspace, "t2i_unet", lambda self: original)
+    monkeypatch.setattr(stages.Workspace, "write_style", lambda self, style, state: None)
+    kinds = {}
+
+    def record(module, params, loader, settings, root, resume, name):
+        batch = next(iter(loader))
+        kinds[name] = (type(module).__name__, "plain_image" in (module.render(batch) if module.render else batch))
+        return {}
+
+    monkeypatch.setattr(stages, "train", record)
+    stages.run_style(ws, False)
+    assert kinds == {"style:line drawing": ("T2IModule", False), "style:watercolor": ("StyleSliderModule", True)}
+    config["stages"]["style"]["slider"] = ["oil paint"]
+    with pytest.raises(InputError, match=r"stages\.style\.slider names 'oil paint', which is not in stages\.style\.styles"):
+        stages.Workspace(config)
+
+
 def test_a_slider_style_needs_the_worlds_plain_renders(tmp_path):
     """A folder of a style's images has no unstyled twin to blend toward: refused when the config is read."""
     from lumiere.errors import InputError

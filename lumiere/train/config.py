@@ -117,12 +117,17 @@ class StageConfig:
     styles: tuple[str, ...] = ()    # style: the styles to fine-tune
     style_folders: dict = field(default_factory=dict)  # style: name -> folder of its images (styles given as a mapping)
     per_style: dict = field(default_factory=dict)  # style: name -> TrainSettings overrides of that style's fine-tune
-    slider: bool = False  # style: train each style as the app's weight slider uses it (stages.StyleSliderModule;
-    #                       needs the procedural world, which renders every scene both plain and styled)
+    slider: bool | tuple[str, ...] = False  # style: train styles as the app's weight slider uses them
+    #   (stages.StyleSliderModule): true for every style, or a list of the styles to train so; needs the
+    #   procedural world, which renders every scene both plain and styled
     mask_shares: dict = field(default_factory=dict)  # conditional: mask kind -> weight of its draws
     #                                                  (masks.mask_probabilities; empty: the default shares)
     known_weight: float = bounded(1.0, above=0.0)  # conditional: the loss's weight on the known pixels (M = 1)
     #                                                relative to the generated ones (1: one plain mean)
+
+    def is_slider(self, style: str) -> bool:
+        """Whether ``style`` trains as a slider (``slider`` true, or a list that names it)."""
+        return self.slider is True or (isinstance(self.slider, tuple) and style in self.slider)
 
     def phase_settings(self, phase: str | None) -> dict:
         """The TrainSettings overrides of one phase (an SSR phase, a T2I or temporal refinement, or a style's
@@ -166,6 +171,10 @@ class StageConfig:
                                                                                f"{where}.per_style.{name}"),
                                                      f"{where}.per_style.{name}")
                                    for name, section in per_style.items()}
+        if isinstance(extras.get("slider"), list):
+            unknown = [name for name in extras["slider"] if name not in extras.get("styles", ())]
+            if unknown:
+                raise InputError(f"{where}.slider names {unknown[0]!r}, which is not in {where}.styles")
         if "mask_shares" in extras:
             if not isinstance(extras["mask_shares"], dict):
                 raise InputError(f"{where}.mask_shares must be a mapping mask kind -> weight")
@@ -270,7 +279,7 @@ class RunConfig:
         """Refuse styles without image folders on real data when the config is read, not after the other
         stages trained: only the procedural world renders a style from its name.
 
-        A style trained as a slider (``stages.style.slider``) needs every scene both plain and styled, which only
+        A style trained as a slider (``stages.style.slider`` true or naming it) needs every scene both plain and styled, which only
         the world renders: a folder of a style's images has no unstyled twin.
 
         Raises:
@@ -281,8 +290,9 @@ class RunConfig:
             raise InputError(f"stages.style.styles: with {self.data.type} data each style needs its own images; give "
                              f"a mapping style name -> image folder (e.g. {{\"{named[0]}\": \"data/styles/...\"}}) "
                              f"instead of a list of names (only the procedural data renders styles itself)")
-        folders = [style for style in styles if style in self.stage("style").style_folders]
-        if folders and self.stage("style").slider:
+        folders = [style for style in styles if style in self.stage("style").style_folders
+                   and self.stage("style").is_slider(style)]
+        if folders:
             raise InputError(f"stages.style.slider: style {folders[0]!r} comes from a folder of images, which has no "
                              f"unstyled render of each scene to blend toward; train it without the slider")
 

@@ -1042,10 +1042,13 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
     _, height, width = ws.model.base_resolution
     ws.config.check_styles(styles)
     # Every folder checked before the first style trains (a typo in the last one fails now, not hours later).
-    datasets = {style: ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
-                if style in stage.style_folders else _PlainCaptions(image_dataset(ws.config, height, width, style=style,
-                                                                                  on_device=True, paired=stage.slider))
-                for style in styles}
+    datasets = {}
+    for style in styles:
+        if style in stage.style_folders:
+            datasets[style] = ImageFolderDataset(stage.style_folders[style], height, width, f"stages.style.styles.{style}")
+        else:  # a slider style also needs each scene's plain render, which it blends toward
+            datasets[style] = _PlainCaptions(image_dataset(ws.config, height, width, style=style, on_device=True,
+                                                           paired=stage.is_slider(style)))
     text_encoder = ws.text_encoder()
     results = {}
     # Start from the base's spatial weights: W_orig of the interpolation (the same as the T2I's when the
@@ -1055,7 +1058,8 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
         settings = ws.settings("style", style, **overrides)  # the stage's, then stages.style.per_style's
         unet = copy.deepcopy(original).requires_grad_(True)
         render = device_renderer(datasets[style])
-        if stage.slider:
+        slider = stage.is_slider(style)
+        if slider:
             module = StyleSliderModule(unet, text_encoder, ws.objective(settings), vae=ws.vae(), render=render)
             trained = list(module.delta.parameters())
         else:
@@ -1065,7 +1069,7 @@ def run_style(ws: Workspace, resume: bool, styles: list[str] | None = None, **ov
         _memory_settings(settings, unet)
         results[style] = train(module, trained, _loader(datasets[style], settings), settings,
                                ws.root / "style" / slugify(style), resume, f"style:{style}")
-        weights = {name: value.detach() for name, value in module.weights(1.0).items()} if stage.slider \
+        weights = {name: value.detach() for name, value in module.weights(1.0).items()} if slider \
             else unet.state_dict()
         # Stored as its low-rank difference to W_orig (styles.StyleDelta, rank styles.STYLE_RANK): all the
         # interpolation needs, a fraction of a full copy of the T2I.
