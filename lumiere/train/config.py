@@ -279,22 +279,22 @@ class RunConfig:
         """Refuse styles without image folders on real data when the config is read, not after the other
         stages trained: only the procedural world renders a style from its name.
 
-        A style trained as a slider (``stages.style.slider`` true or naming it) needs every scene both plain and styled, which only
-        the world renders: a folder of a style's images has no unstyled twin.
+        A style trained as a slider (``stages.style.slider`` true or naming it) needs every scene both plain and
+        styled, which only the world renders: a folder of a style's images has no unstyled twin.
 
         Raises:
             InputError: naming ``stages.style.styles`` and the mapping it needs, or ``stages.style.slider``.
         """
-        named = [style for style in styles if style not in self.stage("style").style_folders]
+        stage = self.stage("style")
+        named = [style for style in styles if style not in stage.style_folders]
         if named and self.data.type != "procedural":
             raise InputError(f"stages.style.styles: with {self.data.type} data each style needs its own images; give "
                              f"a mapping style name -> image folder (e.g. {{\"{named[0]}\": \"data/styles/...\"}}) "
                              f"instead of a list of names (only the procedural data renders styles itself)")
-        folders = [style for style in styles if style in self.stage("style").style_folders
-                   and self.stage("style").is_slider(style)]
-        if folders:
-            raise InputError(f"stages.style.slider: style {folders[0]!r} comes from a folder of images, which has no "
-                             f"unstyled render of each scene to blend toward; train it without the slider")
+        sliders_from_folders = [style for style in styles if style in stage.style_folders and stage.is_slider(style)]
+        if sliders_from_folders:
+            raise InputError(f"stages.style.slider: style {sliders_from_folders[0]!r} comes from a folder of images, "
+                             f"which has no unstyled render of each scene to blend toward; train it without the slider")
 
     def plan(self, stages) -> tuple[tuple[str, ...], dict[str, str]]:
         """The stages a run of ``stages`` trains, and why each other one is skipped, checked before the first
