@@ -35,7 +35,7 @@ EXAMPLES: dict[str, list[dict]] = {
         {"prompt": "a yellow triangle rotating at night"},
         {"prompt": "a purple circle moving right at night"},
         {"prompt": "a white circle bouncing at night", "loop": True},  # a seamless loop
-        {"prompt": "a red square rotating over the sea", "num_frames": 48},  # 3x the model's clip, in one pass
+        {"prompt": "a red square rotating over the sea", "num_frames": 48},  # 3x the model's clip
     ],
     "image_to_video": [
         {"image": example_file("red_circle_grass.png"), "prompt": "a red circle moving right on the grass"},

@@ -340,7 +340,9 @@ def _advanced(studio: Studio, name: str, footage: bool = False) -> AdvancedContr
         rule = (f"Multiples of {counts.step} (the model's temporal down-sampling factor) up to {counts[-1]}; the "
                 f"model was trained on {studio.base_frames} frames ({base_seconds:g} s) and motion may drift "
                 f"beyond that. Up to {one_pass} frames are generated at once, longer clips (and the "
-                f"super-resolution) in overlapping windows joined by temporal MultiDiffusion.")
+                f"super-resolution) in overlapping windows joined by temporal MultiDiffusion. Text to video "
+                f"beyond {studio.base_frames} frames first lays out its motion in overlapping "
+                f"{studio.base_frames}-frame windows that share their noise.")
         adv["num_frames"] = gr.Slider(
             0 if footage else counts.start, counts[-1], value=0 if footage else studio.base_frames,
             step=counts.step, label="Frames (duration)",

@@ -15,8 +15,11 @@ prompt at the long length (no model: what the measures give the training data; a
 every motion spread); for the 16-frame rows the bench also prints the
 step profile (``profile_table``), where bursts of the temporal down-sampling factor show. Rows are appended to a JSON
 lines file as they finish (``--out``), so an interrupted run resumes where it stopped. ``--summary FILE`` writes the
-model card's row (the default sampling, "one pass") as a "long_clips" metrics part that ``python -m lumiere compare``
-reads next to ``eval``'s parts.
+model card's row (the pipeline's default sampling, ``CARD_SETTING``) as a "long_clips" metrics part that
+``python -m lumiere compare`` reads next to ``eval``'s parts. ``--timing`` only times one long clip per setting (wall
+seconds, best of 3, base and with the SSR, as ratios to the first setting):
+
+    OMP_NUM_THREADS=2 LUMIERE_THREADS=2 PYTHONPATH=. python benchmarks/bench_long_clips.py --threads 2 --timing
 """
 from __future__ import annotations
 
@@ -27,17 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-# name: (window in clips = ONE_PASS_FRAMES_FACTOR, window stride in clips, shared noise, noise block in clips)
+# name: (window in clips = ONE_PASS_FRAMES_FACTOR, window stride in clips, shared noise, noise block in clips,
+#        share of the steps laid out in windows of the clip one noise block apart = LONG_CLIP_LAYOUT_SHARE)
 SETTINGS = {
     "clip": None,  # the model's own 16-frame clip: the reference
-    "one pass": (4, 3.0, False, 0.25),
-    "one pass, shared noise /4": (4, 3.0, True, 0.25),
-    "one pass, shared noise /8": (4, 3.0, True, 0.5),
-    "windows 16 stride 4": (1, 0.25, False, 0.25),
-    "windows 16 stride 8": (1, 0.5, False, 0.5),
-    "windows 16 stride 4, shared noise /4": (1, 0.25, True, 0.25),
-    "windows 16 stride 8, shared noise /8": (1, 0.5, True, 0.5),
-    "windows 32 stride 8, shared noise /8": (2, 0.5, True, 0.5),
+    "one pass": (4, 3.0, False, 0.25, 0.0),
+    "one pass, shared noise /4": (4, 3.0, True, 0.25, 0.0),
+    "one pass, shared noise /8": (4, 3.0, True, 0.5, 0.0),
+    "windows 16 stride 4": (1, 0.25, False, 0.25, 0.0),
+    "windows 16 stride 8": (1, 0.5, False, 0.5, 0.0),
+    "windows 16 stride 4, shared noise /4": (1, 0.25, True, 0.25, 0.0),
+    "windows 16 stride 8, shared noise /8": (1, 0.5, True, 0.5, 0.0),
+    "windows 32 stride 8, shared noise /8": (2, 0.5, True, 0.5, 0.0),
+    # the pipeline's default: shared noise; the noisiest half of the steps in windows 16 stride 4, the rest one pass
+    "layout in windows for half the steps, shared noise /4": (4, 3.0, True, 0.25, 0.5),
+    "layout in windows for a quarter of the steps, shared noise /4": (4, 3.0, True, 0.25, 0.25),
     # the model's clip spread over the long clip's span (its frames at every ~multiple-th index), the frames
     # between filled by the conditional model holding them (``keyframes_to_video``): slow motion
     "clip spread, keyframes between": "spread",
@@ -84,9 +91,11 @@ def measures(video: np.ndarray, motion: str, clip: int) -> dict:
 def configure(setting) -> None:
     from lumiere import options
 
+    if not isinstance(setting, tuple):  # the model's clip, the world's renders, spread and trimmed clips: one pass
+        setting = SETTINGS["one pass"]
     if isinstance(setting, tuple):
         options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE, \
-            options.SHARED_NOISE_STRIDE_CLIPS = setting
+            options.SHARED_NOISE_STRIDE_CLIPS, options.LONG_CLIP_LAYOUT_SHARE = setting
 
 
 def aggregate(rows: list[dict], name: str) -> dict | None:
@@ -112,7 +121,7 @@ def table(rows: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-CARD_SETTING = "one pass"  # the pipeline's default for clips longer than the model's: the card's row
+CARD_SETTING = "layout in windows for half the steps, shared noise /4"  # the pipeline's default: the card's row
 
 
 def summary(rows: list[dict]) -> dict:
@@ -143,6 +152,31 @@ def profile_table(rows: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def timing(pipe, names: list[str], frames: int, steps: int | None, repeats: int = 3) -> str:
+    """Wall seconds of one ``frames``-long text-to-video clip per sampling setting (best of ``repeats``), at base
+    resolution and with the SSR, each over the first setting's: what a creator waits for the long clip."""
+    import time as _time
+
+    prompt = prompts()[0][0]
+    pipe.text_to_video(prompt, seed=0, num_frames=frames, num_inference_steps=steps)  # warm-up: load, first call
+    seconds = {}
+    for name in names:
+        configure(SETTINGS[name])
+        for ssr in (False, True):
+            best = float("inf")
+            for _ in range(repeats):
+                start = _time.perf_counter()
+                pipe.text_to_video(prompt, seed=0, num_frames=frames, super_resolve=ssr, num_inference_steps=steps)
+                best = min(best, _time.perf_counter() - start)
+            seconds[name, ssr] = best
+    first = names[0]
+    lines = [f"| sampling ({frames} frames) | base | × | with SSR | × |", "|---|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {seconds[name, False]:.2f} s | {seconds[name, False] / seconds[first, False]:.2f} | "
+                     f"{seconds[name, True]:.2f} s | {seconds[name, True] / seconds[first, True]:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline directory (default: the bundled model)")
@@ -154,6 +188,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_clips.jsonl"))
     parser.add_argument("--summary", type=Path, default=None,
                         help=f"write the {CARD_SETTING!r} row as a metrics part for `python -m lumiere compare`")
+    parser.add_argument("--timing", action="store_true",
+                        help="only time one long clip per setting (default settings: 'one pass' and the card's)")
     args = parser.parse_args()
     import torch
 
@@ -164,8 +200,15 @@ def main() -> None:
     clip = pipe.base_resolution[0]
     from lumiere import options
 
+    if args.timing:
+        names = [n for n in args.settings if isinstance(SETTINGS[n], tuple)]
+        if names == [n for n in SETTINGS if isinstance(SETTINGS[n], tuple)]:  # --settings not given
+            names = ["one pass", CARD_SETTING]
+        print(timing(pipe, names, args.multiple * clip, args.steps))
+        return
+
     defaults = (options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE,
-                options.SHARED_NOISE_STRIDE_CLIPS)
+                options.SHARED_NOISE_STRIDE_CLIPS, options.LONG_CLIP_LAYOUT_SHARE)
     done = []
     if args.out.is_file():
         done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]

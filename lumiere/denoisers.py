@@ -202,6 +202,19 @@ def windowed(model: ModelFn, windows: list[Window]) -> Callable[[torch.Tensor, t
     return predict
 
 
+def by_noise_level(high: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                   low: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                   boundary: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``high`` at the timesteps above ``boundary`` (the noisiest steps: every solver here runs its
+    timesteps from high to low), ``low`` at and below it. Why: a sampler can differ between the steps
+    that decide the layout and the motion and the steps that only refine them (e.g. a long clip laid
+    out in windows of the trained length, then refined in one pass)."""
+    def predict(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return (high if float(torch.as_tensor(t).flatten()[0]) > boundary else low)(x, t, states)
+
+    return predict
+
+
 def with_channels(network: Callable[..., torch.Tensor], extra: torch.Tensor | None,
                   class_labels: torch.Tensor | None = None) -> ModelFn:
     """A model function for ``network(x, t, states)`` whose input is x with the conditioning channels

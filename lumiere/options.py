@@ -29,14 +29,18 @@ MAX_PROMPT_CHARS = 500  # prompt and negative prompt, in characters (longer ones
 # num_frames <= 10 x the model's clip length (the bundled model: 160 frames = 20 s, the longest video the
 # front ends accept). Up to ONE_PASS_FRAMES_FACTOR x the clip every frame is generated in one pass; longer
 # clips in overlapping windows of that length, BASE_WINDOW_STRIDE_CLIPS x the clip apart, joined by temporal
-# MultiDiffusion, so memory stays bounded (``tasks.common.base_windows``). With LONG_CLIP_SHARED_NOISE a clip longer than
-# the model's clip starts from FreeNoise-style shared noise (``sampling.shared_window_noise``). The choice is
-# measured in docs/research/long-clips.md (benchmarks/bench_long_clips.py).
+# MultiDiffusion, so memory stays bounded (``tasks.common.base_windows``). With LONG_CLIP_SHARED_NOISE a text-to-video
+# clip longer than the model's clip starts from FreeNoise-style shared noise (``sampling.shared_window_noise``),
+# and its noisiest LONG_CLIP_LAYOUT_SHARE of the solver's steps run in windows of the model's clip, one noise block
+# apart, each holding the first window's noise: the object and its path are decided where every window agrees
+# with the model's own clip, and the remaining steps refine the whole clip as above. The choice is measured in
+# docs/research/long-clips.md (benchmarks/bench_long_clips.py).
 MAX_FRAMES_FACTOR = 10
 ONE_PASS_FRAMES_FACTOR = 4
 BASE_WINDOW_STRIDE_CLIPS = 3.0
-LONG_CLIP_SHARED_NOISE = False
+LONG_CLIP_SHARED_NOISE = True
 SHARED_NOISE_STRIDE_CLIPS = 0.25  # the shared noise's shuffled blocks, in clips (FreeNoise: 4 of 16 frames)
+LONG_CLIP_LAYOUT_SHARE = 0.5  # 0: shared noise only, every step over base_windows
 
 
 def frame_counts(base_frames: int, factor: int) -> range:

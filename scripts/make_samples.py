@@ -31,7 +31,7 @@ def main() -> None:
         "t2v_two_yellow_triangles": lambda: pipe.text_to_video("two yellow triangles circling on a night sky", seed=3),
         "t2v_loop_yellow_circle": lambda: pipe.text_to_video("a yellow circle bouncing at night", seed=0, loop=True),
         "t2v_long_red_square_rotating": lambda: pipe.text_to_video("a red square rotating over the sea", seed=0,
-                                                                   num_frames=3 * frames),  # 3x the clip, one pass
+                                                                   num_frames=3 * frames),  # 3x the clip
         "i2v_yellow_triangle": lambda: pipe.image_to_video(still[0], "a yellow triangle moving down at night", seed=4),
         "keyframes_red_circle": lambda: pipe.keyframes_to_video(travel[0], travel[-1], "a red circle moving right on the grass",
                                                                 seed=6),

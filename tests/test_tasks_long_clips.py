@@ -9,7 +9,7 @@ import torch
 from lumiere import options
 from lumiere.errors import InputError
 from lumiere.options import ONE_PASS_FRAMES_FACTOR, NoisePrior, frame_counts
-from lumiere.tasks.common import base_windows
+from lumiere.tasks.common import base_windows, layout_windows
 from lumiere.sampling import initial_noise, shared_window_noise
 
 PROMPT = "a red circle moving right"
@@ -97,6 +97,34 @@ def test_loops_and_long_footage_keep_independent_noise(tiny_pipe, monkeypatch):
     assert looped.shape[0] == frames
     tiny_pipe.video_to_video(looped, PROMPT, strength=0.5, seed=0, num_inference_steps=2, super_resolve=False)
     assert calls == []
+
+
+def test_a_long_text_to_video_clip_is_laid_out_in_clip_windows_then_refined_whole(tiny_pipe, monkeypatch):
+    """The default long text-to-video sampler: the noisiest LONG_CLIP_LAYOUT_SHARE of the steps see windows of
+    the model's clip one noise block apart (every frame covered), the rest the whole clip; conditioned
+    tasks and loops see the whole clip in every step."""
+    monkeypatch.setattr(options, "LONG_CLIP_SHARED_NOISE", True)
+    monkeypatch.setattr(options, "LONG_CLIP_LAYOUT_SHARE", 0.5)
+    clip = tiny_pipe.base_resolution[0]
+    frames = 3 * clip
+    lengths = record_clip_lengths(tiny_pipe, monkeypatch)
+    kwargs = dict(seed=0, num_frames=frames, num_inference_steps=2, super_resolve=False)
+    video = tiny_pipe.text_to_video(PROMPT, **kwargs)
+    windows = layout_windows(frames, clip)
+    stride = options.shared_noise_stride(clip)
+    assert [b[0] - a[0] for a, b in zip(windows, windows[1:])] == [stride] * (len(windows) - 1)
+    assert windows[0] == (0, clip) and windows[-1] == (frames - clip, frames)
+    assert lengths == [clip] * len(windows) + [frames]  # the first of 2 steps in windows, the second whole
+    assert video.shape[0] == frames and np.array_equal(tiny_pipe.text_to_video(PROMPT, **kwargs), video)
+    lengths.clear()
+    monkeypatch.setattr(options, "LONG_CLIP_LAYOUT_SHARE", 0.0)  # shared noise alone: every step whole
+    assert not np.array_equal(tiny_pipe.text_to_video(PROMPT, **kwargs), video)
+    assert lengths == [frames] * 2
+    monkeypatch.setattr(options, "LONG_CLIP_LAYOUT_SHARE", 0.5)
+    lengths.clear()
+    tiny_pipe.text_to_video(PROMPT, loop=True, **kwargs)
+    tiny_pipe.image_to_video(video[0], PROMPT, **kwargs)
+    assert lengths == [frames] * 4
 
 
 def test_the_default_long_clip_setting_samples_every_frame(tiny_pipe, monkeypatch):

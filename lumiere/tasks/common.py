@@ -6,6 +6,7 @@ conditional model with the user's known content, and the finish (decode, SSR, ui
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from ..components import module_device
-from ..denoisers import Constrained, Guided, Parametrisation, sample, windowed, with_channels
+from ..denoisers import Constrained, Guided, Parametrisation, by_noise_level, sample, windowed, with_channels
 from ..errors import InputError
 from ..models.vae import latent_condition
 from .. import options
@@ -36,6 +37,14 @@ def base_windows(num_frames: int, base_frames: int, circular: bool = False) -> l
     ``circular`` (a loop): the windows go around the clip (:func:`temporal_windows`)."""
     window = options.ONE_PASS_FRAMES_FACTOR * int(base_frames)
     return temporal_windows(int(num_frames), window, window - options.base_window_stride(base_frames), circular)
+
+
+def layout_windows(num_frames: int, base_frames: int) -> list[tuple[int, int]]:
+    """The windows of a long text-to-video clip's layout steps: the model's clip ``base_frames`` long, one
+    shared-noise block (``options.shared_noise_stride``) apart, so each starts from the first window's
+    noise (``sampling.shared_window_noise``)."""
+    clip = int(base_frames)
+    return temporal_windows(int(num_frames), clip, clip - options.shared_noise_stride(clip))
 
 
 def require(pipe, name: str) -> None:
@@ -68,9 +77,11 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
 
     The whole clip in one pass, or, beyond ``ONE_PASS_FRAMES_FACTOR`` x the model's clip, its windows
     (:func:`base_windows`) averaged every step. Text to video longer than the model's clip starts,
-    with ``options.LONG_CLIP_SHARED_NOISE``, from noise its windows share (``sampling.shared_window_noise``);
-    a loop, a condition or an input video keep independent noise. ``init_video`` starts SDEdit at
-    ``strength``; ``guide_known`` holds the condition's known content in every step's x0.
+    with ``options.LONG_CLIP_SHARED_NOISE``, from noise its windows share (``sampling.shared_window_noise``),
+    and runs its noisiest ``LONG_CLIP_LAYOUT_SHARE`` of the steps in windows of the model's clip
+    (:func:`layout_windows`); a loop, a condition or an input video keep independent noise and
+    :func:`base_windows` throughout. ``init_video`` starts SDEdit at ``strength``; ``guide_known`` holds
+    the condition's known content in every step's x0.
     """
     # 1. Text states, the solver and the initial noise (with the noise prior the model was trained with).
     device, dtype = module_device(model), model.dtype
@@ -79,8 +90,9 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     scheduler = make_scheduler(pipe.scheduler_config, settings.sampler)
     shape = (1, channels, settings.num_frames, height, width)
     clip = pipe.base_resolution[0]
-    if (options.LONG_CLIP_SHARED_NOISE and settings.num_frames > clip and not settings.loop
-            and condition is None and init_video is None):  # long text-to-video: FreeNoise's shared noise
+    shared = (options.LONG_CLIP_SHARED_NOISE and settings.num_frames > clip and not settings.loop
+              and condition is None and init_video is None)  # long text-to-video: FreeNoise's shared noise
+    if shared:
         noise = shared_window_noise(shape, settings.generator, device, dtype, clip, options.shared_noise_stride(clip),
                                     pipe.settings.noise_prior)
     else:
@@ -100,9 +112,14 @@ def sample_video(pipe, model, settings: GenerationSettings, progress: Progress, 
     extra = None
     if condition is not None:
         extra = torch.cat(list(condition), dim=0)[None].to(device, dtype)
+    network = with_channels(model, extra)
     windows = base_windows(settings.num_frames, clip, circular=settings.loop)
-    denoiser = Guided(windowed(with_channels(model, extra), windows), text, uncond, settings.guidance_scale,
-                      Parametrisation(scheduler))
+    model_fn = windowed(network, windows)
+    layout_steps = math.ceil(len(timesteps) * options.LONG_CLIP_LAYOUT_SHARE) if shared else 0
+    if layout_steps:  # the layout in windows of the model's clip, then the whole clip refined
+        boundary = float(timesteps[layout_steps]) if layout_steps < len(timesteps) else float("-inf")
+        model_fn = by_noise_level(windowed(network, layout_windows(settings.num_frames, clip)), model_fn, boundary)
+    denoiser = Guided(model_fn, text, uncond, settings.guidance_scale, Parametrisation(scheduler))
     if guide_known and condition is not None:
         denoiser = Constrained(denoiser, known_content(*condition))
     # 4. Denoise. A loop in one pass: the model wraps around in time; in windows, the windows wrap.
