@@ -93,9 +93,8 @@ def configure(setting) -> None:
 
     if not isinstance(setting, tuple):  # the model's clip, the world's renders, spread and trimmed clips: one pass
         setting = SETTINGS["one pass"]
-    if isinstance(setting, tuple):
-        options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE, \
-            options.SHARED_NOISE_STRIDE_CLIPS, options.LONG_CLIP_LAYOUT_SHARE = setting
+    options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE, \
+        options.SHARED_NOISE_STRIDE_CLIPS, options.LONG_CLIP_LAYOUT_SHARE = setting
 
 
 def aggregate(rows: list[dict], name: str) -> dict | None:
@@ -155,8 +154,6 @@ def profile_table(rows: list[dict], names: list[str]) -> str:
 def timing(pipe, names: list[str], frames: int, steps: int | None, repeats: int = 3) -> str:
     """Wall seconds of one ``frames``-long text-to-video clip per sampling setting (best of ``repeats``), at base
     resolution and with the SSR, each over the first setting's: what a creator waits for the long clip."""
-    import time as _time
-
     prompt = prompts()[0][0]
     pipe.text_to_video(prompt, seed=0, num_frames=frames, num_inference_steps=steps)  # warm-up: load, first call
     seconds = {}
@@ -165,9 +162,9 @@ def timing(pipe, names: list[str], frames: int, steps: int | None, repeats: int 
         for ssr in (False, True):
             best = float("inf")
             for _ in range(repeats):
-                start = _time.perf_counter()
+                start = time.perf_counter()
                 pipe.text_to_video(prompt, seed=0, num_frames=frames, super_resolve=ssr, num_inference_steps=steps)
-                best = min(best, _time.perf_counter() - start)
+                best = min(best, time.perf_counter() - start)
             seconds[name, ssr] = best
     first = names[0]
     lines = [f"| sampling ({frames} frames) | base | × | with SSR | × |", "|---|---|---|---|---|"]
@@ -184,12 +181,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--multiple", type=int, default=3, help="clip length in model clips")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="*", default=None, choices=list(SETTINGS),
+                        help="default: every setting; with --timing, 'one pass' and the card's")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_clips.jsonl"))
     parser.add_argument("--summary", type=Path, default=None,
                         help=f"write the {CARD_SETTING!r} row as a metrics part for `python -m lumiere compare`")
     parser.add_argument("--timing", action="store_true",
-                        help="only time one long clip per setting (default settings: 'one pass' and the card's)")
+                        help="only time one long clip per sampling setting")
     args = parser.parse_args()
     import torch
 
@@ -201,11 +199,10 @@ def main() -> None:
     from lumiere import options
 
     if args.timing:
-        names = [n for n in args.settings if isinstance(SETTINGS[n], tuple)]
-        if names == [n for n in SETTINGS if isinstance(SETTINGS[n], tuple)]:  # --settings not given
-            names = ["one pass", CARD_SETTING]
+        names = [n for n in args.settings or ["one pass", CARD_SETTING] if isinstance(SETTINGS[n], tuple)]
         print(timing(pipe, names, args.multiple * clip, args.steps))
         return
+    args.settings = args.settings or list(SETTINGS)
 
     defaults = (options.ONE_PASS_FRAMES_FACTOR, options.BASE_WINDOW_STRIDE_CLIPS, options.LONG_CLIP_SHARED_NOISE,
                 options.SHARED_NOISE_STRIDE_CLIPS, options.LONG_CLIP_LAYOUT_SHARE)

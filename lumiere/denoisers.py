@@ -28,6 +28,7 @@ from .sampling import is_flow
 
 Window = tuple[int, int]
 ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Window], torch.Tensor]
+ClipFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t, states) over the whole clip
 
 
 def split_variance(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -155,7 +156,7 @@ class Guided:
     variance, as diffusers' IF pipelines do.
     """
 
-    def __init__(self, model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    def __init__(self, model: ClipFn,
                  text: torch.Tensor, uncond: torch.Tensor | None, scale: float, parametrisation: Parametrisation):
         self.model, self.text, self.uncond, self.scale = model, text, uncond, scale
         self.parametrisation = parametrisation
@@ -189,7 +190,7 @@ class Constrained:
         return prediction.with_x0(self.constrain(prediction.x0))
 
 
-def windowed(model: ModelFn, windows: list[Window]) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def windowed(model: ModelFn, windows: list[Window]) -> ClipFn:
     """``model`` over the clip's temporal ``windows``, its overlapping outputs averaged per frame (temporal
     MultiDiffusion, ``multidiffusion.windowed_prediction``: one window at a time, so memory is bounded by
     the window); one window covering the clip is one plain call.
@@ -202,9 +203,7 @@ def windowed(model: ModelFn, windows: list[Window]) -> Callable[[torch.Tensor, t
     return predict
 
 
-def by_noise_level(high: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                   low: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                   boundary: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def by_noise_level(high: ClipFn, low: ClipFn, boundary: float) -> ClipFn:
     """``high`` at the timesteps above ``boundary`` (the noisiest steps: every solver here runs its
     timesteps from high to low), ``low`` at and below it. Why: a sampler can differ between the steps
     that decide the layout and the motion and the steps that only refine them (e.g. a long clip laid
