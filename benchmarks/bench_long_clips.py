@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_clips.jsonl"))
     parser.add_argument("--summary", type=Path, default=None,
                         help=f"write the {CARD_SETTING!r} row as a metrics part for `python -m lumiere compare`")
+    parser.add_argument("--repeats", type=int, default=3, help="--timing: the best of this many calls")
     parser.add_argument("--timing", action="store_true",
                         help="only time one long clip per sampling setting")
     args = parser.parse_args()
@@ -200,7 +201,7 @@ def main() -> None:
 
     if args.timing:
         names = [n for n in args.settings or ["one pass", CARD_SETTING] if isinstance(SETTINGS[n], tuple)]
-        print(timing(pipe, names, args.multiple * clip, args.steps))
+        print(timing(pipe, names, args.multiple * clip, args.steps, args.repeats))
         return
     args.settings = args.settings or list(SETTINGS)
 
